@@ -1,0 +1,55 @@
+"""The hardware model of pytest-dojo: chips, meshes, links, collectives, op costs and the simulator.
+
+Pure Python and numpy: this package never imports torch, pytest or the plugin. Workloads come in as
+plain data (:class:`Workload`), reports go out as plain data (:class:`Report`).
+"""
+
+from __future__ import annotations
+
+from hwmodel.chip import ChipSpec
+from hwmodel.errors import (
+    HwModelError,
+    MemoryCapacityError,
+    PlanError,
+    SpecError,
+    TopologyError,
+    UnsupportedOpError,
+    WorkloadError,
+)
+from hwmodel.fabric import FabricSpec
+from hwmodel.mesh import Mesh, parse_mesh
+from hwmodel.plan import Plan
+from hwmodel.precision import MIXED_BF16, Precision
+from hwmodel.presets import get_preset, make_system, preset_names
+from hwmodel.report import Report
+from hwmodel.simulate import simulate
+from hwmodel.system import System
+from hwmodel.workload import OpRecord, ParameterRecord, TensorRecord, Workload, WorkloadSource
+
+__all__ = [
+    "MIXED_BF16",
+    "ChipSpec",
+    "FabricSpec",
+    "HwModelError",
+    "MemoryCapacityError",
+    "Mesh",
+    "OpRecord",
+    "ParameterRecord",
+    "Plan",
+    "PlanError",
+    "Precision",
+    "Report",
+    "SpecError",
+    "System",
+    "TensorRecord",
+    "TopologyError",
+    "UnsupportedOpError",
+    "Workload",
+    "WorkloadError",
+    "WorkloadSource",
+    "get_preset",
+    "make_system",
+    "parse_mesh",
+    "preset_names",
+    "simulate",
+]

@@ -1,0 +1,78 @@
+"""One accelerator chip: compute rates, compute units and its local memory.
+
+Units: FLOP/s, bytes, bytes/s, seconds. A chip is a set of identical compute units (a D1's nodes,
+a GPU's SMs) with a matrix unit and a vector unit each, and one local memory (a D1's SRAM, a GPU's
+HBM). Memory behind the chip (a Dojo tile's DIP HBM) belongs to the fabric, not to the chip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from hwmodel.errors import SpecError
+
+LOCAL_MEMORY_KINDS = ("sram", "hbm", "dram")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChipSpec:
+    """Peak rates and sizes of one chip; every field is a ceiling, efficiencies live elsewhere.
+
+    Attributes:
+        matrix_bf16_flops_per_s: dense BF16 rate of the matrix units, whole chip.
+        matrix_fp32_flops_per_s: FP32 (or TF32) rate of the matrix units; a chip without FP32
+            matrix support gives its vector rate here.
+        vector_flops_per_s: FP32 rate of the vector (SIMD) units, used by every non-matrix op.
+        compute_units: units that work in parallel (D1 nodes, GPU SMs): an op with fewer work
+            tiles than units cannot use the whole chip.
+        matrix_tile_output_elements: output elements one unit produces per work tile of a matrix
+            op (the granule of occupancy).
+        vector_tile_output_elements: the same for vector ops.
+        local_memory_bytes: capacity of the chip's own memory.
+        local_memory_read_bytes_per_s / local_memory_write_bytes_per_s: its bandwidths.
+        local_memory_full_duplex: True if loads and stores have separate paths (D1 SRAM: 400 GB/s
+            load and 270 GB/s store per node at once); False if they share one (HBM).
+        local_memory_kind: "sram", "hbm" or "dram": names the bound in reports.
+        op_overhead_s: fixed cost of one op (kernel launch, dispatch, synchronisation).
+        source: where the figures come from.
+
+    Not modelled: caches (D1 has none), clock throttling, power limits.
+    """
+
+    name: str
+    matrix_bf16_flops_per_s: float
+    matrix_fp32_flops_per_s: float
+    vector_flops_per_s: float
+    compute_units: int
+    matrix_tile_output_elements: int
+    vector_tile_output_elements: int
+    local_memory_bytes: float
+    local_memory_read_bytes_per_s: float
+    local_memory_write_bytes_per_s: float
+    local_memory_full_duplex: bool
+    local_memory_kind: str
+    op_overhead_s: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise SpecError("chip name must not be empty")
+        for spec_field in fields(self):
+            value = getattr(self, spec_field.name)
+            if spec_field.name in ("name", "source", "local_memory_kind", "local_memory_full_duplex"):
+                continue
+            if spec_field.name == "op_overhead_s":
+                if value < 0:
+                    raise SpecError(f"chip {self.name}: op_overhead_s must be >= 0, got {value}")
+            elif not value > 0:
+                raise SpecError(f"chip {self.name}: {spec_field.name} must be > 0, got {value}")
+        if self.local_memory_kind not in LOCAL_MEMORY_KINDS:
+            raise SpecError(
+                f"chip {self.name}: local_memory_kind must be one of {LOCAL_MEMORY_KINDS}, got {self.local_memory_kind!r}"
+            )
+
+    def matrix_flops_per_s(self, dtype: str) -> float:
+        """Matrix-unit peak for a compute dtype: BF16/FP16/FP8 at the BF16 rate, else the FP32 rate."""
+        if dtype in ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"):
+            return self.matrix_bf16_flops_per_s
+        return self.matrix_fp32_flops_per_s

@@ -1,0 +1,162 @@
+"""Time of every op of a workload on one chip: compute, local-memory traffic and occupancy.
+
+For each op (vectorised over the whole workload with numpy):
+
+* ``compute_s = flops / (peak x efficiency x occupancy)``: matrix ops (matmul, convolution,
+  attention) run on the matrix units at the compute dtype's rate, every other op on the vector units.
+* Occupancy: the op's output is cut into work tiles of ``*_tile_output_elements``; tiles are dealt to
+  the chip's ``compute_units`` in waves, and the last wave leaves units idle:
+  ``occupancy = tiles / (ceil(tiles / units) x units)``. An op too small to give every unit a tile
+  cannot use the whole chip: a roofline alone would miss that.
+* ``memory_s``: bytes read and written over the local memory's bandwidth. With SRAM spread over the
+  units (D1) only the occupied units' SRAM ports serve the op, so occupancy scales it too; with one
+  shared HBM it does not. Full-duplex memory overlaps loads and stores (``max``), shared memory
+  adds them.
+* ``time_s = max(compute_s, memory_s) + op_overhead_s``: a kernel overlaps its own arithmetic and
+  data movement, and pays a fixed launch or barrier cost.
+
+Not modelled: caches, operator fusion (each aten op reads and writes its operands), data-dependent
+sparsity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from hwmodel.chip import ChipSpec
+from hwmodel.efficiency import EfficiencyTable
+from hwmodel.opclass import MATRIX_CLASSES, OP_CLASSES, op_class
+from hwmodel.precision import Precision
+from hwmodel.units import FLOAT_DTYPES
+from hwmodel.workload import PHASES, Workload
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, eq=False)
+class WorkloadArrays:
+    """The per-op columns of a workload as numpy arrays, built once per workload.
+
+    Module and op names are interned: ``module_index[i]`` indexes ``module_names``.
+    """
+
+    flops: FloatArray
+    bytes_read: FloatArray
+    bytes_written: FloatArray
+    output_elements: FloatArray
+    class_index: IntArray
+    phase_index: IntArray
+    is_matrix: npt.NDArray[np.bool_]
+    is_float: npt.NDArray[np.bool_]
+    dtype_names: tuple[str, ...]
+    dtype_index: IntArray
+    module_index: IntArray
+    module_names: tuple[str, ...]
+    op_name_index: IntArray
+    op_names: tuple[str, ...]
+
+
+def _intern(values: list[str]) -> tuple[IntArray, tuple[str, ...]]:
+    names: dict[str, int] = {}
+    indices = np.fromiter((names.setdefault(value, len(names)) for value in values), dtype=np.int64, count=len(values))
+    return indices, tuple(names)
+
+
+def workload_arrays(workload: Workload) -> WorkloadArrays:
+    """Arrays of ``workload``, cached on the workload object (it is immutable)."""
+    cached = workload.__dict__.get("_arrays")
+    if isinstance(cached, WorkloadArrays):
+        return cached
+    ops = workload.ops
+    count = len(ops)
+    classes = [op_class(op.name) for op in ops]
+    dtype_index, dtype_names = _intern([op.dtype for op in ops])
+    module_index, module_names = _intern([op.module for op in ops])
+    op_name_index, op_names = _intern([op.name for op in ops])
+    arrays = WorkloadArrays(
+        flops=np.fromiter((op.flops for op in ops), dtype=np.float64, count=count),
+        bytes_read=np.fromiter((op.bytes_read for op in ops), dtype=np.float64, count=count),
+        bytes_written=np.fromiter((op.bytes_written for op in ops), dtype=np.float64, count=count),
+        output_elements=np.fromiter((op.output_elements for op in ops), dtype=np.float64, count=count),
+        class_index=np.fromiter((OP_CLASSES.index(c) for c in classes), dtype=np.int64, count=count),
+        phase_index=np.fromiter((PHASES.index(op.phase) for op in ops), dtype=np.int64, count=count),
+        is_matrix=np.fromiter((c in MATRIX_CLASSES for c in classes), dtype=np.bool_, count=count),
+        is_float=np.fromiter((op.dtype in FLOAT_DTYPES for op in ops), dtype=np.bool_, count=count),
+        dtype_names=dtype_names,
+        dtype_index=dtype_index,
+        module_index=module_index,
+        module_names=module_names,
+        op_name_index=op_name_index,
+        op_names=op_names,
+    )
+    object.__setattr__(workload, "_arrays", arrays)
+    return arrays
+
+
+@dataclass(frozen=True, eq=False)
+class OpCosts:
+    """Per-op times on one chip (seconds), aligned with ``workload.ops``."""
+
+    compute_s: FloatArray
+    memory_s: FloatArray
+    overhead_s: float
+    time_s: FloatArray
+    flops: FloatArray
+
+    @property
+    def compute_bound(self) -> npt.NDArray[np.bool_]:
+        """True where arithmetic, not memory traffic, sets the op's time."""
+        return np.asarray(self.compute_s >= self.memory_s)
+
+
+def occupancy(output_elements: FloatArray, tile_elements: float | FloatArray, units: int) -> FloatArray:
+    """Fraction of ``units`` busy on average when ``output_elements`` are cut into tiles.
+
+    >>> occupancy(np.array([64.0, 64.0 * 354, 64.0 * 355, 0.0]), 64, 354).round(4).tolist()
+    [0.0028, 1.0, 0.5014, 1.0]
+    """
+    tiles = np.ceil(output_elements / tile_elements)
+    waves = np.ceil(tiles / units)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        busy = np.where(tiles > 0, tiles / (waves * units), 1.0)
+    return np.asarray(busy, dtype=np.float64)
+
+
+def op_costs(workload: Workload, chip: ChipSpec, efficiency: EfficiencyTable, precision: Precision) -> OpCosts:
+    """Time of each op of ``workload`` on ``chip`` under ``precision``."""
+    arrays = workload_arrays(workload)
+    optimizer = arrays.phase_index == PHASES.index("optimizer")
+    # Forward and backward tensors are stored in the compute dtype; the optimizer works on the
+    # FP32 master copy, as captured.
+    dtype_scale = np.array([precision.activation_scale(name) for name in arrays.dtype_names])
+    bytes_scale = np.where(optimizer, 1.0, dtype_scale[arrays.dtype_index]) if len(arrays.flops) else np.ones(0)
+    bytes_read = arrays.bytes_read * bytes_scale
+    bytes_written = arrays.bytes_written * bytes_scale
+
+    matrix_rate = chip.matrix_flops_per_s(precision.compute_dtype)
+    uses_matrix = arrays.is_matrix & arrays.is_float & ~optimizer
+    peak = np.where(uses_matrix, matrix_rate, chip.vector_flops_per_s)
+    compute_efficiency = np.asarray(efficiency.compute)[arrays.class_index]
+    memory_efficiency = np.asarray(efficiency.memory)[arrays.class_index]
+    tile = np.where(uses_matrix, chip.matrix_tile_output_elements, chip.vector_tile_output_elements)
+    busy = occupancy(arrays.output_elements, tile, chip.compute_units)
+
+    compute_s = arrays.flops / (peak * compute_efficiency * busy)
+    memory_busy = busy if chip.local_memory_kind == "sram" else 1.0
+    read_s = bytes_read / (chip.local_memory_read_bytes_per_s * memory_efficiency * memory_busy)
+    write_s = bytes_written / (chip.local_memory_write_bytes_per_s * memory_efficiency * memory_busy)
+    memory_s = np.maximum(read_s, write_s) if chip.local_memory_full_duplex else read_s + write_s
+    time_s = np.maximum(compute_s, memory_s) + chip.op_overhead_s
+    return OpCosts(
+        compute_s=compute_s, memory_s=memory_s, overhead_s=chip.op_overhead_s, time_s=time_s, flops=arrays.flops
+    )
+
+
+def exact_sum(values: FloatArray) -> float:
+    """Correctly rounded sum: identical on every machine, whatever numpy's SIMD does."""
+    return math.fsum(values.tolist())

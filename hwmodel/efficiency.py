@@ -1,0 +1,80 @@
+"""Achieved fractions of peak, per chip and op class: the model's only tuned numbers, kept as data.
+
+Peak rates in a :class:`~hwmodel.chip.ChipSpec` are ceilings; real kernels reach a fraction of them
+that depends on the kind of op. Those fractions live in ``hwmodel/data/efficiency.json``, one row per
+chip (``"default"`` for chips without a calibrated row), each row recording where its numbers come
+from. They are calibrated against measurements, never tuned inside a test.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from hwmodel.errors import SpecError
+from hwmodel.opclass import OP_CLASSES
+
+EFFICIENCY_FILE = "efficiency.json"
+DEFAULT_ROW = "default"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EfficiencyTable:
+    """Per op class (in :data:`~hwmodel.opclass.OP_CLASSES` order), the fraction of peak achieved.
+
+    ``compute[i]`` scales the FLOP rate and ``memory[i]`` the local-memory bandwidth of ops of
+    class ``OP_CLASSES[i]``. ``calibration`` says where the numbers come from.
+    """
+
+    chip: str
+    compute: tuple[float, ...]
+    memory: tuple[float, ...]
+    calibration: str
+
+    def __post_init__(self) -> None:
+        for label, values in (("compute", self.compute), ("memory", self.memory)):
+            if len(values) != len(OP_CLASSES):
+                raise SpecError(f"efficiency {self.chip}: {label} needs {len(OP_CLASSES)} classes, got {len(values)}")
+            for op_class, value in zip(OP_CLASSES, values):
+                if not 0 < value <= 1:
+                    raise SpecError(f"efficiency {self.chip}.{op_class}.{label} must be in (0, 1], got {value}")
+
+    def for_class(self, op_class: str) -> tuple[float, float]:
+        """(compute, memory) efficiency of one op class."""
+        index = OP_CLASSES.index(op_class)
+        return self.compute[index], self.memory[index]
+
+
+def table_from_row(chip: str, row: dict[str, Any]) -> EfficiencyTable:
+    """Build a table from one chip's JSON row; missing classes are a one-line error."""
+    try:
+        classes = row["classes"]
+        return EfficiencyTable(
+            chip=chip,
+            compute=tuple(float(classes[name]["compute"]) for name in OP_CLASSES),
+            memory=tuple(float(classes[name]["memory"]) for name in OP_CLASSES),
+            calibration=str(row.get("calibration", "")),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise SpecError(f"efficiency row {chip!r} is malformed: {type(error).__name__}: {error}") from None
+
+
+@cache
+def _rows() -> dict[str, Any]:
+    text = resources.files("hwmodel").joinpath("data", EFFICIENCY_FILE).read_text(encoding="utf-8")
+    data = json.loads(text)
+    rows = data["chips"]
+    if not isinstance(rows, dict):
+        raise SpecError(f"{EFFICIENCY_FILE}: 'chips' must be an object")
+    return rows
+
+
+@cache
+def efficiency_for(chip: str) -> EfficiencyTable:
+    """The calibrated table of ``chip``, or the default row if that chip has none."""
+    rows = _rows()
+    name = chip if chip in rows else DEFAULT_ROW
+    return table_from_row(name, rows[name])

@@ -1,0 +1,64 @@
+"""The links between chips, and the memory that sits behind them.
+
+Units: bytes/s per direction, seconds, bytes. A ``mesh2d`` fabric joins each chip to its four
+neighbours; chips are grouped into tiles (a Dojo training tile is 5x5 D1s), and links that cross a
+tile boundary are a slower tier. Backing memory (a Dojo tile's DIP HBM) is given per chip: the share
+of the DIPs' capacity and bandwidth that one chip of a fully used tile gets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hwmodel.errors import SpecError
+
+TOPOLOGIES = ("mesh2d",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FabricSpec:
+    """Chip-to-chip links and backing memory.
+
+    Attributes:
+        topology: "mesh2d" (each chip links to its up to four neighbours, no wraparound).
+        link_bytes_per_s: one neighbour link, one direction.
+        hop_latency_s: time for a message head to cross one link (die to die).
+        collective_step_latency_s: fixed cost of each step of a collective algorithm
+            (synchronisation with the peer), paid once per step on top of the hops.
+        tile_rows / tile_cols: chips per tile; a link between tiles uses the inter-tile figures.
+        inter_tile_link_bytes_per_s: one chip-to-chip link across a tile boundary, one direction.
+        inter_tile_hop_latency_s: latency of such a link.
+        backing_memory_bytes_per_chip: backing memory (DIP HBM) capacity per chip; 0 for none.
+        backing_memory_bytes_per_s_per_chip: its bandwidth per chip, path included.
+        source: where the figures come from.
+
+    Not modelled here: the routes themselves (see :mod:`hwmodel.collectives`).
+    """
+
+    name: str
+    topology: str
+    link_bytes_per_s: float
+    hop_latency_s: float
+    collective_step_latency_s: float
+    tile_rows: int
+    tile_cols: int
+    inter_tile_link_bytes_per_s: float
+    inter_tile_hop_latency_s: float
+    backing_memory_bytes_per_chip: float = 0.0
+    backing_memory_bytes_per_s_per_chip: float = 0.0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.topology not in TOPOLOGIES:
+            raise SpecError(f"fabric {self.name}: topology must be one of {TOPOLOGIES}, got {self.topology!r}")
+        for name in ("link_bytes_per_s", "inter_tile_link_bytes_per_s"):
+            if not getattr(self, name) > 0:
+                raise SpecError(f"fabric {self.name}: {name} must be > 0, got {getattr(self, name)}")
+        for name in ("hop_latency_s", "collective_step_latency_s", "inter_tile_hop_latency_s",
+                     "backing_memory_bytes_per_chip", "backing_memory_bytes_per_s_per_chip"):
+            if getattr(self, name) < 0:
+                raise SpecError(f"fabric {self.name}: {name} must be >= 0, got {getattr(self, name)}")
+        if self.tile_rows < 1 or self.tile_cols < 1:
+            raise SpecError(f"fabric {self.name}: tile must be at least 1x1, got {self.tile_rows}x{self.tile_cols}")
+        if (self.backing_memory_bytes_per_chip > 0) != (self.backing_memory_bytes_per_s_per_chip > 0):
+            raise SpecError(f"fabric {self.name}: backing memory needs both a capacity and a bandwidth, or neither")

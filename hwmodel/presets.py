@@ -1,0 +1,122 @@
+"""Named chips and fabrics, each constant cited from ``shared/reference/dojo-hardware.md``.
+
+Citations name the table and row of that file ("D1 chip: BF16 peak") and its tag: [S] stated by
+the vendor, [D] derived (formula given), [U] uncertain. Presets are registered through
+:func:`register_preset`, which refuses duplicate names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hwmodel.chip import ChipSpec
+from hwmodel.errors import SpecError
+from hwmodel.fabric import FabricSpec
+from hwmodel.mesh import Mesh, parse_mesh
+from hwmodel.system import System
+from hwmodel.units import GB, GB_PER_S, GFLOP_PER_S, MB, NS, TB_PER_S, TFLOP_PER_S
+
+HARDWARE_REFERENCE = "shared/reference/dojo-hardware.md"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preset:
+    """A chip with the fabric it ships in, and a one-line description for ``pytest --help``."""
+
+    chip: ChipSpec
+    fabric: FabricSpec
+    description: str
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    """Add a preset under its chip's name; a second preset of the same name is an error."""
+    name = preset.chip.name
+    if name in _PRESETS:
+        raise SpecError(f"preset {name!r} is already registered")
+    _PRESETS[name] = preset
+    return preset
+
+
+def preset_names() -> tuple[str, ...]:
+    """Registered preset names, in registration order."""
+    return tuple(_PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; an unknown name is a one-line error listing the known ones."""
+    try:
+        return _PRESETS[name.strip().lower()]
+    except KeyError:
+        raise SpecError(f"unknown chip {name!r}; known chips: {', '.join(_PRESETS)}") from None
+
+
+def make_system(chip_name: str, mesh: Mesh | str) -> System:
+    """The system of ``mesh`` chips of preset ``chip_name`` in that preset's fabric."""
+    preset = get_preset(chip_name)
+    return System(chip=preset.chip, fabric=preset.fabric, mesh=parse_mesh(mesh) if isinstance(mesh, str) else mesh)
+
+
+D1_NODES = 354  # D1 chip / Node: "nodes per D1 die 354" [S]
+D1_CLOCK_HZ = 2e9  # Node: "clock 2 GHz" [S]
+D1_NODE_GRID_DIAMETER_HOPS = 37
+"""Hops corner to corner of the D1's node array. The grid is not published [U]; 354 nodes fill
+about 18 x 20, diameter 18 + 19 = 37 hops at one cycle per hop (Node: on-chip network [S])."""
+
+D1 = ChipSpec(
+    name="d1",
+    # D1 chip: "BF16 / CFP8 peak 362 TFLOP/s (354 x 1.024)" [S]
+    matrix_bf16_flops_per_s=362 * TFLOP_PER_S,
+    # D1 chip: "FP32 peak 22.6 TFLOP/s" [S]; no FP32 matrix mode is published, so FP32 matmuls run at it.
+    matrix_fp32_flops_per_s=22.6 * TFLOP_PER_S,
+    # Node: "FP32 64 GFLOP/s (1/16 of BF16)" [S] x 354 nodes = 22.656 TFLOP/s [D].
+    vector_flops_per_s=D1_NODES * 64 * GFLOP_PER_S,
+    compute_units=D1_NODES,
+    # Node: "BF16 / CFP8 512 FLOP/cycle (8x8x4 matrix unit)" [S/D]: one pass yields an 8x8 output block.
+    matrix_tile_output_elements=8 * 8,
+    # The node's SIMD width is not published [U]: 64 B vectors, 16 FP32 lanes, as the 512 FLOP/cycle
+    # matrix unit suggests; a vector op shorter than 16 x 354 elements leaves nodes idle.
+    vector_tile_output_elements=16,
+    # D1 chip: "SRAM 440 MB" [S]
+    local_memory_bytes=440 * MB,
+    # Node: "SRAM bandwidth 400 GB/s load, 270 GB/s store" [S] x 354 nodes [D].
+    local_memory_read_bytes_per_s=D1_NODES * 400 * GB_PER_S,
+    local_memory_write_bytes_per_s=D1_NODES * 270 * GB_PER_S,
+    local_memory_full_duplex=True,
+    local_memory_kind="sram",
+    # No kernel launch on a compiler-scheduled D1; an op boundary is a barrier across the node
+    # array: diameter x 1 cycle at 2 GHz = 18.5 ns [D/U].
+    op_overhead_s=D1_NODE_GRID_DIAMETER_HOPS / D1_CLOCK_HZ,
+    source=f"{HARDWARE_REFERENCE}: Node and D1 chip tables",
+)
+
+DIPS_PER_TILE = 4 * 5  # DIP: "DIPs per tile edge 5" [S] x 4 edges [D]
+CHIPS_PER_TILE = 25  # Training tile: "chips 25 D1" [S]
+
+DOJO_TILE_FABRIC = FabricSpec(
+    name="dojo-tile-mesh",
+    topology="mesh2d",
+    # D1 chip: "off-chip ~2 TB/s per edge per direction" [S/U]; one edge faces one neighbour.
+    link_bytes_per_s=2 * TB_PER_S,
+    # D1 chip: "die-to-die latency ~100 ns" [S]
+    hop_latency_s=100 * NS,
+    # A collective step synchronises with its peer: one die-to-die round trip, 2 x 100 ns [D/U].
+    collective_step_latency_s=2 * 100 * NS,
+    tile_rows=5,
+    tile_cols=5,
+    # Training tile: "off-tile 9 TB/s per edge" [S] over the 5 chips on that edge = 1.8 TB/s [D].
+    inter_tile_link_bytes_per_s=9 * TB_PER_S / 5,
+    # Not published [U]: the tile edge adds a connector and the I/O dies; taken as 2 die hops.
+    inter_tile_hop_latency_s=2 * 100 * NS,
+    # DIP: "DIP HBM 32 GB" x 20 DIPs per tile / 25 chips = 25.6 GB per chip [D].
+    backing_memory_bytes_per_chip=32 * GB * DIPS_PER_TILE / CHIPS_PER_TILE,
+    # DIP: "800 GB/s" HBM behind a "900 GB/s" link: 800 GB/s per DIP x 20 / 25 chips = 640 GB/s [D].
+    # NB: interior chips reach the edge DIPs over the mesh; the share assumes the mesh links are not
+    # the bottleneck (20 DIP links x 0.9 TB/s = 18 TB/s against a 10 TB/s bisection: they can be).
+    backing_memory_bytes_per_s_per_chip=800 * GB_PER_S * DIPS_PER_TILE / CHIPS_PER_TILE,
+    source=f"{HARDWARE_REFERENCE}: D1 chip, Training tile and DIP tables",
+)
+
+register_preset(Preset(chip=D1, fabric=DOJO_TILE_FABRIC, description="Tesla D1 in 5x5 training tiles with DIP HBM"))

@@ -1,0 +1,25 @@
+"""The plugin's exceptions and warnings.
+
+User mistakes surface as one line: options become ``pytest.UsageError``, a step that cannot be
+captured fails its test with :class:`CaptureError`'s message and no traceback.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+class DojoError(Exception):
+    """Base class of the plugin's errors; never raised directly."""
+
+
+class CaptureError(DojoError):
+    """A training step that cannot be captured (a data-dependent op, a model that raised...)."""
+
+
+class DojoWarning(pytest.PytestWarning):
+    """Base class of the plugin's warnings; never raised directly."""
+
+
+class UnmodeledOpsWarning(DojoWarning):
+    """A captured step contains ops with no FLOP formula (costed by their bytes only)."""
