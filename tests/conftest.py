@@ -1,0 +1,1 @@
+"""Shared test configuration: the pytester plugin is enabled in pyproject's addopts."""
