@@ -1,0 +1,216 @@
+"""The capture against FLOP counts worked out by hand, and its handling of views, copies and errors."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pytest
+from hwmodel import Workload
+from pytest_dojo.capture import capture_train_step
+from pytest_dojo.errors import CaptureError
+
+BATCH, IN, HIDDEN, OUT = 32, 64, 128, 10
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(IN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, OUT))
+
+
+def test_mlp_flops_by_phase_match_hand_count() -> None:
+    """Linear(64,128) -> ReLU -> Linear(128,10) on 32 samples, loss = mean of the 320 outputs.
+
+    Forward: addmm 2*32*64*128 + relu 32*128 + addmm 2*32*128*10 + mean 320 = 610,624.
+    Backward: d(mean) 320; layer 2: dW 2*128*32*10 and dX 2*32*10*128 and db (sum of 320);
+    relu: 32*128; layer 1: dW 2*64*32*128 and db (sum of 4,096); no dX (inputs need no grad)
+    = 696,960.
+    Optimizer (foreach AdamW over P = 64*128+128+128*10+10 = 9,610 parameters): step += 1 on 4
+    step counters, then per element: decay mul 1, lerp 2, mul 1, addcmul 2, sqrt 1, div 1, add 1,
+    addcdiv 2 = 11 per parameter: 4 + 11*9,610 = 105,714.
+    """
+    workload = capture_train_step(mlp(), torch.randn(BATCH, IN))
+    parameters = IN * HIDDEN + HIDDEN + HIDDEN * OUT + OUT
+    forward = 2 * BATCH * IN * HIDDEN + BATCH * HIDDEN + 2 * BATCH * HIDDEN * OUT + BATCH * OUT
+    backward = (
+        BATCH * OUT
+        + 2 * HIDDEN * BATCH * OUT
+        + 2 * BATCH * OUT * HIDDEN
+        + BATCH * OUT
+        + BATCH * HIDDEN
+        + 2 * IN * BATCH * HIDDEN
+        + BATCH * HIDDEN
+    )
+    optimizer = 4 + 11 * parameters
+    assert workload.flops_by_phase == {"forward": forward, "backward": backward, "optimizer": optimizer}
+    assert workload.parameter_count == parameters
+    assert workload.unmodeled_ops == {}
+
+
+def test_mlp_bytes_of_first_matmul() -> None:
+    """addmm(bias[128], x[32,64], W^T[64,128]) reads (128 + 2048 + 8192) floats, writes 4096."""
+    workload = capture_train_step(mlp(), torch.randn(BATCH, IN))
+    first = workload.ops[0]
+    assert first.name == "aten.addmm.default"
+    assert (first.bytes_read, first.bytes_written) == (4 * (HIDDEN + BATCH * IN + IN * HIDDEN), 4 * BATCH * HIDDEN)
+    assert first.module.endswith(".0") and first.phase == "forward"
+
+
+class SmallCnn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
+        self.head = nn.Linear(8 * 16 * 16, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(images)).flatten(1))
+
+
+def test_cnn_forward_and_total_flops_match_hand_count() -> None:
+    """Conv2d(3->8, 3x3, pad 1) on 4 x 3 x 16 x 16, ReLU, flatten, Linear(2048 -> 10).
+
+    Forward: conv 2 * 4*8*16*16 outputs * 3*3*3 = 442,368; relu 8,192; linear 2*4*2048*10 =
+    163,840; mean of 40 = 40: 614,440.
+    Backward: d(mean) 40; linear dW 163,840, dX 163,840, db 40; relu 8,192; conv dW 442,368
+    (no d(input): images need no grad): 778,320.
+    """
+    workload = capture_train_step(SmallCnn(), torch.randn(4, 3, 16, 16))
+    conv_forward = 2 * (4 * 8 * 16 * 16) * (3 * 3 * 3)
+    assert workload.flops_by_phase["forward"] == conv_forward + 8192 + 163_840 + 40
+    assert workload.flops_by_phase["backward"] == 40 + 163_840 + 163_840 + 40 + 8192 + conv_forward
+    conv_ops = [op for op in workload.ops if "convolution" in op.name]
+    assert [op.phase for op in conv_ops] == ["forward", "backward"]
+    assert all(op.flop_source == "torch" for op in conv_ops)
+
+
+class AttentionBlock(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = tokens.shape
+        q, k, v = self.qkv(tokens).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def test_attention_flops_are_counted_on_the_cpu() -> None:
+    """torch's registry counts the CPU flash-attention kernels as 0; ours does not.
+
+    B=2, H=4, L=128, D=16: forward QK^T and PV = 2*B*H*L*L*(D + D) = 4,194,304; backward
+    recompute QK^T, dP, dV, dQ, dK = 2*B*H*L*L*(3D + 2D) = 10,485,760.
+    """
+    batch, heads, length, dim = 2, 4, 128, 64
+    workload = capture_train_step(AttentionBlock(dim, heads), torch.randn(batch, length, dim))
+    attention = [op for op in workload.ops if "scaled_dot_product" in op.name]
+    assert [op.name for op in attention] == [
+        "aten._scaled_dot_product_flash_attention_for_cpu.default",
+        "aten._scaled_dot_product_flash_attention_for_cpu_backward.default",
+    ]
+    head_dim = dim // heads
+    assert attention[0].flops == 2 * batch * heads * length * length * 2 * head_dim
+    assert attention[1].flops == 2 * batch * heads * length * length * 5 * head_dim
+    assert all(op.flop_source == "formula" for op in attention)
+
+
+def test_views_are_free_and_copies_are_recorded() -> None:
+    """transpose is a view (no op recorded); contiguous() after it is a copy of every byte."""
+
+    class Transposer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x.transpose(0, 1).contiguous() * self.scale[:, None]).view(-1)
+
+    workload = capture_train_step(Transposer(), torch.randn(16, 8))
+    names = [op.name for op in workload.ops]
+    assert not any("transpose" in name or name.startswith("aten.view") for name in names)
+    clones = [op for op in workload.ops if op.name == "aten.clone.default"]
+    assert clones and clones[0].bytes_read == clones[0].bytes_written == 16 * 8 * 4
+    assert clones[0].flops == 0 and clones[0].flop_source == "formula"
+
+
+def test_op_without_formula_is_listed_as_unmodeled_and_costed_by_bytes() -> None:
+    class Cumulative(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cummax(self.linear(x), dim=1).values
+
+    workload = capture_train_step(Cumulative(), torch.randn(3, 4))
+    assert "aten.cummax.default" in workload.unmodeled_ops
+    op = next(op for op in workload.ops if op.name == "aten.cummax.default")
+    assert op.flops == 0 and op.bytes_read > 0 and op.bytes_written > 0
+
+
+def test_meta_model_and_inputs_capture_at_any_size() -> None:
+    """A model built on the meta device, with meta inputs, captures without any memory."""
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2), nn.BatchNorm2d(16), nn.ReLU())
+        images = torch.empty(8, 3, 960, 1280)
+    workload = capture_train_step(model, images)
+    conv = next(op for op in workload.ops if op.name == "aten.convolution.default")
+    out_h, out_w = (960 - 3) // 2 + 1, (1280 - 3) // 2 + 1
+    assert conv.flops == 2 * 8 * 16 * out_h * out_w * 3 * 3 * 3
+    assert any(t.kind == "buffer" for t in workload.tensors)
+
+
+def test_batch_size_resizes_the_leading_dimension() -> None:
+    whole = capture_train_step(mlp(), torch.randn(BATCH, IN))
+    quarter = capture_train_step(mlp(), torch.randn(BATCH, IN), batch_size=BATCH // 4)
+    assert quarter.batch_size == BATCH // 4
+    assert quarter.ops[0].flops * 4 == whole.ops[0].flops
+
+
+def test_gradients_are_ready_after_their_backward_op() -> None:
+    workload = capture_train_step(mlp(), torch.randn(BATCH, IN))
+    for parameter in workload.parameters:
+        op = workload.ops[parameter.grad_ready_op]
+        assert op.phase == "backward"
+    ready = {p.name: p.grad_ready_op for p in workload.parameters}
+    assert ready["2.weight"] < ready["0.weight"], "the last layer's gradient is ready first"
+
+
+def test_optimizer_state_exists_before_the_step() -> None:
+    """The recorded step is a steady-state step: AdamW's moments are not created inside it."""
+    workload = capture_train_step(mlp(), torch.randn(BATCH, IN))
+    optimizer_ops = {op.name for op in workload.ops if op.phase == "optimizer"}
+    assert "aten.zeros_like.default" not in optimizer_ops
+    state_bytes = sum(t.nbytes for t in workload.tensors if t.kind == "optimizer_state")
+    assert state_bytes >= 2 * 4 * workload.parameter_count
+
+
+def test_capture_is_deterministic_and_round_trips_through_json() -> None:
+    first = capture_train_step(mlp(), torch.randn(BATCH, IN))
+    second = capture_train_step(mlp(), torch.randn(BATCH, IN))
+    assert first.to_dict() == second.to_dict()
+    assert Workload.from_json(first.to_json()) == first
+
+
+def test_data_dependent_op_is_a_one_line_capture_error() -> None:
+    class Selective(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.linear(x)
+            return y[y > 0].sum()
+
+    with pytest.raises(CaptureError) as caught:
+        capture_train_step(Selective(), torch.randn(3, 4))
+    message = str(caught.value)
+    assert "\n" not in message and "Selective" in message and "data-dependent" in message
+
+
+def test_targets_and_loss_function_are_used() -> None:
+    targets = torch.randint(0, OUT, (BATCH,))
+    workload = capture_train_step(mlp(), torch.randn(BATCH, IN), targets=targets, loss_fn=F.cross_entropy)
+    names = {op.name for op in workload.ops if op.phase == "forward"}
+    assert "aten.nll_loss_forward.default" in names and "aten._log_softmax.default" in names

@@ -1,0 +1,103 @@
+"""The whole path through pytest: options, the dojo fixture, the summary table and usage errors."""
+
+from __future__ import annotations
+
+import pytest
+
+SIMPLE_TEST = """
+import torch
+
+def test_mlp_step(dojo):
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    report = dojo.train_step(model, torch.randn(50, 32))
+    assert report.global_batch == 50
+    assert report.num_chips == dojo.mesh.num_chips
+    assert 0 < report.mfu <= 1
+    assert report.samples_per_s == pytest.approx(report.global_batch / report.step_time_s)
+"""
+
+
+def test_summary_table_lists_each_simulated_step(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_step="import pytest\n" + SIMPLE_TEST)
+    result = pytester.runpytest("--dojo-mesh=5x5")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*dojo: simulated training steps*",
+            "pytest-dojo: chip d1, mesh 5x5 (25 chips*peak 9.05 PFLOP/s BF16",
+            "test*network*batch*step ms*samples/s*MFU*bound",
+            "test_step.py::test_mlp_step*Sequential*50*",
+        ]
+    )
+
+
+def test_ini_keys_set_the_defaults(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ndojo_mesh = 1x5\ndojo_chip = d1\n")
+    pytester.makepyfile(test_step="import pytest\n" + SIMPLE_TEST)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*mesh 1x5 (5 chips*"])
+
+
+def test_command_line_overrides_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ndojo_mesh = 1x5\n")
+    pytester.makepyfile(test_step="import pytest\n" + SIMPLE_TEST)
+    result = pytester.runpytest("--dojo-mesh=2x5")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*mesh 2x5 (10 chips*"])
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("--dojo-mesh=0x5", "ERROR: --dojo-mesh: mesh must have at least 1 row and 1 column, got '0x5'"),
+        ("--dojo-mesh=5x", "ERROR: --dojo-mesh: mesh must be ROWSxCOLS*got '5x'"),
+        ("--dojo-mesh=abc", "ERROR: --dojo-mesh: mesh must be ROWSxCOLS*got 'abc'"),
+        ("--dojo-mesh=-1x3", "ERROR: --dojo-mesh: mesh must be ROWSxCOLS*got '-1x3'"),
+        ("--dojo-chip=tpu9", "ERROR: --dojo-chip: unknown chip 'tpu9'; known chips: d1*"),
+    ],
+)
+def test_bad_option_is_one_usage_line(pytester: pytest.Pytester, option: str, expected: str) -> None:
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = pytester.runpytest(option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_uncapturable_step_fails_its_test_in_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_bad="""
+import torch
+
+class Selective(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.linear(x)
+        return y[y > 0].sum()
+
+def test_bad(dojo):
+    dojo.train_step(Selective(), torch.randn(25, 4))
+"""
+    )
+    result = pytester.runpytest("--dojo-mesh=5x5")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*cannot capture Selective: *data-dependent*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_batch_that_does_not_split_over_the_mesh_fails_clearly(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_split="""
+import torch
+
+def test_split(dojo):
+    dojo.train_step(torch.nn.Linear(4, 4), torch.randn(7, 4))
+"""
+    )
+    result = pytester.runpytest("--dojo-mesh=5x5")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*global batch 7 does not split over 25 data-parallel replicas*"])
