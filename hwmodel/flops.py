@@ -138,6 +138,9 @@ register_flop_formula("gelu")(_per_output_element(5.0))
 # Backward of the activations: derivative formula times the incoming gradient.
 # sigmoid' = s(1-s): sub, mul, mul = 3; tanh' = (1-t^2): mul, sub, mul = 3;
 # silu' = s(1 + x(1-s)): sigmoid 4 + sub, mul, add, mul, mul = 9; gelu' ~ cdf + x*pdf: 12.
+# log_sigmoid(x) = -log1p(exp(-x)) with a max for stability: neg, exp, log1p, max, sub = 5;
+# its backward: sigmoid(-x) (4) times the incoming gradient (1) = 5.
+register_flop_formula("log_sigmoid_forward", "log_sigmoid_backward")(_per_output_element(5.0))
 register_flop_formula("sigmoid_backward", "tanh_backward")(_per_output_element(3.0))
 register_flop_formula("silu_backward")(_per_output_element(9.0))
 register_flop_formula("gelu_backward")(_per_output_element(12.0))
@@ -199,7 +202,7 @@ register_flop_formula(*sorted(
         "new_empty_strided", "empty_strided", "empty", "arange", "lift_fresh", "split_with_sizes_copy", "tril",
         "triu", "where", "embedding_dense_backward", "_foreach_copy_", "_foreach_zero_", "detach", "alias",
         "scalar_tensor", "randn", "rand", "normal_", "uniform_", "bernoulli_", "native_dropout",
-        "native_dropout_backward", "scatter_add",
+        "native_dropout_backward", "scatter_add", "linspace", "logspace", "full_like", "eye",
     )
 ))(_per_output_element(0.0))
 
@@ -234,6 +237,28 @@ def _grid_sampler_backward(taps: float) -> FlopFormula:
 
 register_flop_formula("grid_sampler_2d_backward")(_grid_sampler_backward(4.0))
 register_flop_formula("grid_sampler_3d_backward")(_grid_sampler_backward(8.0))
+
+
+def _affine_grid_flops(grid: Shape) -> float:
+    """Each grid coordinate is a dot product of an affine row with (x, y[, z], 1): ``k``
+    multiplies and ``k - 1`` adds, ``k`` = spatial dims + 1 (3 in 2D, 4 in 3D)."""
+    if not grid:
+        return 0.0
+    taps = grid[-1] + 1
+    return float(numel(grid) * (2 * taps - 1))
+
+
+@register_flop_formula("affine_grid_generator")
+def affine_grid_forward_flops(inputs: Sequence[ShapeArg], outputs: Sequence[Shape]) -> float:
+    """The output is the grid."""
+    return _affine_grid_flops(outputs[0] if outputs else ())
+
+
+@register_flop_formula("affine_grid_generator_backward")
+def affine_grid_backward_flops(inputs: Sequence[ShapeArg], outputs: Sequence[Shape]) -> float:
+    """The first argument is the gradient of the grid; the same products, transposed."""
+    shapes = _tensor_shapes(inputs[0]) if inputs else ()
+    return _affine_grid_flops(shapes[0] if shapes else ())
 
 
 def _attention_dims(inputs: Sequence[ShapeArg]) -> tuple[int, int, int, int, int]:
