@@ -38,7 +38,7 @@ class EfficiencyTable:
         for label, values in (("compute", self.compute), ("memory", self.memory)):
             if len(values) != len(OP_CLASSES):
                 raise SpecError(f"efficiency {self.chip}: {label} needs {len(OP_CLASSES)} classes, got {len(values)}")
-            for op_class, value in zip(OP_CLASSES, values):
+            for op_class, value in zip(OP_CLASSES, values, strict=True):
                 if not 0 < value <= 1:
                     raise SpecError(f"efficiency {self.chip}.{op_class}.{label} must be in (0, 1], got {value}")
 

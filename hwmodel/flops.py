@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Union
 
 from hwmodel.errors import SpecError
 from hwmodel.opclass import packet_name
 
 Shape = tuple[int, ...]
-ShapeArg = Union[Shape, tuple[Shape, ...], None]
+ShapeArg = Shape | tuple[Shape, ...] | None
 FlopFormula = Callable[[Sequence[ShapeArg], Sequence[Shape]], float]
 
 POINTWISE_FALLBACK = "<pointwise>"
@@ -57,7 +56,9 @@ def has_flop_formula(op_name: str) -> bool:
     return packet_name(op_name) in _FORMULAS
 
 
-def flop_count(op_name: str, inputs: Sequence[ShapeArg], outputs: Sequence[Shape], *, pointwise: bool = False) -> float | None:
+def flop_count(
+    op_name: str, inputs: Sequence[ShapeArg], outputs: Sequence[Shape], *, pointwise: bool = False
+) -> float | None:
     """FLOPs of one op, or ``None`` if no formula applies (the op is then 'unmodeled').
 
     ``pointwise`` says the op is tagged pointwise by torch: such an op without a formula of its own
@@ -120,10 +121,47 @@ def _per_list_element(flops_per_element: float) -> FlopFormula:
 _FORMULAS[POINTWISE_FALLBACK] = _per_output_element(1.0)
 
 register_flop_formula(
-    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "neg", "abs", "relu", "relu_", "threshold_backward",
-    "clamp", "clamp_", "clamp_min", "clamp_max", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge",
-    "pow", "rsub", "reciprocal", "sign", "hardtanh", "hardtanh_backward", "leaky_relu", "leaky_relu_backward",
-    "addcmul", "addcdiv", "lerp", "lerp_", "square", "logical_not", "logical_and", "bitwise_not",
+    "add",
+    "add_",
+    "sub",
+    "sub_",
+    "mul",
+    "mul_",
+    "div",
+    "div_",
+    "neg",
+    "abs",
+    "relu",
+    "relu_",
+    "threshold_backward",
+    "clamp",
+    "clamp_",
+    "clamp_min",
+    "clamp_max",
+    "maximum",
+    "minimum",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "pow",
+    "rsub",
+    "reciprocal",
+    "sign",
+    "hardtanh",
+    "hardtanh_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "addcmul",
+    "addcdiv",
+    "lerp",
+    "lerp_",
+    "square",
+    "logical_not",
+    "logical_and",
+    "bitwise_not",
 )(_per_output_element(1.0))
 
 # Transcendental activations: exp/log/tanh/sqrt count one each (see module docstring).
@@ -164,12 +202,20 @@ register_flop_formula("nll_loss_forward", "nll_loss_backward", "nll_loss2d_forwa
 # Backward: d_xhat = dy*gamma 1, sum(d_xhat*(x-mu)) 2, sum(d_xhat) 1,
 # dx = d_xhat*inv + dvar*2(x-mu)/N + dmu/N 5, dgamma = sum(dy*xhat) 2, dbeta = sum(dy) 1 = 12.
 register_flop_formula(
-    "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_functional",
-    "_batch_norm_with_update", "_batch_norm_with_update_functional", "native_layer_norm", "native_group_norm",
+    "native_batch_norm",
+    "_native_batch_norm_legit",
+    "_native_batch_norm_legit_functional",
+    "_batch_norm_with_update",
+    "_batch_norm_with_update_functional",
+    "native_layer_norm",
+    "native_group_norm",
 )(_per_input_element(8.0))
 register_flop_formula("_native_batch_norm_legit_no_training", "_batch_norm_no_update")(_per_input_element(4.0))
 register_flop_formula(
-    "native_batch_norm_backward", "batch_norm_backward", "native_layer_norm_backward", "native_group_norm_backward",
+    "native_batch_norm_backward",
+    "batch_norm_backward",
+    "native_layer_norm_backward",
+    "native_group_norm_backward",
 )(_per_input_element(12.0))
 
 # Softmax forward: max 1, subtract 1, exp 1, sum 1, divide 1 = 5 per element.
@@ -179,12 +225,26 @@ register_flop_formula("_softmax_backward_data", "_log_softmax_backward_data")(_p
 
 # Optimizer foreach ops: FLOPs per element of the parameter list.
 register_flop_formula(
-    "_foreach_add", "_foreach_add_", "_foreach_sub", "_foreach_sub_", "_foreach_mul", "_foreach_mul_",
-    "_foreach_div", "_foreach_div_", "_foreach_sqrt", "_foreach_sqrt_", "_foreach_neg", "_foreach_neg_",
-    "_foreach_reciprocal_", "_foreach_maximum_", "_foreach_pow", "_foreach_sign",
+    "_foreach_add",
+    "_foreach_add_",
+    "_foreach_sub",
+    "_foreach_sub_",
+    "_foreach_mul",
+    "_foreach_mul_",
+    "_foreach_div",
+    "_foreach_div_",
+    "_foreach_sqrt",
+    "_foreach_sqrt_",
+    "_foreach_neg",
+    "_foreach_neg_",
+    "_foreach_reciprocal_",
+    "_foreach_maximum_",
+    "_foreach_pow",
+    "_foreach_sign",
 )(_per_list_element(1.0))
-register_flop_formula("_foreach_addcmul", "_foreach_addcmul_", "_foreach_addcdiv", "_foreach_addcdiv_", "_foreach_lerp_",
-                      "_foreach_lerp")(_per_list_element(2.0))
+register_flop_formula(
+    "_foreach_addcmul", "_foreach_addcmul_", "_foreach_addcdiv", "_foreach_addcdiv_", "_foreach_lerp_", "_foreach_lerp"
+)(_per_list_element(2.0))
 register_flop_formula("_foreach_norm")(_per_list_element(2.0))
 # Fused AdamW per element: 2 moment updates (3 each), bias corrections (2), sqrt+add+div (3),
 # weight decay (2), update (2) = 15.
@@ -192,26 +252,91 @@ register_flop_formula("_fused_adamw_", "_fused_adam_", "_fused_adamw", "_fused_a
 register_flop_formula("_fused_sgd_", "_fused_sgd")(_per_list_element(4.0))
 
 # Data movement: no arithmetic. Costed by bytes.
-register_flop_formula(*sorted(
-    name for name in (
-        "copy_", "_to_copy", "clone", "cat", "stack", "constant_pad_nd", "index_select", "gather", "scatter",
-        "index", "index_put_", "index_put", "_unsafe_index", "_unsafe_index_put", "repeat", "embedding",
-        "slice_backward", "select_backward", "new_zeros", "zeros_like", "ones_like", "empty_like", "fill_", "zero_",
-        "zeros", "ones", "full", "new_full", "new_ones", "fill", "masked_fill", "masked_fill_", "contiguous",
-        "_unsafe_view", "upsample_nearest2d", "upsample_nearest2d_backward", "roll", "flip", "new_empty",
-        "new_empty_strided", "empty_strided", "empty", "arange", "lift_fresh", "split_with_sizes_copy", "tril",
-        "triu", "where", "embedding_dense_backward", "_foreach_copy_", "_foreach_zero_", "detach", "alias",
-        "scalar_tensor", "randn", "rand", "normal_", "uniform_", "bernoulli_", "native_dropout",
-        "native_dropout_backward", "scatter_add", "linspace", "logspace", "full_like", "eye",
+register_flop_formula(
+    *sorted(
+        name
+        for name in (
+            "copy_",
+            "_to_copy",
+            "clone",
+            "cat",
+            "stack",
+            "constant_pad_nd",
+            "index_select",
+            "gather",
+            "scatter",
+            "index",
+            "index_put_",
+            "index_put",
+            "_unsafe_index",
+            "_unsafe_index_put",
+            "repeat",
+            "embedding",
+            "slice_backward",
+            "select_backward",
+            "new_zeros",
+            "zeros_like",
+            "ones_like",
+            "empty_like",
+            "fill_",
+            "zero_",
+            "zeros",
+            "ones",
+            "full",
+            "new_full",
+            "new_ones",
+            "fill",
+            "masked_fill",
+            "masked_fill_",
+            "contiguous",
+            "_unsafe_view",
+            "upsample_nearest2d",
+            "upsample_nearest2d_backward",
+            "roll",
+            "flip",
+            "new_empty",
+            "new_empty_strided",
+            "empty_strided",
+            "empty",
+            "arange",
+            "lift_fresh",
+            "split_with_sizes_copy",
+            "tril",
+            "triu",
+            "where",
+            "embedding_dense_backward",
+            "_foreach_copy_",
+            "_foreach_zero_",
+            "detach",
+            "alias",
+            "scalar_tensor",
+            "randn",
+            "rand",
+            "normal_",
+            "uniform_",
+            "bernoulli_",
+            "native_dropout",
+            "native_dropout_backward",
+            "scatter_add",
+            "linspace",
+            "logspace",
+            "full_like",
+            "eye",
+        )
     )
-))(_per_output_element(0.0))
+)(_per_output_element(0.0))
 
 # Pooling: one compare/add per window element of the output; a 3x3 window is 9 per output element.
 # We do not see kernel sizes as shapes, so count per input element (each input enters ~1 window
 # for stride = kernel); NB: overlapping windows (stride < kernel) are undercounted.
 register_flop_formula(
-    "max_pool2d_with_indices", "avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool2d",
-    "max_pool2d_with_indices_backward", "avg_pool2d_backward", "_adaptive_avg_pool2d_backward",
+    "max_pool2d_with_indices",
+    "avg_pool2d",
+    "_adaptive_avg_pool2d",
+    "adaptive_avg_pool2d",
+    "max_pool2d_with_indices_backward",
+    "avg_pool2d_backward",
+    "_adaptive_avg_pool2d_backward",
 )(_per_input_element(1.0))
 
 # Interpolation: bilinear 2D blends 4 taps (4 mul + 3 add) = 7 per output element; its backward
@@ -269,7 +394,8 @@ def _attention_dims(inputs: Sequence[ShapeArg]) -> tuple[int, int, int, int, int
 
 
 @register_flop_formula(
-    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_attention_math",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_attention_math",
     "_scaled_dot_product_fused_attention_overrideable",
 )
 def attention_forward_flops(inputs: Sequence[ShapeArg], outputs: Sequence[Shape]) -> float:
@@ -297,4 +423,3 @@ def attention_backward_flops(inputs: Sequence[ShapeArg], outputs: Sequence[Shape
 def registered_packets() -> tuple[str, ...]:
     """Every overload packet with a formula (sorted), for docs and tests."""
     return tuple(sorted(name for name in _FORMULAS if name != POINTWISE_FALLBACK))
-

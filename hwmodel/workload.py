@@ -154,9 +154,7 @@ class Workload:
         try:
             version = int(data["schema_version"])
             if version != SCHEMA_VERSION:
-                raise WorkloadError(
-                    f"workload schema version {version} is not supported (expected {SCHEMA_VERSION})"
-                )
+                raise WorkloadError(f"workload schema version {version} is not supported (expected {SCHEMA_VERSION})")
             return cls(
                 name=str(data["name"]),
                 batch_size=int(data["batch_size"]),

@@ -41,13 +41,15 @@ from pytest_dojo.errors import CaptureError
 OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
 LossFunction = Callable[..., torch.Tensor]
 
-_IGNORED_OPS = frozenset({
-    "prim.device.default",
-    "aten._local_scalar_dense.default",
-    "aten.lift_fresh.default",
-    "profiler._record_function_enter_new.default",
-    "profiler._record_function_exit._RecordFunction",
-})
+_IGNORED_OPS = frozenset(
+    {
+        "prim.device.default",
+        "aten._local_scalar_dense.default",
+        "aten.lift_fresh.default",
+        "profiler._record_function_enter_new.default",
+        "profiler._record_function_exit._RecordFunction",
+    }
+)
 """Bookkeeping dispatches that do no work on the device."""
 
 
@@ -58,7 +60,9 @@ def default_optimizer(parameters: Iterable[torch.Tensor]) -> torch.optim.Optimiz
 
 def default_loss(outputs: Any, targets: Any = None) -> torch.Tensor:
     """Sum of the mean of every floating-point output: gives every output a gradient."""
-    leaves = [leaf for leaf in pytree.tree_leaves(outputs) if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()]
+    leaves = [
+        leaf for leaf in pytree.tree_leaves(outputs) if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()
+    ]
     if not leaves:
         raise CaptureError("the model returned no floating-point tensor to build a default loss from")
     total = leaves[0].mean()
@@ -143,7 +147,8 @@ class _Recorder:
             output_ids.append(storage.tensor_id)
         flops, source = _count_flops(func, args, kwargs, out, inputs, outputs)
         first_float = next((t for t in (*outputs, *inputs) if t.is_floating_point()), None)
-        reference = first_float if first_float is not None else (outputs or inputs or [None])[0]
+        everything = [*outputs, *inputs]
+        reference = first_float if first_float is not None else (everything[0] if everything else None)
         self.ops.append(
             OpRecord(
                 name=name,
@@ -216,9 +221,9 @@ def _count_flops(
     return counted, "formula"
 
 
-class _DispatchRecorder(TorchDispatchMode):
+class _DispatchRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]
     def __init__(self, recorder: _Recorder) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.recorder = recorder
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -267,8 +272,12 @@ def capture_train_step(
         with fake_mode:
             parameters = {n: _fake_like(p).requires_grad_(p.requires_grad) for n, p in model.named_parameters()}
             buffers = {n: _fake_like(b) for n, b in model.named_buffers()}
-            fake_inputs = pytree.tree_map_only(torch.Tensor, lambda t: _fake_like(t, replica_batch, global_batch), example_inputs)
-            fake_targets = pytree.tree_map_only(torch.Tensor, lambda t: _fake_like(t, replica_batch, global_batch), targets)
+            fake_inputs = pytree.tree_map_only(
+                torch.Tensor, lambda t: _fake_like(t, replica_batch, global_batch), example_inputs
+            )
+            fake_targets = pytree.tree_map_only(
+                torch.Tensor, lambda t: _fake_like(t, replica_batch, global_batch), targets
+            )
             trainable = [p for p in parameters.values() if p.requires_grad]
             step_optimizer = make_optimizer(trainable)
             _initialise_optimizer_state(step_optimizer, trainable)
@@ -288,7 +297,7 @@ def capture_train_step(
             outputs = _call(model, state, fake_inputs)
             loss_value = loss(outputs, fake_targets) if targets is not None else loss(outputs)
             recorder.phase = "backward"
-            loss_value.backward()
+            loss_value.backward()  # type: ignore[no-untyped-call]
             recorder.phase = "optimizer"
             step_optimizer.step()
     except CaptureError:
@@ -307,10 +316,14 @@ def capture_train_step(
             grad_ready = grad_storage.last_write_op if grad_storage.first_op >= 0 else -1
             grad_ready = _last_backward_write(recorder, grad_storage, grad_ready)
         parameter_records.append(
-            ParameterRecord(name=parameter_name, numel=tensor.numel(), dtype=dtype_name(tensor.dtype), grad_ready_op=grad_ready)
+            ParameterRecord(
+                name=parameter_name, numel=tensor.numel(), dtype=dtype_name(tensor.dtype), grad_ready_op=grad_ready
+            )
         )
     tensors = tuple(
-        TensorRecord(tensor_id=s.tensor_id, nbytes=s.nbytes, dtype=s.dtype, kind=s.kind, first_op=s.first_op, last_op=s.last_op)
+        TensorRecord(
+            tensor_id=s.tensor_id, nbytes=s.nbytes, dtype=s.dtype, kind=s.kind, first_op=s.first_op, last_op=s.last_op
+        )
         for s in recorder.storages.values()
     )
     return Workload(
@@ -357,7 +370,10 @@ def _explain(network: str, recorder: _Recorder, error: Exception) -> str:
     kind = type(error).__name__
     hint = ""
     if "DataDependent" in kind or "DynamicOutputShape" in kind or "data-dependent" in message.lower():
-        hint = " (a data-dependent op such as nonzero() or .item() cannot run under FakeTensorMode: use a shape-static variant)"
+        hint = (
+            " (a data-dependent op such as nonzero() or .item() cannot run under FakeTensorMode:"
+            " use a shape-static variant)"
+        )
     last = recorder.ops[-1].name if recorder.ops else "the first op"
     return f"cannot capture {network}: {kind} in the {recorder.phase} phase after {last}: {message}{hint}"
 
@@ -369,14 +385,17 @@ def timed_capture(model: torch.nn.Module, example_inputs: Any, **options: Any) -
     return workload, time.perf_counter() - start
 
 
-def structural_key(model: torch.nn.Module, example_inputs: Any, targets: Any, loss_fn: Any, optimizer: Any, name: str | None) -> Any:
+def structural_key(
+    model: torch.nn.Module, example_inputs: Any, targets: Any, loss_fn: Any, optimizer: Any, name: str | None
+) -> Any:
     """What determines a capture: the model's class and parameter shapes, the input and target
     shapes and dtypes (with their structure), and which loss and optimizer are used."""
 
     def shapes(tree: Any) -> Any:
         leaves, spec = pytree.tree_flatten(tree)
         return str(spec), tuple(
-            (tuple(leaf.shape), dtype_name(leaf.dtype)) if isinstance(leaf, torch.Tensor) else repr(leaf) for leaf in leaves
+            (tuple(leaf.shape), dtype_name(leaf.dtype)) if isinstance(leaf, torch.Tensor) else repr(leaf)
+            for leaf in leaves
         )
 
     def identity(function: Any) -> Any:

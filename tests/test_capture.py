@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import pytest
 from hwmodel import Workload
 from pytest_dojo.capture import capture_train_step
 from pytest_dojo.errors import CaptureError
