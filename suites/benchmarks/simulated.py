@@ -1,0 +1,64 @@
+"""Simulated training step of the full-size networks on D1 meshes: deterministic modelled figures.
+
+The full-size step of each network is captured once per run (``setup_cache``, a few seconds per
+network, torch only there); each benchmark then simulates it data-parallel over one mesh, with
+``hwmodel`` alone. Results are exact: the same commit gives the same numbers on any machine.
+
+asv treats every increase as a regression (asv issue #1617). So:
+
+* ``SimulatedStepTime.track_step_time``: seconds per step, lower is better: the figure that
+  ``asv continuous`` / scripts/asv_gate.py gate on;
+* ``SimulatedThroughput.track_samples_per_s``: the same step as samples/s, for reading the graphs
+  (a drop is the regression; scripts/asv_gate.py checks it with the direction inverted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _project
+
+
+class _FullNetworkOnMesh:
+    """Shared parameters and the shared capture (``setup_cache``) of the simulated benchmarks.
+
+    Subclasses inherit ``setup_cache``: asv keys the cache by the function's source location, so
+    the capture runs once for all of them.
+    """
+
+    params = (list(_project.NETWORKS), list(_project.MESHES))
+    param_names = ("network", "mesh")
+    timeout = 900.0
+    version = "1"
+
+    def setup_cache(self) -> dict[str, Any]:
+        return _project.capture_full_steps()
+
+    def setup(self, workloads: dict[str, Any], network: str, mesh: str) -> None:
+        workload = workloads[network]
+        if isinstance(workload, str):
+            raise NotImplementedError(workload)
+        self.system = _project.system(mesh)
+        self.report = _project.simulate(workload, mesh)
+
+
+class SimulatedThroughput(_FullNetworkOnMesh):
+    """Samples per second of the simulated full-size step (higher is better)."""
+
+    unit = "samples/s"
+
+    def track_samples_per_s(self, workloads: dict[str, Any], network: str, mesh: str) -> float:
+        return float(self.report.samples_per_s)
+
+
+class SimulatedStepTime(_FullNetworkOnMesh):
+    """Seconds per simulated full-size step (lower is better), and the simulator's own speed."""
+
+    unit = "seconds"
+    repeat = (1, 5, 5.0)
+
+    def track_step_time(self, workloads: dict[str, Any], network: str, mesh: str) -> float:
+        return float(self.report.step_time_s)
+
+    def time_simulate(self, workloads: dict[str, Any], network: str, mesh: str) -> None:
+        _project.simulate(workloads[network], mesh)
