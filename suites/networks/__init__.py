@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .backbones import backbone_builder, classification_loss, make_classification_batch
+from .efficientdet import build_efficientdet, efficientdet_loss, make_efficientdet_batch
 from .hydranet import build_hydranet, hydranet_loss, make_hydranet_batch
 from .lanes import build_lanes, lanes_loss, make_lanes_batch
 from .occupancy import build_occupancy, make_occupancy_batch, occupancy_loss
@@ -90,6 +91,13 @@ NETWORKS: dict[str, NetworkSpec] = _registry(
         build=build_lanes,
         make_batch=make_lanes_batch,
         loss=lanes_loss,
+    ),
+    NetworkSpec(
+        name="efficientdet_d0",
+        description="EfficientDet-D0: EfficientNet-B0 -> BiFPN (64 ch x 3) -> class/box heads, 512x512 (published)",
+        build=build_efficientdet,
+        make_batch=make_efficientdet_batch,
+        loss=efficientdet_loss,
     ),
     *(
         NetworkSpec(
