@@ -120,3 +120,12 @@ DOJO_TILE_FABRIC = FabricSpec(
 )
 
 register_preset(Preset(chip=D1, fabric=DOJO_TILE_FABRIC, description="Tesla D1 in 5x5 training tiles with DIP HBM"))
+
+# The host preset is measured, not published: rates from the calibration file of hwmodel/host.py
+# (written by python -m pytest_dojo.hostbench), so --dojo-chip=host --dojo-mesh=1x1 predicts this machine.
+from hwmodel.host import host_chip_and_fabric  # noqa: E402
+
+_HOST_CHIP, _HOST_FABRIC = host_chip_and_fabric()
+register_preset(
+    Preset(chip=_HOST_CHIP, fabric=_HOST_FABRIC, description="this machine's CPU, rates from pytest_dojo.hostbench")
+)

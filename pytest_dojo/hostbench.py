@@ -7,8 +7,8 @@ names). Every figure is the median of repeated timings with a fixed thread count
 * matrix FLOP/s per dtype: ``torch.mm`` of square matrices, ``2 n^3`` FLOPs per product;
 * vector FLOP/s: ``torch.addcmul`` (one multiply-add, 2 FLOPs per element) on a cache-resident
   FP32 tensor, so arithmetic and not DRAM sets its time;
-* memory bandwidth: ``Tensor.copy_`` of a tensor far larger than the last-level cache, counting
-  bytes read plus bytes written;
+* memory bandwidth: ``Tensor.copy_`` at sizes from L2-resident to far beyond the last-level
+  cache, counting bytes read plus bytes written (the largest size is the DRAM figure);
 * per-op overhead: an ``add`` of two 1-element tensors, dispatched from Python (the cost a tiny op
   pays for dispatch, allocation and the Python call).
 
@@ -32,6 +32,8 @@ from typing import Any
 import torch
 
 MATRIX_DTYPES = ("float32", "bfloat16")
+MEMORY_SIZES_BYTES = (1 << 18, 1 << 21, 1 << 24, 1 << 28)
+"""Copy sizes: in L2, in L3, about L3, far beyond any cache; the last is the DRAM figure."""
 
 
 def _timed(run: Callable[[], object], device: torch.device, *, repeats: int, inner: int) -> float:
@@ -132,9 +134,12 @@ def measure_host(
         say("vector multiply-add ...")
         vector = vector_flops_per_s()
         say(f"  {vector / 1e9:.1f} GFLOP/s")
-        say("memory copy ...")
-        memory = memory_bytes_per_s()
-        say(f"  {memory / 1e9:.1f} GB/s (read + write)")
+        memory_by_size = {}
+        for nbytes in MEMORY_SIZES_BYTES:
+            say(f"memory copy {nbytes / 1e6:g} MB ...")
+            memory_by_size[str(nbytes)] = memory_bytes_per_s(nbytes=nbytes, repeats=5 if nbytes > 1 << 24 else 15)
+            say(f"  {memory_by_size[str(nbytes)] / 1e9:.1f} GB/s (read + write)")
+        memory = memory_by_size[str(MEMORY_SIZES_BYTES[-1])]
         say("per-op overhead ...")
         overhead = op_overhead_s()
         say(f"  {overhead * 1e6:.2f} us")
@@ -152,6 +157,7 @@ def measure_host(
         "matrix_bf16_flops_per_s": matrix["bfloat16"],
         "vector_flops_per_s": vector,
         "memory_bytes_per_s": memory,
+        "memory_bytes_per_s_by_size": memory_by_size,
         "op_overhead_s": overhead,
     }
 

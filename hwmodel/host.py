@@ -1,0 +1,188 @@
+"""The ``host`` chip: this machine's CPU, with rates measured by microbenchmarks, not published.
+
+The rates come from a calibration file written by ``python -m pytest_dojo.hostbench`` (JSON, SI
+units): matrix FLOP/s per dtype, vector FLOP/s, memory bandwidth and the per-op overhead, with the
+machine they were measured on, when, how and with how many threads. :func:`calibration_path` says
+which file is read: ``$DOJO_HOST_CALIBRATION`` if set, else the file shipped in ``hwmodel/data``
+(measured on the project's CI machine: re-measure on another machine).
+
+The host is modelled as one chip:
+
+* compute units: the intra-op threads of the calibration (a 1-thread calibration has one unit, so
+  occupancy is always 1); work granules are ATen's: ``at::internal::GRAIN_SIZE`` = 32768 elements
+  per thread for pointwise ops, and a 64 x 64 output block per thread for matrix ops [U];
+* local memory: the machine's DRAM, one bandwidth shared by reads and writes, taken as the fastest
+  ``copy_`` the calibration measured over its sizes (cache-resident copies are faster than DRAM;
+  per-op-class efficiencies then bring larger ops down);
+* fabric: chips of a multi-host mesh would be processes on this machine exchanging through shared
+  memory: a link moves half the copy bandwidth per direction and each hop costs one op overhead
+  [D/U]. Only ``1x1`` was validated.
+
+Not modelled: NUMA, SMT, frequency scaling, other processes competing for the cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hwmodel.chip import ChipSpec
+from hwmodel.errors import SpecError
+from hwmodel.fabric import FabricSpec
+
+HOST_CHIP_NAME = "host"
+CALIBRATION_ENV = "DOJO_HOST_CALIBRATION"
+CALIBRATION_FILE = "host_calibration.json"
+CALIBRATION_SCHEMA_VERSION = 1
+ATEN_GRAIN_SIZE = 32768
+"""``at::internal::GRAIN_SIZE``: elements below which ATen runs a pointwise op on one thread."""
+MATRIX_BLOCK_ELEMENTS = 64 * 64
+"""Output block one thread of a CPU GEMM computes per work item [U]: oneDNN/MKL block sizes vary."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostCalibration:
+    """Measured rates of this machine (SI units) and where they come from.
+
+    Attributes:
+        matrix_fp32_flops_per_s / matrix_bf16_flops_per_s: ``torch.mm`` rate by dtype.
+        vector_flops_per_s: FP32 multiply-add rate on cache-resident data.
+        memory_bytes_per_s: bytes read plus written per second by the fastest measured copy.
+        op_overhead_s: time of a tiny op dispatched from Python.
+        threads: intra-op threads the rates were measured with.
+        memory_capacity_bytes: physical memory of the machine.
+        measured_utc, command, machine: provenance (machine: sorted (key, value) pairs).
+    """
+
+    matrix_fp32_flops_per_s: float
+    matrix_bf16_flops_per_s: float
+    vector_flops_per_s: float
+    memory_bytes_per_s: float
+    op_overhead_s: float
+    threads: int
+    memory_capacity_bytes: float
+    measured_utc: str
+    command: str
+    machine: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("matrix_fp32_flops_per_s", "matrix_bf16_flops_per_s", "vector_flops_per_s", "memory_bytes_per_s",
+                     "memory_capacity_bytes"):
+            if not getattr(self, name) > 0:
+                raise SpecError(f"host calibration: {name} must be > 0, got {getattr(self, name)}")
+        if self.op_overhead_s < 0:
+            raise SpecError(f"host calibration: op_overhead_s must be >= 0, got {self.op_overhead_s}")
+        if self.threads < 1:
+            raise SpecError(f"host calibration: threads must be >= 1, got {self.threads}")
+
+    def describe(self) -> str:
+        """One line: the machine and when it was measured."""
+        machine = dict(self.machine)
+        return (
+            f"{machine.get('processor', '?')}, {self.threads} thread(s), measured {self.measured_utc} "
+            f"on {machine.get('hostname', '?')}"
+        )
+
+
+def calibration_from_dict(data: dict[str, Any]) -> HostCalibration:
+    """Parse a calibration document (``pytest_dojo.hostbench`` output); a bad one is a one-line error."""
+    try:
+        version = int(data["schema_version"])
+        if version != CALIBRATION_SCHEMA_VERSION:
+            raise SpecError(
+                f"host calibration schema version {version} is not supported (expected {CALIBRATION_SCHEMA_VERSION}); "
+                "re-measure with python -m pytest_dojo.hostbench"
+            )
+        machine = data.get("machine", {})
+        memory = data.get("memory_bytes_per_s_by_size", {})
+        bandwidth = max([float(data["memory_bytes_per_s"]), *(float(value) for value in memory.values())])
+        return HostCalibration(
+            matrix_fp32_flops_per_s=float(data["matrix_fp32_flops_per_s"]),
+            matrix_bf16_flops_per_s=float(data["matrix_bf16_flops_per_s"]),
+            vector_flops_per_s=float(data["vector_flops_per_s"]),
+            memory_bytes_per_s=bandwidth,
+            op_overhead_s=float(data["op_overhead_s"]),
+            threads=int(data["threads"]),
+            memory_capacity_bytes=float(machine.get("memory_bytes") or data.get("memory_capacity_bytes", 0)),
+            measured_utc=str(data["measured_utc"]),
+            command=str(data.get("command", "")),
+            machine=tuple(sorted((str(key), str(value)) for key, value in machine.items())),
+        )
+    except SpecError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise SpecError(f"host calibration is malformed: {type(error).__name__}: {error}") from None
+
+
+def calibration_path() -> Path:
+    """``$DOJO_HOST_CALIBRATION`` if set, else the calibration shipped with the package."""
+    override = os.environ.get(CALIBRATION_ENV)
+    if override:
+        return Path(override)
+    return Path(str(resources.files("hwmodel").joinpath("data", CALIBRATION_FILE)))
+
+
+def load_calibration(path: Path | None = None) -> HostCalibration:
+    """Read and check a calibration file (default: :func:`calibration_path`)."""
+    source = path or calibration_path()
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError(
+            f"cannot read the host calibration {source}: {error.strerror}; "
+            "measure one with python -m pytest_dojo.hostbench --output PATH"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SpecError(f"host calibration {source} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"host calibration {source} must be a JSON object")
+    return calibration_from_dict(data)
+
+
+def host_chip(calibration: HostCalibration) -> ChipSpec:
+    """The ``host`` chip of a calibration."""
+    return ChipSpec(
+        name=HOST_CHIP_NAME,
+        matrix_bf16_flops_per_s=calibration.matrix_bf16_flops_per_s,
+        matrix_fp32_flops_per_s=calibration.matrix_fp32_flops_per_s,
+        vector_flops_per_s=calibration.vector_flops_per_s,
+        compute_units=calibration.threads,
+        matrix_tile_output_elements=MATRIX_BLOCK_ELEMENTS,
+        vector_tile_output_elements=ATEN_GRAIN_SIZE,
+        local_memory_bytes=calibration.memory_capacity_bytes,
+        local_memory_read_bytes_per_s=calibration.memory_bytes_per_s,
+        local_memory_write_bytes_per_s=calibration.memory_bytes_per_s,
+        local_memory_full_duplex=False,
+        local_memory_kind="dram",
+        op_overhead_s=calibration.op_overhead_s,
+        source=f"measured by pytest_dojo.hostbench: {calibration.describe()}",
+    )
+
+
+def host_fabric(calibration: HostCalibration) -> FabricSpec:
+    """Processes on this machine joined through shared memory (see the module docstring)."""
+    link = calibration.memory_bytes_per_s / 2
+    return FabricSpec(
+        name="host-shared-memory",
+        topology="mesh2d",
+        link_bytes_per_s=link,
+        hop_latency_s=calibration.op_overhead_s,
+        collective_step_latency_s=calibration.op_overhead_s,
+        tile_rows=1,
+        tile_cols=1,
+        inter_tile_link_bytes_per_s=link,
+        inter_tile_hop_latency_s=calibration.op_overhead_s,
+        source=f"derived from the host calibration: {calibration.describe()}",
+    )
+
+
+def host_chip_and_fabric(path: Path | None = None) -> tuple[ChipSpec, FabricSpec]:
+    """Chip and fabric of the ``host`` preset from the calibration file."""
+    calibration = load_calibration(path)
+    return host_chip(calibration), host_fabric(calibration)
