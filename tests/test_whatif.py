@@ -231,9 +231,9 @@ def test_scaling_efficiency_never_exceeds_one_without_spill(
 
 def test_compare_systems_side_by_side() -> None:
     """A tile against a 2x2 slice at 2 samples per chip: the same 2 ms of compute per chip, and an
-    all-reduce of 4 kB that costs 16 x 400 ns + 1.92 x 4 kB / 2 TB/s on the tile."""
+    all-reduce of 40 MB that costs 16 x 400 ns + 1.92 x 40 MB / 2 TB/s on the tile."""
     rows = compare_systems(
-        batched(1e-3 * PEAK_BF16, 1000),
+        batched(1e-3 * PEAK_BF16, 10_000_000),
         [("tile", make_system("d1", "5x5")), ("slice", make_system("d1", "2x2"))],
         per_chip_batch=2,
         efficiency=UNIT_EFFICIENCY,
@@ -241,6 +241,6 @@ def test_compare_systems_side_by_side() -> None:
     assert [row.report.global_batch for row in rows if row.report] == [50, 8]
     per_chip = [row.samples_per_s_per_chip for row in rows]
     assert per_chip[0] is not None and per_chip[1] is not None
-    tile_step = 2e-3 + OP_OVERHEAD + 16 * (STEP_LATENCY + 2 * HOP) + 1.92 * 4000 / LINK
+    tile_step = 2e-3 + OP_OVERHEAD + 16 * (STEP_LATENCY + 2 * HOP) + 1.92 * 40e6 / LINK
     assert per_chip[0] == pytest.approx(2 / tile_step, rel=1e-9)
     assert per_chip[0] < per_chip[1]
