@@ -21,11 +21,12 @@ calibrated for the baseline hardware.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from hwmodel.efficiency import EfficiencyTable
-from hwmodel.errors import HwModelError, SpecError
+from hwmodel.errors import HwModelError, PlanError, SpecError
 from hwmodel.fabric import FabricSpec
 from hwmodel.ingest import DataFeed
 from hwmodel.mesh import Mesh
@@ -268,6 +269,37 @@ def sensitivity(
         )
     ranked = sorted(enumerate(entries), key=lambda item: (-item[1].speedup, item[0]))
     return Sensitivity(baseline=baseline, factor=factor, entries=tuple(entry for _, entry in ranked))
+
+
+_PLAN_DEGREES = {"dp": "data_parallel", "tp": "tensor_parallel", "pp": "pipeline_parallel", "mb": "micro_batches"}
+_PLAN_PART = re.compile(r"^(dp|tp|pp|mb)=(\d+)$")
+
+
+def plan_of(report: Report) -> Plan:
+    """The plan a report was simulated under, read back from ``Report.plan`` (``str(Plan)``).
+
+    Lets a what-if study rerun a step under the plan the simulator used (or chose, for
+    ``plan="auto"``) with only the report at hand.
+
+    >>> from hwmodel.plan import Plan
+    >>> str(Plan(data_parallel=5, pipeline_parallel=5, micro_batches=8))
+    'dp=5 pp=5 mb=8'
+    >>> _plan_from_text("dp=5 pp=5 mb=8")
+    Plan(data_parallel=5, tensor_parallel=1, pipeline_parallel=5, micro_batches=8)
+    """
+    return _plan_from_text(report.plan)
+
+
+def _plan_from_text(text: str) -> Plan:
+    degrees: dict[str, int] = {}
+    for part in text.split():
+        match = _PLAN_PART.match(part)
+        if match is None:
+            raise PlanError(f"cannot read the plan {text!r}: expected parts like dp=25 tp=5 pp=2 mb=8")
+        degrees[_PLAN_DEGREES[match.group(1)]] = int(match.group(2))
+    if "data_parallel" not in degrees:
+        raise PlanError(f"cannot read the plan {text!r}: it names no dp= degree")
+    return Plan(**degrees)
 
 
 SCALING_MODES = ("strong", "weak")

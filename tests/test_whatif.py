@@ -7,6 +7,8 @@ efficiency at 1.0 so that no calibration can move them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -244,3 +246,14 @@ def test_compare_systems_side_by_side() -> None:
     tile_step = 2e-3 + OP_OVERHEAD + 16 * (STEP_LATENCY + 2 * HOP) + 1.92 * 40e6 / LINK
     assert per_chip[0] == pytest.approx(2 / tile_step, rel=1e-9)
     assert per_chip[0] < per_chip[1]
+
+
+def test_plan_of_a_report_round_trips() -> None:
+    from hwmodel.plan import Plan
+    from hwmodel.whatif import plan_of
+
+    step = workload([matmul("forward", 1e9)], parameters=10)
+    report = sensitivity(step, make_system("d1", "5x5"), efficiency=UNIT_EFFICIENCY).baseline
+    assert plan_of(report) == Plan(data_parallel=25)
+    with pytest.raises(HwModelError, match="cannot read the plan 'auto'"):
+        plan_of(dataclasses.replace(report, plan="auto"))
