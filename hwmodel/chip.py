@@ -68,7 +68,8 @@ class ChipSpec:
                 raise SpecError(f"chip {self.name}: {spec_field.name} must be > 0, got {value}")
         if self.local_memory_kind not in LOCAL_MEMORY_KINDS:
             raise SpecError(
-                f"chip {self.name}: local_memory_kind must be one of {LOCAL_MEMORY_KINDS}, got {self.local_memory_kind!r}"
+                f"chip {self.name}: local_memory_kind must be one of {LOCAL_MEMORY_KINDS}, "
+                f"got {self.local_memory_kind!r}"
             )
 
     def matrix_flops_per_s(self, dtype: str) -> float:

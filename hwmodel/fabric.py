@@ -1,9 +1,17 @@
 """The links between chips, and the memory that sits behind them.
 
-Units: bytes/s per direction, seconds, bytes. A ``mesh2d`` fabric joins each chip to its four
-neighbours; chips are grouped into tiles (a Dojo training tile is 5x5 D1s), and links that cross a
-tile boundary are a slower tier. Backing memory (a Dojo tile's DIP HBM) is given per chip: the share
-of the DIPs' capacity and bandwidth that one chip of a fully used tile gets.
+Units: bytes/s per direction, seconds, bytes. Two topologies differ only where they must:
+
+* ``mesh2d``: each chip links to its four neighbours (no wraparound); chips are grouped into tiles
+  (a Dojo training tile is 5x5 D1s), and links that cross a tile boundary are a slower tier.
+* ``switch``: the chips of one tile (here: one GPU node, ``tile_rows x tile_cols`` = 1 x 8) reach
+  each other through a non-blocking switch (NVSwitch), each chip with its own port of
+  ``link_bytes_per_s``; chips of different tiles (nodes) talk over a slower network
+  (InfiniBand), each chip with its own NIC (rail-optimised) of ``inter_tile_link_bytes_per_s``.
+  A hop is one trip through a switch.
+
+Backing memory (a Dojo tile's DIP HBM) is given per chip: the share of the DIPs' capacity and
+bandwidth that one chip of a fully used tile gets.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from dataclasses import dataclass
 
 from hwmodel.errors import SpecError
 
-TOPOLOGIES = ("mesh2d",)
+TOPOLOGIES = ("mesh2d", "switch")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,19 +28,23 @@ class FabricSpec:
     """Chip-to-chip links and backing memory.
 
     Attributes:
-        topology: "mesh2d" (each chip links to its up to four neighbours, no wraparound).
-        link_bytes_per_s: one neighbour link, one direction.
-        hop_latency_s: time for a message head to cross one link (die to die).
+        topology: "mesh2d" (each chip links to its up to four neighbours, no wraparound) or
+            "switch" (all chips of a tile behind one non-blocking switch).
+        link_bytes_per_s: one neighbour link (mesh2d) or one chip's switch port (switch), one direction.
+        hop_latency_s: time for a message head to cross one link (die to die) or the switch.
         collective_step_latency_s: fixed cost of each step of a collective algorithm
             (synchronisation with the peer), paid once per step on top of the hops.
-        tile_rows / tile_cols: chips per tile; a link between tiles uses the inter-tile figures.
-        inter_tile_link_bytes_per_s: one chip-to-chip link across a tile boundary, one direction.
-        inter_tile_hop_latency_s: latency of such a link.
+        tile_rows / tile_cols: chips per tile (a GPU node for "switch"); a link between tiles
+            uses the inter-tile figures.
+        inter_tile_link_bytes_per_s: one chip-to-chip link across a tile boundary (mesh2d) or one
+            chip's network port between nodes (switch), one direction.
+        inter_tile_hop_latency_s: latency of such a link (for "switch": end to end between nodes).
         backing_memory_bytes_per_chip: backing memory (DIP HBM) capacity per chip; 0 for none.
         backing_memory_bytes_per_s_per_chip: its bandwidth per chip, path included.
         source: where the figures come from.
 
-    Not modelled here: the routes themselves (see :mod:`hwmodel.collectives`).
+    Not modelled here: the routes themselves (see :mod:`hwmodel.routing`), oversubscribed
+    networks between nodes, in-switch reduction (NVLink SHARP).
     """
 
     name: str

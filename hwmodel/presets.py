@@ -14,7 +14,7 @@ from hwmodel.errors import SpecError
 from hwmodel.fabric import FabricSpec
 from hwmodel.mesh import Mesh, parse_mesh
 from hwmodel.system import System
-from hwmodel.units import GB, GB_PER_S, GFLOP_PER_S, MB, NS, TB_PER_S, TFLOP_PER_S
+from hwmodel.units import GB, GB_PER_S, GBIT_PER_S, GFLOP_PER_S, MB, NS, TB_PER_S, TFLOP_PER_S
 
 HARDWARE_REFERENCE = "shared/reference/dojo-hardware.md"
 
@@ -120,6 +120,129 @@ DOJO_TILE_FABRIC = FabricSpec(
 )
 
 register_preset(Preset(chip=D1, fabric=DOJO_TILE_FABRIC, description="Tesla D1 in 5x5 training tiles with DIP HBM"))
+
+# GPU presets. Figures not in the reference file's "GPU presets" table are vendor datasheet values
+# recorded in docs/hardware-model.md ("GPU figures beyond the reference table"), tagged [U] there:
+# they are datasheet numbers we have not cross-checked against a second source.
+GPUS_PER_NODE = 8  # GPU presets: "NVSwitch, 8 per node" [S] (DGX/HGX A100, H100, H200 baseboards)
+GPU_KERNEL_LAUNCH_S = 4e-6
+"""Fixed cost of one GPU op: a CUDA kernel launch plus PyTorch eager dispatch, a few microseconds [U]."""
+GPU_MATRIX_TILE = 128 * 128
+"""Output elements of one CTA of a tensor-core GEMM (a 128 x 128 tile, as cuBLAS/CUTLASS commonly
+use) [U]: the occupancy granule; an op with fewer tiles than SMs leaves SMs idle."""
+GPU_VECTOR_TILE = 1024
+"""Output elements of one CTA of an elementwise kernel (256 threads x 4 elements) [U]."""
+NVSWITCH_HOP_LATENCY_S = 936.25 * NS
+"""One GPU-to-GPU trip through NVSwitch: ASTRA-sim's validated H100 per-link latency
+(collectives-and-capture.md, "Reference points for validation") [U]; used for A100 too."""
+NCCL_STEP_LATENCY_S = 2e-6
+"""Fixed cost of one step of an NCCL collective (synchronisation and protocol), a few us [U]."""
+INFINIBAND_LATENCY_S = 3e-6
+"""End-to-end latency GPU to GPU between nodes over one InfiniBand switch level, with NIC and
+PCIe: a few us [U]."""
+
+
+def _gpu(
+    name: str,
+    *,
+    bf16_tflops: float,
+    tf32_tflops: float,
+    fp32_tflops: float,
+    sms: int,
+    hbm_gb: float,
+    hbm_tb_per_s: float,
+    source: str,
+) -> ChipSpec:
+    """A GPU chip from datasheet units: TFLOP/s, GB, TB/s (converted to SI here, once)."""
+    return ChipSpec(
+        name=name,
+        matrix_bf16_flops_per_s=bf16_tflops * TFLOP_PER_S,
+        matrix_fp32_flops_per_s=tf32_tflops * TFLOP_PER_S,
+        vector_flops_per_s=fp32_tflops * TFLOP_PER_S,
+        compute_units=sms,
+        matrix_tile_output_elements=GPU_MATRIX_TILE,
+        vector_tile_output_elements=GPU_VECTOR_TILE,
+        local_memory_bytes=hbm_gb * GB,
+        # HBM: one bandwidth shared by reads and writes.
+        local_memory_read_bytes_per_s=hbm_tb_per_s * TB_PER_S,
+        local_memory_write_bytes_per_s=hbm_tb_per_s * TB_PER_S,
+        local_memory_full_duplex=False,
+        local_memory_kind="hbm",
+        op_overhead_s=GPU_KERNEL_LAUNCH_S,
+        source=source,
+    )
+
+
+def _gpu_node_fabric(
+    name: str, *, nvlink_gb_per_s_bidirectional: float, nic_gbit_per_s: float, source: str
+) -> FabricSpec:
+    """8 GPUs behind NVSwitch per node, one NIC per GPU between nodes; datasheet units in."""
+    return FabricSpec(
+        name=name,
+        topology="switch",
+        # NVLink figures are the sum of both directions: per direction is half [D].
+        link_bytes_per_s=nvlink_gb_per_s_bidirectional / 2 * GB_PER_S,
+        hop_latency_s=NVSWITCH_HOP_LATENCY_S,
+        collective_step_latency_s=NCCL_STEP_LATENCY_S,
+        tile_rows=1,
+        tile_cols=GPUS_PER_NODE,
+        # One NIC per GPU (rail-optimised DGX/HGX), Gb/s per direction [U].
+        inter_tile_link_bytes_per_s=nic_gbit_per_s * GBIT_PER_S,
+        inter_tile_hop_latency_s=INFINIBAND_LATENCY_S,
+        source=source,
+    )
+
+
+GPU_REFERENCE = (
+    f"{HARDWARE_REFERENCE}: GPU presets table; docs/hardware-model.md: GPU figures beyond the reference table"
+)
+
+A100 = _gpu(
+    "a100",
+    bf16_tflops=312,  # GPU presets: A100 SXM 80GB "dense BF16 312 TFLOP/s" [S]
+    tf32_tflops=156,  # A100 datasheet: TF32 tensor core 156 TFLOP/s dense [U]
+    fp32_tflops=19.5,  # A100 datasheet: FP32 19.5 TFLOP/s [U]
+    sms=108,  # A100 whitepaper: 108 SMs enabled on A100 [U]
+    hbm_gb=80,  # GPU presets: "80 GB HBM2e" [S]
+    hbm_tb_per_s=2.04,  # GPU presets: "2.04 TB/s" [S]
+    source=GPU_REFERENCE,
+)
+H100 = _gpu(
+    "h100",
+    bf16_tflops=989,  # GPU presets: H100 SXM "dense BF16 989 TFLOP/s" [S]
+    tf32_tflops=494.5,  # H100 SXM datasheet: TF32 989 TFLOP/s with sparsity, 494.5 dense [U/D]
+    fp32_tflops=67,  # H100 SXM datasheet: FP32 67 TFLOP/s [U]
+    sms=132,  # H100 SXM5: 132 SMs [U]
+    hbm_gb=80,  # GPU presets: "80 GB HBM3" [S]
+    hbm_tb_per_s=3.35,  # GPU presets: "3.35 TB/s" [S]
+    source=GPU_REFERENCE,
+)
+H200 = _gpu(
+    "h200",
+    bf16_tflops=989,  # GPU presets: H200 SXM "dense BF16 989 TFLOP/s" [S]
+    tf32_tflops=494.5,  # H200 SXM datasheet: as H100 SXM, 494.5 dense [U/D]
+    fp32_tflops=67,  # H200 SXM datasheet: FP32 67 TFLOP/s [U]
+    sms=132,  # H200 uses the H100 SXM5 die: 132 SMs [U]
+    hbm_gb=141,  # GPU presets: "141 GB HBM3e" [S]
+    hbm_tb_per_s=4.8,  # GPU presets: "4.8 TB/s" [S]
+    source=GPU_REFERENCE,
+)
+
+# GPU presets: A100 "NVLink3 600 GB/s per GPU (NVSwitch, 8 per node)" [S]; DGX A100: 8 x 200 Gb/s
+# HDR InfiniBand compute NICs, one per GPU [U].
+DGX_A100_FABRIC = _gpu_node_fabric("dgx-a100-nvswitch-hdr", nvlink_gb_per_s_bidirectional=600, nic_gbit_per_s=200,
+                                   source=GPU_REFERENCE)
+# GPU presets: H100/H200 "NVLink4 900 GB/s per GPU (NVSwitch)" [S]; DGX H100/H200: 8 x 400 Gb/s NDR
+# InfiniBand (ConnectX-7), one per GPU = 50 GB/s per GPU per direction [U].
+DGX_H100_FABRIC = _gpu_node_fabric("dgx-h100-nvswitch-ndr", nvlink_gb_per_s_bidirectional=900, nic_gbit_per_s=400,
+                                   source=GPU_REFERENCE)
+
+register_preset(Preset(chip=A100, fabric=DGX_A100_FABRIC,
+                       description="NVIDIA A100 SXM 80GB, 8 per NVSwitch node (mesh NODESx8), HDR InfiniBand between"))
+register_preset(Preset(chip=H100, fabric=DGX_H100_FABRIC,
+                       description="NVIDIA H100 SXM, 8 per NVSwitch node (mesh NODESx8), NDR InfiniBand between"))
+register_preset(Preset(chip=H200, fabric=DGX_H100_FABRIC,
+                       description="NVIDIA H200 SXM 141GB, 8 per NVSwitch node (mesh NODESx8), NDR InfiniBand between"))
 
 # The host preset is measured, not published: rates from the calibration file of hwmodel/host.py
 # (written by python -m pytest_dojo.hostbench), so --dojo-chip=host --dojo-mesh=1x1 predicts this machine.
