@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from hwmodel import ChipSpec, HwModelError, Mesh, Plan, Report, System, simulate
+from hwmodel import MIXED_BF16, ChipSpec, HwModelError, Mesh, Plan, Report, System, simulate
+from hwmodel.plan import data_parallel
 from pytest_dojo.errors import CaptureError
+from pytest_dojo.report_dir import StepArtifacts, gradient_link_busy_fraction, replica_ops
 from pytest_dojo.session import DOJO_SESSION_KEY, DojoSession
 from pytest_dojo.steps import CapturedStep, step_key
 
@@ -60,7 +62,7 @@ class Dojo:
         targets: Any = None,
         loss_fn: Callable[..., Any] | None = None,
         optimizer: Callable[..., Any] | None = None,
-        plan: Plan | None = None,
+        plan: Plan | str | None = None,
         name: str | None = None,
     ) -> Report:
         """Capture ``model``'s training step on one global batch and simulate it on the mesh.
@@ -71,14 +73,37 @@ class Dojo:
         (default AdamW). The report is also kept for the run's summary.
         """
         try:
-            step = self.capture(
-                model, example_inputs, targets=targets, loss_fn=loss_fn, optimizer=optimizer, name=name
-            )
+            step = self.capture(model, example_inputs, targets=targets, loss_fn=loss_fn, optimizer=optimizer, name=name)
             report = simulate(step, self.system, plan=plan)
         except (CaptureError, HwModelError) as error:
-            pytest.fail(str(error), pytrace=False)
-        self._session.add_result(step.name, report, step.capture_s)
-        return report
+            message = str(error)
+        else:
+            result = self._session.add_result(step.name, report, step.capture_s)
+            if self._session.options.report_dir is not None:
+                self._session.artifacts[result.key] = step_artifacts(step, self.system, plan, report)
+            return report
+        pytest.fail(message, pytrace=False)
+
+
+def step_artifacts(step: CapturedStep, system: System, plan: Plan | str | None, report: Report) -> StepArtifacts:
+    """Timeline and per-op points of a simulated step, for ``--dojo-report-dir``.
+
+    Known for an explicit plan or the default one; ``plan="auto"`` keeps only the report's plots.
+    """
+    links = gradient_link_busy_fraction(report, system) if not getattr(report, "link_utilization", None) else None
+    if isinstance(plan, str):
+        return StepArtifacts(link_busy_fraction=links)
+    chosen = plan or data_parallel(system.mesh)
+    timeline = None
+    try:
+        from hwmodel.simulate import evaluate
+    except ImportError:  # a hwmodel without timelines: plots only
+        pass
+    else:
+        timeline = evaluate(step, system, chosen, keep_timeline=True).timeline
+    batch = report.global_batch // (chosen.data_parallel * chosen.micro_batches)
+    ops = replica_ops(step.workload(batch), system, MIXED_BF16) if batch >= 1 else None
+    return StepArtifacts(timeline=timeline, ops=ops, batch_per_replica=batch, link_busy_fraction=links)
 
 
 @pytest.fixture(scope="session")

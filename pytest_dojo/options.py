@@ -1,17 +1,29 @@
 """Command-line options and ini keys of the plugin, and their parsers.
 
-Every option has a ``--dojo-`` prefix and an ini key of the same name (``dojo_mesh``...); the
-command line wins over the ini file, which wins over the default. Values are parsed once, in
-``pytest_configure``, so a bad one is a single ``ERROR:`` line before any test runs.
+Every option has a ``--dojo-`` prefix and, where a project default makes sense, an ini key of the
+same name (``dojo_mesh``...); the command line wins over the ini file, which wins over the default.
+Values are parsed once, in ``pytest_configure``, so a bad one is a single ``ERROR:`` line (exit 4)
+before any test runs. Files named by options are read (thresholds, baseline) or checked for
+writing (JSON, baseline, report directory) there too.
+
+To add an option: one ``group.addoption`` (and ``parser.addini``) in :func:`register`, one field with
+a default in :class:`DojoOptions`, one parse step in :func:`parse_options`.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from hwmodel import HwModelError, Mesh, get_preset, parse_mesh, preset_names
+from pytest_dojo.gate import DEFAULT_MAX_REGRESSION_PCT
+from pytest_dojo.results_json import ResultsFile, ResultsFileError, load_results
+from pytest_dojo.thresholds import ThresholdError, ThresholdsFile, load_thresholds
 
 DEFAULT_MESH = "5x5"
 DEFAULT_CHIP = "d1"
@@ -34,8 +46,64 @@ def register(parser: pytest.Parser) -> None:
         default=None,
         help=f"Chip preset, one of: {', '.join(preset_names())}. Default: {DEFAULT_CHIP!r}",
     )
+    group.addoption(
+        "--dojo-thresholds",
+        dest="dojo_thresholds",
+        metavar="PATH",
+        default=None,
+        help="TOML file of per-test floors/ceilings keyed by test node id and mesh. Default: none",
+    )
+    group.addoption(
+        "--dojo-baseline",
+        dest="dojo_baseline",
+        metavar="PATH",
+        default=None,
+        help="Results JSON to compare each test's simulated samples/s with. Default: none",
+    )
+    group.addoption(
+        "--dojo-save-baseline",
+        dest="dojo_save_baseline",
+        metavar="PATH",
+        default=None,
+        help="Write every simulated report to PATH as a baseline (JSON). Default: none",
+    )
+    group.addoption(
+        "--dojo-max-regression",
+        dest="dojo_max_regression",
+        metavar="PCT",
+        default=None,
+        help="Largest drop of samples/s against the baseline that passes, in percent. "
+        f"Default: {DEFAULT_MAX_REGRESSION_PCT!r}",
+    )
+    group.addoption(
+        "--dojo-require-baseline",
+        dest="dojo_require_baseline",
+        action="store_true",
+        default=False,
+        help="Fail a test whose step has no entry in --dojo-baseline (otherwise it is only reported). Default: False",
+    )
+    group.addoption(
+        "--dojo-json",
+        dest="dojo_json",
+        metavar="PATH",
+        default=None,
+        help="Write the run's results (machine, commit, chip, mesh, every report) to PATH. Default: none",
+    )
+    group.addoption(
+        "--dojo-report-dir",
+        dest="dojo_report_dir",
+        metavar="DIR",
+        default=None,
+        help="Write a Chrome/Perfetto trace and PNG plots per simulated step into DIR. Default: none",
+    )
     parser.addini("dojo_mesh", help=f"Default for --dojo-mesh. Default: {DEFAULT_MESH!r}", default=DEFAULT_MESH)
     parser.addini("dojo_chip", help=f"Default for --dojo-chip. Default: {DEFAULT_CHIP!r}", default=DEFAULT_CHIP)
+    parser.addini("dojo_thresholds", help="Default for --dojo-thresholds (relative to the rootdir).", default="")
+    parser.addini(
+        "dojo_max_regression",
+        help=f"Default for --dojo-max-regression. Default: {DEFAULT_MAX_REGRESSION_PCT!r}",
+        default=str(DEFAULT_MAX_REGRESSION_PCT),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +112,13 @@ class DojoOptions:
 
     mesh: Mesh
     chip: str
+    thresholds: ThresholdsFile | None = None
+    baseline: ResultsFile | None = None
+    save_baseline_path: Path | None = None
+    max_regression_pct: float = DEFAULT_MAX_REGRESSION_PCT
+    require_baseline: bool = False
+    json_path: Path | None = None
+    report_dir: Path | None = None
 
 
 def _setting(config: pytest.Config, name: str) -> str:
@@ -51,6 +126,39 @@ def _setting(config: pytest.Config, name: str) -> str:
     if value is None:
         value = config.getini(name)
     return str(value)
+
+
+def parse_percent(text: str) -> float:
+    """A percentage such as ``"2"``, ``"0.5"`` or ``"2%"``: finite and >= 0."""
+    cleaned = text.strip().removesuffix("%").strip()
+    try:
+        value = float(cleaned)
+    except ValueError:
+        raise ValueError(f"must be a percentage such as 2 or 0.5%, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"must be a finite percentage >= 0, got {text!r}")
+    return value
+
+
+def check_writable_file(option: str, text: str) -> Path:
+    """The path of an output file whose directory exists (or can be made) and accepts files."""
+    path = Path(text)
+    if path.is_dir():
+        raise pytest.UsageError(f"{option}: {text!r} is a directory; give a file path")
+    check_writable_dir(option, path.parent if str(path.parent) else Path("."))
+    return path
+
+
+def check_writable_dir(option: str, directory: Path) -> Path:
+    """``directory``, created if needed, after proving a file can be written in it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".dojo-probe-", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise pytest.UsageError(f"{option}: cannot write to {str(directory)!r}: {error.strerror or error}") from None
+    return directory
 
 
 def parse_options(config: pytest.Config) -> DojoOptions:
@@ -65,4 +173,45 @@ def parse_options(config: pytest.Config) -> DojoOptions:
         chip = get_preset(chip_text).chip.name
     except HwModelError as error:
         raise pytest.UsageError(f"--dojo-chip: {error}") from None
-    return DojoOptions(mesh=mesh, chip=chip)
+
+    try:
+        max_regression = parse_percent(_setting(config, "dojo_max_regression"))
+    except ValueError as error:
+        raise pytest.UsageError(f"--dojo-max-regression: {error}") from None
+
+    thresholds = None
+    thresholds_text = config.getoption("dojo_thresholds") or config.getini("dojo_thresholds")
+    if thresholds_text:
+        thresholds_path = Path(thresholds_text)
+        if config.getoption("dojo_thresholds") is None and not thresholds_path.is_absolute():
+            thresholds_path = config.rootpath / thresholds_path
+        try:
+            thresholds = load_thresholds(thresholds_path)
+        except ThresholdError as error:
+            raise pytest.UsageError(f"--dojo-thresholds: {error}") from None
+
+    baseline = None
+    if config.getoption("dojo_baseline"):
+        try:
+            baseline = load_results(config.getoption("dojo_baseline"))
+        except ResultsFileError as error:
+            raise pytest.UsageError(f"--dojo-baseline: {error}") from None
+    if config.getoption("dojo_require_baseline") and baseline is None:
+        raise pytest.UsageError("--dojo-require-baseline needs --dojo-baseline=PATH")
+
+    def output(option: str, dest: str) -> Path | None:
+        value = config.getoption(dest)
+        return check_writable_file(option, value) if value else None
+
+    report_dir_text = config.getoption("dojo_report_dir")
+    return DojoOptions(
+        mesh=mesh,
+        chip=chip,
+        thresholds=thresholds,
+        baseline=baseline,
+        save_baseline_path=output("--dojo-save-baseline", "dojo_save_baseline"),
+        max_regression_pct=max_regression,
+        require_baseline=bool(config.getoption("dojo_require_baseline")),
+        json_path=output("--dojo-json", "dojo_json"),
+        report_dir=check_writable_dir("--dojo-report-dir", Path(report_dir_text)) if report_dir_text else None,
+    )

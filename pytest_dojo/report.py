@@ -1,6 +1,7 @@
 """Rendering of simulated results for the terminal: the only place that formats reports.
 
-Figures are formatted, never computed, here: every number comes from a :class:`hwmodel.Report`.
+Figures are formatted, never computed, here: every number comes from a :class:`hwmodel.Report`
+or from the gate's verdict on it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Sequence
 from hwmodel import System
 from pytest_dojo.session import TestResult
 
-COLUMNS = ("test", "network", "batch", "step ms", "samples/s", "MFU", "bound")
+COLUMNS = ("test", "network", "batch", "step ms", "samples/s", "MFU", "gate", "bound")
+BASELINE_COLUMN = "vs baseline"
+NUMERIC_COLUMNS = frozenset({"batch", "step ms", "samples/s", "MFU", BASELINE_COLUMN})
 
 
 def header_line(system: System) -> str:
@@ -26,34 +29,50 @@ def format_rate(value: float) -> str:
     return f"{value:.3g}"
 
 
-def result_rows(results: Sequence[TestResult]) -> list[tuple[str, ...]]:
-    """One row of strings per simulated step, in :data:`COLUMNS` order."""
+def column_names(with_baseline: bool = False) -> tuple[str, ...]:
+    """Column names; the change against the baseline sits before the bound when a baseline is given."""
+    return (*COLUMNS[:-1], BASELINE_COLUMN, COLUMNS[-1]) if with_baseline else COLUMNS
+
+
+def result_rows(results: Sequence[TestResult], with_baseline: bool = False) -> list[tuple[str, ...]]:
+    """One row of strings per simulated step, in :func:`column_names` order."""
     rows = []
     for result in results:
         report = result.report
-        rows.append(
-            (
-                result.nodeid,
-                result.network,
-                str(report.global_batch),
-                f"{report.step_time_s * 1e3:.3f}",
-                format_rate(report.samples_per_s),
-                f"{report.mfu * 100:.1f}%",
-                report.bound,
-            )
+        name = result.network if result.ordinal == 0 else f"{result.network} #{result.ordinal + 1}"
+        row: tuple[str, ...] = (
+            result.nodeid,
+            name,
+            str(report.global_batch),
+            f"{report.step_time_s * 1e3:.3f}",
+            format_rate(report.samples_per_s),
+            f"{report.mfu * 100:.1f}%",
+            result.verdict,
         )
+        if with_baseline:
+            row += ("new" if result.change_pct is None else f"{result.change_pct:+.2f}%",)
+        rows.append((*row, report.bound))
     return rows
 
 
-def table_lines(rows: Sequence[Sequence[str]], columns: Sequence[str] = COLUMNS) -> list[str]:
+def table_lines(rows: Sequence[Sequence[str]], columns: Sequence[str] | None = None) -> list[str]:
     """A plain text table: left-aligned text, right-aligned numbers."""
+    if columns is None:
+        columns = COLUMNS if not rows or len(rows[0]) == len(COLUMNS) else column_names(with_baseline=True)
     widths = [max(len(columns[i]), *(len(row[i]) for row in rows)) for i in range(len(columns))]
-    numeric = [i for i in range(len(columns)) if i >= 2]
+    numeric = [i for i, name in enumerate(columns) if name in NUMERIC_COLUMNS]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i]) for i, cell in enumerate(cells)).rstrip()
+        return "  ".join(
+            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i]) for i, cell in enumerate(cells)
+        ).rstrip()
 
     return [line(columns), line(["-" * width for width in widths]), *(line(row) for row in rows)]
+
+
+def note_lines(results: Sequence[TestResult]) -> list[str]:
+    """The gate's messages per step (failures and notes such as a missing baseline entry)."""
+    return [f"{result.nodeid} [{result.network}]: {note}" for result in results for note in result.notes]
 
 
 def unmodeled_line(results: Sequence[TestResult]) -> str | None:

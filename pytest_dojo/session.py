@@ -1,11 +1,14 @@
 """The plugin's run state: settings, the system under simulation, the capture cache and the results.
 
 One :class:`DojoSession` lives in ``config.stash`` for the whole run, registered in
-``pytest_configure``. Tests reach it through the ``dojo`` fixture.
+``pytest_configure``. Tests reach it through the ``dojo`` fixture. Under pytest-xdist each worker
+keeps its own session and sends its results to the controller as JSON-ready dicts
+(:meth:`TestResult.to_dict`), where they are merged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,17 +18,67 @@ from hwmodel import Report, System, make_system
 from pytest_dojo.options import DojoOptions
 
 if TYPE_CHECKING:
+    from pytest_dojo.report_dir import StepArtifacts
     from pytest_dojo.steps import CapturedStep
+
+VERDICT_NOT_GATED = "-"
+VERDICT_OK = "ok"
+VERDICT_FAIL = "FAIL"
 
 
 @dataclass(frozen=True, kw_only=True)
 class TestResult:
-    """One simulated step, as a test produced it."""
+    """One simulated step, as a test produced it, and the gate's verdict on it.
+
+    ``ordinal`` counts the earlier steps of the same network in the same test, so a test that
+    simulates one network twice keeps two distinct baseline entries. ``notes`` carry the gate's
+    messages (failures, or "no baseline entry").
+    """
+
+    __test__ = False
 
     nodeid: str
     network: str
     report: Report
     capture_s: float
+    ordinal: int = 0
+    verdict: str = VERDICT_NOT_GATED
+    notes: tuple[str, ...] = ()
+    change_pct: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry of the results file (see :mod:`pytest_dojo.results_json`)."""
+        return {
+            "nodeid": self.nodeid,
+            "network": self.network,
+            "ordinal": self.ordinal,
+            "verdict": self.verdict,
+            "messages": list(self.notes),
+            "change_pct": self.change_pct,
+            "capture_s": self.capture_s,
+            "report": self.report.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TestResult:
+        return cls(
+            nodeid=str(data["nodeid"]),
+            network=str(data["network"]),
+            report=Report.from_dict(data["report"]),
+            capture_s=float(data.get("capture_s", 0.0)),
+            ordinal=int(data.get("ordinal", 0)),
+            verdict=str(data.get("verdict", VERDICT_NOT_GATED)),
+            notes=tuple(data.get("messages", ())),
+            change_pct=None if data.get("change_pct") is None else float(data["change_pct"]),
+        )
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """(node id, network, ordinal): identifies the step within a run."""
+        return (self.nodeid, self.network, self.ordinal)
+
+    def with_verdict(self, verdict: str, notes: tuple[str, ...], change_pct: float | None) -> TestResult:
+        return dataclasses.replace(self, verdict=verdict, notes=notes, change_pct=change_pct)
 
 
 @dataclass
@@ -35,18 +88,32 @@ class DojoSession:
     options: DojoOptions
     system: System
     results: list[TestResult] = field(default_factory=list)
+    wallclock: list[dict[str, Any]] = field(default_factory=list)
     captures: dict[Any, CapturedStep] = field(default_factory=dict)
+    artifacts: dict[tuple[str, str, int], StepArtifacts] = field(default_factory=dict)
     current_nodeid: str = ""
+    written: list[str] = field(default_factory=list)
+    write_errors: list[str] = field(default_factory=list)
 
     @classmethod
     def from_options(cls, options: DojoOptions) -> DojoSession:
         return cls(options=options, system=make_system(options.chip, options.mesh))
 
-    def add_result(self, network: str, report: Report, capture_s: float) -> None:
+    def add_result(self, network: str, report: Report, capture_s: float) -> TestResult:
         """Keep a report for the summary, under the test that is running."""
-        self.results.append(
-            TestResult(nodeid=self.current_nodeid or "<outside a test>", network=network, report=report, capture_s=capture_s)
-        )
+        nodeid = self.current_nodeid or "<outside a test>"
+        ordinal = sum(1 for result in self.results if result.nodeid == nodeid and result.network == network)
+        result = TestResult(nodeid=nodeid, network=network, report=report, capture_s=capture_s, ordinal=ordinal)
+        self.results.append(result)
+        return result
+
+    def results_of(self, nodeid: str) -> list[int]:
+        """Indices in :attr:`results` of the steps that test ``nodeid`` simulated."""
+        return [index for index, result in enumerate(self.results) if result.nodeid == nodeid]
+
+    def sorted_results(self) -> list[TestResult]:
+        """Results in a fixed order (node id, network, ordinal): the same serially and under xdist."""
+        return sorted(self.results, key=lambda result: (result.nodeid, result.network, result.ordinal))
 
 
 DOJO_SESSION_KEY = pytest.StashKey[DojoSession]()

@@ -1,0 +1,125 @@
+"""``pytest-dojo``: the gate outside pytest, for CI steps that run no tests.
+
+``pytest-dojo compare OLD.json NEW.json --max-regression=PCT`` applies the baseline rule of
+:mod:`pytest_dojo.gate` to every simulated step of two results files (``--dojo-json`` or
+``--dojo-save-baseline`` output) and, with ``--wallclock-max-regression=PCT``, the noise-aware rule
+of :mod:`pytest_dojo.noise` to their wall-clock entries. Exit status: 0 when nothing regressed,
+1 on a regression (or, with ``--require-all``, a step of OLD missing from NEW), 2 on bad input
+(one ``error:`` line, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pytest_dojo import gate, noise
+from pytest_dojo.options import parse_percent
+from pytest_dojo.results_json import ResultsFileError, key_of, load_results, sort_key
+
+EXIT_OK = 0
+EXIT_REGRESSION = 1
+EXIT_USAGE = 2
+
+
+def _percent(text: str) -> float:
+    try:
+        return parse_percent(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pytest-dojo", description="pytest-dojo results tools")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    compare = commands.add_parser("compare", help="gate NEW results against OLD; exit 1 on a regression")
+    compare.add_argument("old", metavar="OLD.json", help="baseline results file")
+    compare.add_argument("new", metavar="NEW.json", help="results file to check")
+    compare.add_argument(
+        "--max-regression",
+        type=_percent,
+        default=gate.DEFAULT_MAX_REGRESSION_PCT,
+        metavar="PCT",
+        help=f"largest drop of simulated samples/s that passes, in percent. Default: {gate.DEFAULT_MAX_REGRESSION_PCT}",
+    )
+    compare.add_argument(
+        "--wallclock-max-regression",
+        type=_percent,
+        default=None,
+        metavar="PCT",
+        help="also gate wall-clock entries with the noise-aware rule at this tolerance. Default: off",
+    )
+    compare.add_argument(
+        "--require-all", action="store_true", help="fail when a step of OLD is missing from NEW. Default: off"
+    )
+    return parser
+
+
+def compare(
+    old_path: str, new_path: str, max_regression_pct: float, wallclock_pct: float | None, require_all: bool
+) -> tuple[int, list[str]]:
+    """Exit status and report lines for ``pytest-dojo compare``."""
+    old = load_results(old_path)
+    new = load_results(new_path)
+    old_index = old.index()
+    lines: list[str] = []
+    regressed = False
+    for entry in sorted(new.results, key=sort_key):
+        key = key_of(entry)
+        name = f"{entry['nodeid']} [{entry['network']}" + (
+            f" #{entry['ordinal'] + 1}]" if entry.get("ordinal") else "]"
+        )
+        baseline = old_index.pop(key, None)
+        if baseline is None:
+            lines.append(f"new   {name}: no entry in {old.path}")
+            continue
+        comparison = gate.compare_reports(baseline, entry["report"], max_regression_pct)
+        if comparison.regressed:
+            regressed = True
+            lines.append(f"FAIL  {name}: {comparison.message()}")
+        else:
+            lines.append(f"ok    {name}: samples/s {comparison.change_pct:+.2f}%")
+    for key in sorted(old_index):
+        regressed = regressed or require_all
+        lines.append(f"{'FAIL' if require_all else 'gone'}  {key[0]} [{key[1]}]: in {old.path} but not in {new.path}")
+    if wallclock_pct is not None:
+        old_clock = {
+            (e["nodeid"], e["network"], int(e.get("ordinal", 0))): e for e in old.document.get("wallclock", [])
+        }
+        for entry in sorted(new.document.get("wallclock", []), key=sort_key):
+            previous = old_clock.get((entry["nodeid"], entry["network"], int(entry.get("ordinal", 0))))
+            if previous is None:
+                continue
+            verdict = noise.compare_rounds(previous["round_s"], entry["round_s"], wallclock_pct)
+            regressed = regressed or verdict.regressed
+            lines.append(
+                f"{'FAIL' if verdict.regressed else 'ok  '}  {entry['nodeid']} [{entry['network']}] wall-clock: "
+                f"{verdict.describe()}"
+            )
+    summary = "regression" if regressed else "no regression"
+    lines.append(f"pytest-dojo compare: {summary} ({len(new.results)} steps, tolerance {max_regression_pct:g}%)")
+    return (EXIT_REGRESSION if regressed else EXIT_OK), lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        status, lines = compare(
+            arguments.old,
+            arguments.new,
+            arguments.max_regression,
+            arguments.wallclock_max_regression,
+            arguments.require_all,
+        )
+    except ResultsFileError as error:
+        print(f"pytest-dojo: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    for line in lines:
+        print(line)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

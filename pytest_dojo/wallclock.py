@@ -1,0 +1,192 @@
+"""Wall-clock timing of the real training step on the host, through pytest-benchmark.
+
+The ``dojo_wallclock`` fixture runs ``model``'s step (forward, loss, backward, optimizer) for real,
+with ``benchmark.pedantic`` (warm-up rounds, one iteration per round, a fixed number of torch
+threads), and keeps every round's time for the results file and the noise-aware comparison of
+:mod:`pytest_dojo.noise`. The simulated figures of the same step go into the benchmark's
+``extra_info`` so both land side by side in pytest-benchmark's JSON.
+
+Torch is imported lazily, only when a test asks for a wall-clock step. Under pytest-xdist,
+pytest-benchmark switches itself off; the fixture still times its own rounds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import pytest
+
+from pytest_dojo.session import DOJO_SESSION_KEY, DojoSession
+
+DEFAULT_ROUNDS = 7
+DEFAULT_WARMUP_ROUNDS = 2
+DEFAULT_THREADS = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class WallclockResult:
+    """Measured rounds of one real training step on the host (seconds per step)."""
+
+    network: str
+    batch: int
+    threads: int
+    round_s: tuple[float, ...]
+
+    @property
+    def median_step_s(self) -> float:
+        return statistics.median(self.round_s)
+
+    @property
+    def median_samples_per_s(self) -> float:
+        return self.batch / self.median_step_s
+
+
+def _call(model: Any, inputs: Any) -> Any:
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, tuple | list):
+        return model(*inputs)
+    return model(inputs)
+
+
+def make_real_step(
+    model: Any,
+    inputs: Any,
+    *,
+    targets: Any = None,
+    loss_fn: Callable[..., Any] | None = None,
+    optimizer: Callable[..., Any] | None = None,
+) -> Callable[[], None]:
+    """A function running one real training step of ``model`` on ``inputs`` (on their device)."""
+    from pytest_dojo import capture
+
+    loss = loss_fn or capture.default_loss
+    step_optimizer = (optimizer or capture.default_optimizer)(list(model.parameters()))
+
+    def step() -> None:
+        step_optimizer.zero_grad(set_to_none=True)
+        outputs = _call(model, inputs)
+        value = loss(outputs, targets) if targets is not None or loss_fn is not None else loss(outputs)
+        value.backward()
+        step_optimizer.step()
+
+    return step
+
+
+class Wallclock:
+    """Times real training steps with pytest-benchmark; see :meth:`train_step`."""
+
+    def __init__(self, benchmark: Any, session: DojoSession, nodeid: str) -> None:
+        self._benchmark = benchmark
+        self._session = session
+        self._nodeid = nodeid
+
+    def train_step(
+        self,
+        model: Any,
+        example_inputs: Any,
+        *,
+        targets: Any = None,
+        loss_fn: Callable[..., Any] | None = None,
+        optimizer: Callable[..., Any] | None = None,
+        rounds: int = DEFAULT_ROUNDS,
+        warmup_rounds: int = DEFAULT_WARMUP_ROUNDS,
+        threads: int = DEFAULT_THREADS,
+        name: str | None = None,
+        simulate: bool = True,
+    ) -> WallclockResult:
+        """Time ``rounds`` real steps after ``warmup_rounds``, with ``threads`` torch threads.
+
+        With ``simulate`` (default), the step is also simulated on the run's mesh (it appears in
+        the summary) and its figures go into the benchmark's ``extra_info``.
+        """
+        import torch
+
+        from pytest_dojo import capture
+        from pytest_dojo.fixtures import Dojo
+
+        for label, value, low in (("rounds", rounds, 1), ("warmup_rounds", warmup_rounds, 0), ("threads", threads, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                pytest.fail(
+                    f"dojo_wallclock.train_step: {label} must be an integer >= {low}, got {value!r}", pytrace=False
+                )
+        network = name or type(model).__name__
+        batch = capture.leading_batch(example_inputs)
+        step = make_real_step(model, example_inputs, targets=targets, loss_fn=loss_fn, optimizer=optimizer)
+        times: list[float] = []
+
+        def timed() -> None:
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            self._benchmark.pedantic(timed, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+            while len(times) < warmup_rounds + rounds:
+                timed()
+        finally:
+            torch.set_num_threads(previous_threads)
+        result = WallclockResult(network=network, batch=batch, threads=threads, round_s=tuple(times[warmup_rounds:]))
+        extra: dict[str, Any] = {
+            "dojo_measured_samples_per_s": result.median_samples_per_s,
+            "dojo_threads": threads,
+            "dojo_batch": batch,
+        }
+        if simulate:
+            report = Dojo(self._session).train_step(
+                model, example_inputs, targets=targets, loss_fn=loss_fn, optimizer=optimizer, name=network
+            )
+            extra.update(
+                dojo_chip=report.chip,
+                dojo_mesh=report.mesh,
+                dojo_simulated_samples_per_s=report.samples_per_s,
+                dojo_simulated_step_ms=report.step_time_s * 1e3,
+                dojo_simulated_mfu=report.mfu,
+                dojo_simulated_bound=report.bound,
+            )
+        self._benchmark.extra_info.update(extra)
+        ordinal = sum(
+            1 for entry in self._session.wallclock if entry["nodeid"] == self._nodeid and entry["network"] == network
+        )
+        self._session.wallclock.append(
+            {
+                "nodeid": self._nodeid,
+                "network": network,
+                "ordinal": ordinal,
+                "batch": batch,
+                "threads": threads,
+                "round_s": list(result.round_s),
+                "median_samples_per_s": result.median_samples_per_s,
+            }
+        )
+        return result
+
+
+@pytest.fixture
+def dojo_wallclock(request: pytest.FixtureRequest, benchmark: Any) -> Wallclock:
+    """Times the real training step on the host: ``dojo_wallclock.train_step(model, inputs)``."""
+    return Wallclock(benchmark, request.config.stash[DOJO_SESSION_KEY], request.node.nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    """Add torch's version, thread count and accelerator to pytest-benchmark's machine info."""
+    try:
+        machine_info["torch_version"] = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        machine_info["torch_version"] = None
+    torch = sys.modules.get("torch")
+    machine_info["torch_threads_default"] = torch.get_num_threads() if torch is not None else None
+    machine_info["torch_threads_timed"] = DEFAULT_THREADS
+    accelerator = "cpu"
+    if torch is not None and torch.cuda.is_available():
+        accelerator = torch.cuda.get_device_name(0)
+    machine_info["accelerator"] = accelerator
