@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from hwmodel import HwModelError, Mesh, get_preset, parse_mesh, preset_names
+from hwmodel.mesh import NAMED_MESHES
 from pytest_dojo.gate import DEFAULT_MAX_REGRESSION_PCT
 from pytest_dojo.results_json import ResultsFile, ResultsFileError, load_results
 from pytest_dojo.thresholds import ThresholdError, ThresholdsFile, load_thresholds
@@ -37,7 +38,11 @@ def register(parser: pytest.Parser) -> None:
         dest="dojo_mesh",
         metavar="ROWSxCOLS",
         default=None,
-        help=f"Mesh of chips to simulate, e.g. 5x5 (one Dojo training tile) or 2x8. Default: {DEFAULT_MESH!r}",
+        help=(
+            "Mesh of chips to simulate, e.g. 5x5 (one Dojo training tile) or 2x8 (two 8-GPU nodes), or one of: "
+            f"{', '.join(f'{name} ({rows}x{cols})' for name, (rows, cols) in NAMED_MESHES.items())}. "
+            f"Default: {DEFAULT_MESH!r}"
+        ),
     )
     group.addoption(
         "--dojo-chip",
