@@ -47,12 +47,14 @@ CHIPS_PER_TRAY = 6 * 25
 
 @dataclass(frozen=True, kw_only=True)
 class CameraSample:
-    """One training sample as raw camera frames.
+    """One training sample: raw camera frames plus whatever else the host sends with them.
 
     Attributes:
         cameras: frames per sample (one per camera).
         width_pixels / height_pixels: frame size.
         bits_per_pixel: raw sample depth (12 for Tesla's cameras); packed, no padding.
+        other_bytes_per_sample: every other per-sample input read from the host: cached features
+            (HydraNet's feature queue), kinematics, labels. 0 for camera frames alone.
     """
 
     name: str
@@ -60,21 +62,30 @@ class CameraSample:
     width_pixels: int
     height_pixels: int
     bits_per_pixel: int
+    other_bytes_per_sample: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("cameras", "width_pixels", "height_pixels", "bits_per_pixel"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise SpecError(f"sample {self.name}: {name} must be an integer >= 1, got {value!r}")
+        other = self.other_bytes_per_sample
+        if not other >= 0:
+            raise SpecError(f"sample {self.name}: other_bytes_per_sample must be >= 0, got {other}")
 
     @property
-    def bytes_per_sample(self) -> float:
-        """Packed bytes of one sample.
+    def camera_bytes_per_sample(self) -> float:
+        """Packed bytes of one sample's frames.
 
-        >>> AUTOPILOT_CAMERAS.bytes_per_sample
+        >>> AUTOPILOT_CAMERAS.camera_bytes_per_sample
         14745600.0
         """
         return self.cameras * self.width_pixels * self.height_pixels * self.bits_per_pixel / 8
+
+    @property
+    def bytes_per_sample(self) -> float:
+        """Bytes the host sends per sample: frames and everything else."""
+        return self.camera_bytes_per_sample + self.other_bytes_per_sample
 
 
 AUTOPILOT_CAMERAS = CameraSample(
