@@ -18,6 +18,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,16 @@ class NetworkSteps:
             self.model = self.spec.build(size)
         self._steps: dict[int, Workload] = {}
 
+    def other_input_bytes_per_sample(self) -> float:
+        """Bytes per sample of every input but the camera images, and of the targets, as the host
+        would send them: floating point in BF16 (the compute dtype), integers as they are."""
+        import torch
+
+        inputs, targets = self.spec.make_batch(self.size, 1, "meta")
+        tensors = [t for name, t in inputs.items() if name != "images"]
+        tensors += [t for t in torch.utils._pytree.tree_leaves(targets) if isinstance(t, torch.Tensor)]
+        return float(sum(t.numel() * (2 if t.is_floating_point() else t.element_size()) for t in tensors))
+
     def __call__(self, batch: int) -> Workload:
         cached = self._steps.get(batch)
         if cached is not None:
@@ -73,15 +84,21 @@ class NetworkSteps:
         return workload
 
 
-def feed_factory(host_link: str | None) -> Callable[[System], DataFeed | None] | None:
-    """Dojo camera ingest for D1 systems over ``host_link``; None leaves ingest out."""
+def feed_factory(host_link: str | None, steps: NetworkSteps) -> Callable[[System], DataFeed | None] | None:
+    """Dojo ingest for D1 systems over ``host_link``: the 8 camera frames of a sample plus the
+    network's other inputs and targets. None leaves ingest out."""
     if host_link is None:
         return None
+    sample = replace(AUTOPILOT_CAMERAS, other_bytes_per_sample=steps.other_input_bytes_per_sample())
+    progress(
+        f"ingest sample: {sample.camera_bytes_per_sample / 1e6:.2f} MB of camera frames + "
+        f"{sample.other_bytes_per_sample / 1e6:.2f} MB of other inputs and targets over host {host_link}"
+    )
 
     def feed_for(system: System) -> DataFeed | None:
         if system.chip.name != "d1":
             return None
-        return DataFeed(sample=AUTOPILOT_CAMERAS, path=dojo_ingest_path(system.num_chips, host_link))
+        return DataFeed(sample=sample, path=dojo_ingest_path(system.num_chips, host_link))
 
     return feed_for
 
@@ -223,7 +240,7 @@ def meshes_from(text: str) -> list[tuple[str, Any]]:
 def run_sensitivity(args: argparse.Namespace) -> None:
     steps = NetworkSteps(args.network, args.size)
     system = make_system(args.chip, args.mesh)
-    feed_for = feed_factory(args.ingest)
+    feed_for = feed_factory(args.ingest, steps)
     result = sensitivity(steps(args.per_chip_batch), system, factor=args.factor,
                          feed=feed_for(system) if feed_for else None)
     print_sensitivity(result)
@@ -236,10 +253,11 @@ def run_scaling(args: argparse.Namespace) -> None:
     steps = NetworkSteps(args.network, args.size)
     meshes = meshes_from(args.meshes)
     modes = ("strong", "weak") if args.mode == "both" else (args.mode,)
+    feed_for = feed_factory(args.ingest, steps)
     curves = []
     for mode in modes:
         batch = args.global_batch if mode == "strong" else args.batch
-        curve = scaling_curve(steps, args.chip, meshes, mode=mode, batch=batch, feed_for=feed_factory(args.ingest))
+        curve = scaling_curve(steps, args.chip, meshes, mode=mode, batch=batch, feed_for=feed_for)
         print_scaling(curve)
         print()
         curves.append(curve)
@@ -250,8 +268,13 @@ def run_scaling(args: argparse.Namespace) -> None:
 
 def run_ingest(args: argparse.Namespace) -> None:
     sample = AUTOPILOT_CAMERAS
+    if args.network:
+        other = NetworkSteps(args.network, args.size).other_input_bytes_per_sample()
+        sample = replace(sample, other_bytes_per_sample=other)
     print(f"sample: {sample.cameras} cameras x {sample.width_pixels}x{sample.height_pixels} x "
-          f"{sample.bits_per_pixel} bit = {sample.bytes_per_sample / 1e6:.2f} MB")
+          f"{sample.bits_per_pixel} bit = {sample.camera_bytes_per_sample / 1e6:.2f} MB of frames"
+          + (f" + {sample.other_bytes_per_sample / 1e6:.2f} MB of other {args.network}/{args.size} inputs and targets"
+             if args.network else ""))
     rows = []
     for label, mesh in meshes_from(args.meshes):
         for host_link in HOST_LINKS:
@@ -279,7 +302,8 @@ def run_compare(args: argparse.Namespace) -> None:
     for item in args.systems.split(","):
         chip, _, mesh = item.partition(":")
         systems.append((f"{chip.strip()} {mesh.strip()}", make_system(chip.strip(), mesh.strip() or "1x1")))
-    rows_out = compare_systems(steps, systems, per_chip_batch=args.per_chip_batch, feed_for=feed_factory(args.ingest))
+    feed_for = feed_factory(args.ingest, steps)
+    rows_out = compare_systems(steps, systems, per_chip_batch=args.per_chip_batch, feed_for=feed_for)
     reference = next((row.report.samples_per_s for row in rows_out if row.report is not None), None)
     rows = []
     for row in rows_out:
@@ -335,6 +359,8 @@ def parser() -> argparse.ArgumentParser:
 
     feed = commands.add_parser("ingest", help="camera ingest time and limit per mesh and host link")
     feed.add_argument("--meshes", default="5x5,tray,exapod")
+    feed.add_argument("--network", default=None, help="add this suite network's other inputs and targets per sample")
+    feed.add_argument("--size", default="full", choices=("small", "full"), help="default: %(default)s")
     feed.add_argument("--per-chip-batch", type=int, default=1)
     feed.add_argument("--samples-per-s", type=float, default=0.0, metavar="PER_CHIP",
                       help="flag meshes whose ingest cannot feed this many samples/s per chip")
