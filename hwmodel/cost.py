@@ -127,8 +127,18 @@ def occupancy(output_elements: FloatArray, tile_elements: float | FloatArray, un
     return np.asarray(busy, dtype=np.float64)
 
 
-def op_costs(workload: Workload, chip: ChipSpec, efficiency: EfficiencyTable, precision: Precision) -> OpCosts:
-    """Time of each op of ``workload`` on ``chip`` under ``precision``."""
+def op_costs(
+    workload: Workload,
+    chip: ChipSpec,
+    efficiency: EfficiencyTable,
+    precision: Precision,
+    work_scale: FloatArray | None = None,
+) -> OpCosts:
+    """Time of each op of ``workload`` on ``chip`` under ``precision``.
+
+    ``work_scale`` (per op) is the share of each op one chip runs: a tensor-parallel group of ``k``
+    splits a matrix op's FLOPs, bytes and output ``k`` ways (and so its occupancy too).
+    """
     arrays = workload_arrays(workload)
     optimizer = arrays.phase_index == PHASES.index("optimizer")
     # Forward and backward tensors are stored in the compute dtype; the optimizer works on the
@@ -137,6 +147,13 @@ def op_costs(workload: Workload, chip: ChipSpec, efficiency: EfficiencyTable, pr
     bytes_scale = np.where(optimizer, 1.0, dtype_scale[arrays.dtype_index]) if len(arrays.flops) else np.ones(0)
     bytes_read = arrays.bytes_read * bytes_scale
     bytes_written = arrays.bytes_written * bytes_scale
+    flops = arrays.flops
+    output_elements = arrays.output_elements
+    if work_scale is not None:
+        bytes_read = bytes_read * work_scale
+        bytes_written = bytes_written * work_scale
+        flops = flops * work_scale
+        output_elements = output_elements * work_scale
 
     matrix_rate = chip.matrix_flops_per_s(precision.compute_dtype)
     uses_matrix = arrays.is_matrix & arrays.is_float & ~optimizer
@@ -144,19 +161,31 @@ def op_costs(workload: Workload, chip: ChipSpec, efficiency: EfficiencyTable, pr
     compute_efficiency = np.asarray(efficiency.compute)[arrays.class_index]
     memory_efficiency = np.asarray(efficiency.memory)[arrays.class_index]
     tile = np.where(uses_matrix, chip.matrix_tile_output_elements, chip.vector_tile_output_elements)
-    busy = occupancy(arrays.output_elements, tile, chip.compute_units)
+    busy = occupancy(output_elements, tile, chip.compute_units)
 
-    compute_s = arrays.flops / (peak * compute_efficiency * busy)
+    compute_s = flops / (peak * compute_efficiency * busy)
     memory_busy = busy if chip.local_memory_kind == "sram" else 1.0
     read_s = bytes_read / (chip.local_memory_read_bytes_per_s * memory_efficiency * memory_busy)
     write_s = bytes_written / (chip.local_memory_write_bytes_per_s * memory_efficiency * memory_busy)
     memory_s = np.maximum(read_s, write_s) if chip.local_memory_full_duplex else read_s + write_s
     time_s = np.maximum(compute_s, memory_s) + chip.op_overhead_s
     return OpCosts(
-        compute_s=compute_s, memory_s=memory_s, overhead_s=chip.op_overhead_s, time_s=time_s, flops=arrays.flops
+        compute_s=compute_s, memory_s=memory_s, overhead_s=chip.op_overhead_s, time_s=time_s, flops=flops
     )
 
 
 def exact_sum(values: FloatArray) -> float:
     """Correctly rounded sum: identical on every machine, whatever numpy's SIMD does."""
     return math.fsum(values.tolist())
+
+
+def ordered_sum(values: FloatArray) -> float:
+    """Sum in index order (``add.accumulate`` never reorders, unlike ``np.sum``'s pairwise SIMD
+    blocks): identical on every IEEE-754 machine, and several times faster than :func:`exact_sum`.
+
+    >>> ordered_sum(np.array([1e16, 1.0, -1e16]))
+    0.0
+    """
+    if len(values) == 0:
+        return 0.0
+    return float(np.add.accumulate(values)[-1])

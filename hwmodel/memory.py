@@ -1,17 +1,29 @@
-"""What one chip must hold during a step, and what does not fit its local memory.
+"""What one chip must hold during a step, and what it does when that does not fit its local memory.
 
-Per chip (one data-parallel replica): the weights (master copy plus a working copy in the compute
-dtype), the gradients, the optimizer state and buffers stay for the whole step; activations and
-temporaries live from the op that writes them to the last op that reads them (captured liveness),
-so their peak is found by sweeping the op order. Bytes are in the stored dtypes of the
-:class:`~hwmodel.precision.Precision` policy.
+Per chip: the weights (master copy plus a working copy in the compute dtype), the gradients, the
+optimizer state and buffers stay for the whole step; activations and temporaries live from the op
+that writes them to the last op that reads them (captured liveness), so their peak is found by
+sweeping the op order. Bytes are in the stored dtypes of the :class:`~hwmodel.precision.Precision`
+policy. A plan that splits a replica over chips gives each chip a :class:`ChipShare`: the fraction
+of the parameter bytes it holds (tensor parallelism splits matrix weights, pipeline stages hold
+their own layers) and of the activations it keeps (a pipeline stage keeps the activations of the
+micro-batches in flight).
 
-When the working set exceeds local memory (a D1's 440 MB SRAM), the excess is spilled to backing
-memory (DIP HBM): written out once and read back once per step, at the chip's share of that
-memory's bandwidth. When it exceeds local plus backing memory, the plan cannot run.
+When the working set exceeds local memory (a D1's 440 MB SRAM) there are two remedies, and the
+cheaper is taken:
 
-NB: the spill model assumes the compiler spills the bytes used least often, each once per step;
-it charges no extra traffic for re-reads, and does not overlap spill traffic with compute.
+* **spill**: the excess lives in backing memory (DIP HBM at the tile edges), written out once and
+  read back once per step at :func:`spill_bytes_per_s`;
+* **recompute**: activations are dropped after the forward pass and recomputed in the backward
+  pass (activation checkpointing). Freeing a fraction ``f`` of the activation peak costs ``f`` of
+  the forward time; only activations can be freed this way, so any excess beyond them still spills.
+
+When the excess exceeds backing memory too, the plan cannot run: a one-line error names what does
+not fit and by how much.
+
+NB: the spill model assumes the compiler spills the bytes used least often, each once per step; it
+charges no extra traffic for re-reads, and does not overlap spill traffic with compute. Recompute
+frees activations in proportion to forward time (uniform activation density over the forward pass).
 """
 
 from __future__ import annotations
@@ -19,17 +31,170 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
+from hwmodel.chip import ChipSpec
 from hwmodel.errors import MemoryCapacityError
 from hwmodel.fabric import FabricSpec
-from hwmodel.chip import ChipSpec
+from hwmodel.mesh import Mesh
+from hwmodel.opclass import MATRIX_CLASSES, op_class
 from hwmodel.precision import Precision
-from hwmodel.workload import Workload
+from hwmodel.workload import PHASES, Workload
+
+FloatArray = npt.NDArray[np.float64]
+SPILL_STRATEGIES = ("none", "spill", "recompute", "recompute+spill")
+
+
+@dataclass(frozen=True, eq=False)
+class MemoryArrays:
+    """Per-workload arrays for the memory model, built once and cached on the workload.
+
+    Attributes:
+        activation_first / activation_last: lifetime (op indices) of each input or activation.
+        activation_nbytes: its captured size; ``activation_dtype_index`` indexes ``dtype_names``.
+        saved_bytes_by_op: bytes of activations each forward op writes that a backward op reads
+            (what a pipeline stage keeps per micro-batch in flight).
+        parameter_bytes_by_op: captured parameter bytes first read by each op (which layer holds
+            which weights).
+        matrix_parameter_bytes: parameter bytes read by forward matrix ops (split by tensor
+            parallelism); ``parameter_bytes``: every parameter's bytes.
+        activation_output_bytes_by_op: captured bytes of the activations each op writes (not
+            gradients of parameters): what a tensor-parallel op gathers or scatters.
+        smallest_output_bytes_by_op: captured bytes of each op's smallest output (a batch norm's
+            per-channel statistics).
+    """
+
+    activation_first: npt.NDArray[np.int64]
+    activation_last: npt.NDArray[np.int64]
+    activation_nbytes: FloatArray
+    activation_dtype_index: npt.NDArray[np.int64]
+    dtype_names: tuple[str, ...]
+    saved_bytes_by_op: FloatArray
+    parameter_bytes_by_op: FloatArray
+    matrix_parameter_bytes: float
+    parameter_bytes: float
+    optimizer_state_bytes: float
+    buffer_bytes: float
+    parameter_count: int
+    activation_output_bytes_by_op: FloatArray
+    smallest_output_bytes_by_op: FloatArray
+
+
+def memory_arrays(workload: Workload) -> MemoryArrays:
+    """The memory arrays of ``workload``, cached on the (immutable) workload."""
+    cached = workload.__dict__.get("_memory_arrays")
+    if isinstance(cached, MemoryArrays):
+        return cached
+    count = len(workload.ops)
+    phase_of = [PHASES.index(op.phase) for op in workload.ops]
+    backward = PHASES.index("backward")
+    firsts: list[int] = []
+    lasts: list[int] = []
+    sizes: list[float] = []
+    dtypes: dict[str, int] = {}
+    dtype_index: list[int] = []
+    saved = np.zeros(max(count, 1), dtype=np.float64)
+    parameter_kind: dict[int, float] = {}
+    static = {"optimizer_state": 0.0, "buffer": 0.0}
+    for tensor in workload.tensors:
+        if tensor.kind in ("activation", "input"):
+            first = max(tensor.first_op, 0)
+            last = max(tensor.last_op, first)
+            firsts.append(first)
+            lasts.append(last)
+            sizes.append(float(tensor.nbytes))
+            dtype_index.append(dtypes.setdefault(tensor.dtype, len(dtypes)))
+            if (
+                tensor.kind == "activation" and 0 <= tensor.first_op < count and 0 <= tensor.last_op < count
+                and phase_of[tensor.first_op] == 0 and phase_of[tensor.last_op] == backward
+            ):
+                saved[tensor.first_op] += tensor.nbytes
+        elif tensor.kind == "parameter":
+            parameter_kind[tensor.tensor_id] = float(tensor.nbytes)
+        elif tensor.kind in static:
+            static[tensor.kind] += tensor.nbytes
+    parameter_by_op = np.zeros(max(count, 1), dtype=np.float64)
+    activation_out = np.zeros(max(count, 1), dtype=np.float64)
+    smallest_out = np.zeros(max(count, 1), dtype=np.float64)
+    kind_of = {tensor.tensor_id: (tensor.kind, float(tensor.nbytes)) for tensor in workload.tensors}
+    matrix_ids: set[int] = set()
+    seen: set[int] = set()
+    for index, op in enumerate(workload.ops):
+        outputs = [kind_of[tensor_id] for tensor_id in op.output_ids if tensor_id in kind_of]
+        activation_out[index] = sum(size for kind, size in outputs if kind == "activation")
+        smallest_out[index] = min((size for _, size in outputs), default=0.0)
+        for tensor_id in op.input_ids:
+            if tensor_id in parameter_kind and tensor_id not in seen:
+                seen.add(tensor_id)
+                parameter_by_op[index] += parameter_kind[tensor_id]
+            if tensor_id in parameter_kind and op.phase == "forward" and op_class(op.name) in MATRIX_CLASSES:
+                matrix_ids.add(tensor_id)
+    arrays = MemoryArrays(
+        activation_first=np.array(firsts, dtype=np.int64),
+        activation_last=np.array(lasts, dtype=np.int64),
+        activation_nbytes=np.array(sizes, dtype=np.float64),
+        activation_dtype_index=np.array(dtype_index, dtype=np.int64),
+        dtype_names=tuple(dtypes),
+        saved_bytes_by_op=saved[:count],
+        parameter_bytes_by_op=parameter_by_op[:count],
+        matrix_parameter_bytes=sum(parameter_kind[i] for i in matrix_ids),
+        parameter_bytes=sum(parameter_kind.values()),
+        optimizer_state_bytes=static["optimizer_state"],
+        buffer_bytes=static["buffer"],
+        parameter_count=workload.parameter_count,
+        activation_output_bytes_by_op=activation_out[:count],
+        smallest_output_bytes_by_op=smallest_out[:count],
+    )
+    object.__setattr__(workload, "_memory_arrays", arrays)
+    return arrays
+
+
+def activation_peak_bytes(workload: Workload, precision: Precision) -> float:
+    """Peak bytes of inputs, activations and temporaries alive at once, in stored dtypes.
+
+    A tensor is alive from the op that writes it (or from the start, for inputs) through the last
+    op that reads it; one never read after its op is alive during that op only.
+    """
+    count = len(workload.ops)
+    if count == 0:
+        return 0.0
+    key = ("_activation_peak", precision)
+    cache: dict[object, float] = workload.__dict__.setdefault("_activation_peaks", {})
+    if key in cache:
+        return cache[key]
+    arrays = memory_arrays(workload)
+    scale = np.array([precision.activation_scale(name) for name in arrays.dtype_names] or [1.0])
+    size = arrays.activation_nbytes * scale[arrays.activation_dtype_index]
+    delta = np.bincount(arrays.activation_first, weights=size, minlength=count + 1)
+    delta -= np.bincount(arrays.activation_last + 1, weights=size, minlength=count + 1)
+    peak = float(np.cumsum(delta)[:-1].max()) if len(size) else 0.0
+    cache[key] = peak
+    return peak
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChipShare:
+    """The part of one replica's state that one chip holds under a plan.
+
+    Attributes:
+        parameter_fraction: fraction of the replica's weights, gradients and optimizer state.
+        activation_fraction: activation peak held, as a multiple of one (micro-)batch's peak
+            (a pipeline stage: its share of the saved activations times the micro-batches in flight).
+        recompute_forward_s: forward time per step that recomputing every activation would repeat
+            (0 disables recomputation).
+    """
+
+    parameter_fraction: float = 1.0
+    activation_fraction: float = 1.0
+    recompute_forward_s: float = 0.0
+
+
+WHOLE_REPLICA = ChipShare()
 
 
 @dataclass(frozen=True, kw_only=True)
 class MemoryFootprint:
-    """Bytes one chip holds at its peak, by category, and what spills."""
+    """Bytes one chip holds at its peak, by category, and how the excess is handled."""
 
     weights_bytes: float
     gradients_bytes: float
@@ -39,10 +204,14 @@ class MemoryFootprint:
     local_capacity_bytes: float
     spilled_bytes: float
     spill_s: float
+    recomputed_bytes: float = 0.0
+    recompute_fraction: float = 0.0
+    recompute_s: float = 0.0
+    strategy: str = "none"
 
     @property
     def total_bytes(self) -> float:
-        """Peak working set of one chip."""
+        """Peak working set of one chip before any remedy."""
         return (
             self.weights_bytes + self.gradients_bytes + self.optimizer_state_bytes + self.buffers_bytes
             + self.activations_peak_bytes
@@ -50,8 +219,8 @@ class MemoryFootprint:
 
     @property
     def local_peak_bytes(self) -> float:
-        """Peak bytes in local memory (the working set, capped at the capacity)."""
-        return min(self.total_bytes, self.local_capacity_bytes)
+        """Peak bytes in local memory: the working set less what is recomputed, capped at capacity."""
+        return min(self.total_bytes - self.recomputed_bytes, self.local_capacity_bytes)
 
     def by_category(self) -> dict[str, float]:
         """Category -> bytes, for reports."""
@@ -64,59 +233,92 @@ class MemoryFootprint:
         }
 
 
-def activation_peak_bytes(workload: Workload, precision: Precision) -> float:
-    """Peak bytes of inputs, activations and temporaries alive at once, in stored dtypes.
+def spill_bytes_per_s(fabric: FabricSpec, mesh: Mesh | None = None) -> float:
+    """Per-chip bandwidth to backing memory when every chip spills at once.
 
-    A tensor is alive from the op that writes it (or from the start, for inputs) through the last
-    op that reads it; one never read after its op is alive during that op only.
+    The fabric gives each chip its share of the DIPs' bandwidth. Interior chips of a tile reach the
+    edge DIPs over mesh links: the ``2(r-2) + 2(c-2)`` links into the interior of an ``r x c`` tile
+    carry the traffic of its ``(r-2)(c-2)`` interior chips, so the share is also capped at
+    ``link_bytes_per_s x links / interior chips``. On a 5x5 tile: 12 links x 2 TB/s / 9 chips =
+    2.67 TB/s, above the DIP share (640 GB/s): the DIPs, not the mesh, bound a tile's spill.
+
+    >>> from hwmodel.presets import DOJO_TILE_FABRIC
+    >>> spill_bytes_per_s(DOJO_TILE_FABRIC, Mesh(rows=5, cols=5)) / 1e9
+    640.0
     """
-    count = len(workload.ops)
-    if count == 0:
-        return 0.0
-    delta = np.zeros(count + 1, dtype=np.float64)
-    for tensor in workload.tensors:
-        if tensor.kind not in ("activation", "input"):
-            continue
-        first = max(tensor.first_op, 0)
-        last = max(tensor.last_op, first)
-        size = tensor.nbytes * precision.activation_scale(tensor.dtype)
-        delta[first] += size
-        delta[last + 1] -= size
-    return float(np.cumsum(delta)[:-1].max())
+    share = fabric.backing_memory_bytes_per_s_per_chip
+    rows = min(fabric.tile_rows, mesh.rows) if mesh is not None else fabric.tile_rows
+    cols = min(fabric.tile_cols, mesh.cols) if mesh is not None else fabric.tile_cols
+    interior = max(rows - 2, 0) * max(cols - 2, 0)
+    if interior == 0:
+        return share
+    links_in = 2 * (rows - 2) + 2 * (cols - 2)
+    return min(share, fabric.link_bytes_per_s * links_in / interior)
 
 
-def footprint(workload: Workload, chip: ChipSpec, fabric: FabricSpec, precision: Precision) -> MemoryFootprint:
-    """The per-chip working set of one replica of ``workload``, and its spill to backing memory."""
-    parameters = workload.parameter_count
-    static = {"optimizer_state": 0.0, "buffer": 0.0}
-    for tensor in workload.tensors:
-        if tensor.kind in static:
-            static[tensor.kind] += tensor.nbytes
+def footprint(
+    workload: Workload,
+    chip: ChipSpec,
+    fabric: FabricSpec,
+    precision: Precision,
+    share: ChipShare = WHOLE_REPLICA,
+    mesh: Mesh | None = None,
+) -> MemoryFootprint:
+    """The working set of one chip holding ``share`` of a replica of ``workload``, and its remedy."""
+    arrays = memory_arrays(workload)
+    parameters = arrays.parameter_count * share.parameter_fraction
     weights = float(parameters * precision.weight_bytes_per_parameter)
     gradients = float(parameters * precision.gradient_bytes_per_parameter)
-    activations = activation_peak_bytes(workload, precision)
-    total = weights + gradients + static["optimizer_state"] + static["buffer"] + activations
+    optimizer_state = arrays.optimizer_state_bytes * share.parameter_fraction
+    buffers = arrays.buffer_bytes * share.parameter_fraction
+    activations = activation_peak_bytes(workload, precision) * share.activation_fraction
+    total = weights + gradients + optimizer_state + buffers + activations
     capacity = chip.local_memory_bytes
-    spilled = max(0.0, total - capacity)
+    excess = max(0.0, total - capacity)
     backing = fabric.backing_memory_bytes_per_chip
-    if spilled > backing:
+    bandwidth = spill_bytes_per_s(fabric, mesh) if backing > 0 else 0.0
+
+    def spill_time(spilled: float) -> float:
+        return 2.0 * spilled / bandwidth if spilled > 0 else 0.0
+
+    options: list[tuple[float, str, float, float, float]] = []  # (time, strategy, recomputed, spilled, recompute_s)
+    if excess == 0:
+        options.append((0.0, "none", 0.0, 0.0, 0.0))
+    else:
+        if excess <= backing:
+            options.append((spill_time(excess), "spill", 0.0, excess, 0.0))
+        if share.recompute_forward_s > 0 and activations > 0:
+            recomputed = min(excess, activations)
+            rest = excess - recomputed
+            if rest <= backing:
+                recompute_s = recomputed / activations * share.recompute_forward_s
+                strategy = "recompute" if rest == 0 else "recompute+spill"
+                options.append((recompute_s + spill_time(rest), strategy, recomputed, rest, recompute_s))
+    if not options:
         where = f"{capacity / 1e6:.0f} MB {chip.local_memory_kind.upper()}"
         if backing > 0:
             where += f" + {backing / 1e9:.1f} GB backing memory"
+        over = excess - backing
+        if share.recompute_forward_s > 0:
+            over -= activations
         raise MemoryCapacityError(
             f"{workload.name} at batch {workload.batch_size} needs {total / 1e9:.2f} GB per chip "
             f"(weights {weights / 1e9:.2f}, gradients {gradients / 1e9:.2f}, optimizer state "
-            f"{static['optimizer_state'] / 1e9:.2f}, activations {activations / 1e9:.2f} GB) but {chip.name} has "
-            f"{where}: {(spilled - backing) / 1e9:.2f} GB over; use more chips or a smaller batch"
+            f"{optimizer_state / 1e9:.2f}, activations {activations / 1e9:.2f} GB) but {chip.name} has "
+            f"{where}: {over / 1e9:.2f} GB over; use more chips or a smaller batch"
         )
-    spill_s = 2.0 * spilled / fabric.backing_memory_bytes_per_s_per_chip if spilled > 0 else 0.0
+    _, strategy, recomputed, spilled, recompute_s = min(options, key=lambda option: (option[0], option[1]))
     return MemoryFootprint(
         weights_bytes=weights,
         gradients_bytes=gradients,
-        optimizer_state_bytes=static["optimizer_state"],
-        buffers_bytes=static["buffer"],
+        optimizer_state_bytes=optimizer_state,
+        buffers_bytes=buffers,
         activations_peak_bytes=activations,
         local_capacity_bytes=capacity,
         spilled_bytes=spilled,
-        spill_s=spill_s,
+        spill_s=spill_time(spilled),
+        recomputed_bytes=recomputed,
+        recompute_fraction=recomputed / activations if activations > 0 else 0.0,
+        recompute_s=recompute_s,
+        strategy=strategy,
     )

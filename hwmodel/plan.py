@@ -53,3 +53,83 @@ class Plan:
 def data_parallel(mesh: Mesh) -> Plan:
     """Every chip a data-parallel replica."""
     return Plan(data_parallel=mesh.num_chips)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupShape:
+    """A group of chips that run one collective: ``rows x cols`` chips, ``*_stride`` apart.
+
+    ``concurrent_groups`` congruent groups run the same collective at once (every group of that
+    kind in the plan), interleaved before they repeat (as :mod:`hwmodel.routing` places them): a
+    group whose members are ``s`` chips apart along a row shares that row's links with the
+    ``s - 1`` groups between its members.
+    """
+
+    rows: int
+    cols: int
+    row_stride: int = 1
+    col_stride: int = 1
+    concurrent_groups: int = 1
+
+    @property
+    def size(self) -> int:
+        """Chips in the group."""
+        return self.rows * self.cols
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanLayout:
+    """Where a plan's groups sit on the mesh.
+
+    Chips are numbered row-major; chip ``((d * pp) + s) * tp + t`` is tensor rank ``t`` of stage
+    ``s`` of replica ``d``. Tensor-parallel groups are therefore runs of neighbouring chips in a row
+    (the cheapest collectives, issued on the critical path), pipeline stages are neighbouring runs
+    (point-to-point over few hops), and data-parallel groups are strided across the whole mesh (the
+    gradient all-reduce, which overlaps the backward pass).
+
+    >>> layout = plan_layout(Plan(data_parallel=5, tensor_parallel=5), Mesh(rows=5, cols=5))
+    >>> layout.tensor_group
+    GroupShape(rows=1, cols=5, row_stride=1, col_stride=1, concurrent_groups=5)
+    >>> layout.data_group
+    GroupShape(rows=5, cols=1, row_stride=1, col_stride=1, concurrent_groups=5)
+    """
+
+    tensor_group: GroupShape
+    data_group: GroupShape
+    pipeline_hops: int
+
+
+def _run_group(length: int, stride: int, mesh: Mesh, what: str, plan: Plan) -> GroupShape:
+    """Chips ``0, stride, 2 stride, ...`` (``length`` of them) in row-major order, as a group shape."""
+    if length == 1:
+        return GroupShape(rows=1, cols=1)
+    span = length * stride
+    if stride < mesh.cols:
+        if mesh.cols % stride == 0 and span <= mesh.cols and mesh.cols % span == 0:
+            return GroupShape(rows=1, cols=length, col_stride=stride, concurrent_groups=mesh.num_chips // length)
+        if mesh.cols % stride == 0 and span % mesh.cols == 0:
+            per_row = mesh.cols // stride
+            return GroupShape(
+                rows=length // per_row, cols=per_row, col_stride=stride, concurrent_groups=mesh.num_chips // length
+            )
+    elif stride % mesh.cols == 0:
+        row_stride = stride // mesh.cols
+        return GroupShape(rows=length, cols=1, row_stride=row_stride, concurrent_groups=mesh.num_chips // length)
+    raise PlanError(
+        f"plan {plan}: the {what} groups ({length} chips, {stride} apart) do not tile mesh {mesh}; "
+        f"choose degrees that divide its {mesh.cols} columns or are multiples of them"
+    )
+
+
+def plan_layout(plan: Plan, mesh: Mesh) -> PlanLayout:
+    """The group shapes of ``plan`` on ``mesh`` (which it must fit)."""
+    plan.check_fits(mesh)
+    tensor = _run_group(plan.tensor_parallel, 1, mesh, "tensor-parallel", plan)
+    inner = plan.tensor_parallel * plan.pipeline_parallel
+    data = _run_group(plan.data_parallel, inner, mesh, "data-parallel", plan)
+    hops = max(
+        (mesh.hops(stage * plan.tensor_parallel, (stage + 1) * plan.tensor_parallel)
+         for stage in range(plan.pipeline_parallel - 1)),
+        default=0,
+    )
+    return PlanLayout(tensor_group=tensor, data_group=data, pipeline_hops=hops)

@@ -7,7 +7,14 @@ disjoint parts that add up to ``step_time_s``:
 * ``memory``: ops whose local-memory traffic sets their time (SRAM on a D1, HBM on a GPU);
 * ``overhead``: the fixed per-op cost (launch, barrier);
 * ``communication``: collective time not hidden behind compute;
-* ``spill``: traffic to backing memory for what does not fit local memory.
+* ``spill``: traffic to backing memory for what does not fit local memory;
+* ``recompute``: forward ops run again in the backward pass instead of keeping their activations;
+* ``tensor_parallel``: the all-gathers and reduce-scatters of tensor-parallel layers (they block
+  the ops that need them);
+* ``batchnorm_sync``: the all-reduces of batch-norm statistics across the data-parallel group;
+* ``pipeline_bubble``: time the busiest pipeline stage waits (ramp-up, drain and transfers).
+
+Parts a plan does not use are 0.0.
 
 ``bound`` names the largest part in hardware terms: compute, sram/hbm, latency, link or hbm (spill).
 """
@@ -20,7 +27,10 @@ from typing import Any
 from hwmodel.errors import WorkloadError
 
 REPORT_SCHEMA_VERSION = 1
-BREAKDOWN_PARTS = ("compute", "memory", "overhead", "communication", "spill")
+BREAKDOWN_PARTS = (
+    "compute", "memory", "overhead", "communication", "spill", "recompute", "tensor_parallel", "batchnorm_sync",
+    "pipeline_bubble",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +62,20 @@ class Report:
     top_modules: list[tuple[str, float]] = field(default_factory=list)
     top_ops: list[tuple[str, float]] = field(default_factory=list)
     parameter_count: int = 0
+    memory_strategy: dict[str, Any] = field(default_factory=dict)
+    """How the working set fits: ``strategy`` (none/spill/recompute/recompute+spill), bytes and seconds."""
+    pipeline: dict[str, Any] = field(default_factory=dict)
+    """Pipeline stages: their per-micro-batch times, the bubble (seconds and fraction), transfers."""
+    tensor_parallel: dict[str, Any] = field(default_factory=dict)
+    """Tensor-parallel collectives per step: counts, bytes and blocking seconds."""
+    batchnorm_sync: dict[str, Any] = field(default_factory=dict)
+    """Synchronised batch norm: whether on, norm layers synchronised, all-reduces and seconds."""
+    link_utilization: list[list[float]] = field(default_factory=list)
+    """Per chip (rows x cols) busy fraction of its busiest link over the step; empty if not modelled."""
+    ingest: dict[str, Any] = field(default_factory=dict)
+    """Ingest of the step's samples when a data feed is modelled: seconds, bytes, bound, exposed part."""
+    plan_ranking: list[dict[str, Any]] = field(default_factory=list)
+    """For ``plan="auto"``: every plan tried, fastest first (plan, step time, samples/s, or why not)."""
     schema_version: int = REPORT_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,7 +90,9 @@ class Report:
         """Rebuild a report from :meth:`to_dict` output; other schema versions are refused."""
         version = data.get("schema_version")
         if version != REPORT_SCHEMA_VERSION:
-            raise WorkloadError(f"report schema version {version!r} is not supported (expected {REPORT_SCHEMA_VERSION})")
+            raise WorkloadError(
+                f"report schema version {version!r} is not supported (expected {REPORT_SCHEMA_VERSION})"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
