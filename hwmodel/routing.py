@@ -113,20 +113,24 @@ def sharing(group: ChipGroup, concurrent_groups: int) -> tuple[int, int]:
     return along_row, along_col
 
 
-def crosses_tile(members: int, stride: int, mesh_length: int, tile_length: int, interleaved: int) -> bool:
+def crosses_tile(members: int, stride: int, mesh_length: int, tile_length: int, concurrent_groups: int) -> bool:
     """Whether any placed line of ``members`` ranks ``stride`` apart crosses a tile boundary.
 
-    Lines start at ``block x members x stride + offset`` for ``offset < interleaved`` and every
-    block that fits in ``mesh_length``; one line at offset 0 if only one group runs.
+    A lone group (``concurrent_groups == 1``) sits at offset 0. Otherwise lines may start at
+    ``block x members x stride + offset`` for ``offset < min(stride, concurrent_groups)`` and
+    every block that fits in ``mesh_length`` (the collective is as slow as its slowest group).
 
-    >>> crosses_tile(5, 1, 15, 5, 1), crosses_tile(3, 1, 15, 5, 2), crosses_tile(6, 1, 6, 5, 1)
+    >>> crosses_tile(5, 1, 15, 5, 3), crosses_tile(3, 1, 15, 5, 2), crosses_tile(6, 1, 6, 5, 1)
     (False, True, True)
     """
     span = (members - 1) * stride + 1
     if members <= 1 or mesh_length <= tile_length:
         return False
+    if concurrent_groups == 1:
+        return span > tile_length
     block = members * stride
     blocks = max(mesh_length // block, 1)
+    interleaved = min(stride, concurrent_groups)
     starts = (np.arange(blocks)[:, None] * block + np.arange(interleaved)[None, :]).ravel()
     starts = starts[starts + span <= mesh_length]
     if starts.size == 0:
@@ -192,7 +196,7 @@ def group_lines(mesh: Mesh, fabric: FabricSpec, group: ChipGroup, concurrent_gro
         (group.cols, group.col_stride, mesh.cols, fabric.tile_cols, along_row),
         (group.rows, group.row_stride, mesh.rows, fabric.tile_rows, along_col),
     ):
-        crossing = crosses_tile(members, stride, mesh_length, tile_length, shared)
+        crossing = crosses_tile(members, stride, mesh_length, tile_length, concurrent_groups)
         bandwidth = fabric.link_bytes_per_s
         if crossing:
             slowest = min(bandwidth, fabric.inter_tile_link_bytes_per_s)
