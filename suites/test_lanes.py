@@ -1,0 +1,22 @@
+"""The lanes network at full size (8 cameras at 1280x960) on the mesh of ``--dojo-mesh``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from suites.conftest import SimulatedNetwork
+
+CAMERAS = 8
+# shared/reference/autopilot-networks.md: "At 1280x960 a backbone costs ~24.5x its 224x224 figure".
+PIXELS_OVER_IMAGENET = 1280 * 960 / 224**2
+REGNETY_1_6GF_MACS = 1.63e9  # timm table at 224x224, same reference
+
+
+def test_lanes_full_step(simulate_full_network: Callable[[str], SimulatedNetwork]) -> None:
+    """The step costs at least its backbone's forward, input-gradient and weight-gradient passes:
+    3 x 2 FLOP per MAC of RegNetY-1.6GF on 8 camera frames (5 % for the ImageNet head it lacks)."""
+    simulated = simulate_full_network("lanes")
+    backbone_macs = REGNETY_1_6GF_MACS * PIXELS_OVER_IMAGENET * CAMERAS
+    assert simulated.flops_per_sample >= 0.95 * 3 * 2 * backbone_macs
