@@ -16,6 +16,7 @@
 #   ASV_DOJO_ASV_PYTHON interpreter that runs asv itself (default: ASV_DOJO_PYTHON)
 #   ASV_DOJO_CHECKOUT  checkout of COMMIT to benchmark (default: the repository root)
 #   ASV_DOJO_RESULTS   results directory (default: results_dir of asv.conf.json, .asv/results)
+#   ASV_DOJO_WRAPPER_DIR where the fixed-path interpreter wrapper lives (default: /tmp/pytest-dojo-asv)
 # Extra arguments go to `asv run` (e.g. --quick, --bench REGEX, --show-stderr).
 set -euo pipefail
 
@@ -50,7 +51,7 @@ fi
 
 # A fixed interpreter path: asv names an existing environment after the interpreter's path, and a
 # different name would start a separate history. The wrapper runs the real interpreter.
-wrapper_dir="${HOME}/.cache/pytest-dojo-asv"
+wrapper_dir="${ASV_DOJO_WRAPPER_DIR:-/tmp/pytest-dojo-asv}"
 wrapper="$wrapper_dir/python"
 mkdir -p "$wrapper_dir"
 real_python="$("$python" -c 'import sys; print(sys.executable)')"

@@ -68,6 +68,7 @@ def capture_full_step(name: str) -> Any:
     The same call the plugin's ``dojo.train_step(model, inputs, targets=..., loss_fn=spec.loss)``
     makes for each data-parallel replica.
     """
+    suite_network(name)
     capture = capture_module()
     spec, model, inputs, targets = full_step_inputs(name, FULL_BATCH_PER_CHIP)
     start = time.perf_counter()

@@ -27,9 +27,9 @@ class HostTrainStep:
     version = "1"
 
     def setup(self, network: str) -> None:
+        spec = _project.suite_network(network)
         import torch
 
-        spec = _project.suite_network(network)
         torch.manual_seed(0)
         self.spec = spec
         self.model = spec.build("small")
