@@ -38,7 +38,7 @@ The same inputs give the same report, bit for bit: every sum is sequential or co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -553,11 +553,32 @@ def evaluate(
     )
     timeline = None
     if keep_timeline:
+        report = replace(report, link_utilization=_link_utilization(system, layout, gradient_bytes, step_time))
         classes = {"chip": system.num_chips} if pp == 1 and micro_batches == 1 else {
             f"stage {s}": system.num_chips // pp for s in range(pp)
         }
         timeline = Timeline(step_time_s=step_time, intervals=tuple(intervals), classes=classes)
     return StepResult(report=report, timeline=timeline)
+
+
+def _link_utilization(
+    system: System, layout: PlanLayout, gradient_bytes: float, step_time_s: float
+) -> list[list[float]]:
+    """Per chip, the busy fraction of its busiest link over the step from the gradient all-reduce.
+
+    Mapped (with :mod:`hwmodel.linkloads`) when the data-parallel group is the whole mesh of a
+    ``mesh2d`` fabric; empty otherwise. Built with the timeline only: mapping a large mesh costs
+    more than simulating the step.
+    """
+    whole = layout.data_group.rows == system.mesh.rows and layout.data_group.cols == system.mesh.cols
+    if not whole or system.fabric.topology != "mesh2d" or step_time_s <= 0 or system.num_chips == 1:
+        return []
+    try:
+        from hwmodel.linkloads import link_loads
+    except ImportError:  # a hwmodel without per-link loads
+        return []
+    busy = np.asarray(link_loads("all_reduce", system, gradient_bytes).busy_s_per_link).max(axis=2) / step_time_s
+    return [[float(value) for value in row] for row in busy]
 
 
 def _unmodeled(workload: Workload) -> dict[str, int]:
