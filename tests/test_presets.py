@@ -1,0 +1,99 @@
+"""Presets: datasheet figures, published system totals, sources, and the registry's refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from hwmodel.collectives import collective
+from hwmodel.errors import SpecError
+from hwmodel.mesh import parse_mesh
+from hwmodel.presets import Preset, get_preset, make_system, preset_names, register_preset
+from hwmodel.routing import ChipGroup
+
+
+def test_the_four_chips_are_registered() -> None:
+    assert set(preset_names()) >= {"d1", "a100", "h100", "h200"}
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_cites_its_source(name: str) -> None:
+    preset = get_preset(name)
+    assert preset.chip.source.strip()
+    assert preset.fabric.source.strip()
+    assert preset.description.strip()
+    if name in ("d1", "a100", "h100", "h200"):  # published presets cite the reference file; host is measured
+        assert "dojo-hardware.md" in preset.chip.source
+        assert "dojo-hardware.md" in preset.fabric.source
+
+
+def test_registry_refuses_duplicates_and_unknown_names() -> None:
+    before = preset_names()
+    d1 = get_preset("d1")
+    with pytest.raises(SpecError, match="preset 'd1' is already registered"):
+        register_preset(Preset(chip=d1.chip, fabric=d1.fabric, description="again"))
+    assert preset_names() == before
+    with pytest.raises(SpecError, match="unknown chip 'tpu'; known chips: d1, a100, h100, h200"):
+        get_preset("tpu")
+
+
+@pytest.mark.parametrize(
+    ("name", "bf16", "tf32", "fp32", "sms", "hbm_bytes", "hbm_bytes_per_s", "nvlink", "network"),
+    [
+        # dojo-hardware.md "GPU presets" [S] for BF16, memory and NVLink (bidirectional, halved per
+        # direction); datasheets [U] for TF32, FP32, SMs; DGX A100 HDR 200 Gb/s, DGX H100 NDR 400 Gb/s [U].
+        ("a100", 312e12, 156e12, 19.5e12, 108, 80e9, 2.04e12, 300e9, 25e9),
+        ("h100", 989e12, 494.5e12, 67e12, 132, 80e9, 3.35e12, 450e9, 50e9),
+        ("h200", 989e12, 494.5e12, 67e12, 132, 141e9, 4.8e12, 450e9, 50e9),
+    ],
+)
+def test_gpu_datasheet_figures(
+    name: str, bf16: float, tf32: float, fp32: float, sms: int, hbm_bytes: float, hbm_bytes_per_s: float,
+    nvlink: float, network: float,
+) -> None:
+    preset = get_preset(name)
+    chip, fabric = preset.chip, preset.fabric
+    assert chip.matrix_bf16_flops_per_s == pytest.approx(bf16)
+    assert chip.matrix_flops_per_s("float32") == pytest.approx(tf32)
+    assert chip.vector_flops_per_s == pytest.approx(fp32)
+    assert chip.compute_units == sms
+    assert chip.local_memory_bytes == pytest.approx(hbm_bytes)
+    assert chip.local_memory_read_bytes_per_s == pytest.approx(hbm_bytes_per_s)
+    assert chip.local_memory_kind == "hbm" and not chip.local_memory_full_duplex
+    assert 1e-6 <= chip.op_overhead_s <= 10e-6  # a kernel launch: a few microseconds
+    assert fabric.topology == "switch"
+    assert (fabric.tile_rows, fabric.tile_cols) == (1, 8)
+    assert fabric.link_bytes_per_s == pytest.approx(nvlink)
+    assert fabric.inter_tile_link_bytes_per_s == pytest.approx(network)
+    assert fabric.backing_memory_bytes_per_chip == 0.0
+
+
+def test_gpu_meshes_are_nodes_of_eight() -> None:
+    one, two = make_system("h100", "1x8"), make_system("h100", "2x8")
+    assert (one.num_chips, two.num_chips) == (8, 16)
+    assert two.peak_bf16_flops_per_s == pytest.approx(16 * 989e12)
+    within = collective("all_reduce", one, ChipGroup.whole(one.mesh), 1e8)
+    across = collective("all_reduce", two, ChipGroup.whole(two.mesh), 1e8)
+    assert across.time_s > within.time_s  # the second node is reached over InfiniBand
+
+
+@pytest.mark.parametrize(
+    ("mesh", "published_bf16_flops_per_s", "rel"),
+    [
+        ("tile", 9e15, 0.01),  # Training tile: "BF16 peak 9 PFLOP/s" [S]; 25 x 362 = 9.05
+        ("tray", 54e15, 0.01),  # DIP, host, system: "system tray ... 54 PFLOP/s" [S]; 150 x 362 = 54.3
+        ("exapod", 1.1e18, 0.02),  # "ExaPOD ... 1.1 EFLOP/s BF16" [S]; 3,000 x 362 = 1.086
+    ],
+)
+def test_dojo_systems_reach_the_published_peaks(mesh: str, published_bf16_flops_per_s: float, rel: float) -> None:
+    assert make_system("d1", mesh).peak_bf16_flops_per_s == pytest.approx(published_bf16_flops_per_s, rel=rel)
+
+
+def test_dojo_tile_links_add_up_to_the_published_tile_figures() -> None:
+    """Training tile [S]: bisection 10 TB/s = 5 cut links x 2 TB/s; off-tile 9 TB/s per edge = 5 x 1.8 TB/s;
+    SRAM 11 GB = 25 x 440 MB."""
+    system = make_system("d1", "tile")
+    fabric, chip = system.fabric, system.chip
+    assert system.mesh.rows * fabric.link_bytes_per_s == pytest.approx(10e12)
+    assert fabric.tile_cols * fabric.inter_tile_link_bytes_per_s == pytest.approx(9e12)
+    assert system.num_chips * chip.local_memory_bytes == pytest.approx(11e9)
+    assert parse_mesh("exapod").num_chips * chip.local_memory_bytes == pytest.approx(1.3e12, rel=0.02)
