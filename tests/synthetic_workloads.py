@@ -55,7 +55,8 @@ def chain_workload(
         mean = invstd = -1
         if batchnorm:
             y, mean, invstd = tensor("activation", activation), tensor("activation", width), tensor("activation", width)
-            op("aten.native_batch_norm.default", "forward", module, 5 * activation, [z, gammas[layer]], [y, mean, invstd])
+            op("aten.native_batch_norm.default", "forward", module, 5 * activation, [z, gammas[layer]],
+               [y, mean, invstd])
         h = tensor("activation", activation)
         op("aten.relu.default", "forward", module, activation, [y], [h])
         hidden.append(h)

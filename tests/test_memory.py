@@ -134,5 +134,6 @@ def test_pipeline_stage_holds_its_share_of_the_weights() -> None:
     """Four equal layers over four stages: each stage holds a quarter of the weights."""
     workload = chain_workload(layers=4, batch=8, width=256, batchnorm=False)
     whole = simulate(workload, make_system("d1", "1x1"))
-    staged = simulate(workload, make_system("d1", "1x4"), plan=Plan(data_parallel=1, pipeline_parallel=4, micro_batches=4))
+    plan = Plan(data_parallel=1, pipeline_parallel=4, micro_batches=4)
+    staged = simulate(workload, make_system("d1", "1x4"), plan=plan)
     assert staged.memory_bytes_per_chip["weights"] == pytest.approx(whole.memory_bytes_per_chip["weights"] / 4)
