@@ -225,10 +225,8 @@ def _simulate(
     precision: Precision,
     efficiency: EfficiencyTable | None,
 ) -> Report:
-    if hardware.feed is None:
-        return simulate(source, hardware.system, plan=plan, precision=precision, efficiency=efficiency)
     return simulate(
-        source, hardware.system, plan=plan, precision=precision, efficiency=efficiency, ingest=hardware.feed  # type: ignore[call-arg]
+        source, hardware.system, plan=plan, precision=precision, efficiency=efficiency, ingest=hardware.feed
     )
 
 

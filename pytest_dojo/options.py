@@ -101,6 +101,14 @@ def register(parser: pytest.Parser) -> None:
         default=None,
         help="Write a Chrome/Perfetto trace and PNG plots per simulated step into DIR. Default: none",
     )
+    group.addoption(
+        "--dojo-sensitivity",
+        dest="dojo_sensitivity",
+        action="store_true",
+        default=False,
+        help="After the summary, rank hardware changes (2x FLOP/s, 2x link bandwidth, 1/2 hop latency...) "
+        "by the step-time speedup each buys, per simulated step. Default: False",
+    )
     parser.addini("dojo_mesh", help=f"Default for --dojo-mesh. Default: {DEFAULT_MESH!r}", default=DEFAULT_MESH)
     parser.addini("dojo_chip", help=f"Default for --dojo-chip. Default: {DEFAULT_CHIP!r}", default=DEFAULT_CHIP)
     parser.addini("dojo_thresholds", help="Default for --dojo-thresholds (relative to the rootdir).", default="")
@@ -124,6 +132,7 @@ class DojoOptions:
     require_baseline: bool = False
     json_path: Path | None = None
     report_dir: Path | None = None
+    sensitivity: bool = False
 
 
 def _setting(config: pytest.Config, name: str) -> str:
@@ -219,4 +228,5 @@ def parse_options(config: pytest.Config) -> DojoOptions:
         require_baseline=bool(config.getoption("dojo_require_baseline")),
         json_path=output("--dojo-json", "dojo_json"),
         report_dir=check_writable_dir("--dojo-report-dir", Path(report_dir_text)) if report_dir_text else None,
+        sensitivity=bool(config.getoption("dojo_sensitivity")),
     )

@@ -34,6 +34,9 @@ from pytest_dojo.wallclock import dojo_wallclock, pytest_benchmark_update_machin
 __all__ = ["dojo", "dojo_wallclock", "pytest_benchmark_update_machine_info"]
 
 WORKER_OUTPUT_KEY = "dojo_results"
+SENSITIVITY_OUTPUT_KEY = "dojo_sensitivity"
+SENSITIVITY_KEY = pytest.StashKey[dict[tuple[str, str, int], list[str]]]()
+"""``--dojo-sensitivity``: the ranked what-if lines of each step, keyed like :attr:`TestResult.key`."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -137,6 +140,38 @@ def _write_step_report(session: DojoSession, result: TestResult) -> None:
     pytest.fail(message, pytrace=False)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """``--dojo-sensitivity``: rank hardware changes for each step the test simulated."""
+    session = item.config.stash[DOJO_SESSION_KEY]
+    if not session.options.sensitivity:
+        return
+    ranked = item.config.stash.setdefault(SENSITIVITY_KEY, {})
+    for index in session.results_of(item.nodeid):
+        result = session.results[index]
+        if result.key not in ranked:
+            ranked[result.key] = _sensitivity(session, result)
+
+
+def _sensitivity(session: DojoSession, result: TestResult) -> list[str]:
+    """The step re-simulated with each hardware parameter 2x better (:func:`hwmodel.whatif.sensitivity`),
+    under the plan the report used; the step is the latest capture of that network and global batch."""
+    from hwmodel import HwModelError
+    from hwmodel.whatif import plan_of, sensitivity
+
+    steps = [
+        step
+        for step in session.captures.values()
+        if step.name == result.network and step.global_batch == result.report.global_batch
+    ]
+    if not steps:
+        return ["not available: the captured step is no longer cached"]
+    try:
+        return sensitivity(steps[-1], session.system, plan=plan_of(result.report)).ranked_lines()
+    except HwModelError as error:
+        return [f"not available: {error}"]
+
+
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -152,6 +187,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "wallclock": dojo_session.wallclock,
         }
         config.workeroutput[WORKER_OUTPUT_KEY] = json.dumps(payload)  # type: ignore[attr-defined]
+        ranked = [[*key, lines] for key, lines in config.stash.get(SENSITIVITY_KEY, {}).items()]
+        config.workeroutput[SENSITIVITY_OUTPUT_KEY] = json.dumps(ranked)  # type: ignore[attr-defined]
         return
     _write_outputs(session, dojo_session)
 
@@ -159,6 +196,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """pytest-xdist: merge a finished worker's results into the controller's session."""
+    ranked = json.loads(getattr(node, "workeroutput", {}).get(SENSITIVITY_OUTPUT_KEY, "[]"))
+    for nodeid, network, ordinal, lines in ranked:
+        node.config.stash.setdefault(SENSITIVITY_KEY, {})[(nodeid, network, ordinal)] = lines
     output = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
     if output is None:
         return
@@ -222,3 +262,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
         terminalreporter.write_line(line)
     if session.options.report_dir is not None:
         terminalreporter.write_line(f"step reports (trace.json, *.png) written under {session.options.report_dir}")
+    ranked = config.stash.get(SENSITIVITY_KEY, {})
+    if ranked:
+        terminalreporter.section("dojo: hardware sensitivity (one parameter at a time, 2x better)")
+        for line in report.sensitivity_lines(ranked):
+            terminalreporter.write_line(line)

@@ -7,7 +7,7 @@ or from the gate's verdict on it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from hwmodel import System
 from pytest_dojo.session import TestResult
@@ -84,3 +84,12 @@ def unmodeled_line(results: Sequence[TestResult]) -> str | None:
         return None
     listed = ", ".join(f"{name} x{count}" for name, count in sorted(counts.items()))
     return f"unmodeled ops (no FLOP formula, costed by bytes): {listed}"
+
+
+def sensitivity_lines(ranked: Mapping[tuple[str, str, int], Sequence[str]]) -> list[str]:
+    """``--dojo-sensitivity``: per step, the hardware changes ranked by the speedup each buys."""
+    lines = []
+    for (nodeid, network, ordinal), entries in sorted(ranked.items()):
+        lines.append(f"{nodeid} [{network}{f' #{ordinal + 1}' if ordinal else ''}]:")
+        lines.extend(f"  {rank}. {entry}" for rank, entry in enumerate(entries, start=1))
+    return lines

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hwmodel import HwModelError
+from hwmodel import HwModelError, Workload, make_system, simulate
+from hwmodel.efficiency import EfficiencyTable
 from hwmodel.ingest import AUTOPILOT_CAMERAS, CameraSample, DataFeed, IngestPath, dojo_ingest_path, ingest
+from hwmodel.opclass import OP_CLASSES
+from hwmodel.whatif import sensitivity
+from hwmodel.workload import OpRecord
 
 SAMPLE_BYTES = 8 * 1280 * 960 * 12 / 8  # 8 cameras x 1280 x 960 x 12 bit = 14,745,600 bytes
 
 
 def test_camera_sample_bytes() -> None:
     assert AUTOPILOT_CAMERAS.bytes_per_sample == SAMPLE_BYTES == 14_745_600
+
+
+def test_other_inputs_add_to_the_sample() -> None:
+    """HydraNet's feature queue: 8 frames x 256 channels x 100 x 100 in BF16 = 40.96 MB more."""
+    sample = replace(AUTOPILOT_CAMERAS, other_bytes_per_sample=8 * 256 * 100 * 100 * 2)
+    assert sample.camera_bytes_per_sample == SAMPLE_BYTES
+    assert sample.bytes_per_sample == SAMPLE_BYTES + 40_960_000
 
 
 @pytest.mark.parametrize(
@@ -68,6 +81,7 @@ def test_ingest_time_is_linear_in_batch_and_inverse_in_chips(chips: int, batch: 
     ("build", "message"),
     [
         (lambda: CameraSample(name="x", cameras=0, width_pixels=1, height_pixels=1, bits_per_pixel=8), "cameras"),
+        (lambda: replace(AUTOPILOT_CAMERAS, other_bytes_per_sample=-1.0), "other_bytes_per_sample must be >= 0"),
         (lambda: dojo_ingest_path(0), "at least 1 chip"),
         (lambda: dojo_ingest_path(25, "usb"), "host link must be one of"),
         (lambda: IngestPath(name="p", host_link="pcie", dips=1, host_bytes_per_s=0, dip_link_bytes_per_s=1),
@@ -79,3 +93,50 @@ def test_bad_input_is_one_line(build: object, message: str) -> None:
     with pytest.raises(HwModelError, match=message) as error:
         build()  # type: ignore[operator]
     assert "\n" not in str(error.value)
+
+
+def _tiny_step() -> Workload:
+    """1 us of matmul per replica (one D1 at 362 TFLOP/s, every node busy), no parameters."""
+    op = OpRecord(
+        name="aten.mm.default", phase="forward", module="Net", flops=362e6, flop_source="torch",
+        bytes_read=64, bytes_written=64, output_elements=64 * 354 * 10, dtype="float32",
+    )
+    return Workload(name="tiny", batch_size=1, ops=(op,))
+
+
+UNIT_EFFICIENCY = EfficiencyTable(
+    chip="test", compute=(1.0,) * len(OP_CLASSES), memory=(1.0,) * len(OP_CLASSES), calibration="peak"
+)
+
+
+def test_simulate_flags_an_ingest_bound_step() -> None:
+    """25 samples on a tile need 3.456 ms of PCIe ingest against ~1 us of compute: the step waits
+    for its data, and only the excess over the rest of the step shows as "ingest"."""
+    feed = DataFeed(sample=AUTOPILOT_CAMERAS, path=dojo_ingest_path(25, "pcie"))
+    plain = simulate(_tiny_step(), make_system("d1", "5x5"), efficiency=UNIT_EFFICIENCY)
+    fed = simulate(_tiny_step(), make_system("d1", "5x5"), efficiency=UNIT_EFFICIENCY, ingest=feed)
+    assert fed.step_time_s == pytest.approx(3.456e-3, rel=1e-12)
+    assert fed.breakdown_s["ingest"] == pytest.approx(3.456e-3 - plain.step_time_s, rel=1e-9)
+    assert sum(fed.breakdown_s.values()) == pytest.approx(fed.step_time_s, rel=1e-9)
+    assert fed.bound == "host pcie"
+
+
+def test_simulate_hides_ingest_behind_a_longer_step() -> None:
+    """With 10 ms of compute per replica the 3.456 ms of ingest is prefetched during the step."""
+    step = Workload(name="long", batch_size=1, ops=(replace(_tiny_step().ops[0], flops=362e6 * 1e4),))
+    feed = DataFeed(sample=AUTOPILOT_CAMERAS, path=dojo_ingest_path(25, "pcie"))
+    plain = simulate(step, make_system("d1", "5x5"), efficiency=UNIT_EFFICIENCY)
+    fed = simulate(step, make_system("d1", "5x5"), efficiency=UNIT_EFFICIENCY, ingest=feed)
+    assert fed.step_time_s == plain.step_time_s
+    assert fed.breakdown_s["ingest"] == 0.0
+    assert fed.bound == "compute"
+
+
+def test_sensitivity_ranks_ingest_first_for_an_ingest_bound_step() -> None:
+    """Twice the host bandwidth halves the 3.456 ms ingest, still longer than the ~1 us of compute."""
+    feed = DataFeed(sample=AUTOPILOT_CAMERAS, path=dojo_ingest_path(25, "pcie"))
+    result = sensitivity(_tiny_step(), make_system("d1", "5x5"), feed=feed, efficiency=UNIT_EFFICIENCY)
+    assert result.entries[0].knob == "ingest_bandwidth"
+    assert result.entries[0].speedup == pytest.approx(2.0, rel=1e-12)
+    assert result.entries[0].describe() == "2x host ingest bandwidth: 2.00x faster (bound host pcie)"
+    assert all(entry.speedup == pytest.approx(1.0, abs=1e-3) for entry in result.entries[1:])

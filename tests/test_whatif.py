@@ -10,6 +10,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
+# FakeTensorMode imports torch._dynamo on first use; imported here, outside the in-process pytester
+# runs of the plugin tests below, so that no run drops it from sys.modules and the next one
+# re-registers its torch libraries (a RuntimeError).
+import torch._dynamo  # noqa: F401
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -257,3 +262,53 @@ def test_plan_of_a_report_round_trips() -> None:
     assert plan_of(report) == Plan(data_parallel=25)
     with pytest.raises(HwModelError, match="cannot read the plan 'auto'"):
         plan_of(dataclasses.replace(report, plan="auto"))
+
+
+PLUGIN_TEST = """
+import torch
+
+def test_mlp_step(dojo):
+    model = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 8))
+    dojo.train_step(model, torch.randn(100, 256))
+"""
+
+
+def test_plugin_option_adds_the_ranked_sensitivity(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_step=PLUGIN_TEST)
+    result = pytester.runpytest("--dojo-mesh=2x2", "--dojo-sensitivity")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*dojo: simulated training steps*",
+            "*dojo: hardware sensitivity (one parameter at a time, 2x better)*",
+            "test_step.py::test_mlp_step [[]Sequential[]]:",
+            "  1. 2x *: *.??x faster (bound *)",
+        ]
+    )
+    ranked = [line for line in result.stdout.lines if line.startswith("  ") and "x faster" in line]
+    assert len(ranked) == 7  # every knob but ingest (no data feed in the plugin)
+    speedups = [float(line.split(": ")[1].split("x faster")[0]) for line in ranked]
+    assert speedups == sorted(speedups, reverse=True) and speedups[-1] >= 1.0
+
+
+def test_plugin_without_the_option_prints_no_sensitivity(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_step=PLUGIN_TEST)
+    result = pytester.runpytest("--dojo-mesh=2x2")
+    result.assert_outcomes(passed=1)
+    assert "hardware sensitivity" not in result.stdout.str()
+
+
+def test_plugin_help_lists_the_option(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*--dojo-sensitivity*After the summary, rank hardware changes*"])
+
+
+@pytest.mark.slow
+def test_plugin_sensitivity_under_xdist(pytester: pytest.Pytester) -> None:
+    """Workers compute the ranking where the captured step lives and send it to the controller."""
+    pytester.makepyfile(test_step=PLUGIN_TEST + PLUGIN_TEST.replace("test_mlp_step", "test_other_step"))
+    result = pytester.runpytest_subprocess("-n", "2", "--dojo-mesh=2x2", "--dojo-sensitivity")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines_random(
+        ["test_step.py::test_mlp_step [[]Sequential[]]:", "test_step.py::test_other_step [[]Sequential[]]:"]
+    )
