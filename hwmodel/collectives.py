@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from hwmodel.errors import TopologyError
 from hwmodel.fabric import FabricSpec
@@ -194,6 +195,35 @@ def _point_to_point(rows_line: Line, cols_line: Line, size: float, step_latency_
     return step_latency_s + route, size / min(line.link_bytes_per_s for line in used)
 
 
+@lru_cache(maxsize=65536)
+def _unit_prices(
+    kind: str, mesh: Mesh, fabric: FabricSpec, group: ChipGroup, concurrent_groups: int
+) -> tuple[tuple[str, float, float, int], ...]:
+    """(algorithm, latency_s, transfer seconds per byte of N, steps) of every candidate.
+
+    Latency does not depend on ``N`` and transfer is linear in it, so one pricing per group class
+    serves every size.
+    """
+    row_line, col_line = group_lines(mesh, fabric, group, concurrent_groups)
+    alpha = fabric.collective_step_latency_s
+    if kind == "point_to_point":
+        latency, per_byte_s = _point_to_point(row_line, col_line, 1.0, alpha)
+        return (("direct", latency, per_byte_s, 1),)
+    prices = []
+    for name, phases in algorithm_phases(kind, fabric.topology, group.rows, group.cols, 1.0).items():
+        latency = per_byte_s = 0.0
+        steps = 0
+        for phase in phases:
+            phase_latency, phase_transfer, phase_steps = _phase_cost(
+                phase, row_line if phase.dimension == "row" else col_line, alpha
+            )
+            latency += phase_latency
+            per_byte_s += phase_transfer
+            steps += phase_steps
+        prices.append((name, latency, per_byte_s, steps))
+    return tuple(prices)
+
+
 def _normalize_kind(kind: str) -> str:
     normalized = kind.strip().lower().replace("-", "_")
     if normalized not in KINDS:
@@ -219,24 +249,10 @@ def collective_on(
     if group.num_chips == 1 or bytes_per_rank == 0:
         return CollectiveCost(kind=kind, algorithm="none", bytes_per_rank=bytes_per_rank, ranks=group.num_chips,
                               time_s=0.0, steps=0, concurrent_groups=concurrent_groups)
-    row_line, col_line = group_lines(mesh, fabric, group, concurrent_groups)
-    alpha = fabric.collective_step_latency_s
-    results: dict[str, tuple[float, float, int]] = {}
-    if kind == "point_to_point":
-        latency, transfer = _point_to_point(row_line, col_line, bytes_per_rank, alpha)
-        results["direct"] = (latency, transfer, 1)
-    else:
-        for name, phases in algorithm_phases(kind, fabric.topology, group.rows, group.cols, bytes_per_rank).items():
-            latency = transfer = 0.0
-            steps = 0
-            for phase in phases:
-                phase_latency, phase_transfer, phase_steps = _phase_cost(
-                    phase, row_line if phase.dimension == "row" else col_line, alpha
-                )
-                latency += phase_latency
-                transfer += phase_transfer
-                steps += phase_steps
-            results[name] = (latency, transfer, steps)
+    results = {
+        name: (latency, per_byte_s * bytes_per_rank, steps)
+        for name, latency, per_byte_s, steps in _unit_prices(kind, mesh, fabric, group, concurrent_groups)
+    }
     ranking = sorted(results, key=lambda name: (results[name][0] + results[name][1], name))
     if algorithm is not None:
         if algorithm not in results:

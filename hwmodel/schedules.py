@@ -200,17 +200,38 @@ def summarize(name: str, k: int) -> ScheduleSummary:
     each link's load moves to the opposite direction, and sends become receives.
     """
     steps = schedule(name, k)
+    repeated: dict[int, tuple[Step, int]] = {}
+    for step in steps:  # a ring repeats one step object k - 1 times: count it by identity, not by value
+        repeated[id(step)] = (step, repeated[id(step)][1] + 1 if id(step) in repeated else 1)
+    distinct = [step for step, _ in repeated.values()]
+    repeats = np.array([count for _, count in repeated.values()], dtype=np.float64)
+    if not distinct:
+        return ScheduleSummary(steps=0, distance_counts=(), max_link_load_fraction_total=0.0,
+                               max_port_load_fraction_total=0.0)
+    flows = np.array([(index, *flow) for index, step in enumerate(distinct) for flow in step], dtype=np.float64)
+    index = flows[:, 0].astype(np.int64)
+    src, dst, fraction = flows[:, 1].astype(np.int64), flows[:, 2].astype(np.int64), flows[:, 3]
+    count = len(distinct)
+    longest = np.zeros(count, dtype=np.int64)
+    np.maximum.at(longest, index, np.abs(dst - src))
     distances: Counter[int] = Counter()
-    link_total = 0.0
-    port_total = 0.0
-    for step, repeats in Counter(steps).items():
-        distances[max(abs(dst - src) for src, dst, _ in step)] += repeats
-        up, down = _step_link_loads(step, k)
-        link_total += repeats * float(max(up.max(initial=0.0), down.max(initial=0.0)))
-        flows = np.array(step, dtype=np.float64).reshape(-1, 3)
-        sent = np.bincount(flows[:, 0].astype(np.int64), weights=flows[:, 2], minlength=k)
-        received = np.bincount(flows[:, 1].astype(np.int64), weights=flows[:, 2], minlength=k)
-        port_total += repeats * float(max(sent.max(), received.max()))
+    for distance, times in zip(longest.tolist(), repeats.tolist(), strict=True):
+        distances[int(distance)] += int(times)
+    # Busiest directed link per step: difference arrays along the line, one row per step.
+    up = np.zeros((count, k + 1))
+    down = np.zeros((count, k + 1))
+    rising, falling = dst > src, src > dst
+    np.add.at(up, (index[rising], src[rising]), fraction[rising])
+    np.add.at(up, (index[rising], dst[rising]), -fraction[rising])
+    np.add.at(down, (index[falling], dst[falling]), fraction[falling])
+    np.add.at(down, (index[falling], src[falling]), -fraction[falling])
+    busiest = np.maximum(np.cumsum(up, axis=1)[:, : k - 1].max(axis=1, initial=0.0),
+                         np.cumsum(down, axis=1)[:, : k - 1].max(axis=1, initial=0.0))
+    sent = np.bincount(index * k + src, weights=fraction, minlength=count * k).reshape(count, k)
+    received = np.bincount(index * k + dst, weights=fraction, minlength=count * k).reshape(count, k)
+    ports = np.maximum(sent.max(axis=1), received.max(axis=1))
+    link_total = float(np.dot(repeats, busiest))
+    port_total = float(np.dot(repeats, ports))
     return ScheduleSummary(
         steps=len(steps),
         distance_counts=tuple(sorted(distances.items())),
