@@ -9,8 +9,9 @@ import pytest
 
 from hwmodel import MIXED_BF16, ChipSpec, HwModelError, Mesh, Plan, Report, System, simulate
 from hwmodel.plan import data_parallel
+from hwmodel.simulate import evaluate
 from pytest_dojo.errors import CaptureError
-from pytest_dojo.report_dir import StepArtifacts, gradient_link_busy_fraction, replica_ops
+from pytest_dojo.report_dir import StepArtifacts, replica_ops
 from pytest_dojo.session import DOJO_SESSION_KEY, DojoSession
 from pytest_dojo.steps import CapturedStep, step_key
 
@@ -90,20 +91,13 @@ def step_artifacts(step: CapturedStep, system: System, plan: Plan | str | None, 
 
     Known for an explicit plan or the default one; ``plan="auto"`` keeps only the report's plots.
     """
-    links = gradient_link_busy_fraction(report, system) if not getattr(report, "link_utilization", None) else None
     if isinstance(plan, str):
-        return StepArtifacts(link_busy_fraction=links)
+        return StepArtifacts()
     chosen = plan or data_parallel(system.mesh)
-    timeline = None
-    try:
-        from hwmodel.simulate import evaluate
-    except ImportError:  # a hwmodel without timelines: plots only
-        pass
-    else:
-        timeline = evaluate(step, system, chosen, keep_timeline=True).timeline
+    timeline = evaluate(step, system, chosen, keep_timeline=True).timeline
     batch = report.global_batch // (chosen.data_parallel * chosen.micro_batches)
     ops = replica_ops(step.workload(batch), system, MIXED_BF16) if batch >= 1 else None
-    return StepArtifacts(timeline=timeline, ops=ops, batch_per_replica=batch, link_busy_fraction=links)
+    return StepArtifacts(timeline=timeline, ops=ops, batch_per_replica=batch)
 
 
 @pytest.fixture(scope="session")

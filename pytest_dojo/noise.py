@@ -86,18 +86,26 @@ def mann_whitney_greater(old: Sequence[float], new: Sequence[float]) -> float:
 
 
 def compare_rounds(
-    old_round_s: Sequence[float], new_round_s: Sequence[float], max_regression_pct: float
+    old_round_s: Sequence[float],
+    new_round_s: Sequence[float],
+    max_regression_pct: float,
+    *,
+    sigmas: float = SIGMAS,
+    alpha: float = ALPHA,
 ) -> NoiseVerdict:
-    """Apply the three-part rule of this module to two samples of step times (seconds)."""
+    """Apply the three-part rule of this module to two samples of step times (seconds).
+
+    ``sigmas`` and ``alpha`` are the rule's constants, open for studies of its trade-off.
+    """
     old_median = statistics.median(old_round_s)
     new_median = statistics.median(new_round_s)
     standard_error = MEDIAN_STANDARD_ERROR * math.sqrt(
         robust_sigma(old_round_s) ** 2 / len(old_round_s) + robust_sigma(new_round_s) ** 2 / len(new_round_s)
     )
     slowdown = (new_median / old_median - 1) * 100
-    noise_floor = SIGMAS * standard_error / old_median * 100
+    noise_floor = sigmas * standard_error / old_median * 100
     p_value = mann_whitney_greater(old_round_s, new_round_s)
-    regressed = slowdown > max_regression_pct and slowdown > noise_floor and p_value < ALPHA
+    regressed = slowdown > max_regression_pct and slowdown > noise_floor and p_value < alpha
     return NoiseVerdict(
         old_median_s=old_median,
         new_median_s=new_median,

@@ -2,13 +2,14 @@
 
 For each step, a folder ``<test>__<network>[_n]/`` holds:
 
-* ``trace.json``: the step's timeline (:class:`hwmodel.timeline.Timeline`) in the Chrome trace
-  event format (open in https://ui.perfetto.dev or chrome://tracing); one thread per track,
+* ``trace.json``: the step's timeline in the Chrome trace event format
+  (:func:`hwmodel.trace.chrome_trace`; open it in https://ui.perfetto.dev or chrome://tracing),
   times in microseconds;
 * ``breakdown.png``: the step time split into its parts and into phases, in milliseconds;
 * ``roofline.png``: every op of one replica as arithmetic intensity (FLOP per byte of local
   memory traffic) against achieved FLOP/s, under the chip's compute and memory roofs;
-* ``links.png``: the mesh, each chip coloured by the busy fraction of its busiest link (%).
+* ``links.png``: the mesh, each chip coloured by the busy fraction of its busiest link over the
+  step (%), from ``Report.link_utilization``.
 
 matplotlib is imported only here, with the Agg backend. Every file is written to a temporary
 name and renamed, so an interrupted run leaves no half-written plot.
@@ -52,8 +53,6 @@ class StepArtifacts:
     timeline: Any = None
     ops: tuple[OpPoint, ...] | None = None
     batch_per_replica: int | None = None
-    link_busy_fraction: list[list[float]] | None = None
-    """Per chip, its busiest link's busy time over the step, when the report carries none."""
 
 
 def step_folder_name(nodeid: str, network: str, ordinal: int) -> str:
@@ -76,40 +75,6 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
         raise ReportDirError(f"--dojo-report-dir: cannot write {path}: {error.strerror or error}") from None
 
 
-def chrome_trace(timeline: Any, report: Report) -> dict[str, Any]:
-    """The Chrome trace event document of a :class:`hwmodel.timeline.Timeline` (microseconds)."""
-    tracks = timeline.tracks()
-    events: list[dict[str, Any]] = [
-        {
-            "name": "process_name",
-            "ph": "M",
-            "pid": 0,
-            "args": {"name": f"{report.workload} on {report.chip} {report.mesh}"},
-        }
-    ]
-    for index, track in enumerate(tracks):
-        events.append({"name": "thread_name", "ph": "M", "pid": 0, "tid": index, "args": {"name": track}})
-        events.append({"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": index, "args": {"sort_index": index}})
-    for interval in timeline.intervals:
-        events.append(
-            {
-                "name": interval.name,
-                "cat": interval.category,
-                "ph": "X",
-                "pid": 0,
-                "tid": tracks.index(interval.track),
-                "ts": interval.start_s * 1e6,
-                "dur": interval.duration_s * 1e6,
-                "args": dict(interval.args),
-            }
-        )
-    return {
-        "traceEvents": events,
-        "displayTimeUnit": "ms",
-        "otherData": {"step_time_s": timeline.step_time_s, "chip_classes": dict(timeline.classes), "plan": report.plan},
-    }
-
-
 def write_step_report(
     directory: Path,
     nodeid: str,
@@ -127,7 +92,10 @@ def write_step_report(
         raise ReportDirError(f"--dojo-report-dir: cannot create {folder}: {error.strerror or error}") from None
     artifacts = artifacts or StepArtifacts()
     if artifacts.timeline is not None:
-        text = json.dumps(chrome_trace(artifacts.timeline, report), indent=None, sort_keys=True)
+        from hwmodel.trace import chrome_trace
+
+        title = f"{report.workload} on {report.mesh} {report.chip}, {report.plan}"
+        text = json.dumps(chrome_trace(artifacts.timeline, title=title), allow_nan=False)
 
         def write_trace(path: str) -> None:
             Path(path).write_text(text, encoding="utf-8")
@@ -141,7 +109,7 @@ def write_step_report(
     figures: list[tuple[str, Any]] = [
         ("breakdown.png", plot_breakdown(report)),
         ("roofline.png", plot_roofline(report, system, artifacts)),
-        ("links.png", plot_links(report, artifacts)),
+        ("links.png", plot_links(report)),
     ]
     for name, figure in figures:
         try:
@@ -256,16 +224,12 @@ def plot_roofline(report: Report, system: System, artifacts: StepArtifacts) -> A
     return figure
 
 
-def plot_links(report: Report, artifacts: StepArtifacts | None = None) -> Any:
+def plot_links(report: Report) -> Any:
     """Heatmap of the mesh: each chip's busiest-link busy fraction over the step, in percent."""
     import numpy as np
     from matplotlib import pyplot
 
-    source = "from the report"
-    utilization = getattr(report, "link_utilization", None)
-    if not utilization and artifacts is not None and artifacts.link_busy_fraction:
-        utilization = artifacts.link_busy_fraction
-        source = "gradient traffic only"
+    utilization = report.link_utilization
     grid = np.array(utilization, dtype=float) * 100 if utilization else None
     rows, cols = grid.shape if grid is not None and grid.ndim == 2 else (0, 0)
     figure, axis = pyplot.subplots(
@@ -303,7 +267,7 @@ def plot_links(report: Report, artifacts: StepArtifacts | None = None) -> Any:
     communication = report.communication
     algorithm = communication.get("all_reduce_algorithm", "none")
     axis.set_title(
-        f"{report.workload}: busiest-link utilization, {report.chip} {report.mesh}\n{algorithm} all-reduce; {source}",
+        f"{report.workload}: busiest-link utilization, {report.chip} {report.mesh}\ngradient all-reduce: {algorithm}",
         fontsize=9,
     )
     return figure
@@ -324,33 +288,6 @@ def replica_ops(workload: Any, system: System, precision: Any) -> tuple[OpPoint,
         )
         for index, op in enumerate(workload.ops)
     )
-
-
-def gradient_link_busy_fraction(report: Report, system: System) -> list[list[float]] | None:
-    """Per chip, the busiest of its links' busy time for the step's gradient all-reduce over the step time.
-
-    Traffic is linear in bytes, so the buckets' traffic is that of one all-reduce of all gradient
-    bytes with the algorithm the simulation chose (NB: per-bucket latency is left out, which only
-    shortens busy time). None where no link traffic is modelled.
-    """
-    from hwmodel import HwModelError
-
-    try:
-        from hwmodel.linkloads import link_loads
-    except ImportError:  # a hwmodel without per-link loads
-        return None
-
-    gradient_bytes = float(report.communication.get("gradient_bytes", 0.0))
-    algorithm = report.communication.get("all_reduce_algorithm")
-    if gradient_bytes <= 0 or report.step_time_s <= 0 or not algorithm or algorithm == "none":
-        return None
-    if system.fabric.topology != "mesh2d" or system.num_chips < 2:
-        return None
-    try:
-        loads = link_loads("all_reduce", system, gradient_bytes, algorithm=str(algorithm))
-    except HwModelError:
-        return None
-    return [[max(links) / report.step_time_s for links in row] for row in loads.busy_s_per_link]
 
 
 def artifact_names() -> Sequence[str]:
