@@ -252,3 +252,14 @@ def test_faster_links_are_never_slower_and_sharing_never_faster(
         assert collective_on(kind, system.mesh, fabric, group, size, concurrent_groups=groups).time_s >= (
             base.time_s * (1 - 1e-12)
         )
+
+
+def test_columns_first_when_rows_cross_tile_edges() -> None:
+    """5x10 D1 (two tiles side by side), N = 100 MB. Rows cross a tile edge (1.8 TB/s, alpha + h + h_edge
+    per step); columns stay on a tile. Columns first: 2 x [(1.6 us + 0.8 N/B) + (4.5 us + 0.9 (N/5)/B_edge)]
+    = 112.2 us; rows first: 2 x [(4.5 us + 0.9 N/B_edge) + (1.6 us + 0.8 (N/10)/B)] = 120.2 us."""
+    system = make_system("d1", "5x10")
+    cost = collective("all_reduce", system, whole(system), 100e6)
+    assert cost.algorithm == "folded-ring-2d-columns-first"
+    assert cost.time_s == pytest.approx(112.2e-6)
+    assert dict(cost.alternatives)["folded-ring-2d"] == pytest.approx(120.2e-6)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwmodel.errors import HwModelError, TopologyError
@@ -178,3 +178,17 @@ def test_link_loads_reject_switch_fabrics_and_point_to_point() -> None:
         link_loads("all_reduce", make_system("h100", "1x8"), 1e6)
     with pytest.raises(HwModelError, match="link loads are mapped"):
         link_loads("point_to_point", make_system("d1", "5x5"), 1e6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.floats(1.0, 1e10),
+       st.sampled_from(["all_reduce", "reduce_scatter", "all_gather", "broadcast"]))
+def test_no_link_is_busier_than_the_collective_lasts(rows: int, cols: int, size: float, kind: str) -> None:
+    """Each step's transfer is priced at its busiest link, so no link's busy time exceeds the total;
+    links off the mesh's edge carry nothing."""
+    loads = link_loads(kind, make_system("d1", Mesh(rows=rows, cols=cols)), size)
+    busy = loads.busy_s_per_link
+    assert loads.max_utilization <= 1 + 1e-9
+    assert min(min(min(chip) for chip in row) for row in busy) >= 0.0
+    assert all(busy[r][cols - 1][0] == 0.0 and busy[r][0][1] == 0.0 for r in range(rows))
+    assert all(busy[rows - 1][c][2] == 0.0 and busy[0][c][3] == 0.0 for c in range(cols))
