@@ -91,11 +91,12 @@ def compare(
             previous = old_clock.get((entry["nodeid"], entry["network"], int(entry.get("ordinal", 0))))
             if previous is None:
                 continue
-            verdict = noise.compare_rounds(previous["round_s"], entry["round_s"], wallclock_pct)
+            clock = noise.comparable_clock(previous, entry)
+            verdict = noise.compare_rounds(previous[clock], entry[clock], wallclock_pct)
             regressed = regressed or verdict.regressed
             lines.append(
                 f"{'FAIL' if verdict.regressed else 'ok  '}  {entry['nodeid']} [{entry['network']}] wall-clock: "
-                f"{verdict.describe()}"
+                f"{verdict.describe()} [{clock}]"
             )
     summary = "regression" if regressed else "no regression"
     lines.append(f"pytest-dojo compare: {summary} ({len(new.results)} steps, tolerance {max_regression_pct:g}%)")

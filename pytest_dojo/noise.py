@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 ALPHA = 0.01
 SIGMAS = 3.0
@@ -115,3 +116,12 @@ def compare_rounds(
         p_value=p_value,
         regressed=regressed,
     )
+
+
+def comparable_clock(old_entry: Mapping[str, Any], new_entry: Mapping[str, Any]) -> str:
+    """Which rounds of two wall-clock entries to compare: thread CPU time when both ran on one torch
+    thread and recorded it (other processes cannot inflate it), else wall-clock time."""
+    single_threaded = old_entry.get("threads") == 1 and new_entry.get("threads") == 1
+    if single_threaded and old_entry.get("round_cpu_s") and new_entry.get("round_cpu_s"):
+        return "round_cpu_s"
+    return "round_s"

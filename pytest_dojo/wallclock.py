@@ -2,9 +2,12 @@
 
 The ``dojo_wallclock`` fixture runs ``model``'s step (forward, loss, backward, optimizer) for real,
 with ``benchmark.pedantic`` (warm-up rounds, one iteration per round, a fixed number of torch
-threads), and keeps every round's time for the results file and the noise-aware comparison of
-:mod:`pytest_dojo.noise`. The simulated figures of the same step go into the benchmark's
-``extra_info`` so both land side by side in pytest-benchmark's JSON.
+threads), and keeps every round's wall-clock time and the calling thread's CPU time for the
+results file and the noise-aware comparison of :mod:`pytest_dojo.noise`. With one torch thread
+(the default) the step runs on the calling thread, so its CPU time is the step's work without the
+time other processes took from it: the comparison uses it (see ``docs/gating.md``). The
+simulated figures of the same step go into the benchmark's ``extra_info`` so both land side by
+side in pytest-benchmark's JSON.
 
 Torch is imported lazily, only when a test asks for a wall-clock step. Under pytest-xdist,
 pytest-benchmark switches itself off; the fixture still times its own rounds.
@@ -37,6 +40,7 @@ class WallclockResult:
     batch: int
     threads: int
     round_s: tuple[float, ...]
+    round_cpu_s: tuple[float, ...] = ()
 
     @property
     def median_step_s(self) -> float:
@@ -120,11 +124,13 @@ class Wallclock:
         batch = capture.leading_batch(example_inputs)
         step = make_real_step(model, example_inputs, targets=targets, loss_fn=loss_fn, optimizer=optimizer)
         times: list[float] = []
+        cpu_times: list[float] = []
 
         def timed() -> None:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.thread_time()
             step()
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.thread_time() - cpu_start)
 
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -134,7 +140,13 @@ class Wallclock:
                 timed()
         finally:
             torch.set_num_threads(previous_threads)
-        result = WallclockResult(network=network, batch=batch, threads=threads, round_s=tuple(times[warmup_rounds:]))
+        result = WallclockResult(
+            network=network,
+            batch=batch,
+            threads=threads,
+            round_s=tuple(times[warmup_rounds:]),
+            round_cpu_s=tuple(cpu_times[warmup_rounds:]),
+        )
         extra: dict[str, Any] = {
             "dojo_measured_samples_per_s": result.median_samples_per_s,
             "dojo_threads": threads,
@@ -164,6 +176,7 @@ class Wallclock:
                 "batch": batch,
                 "threads": threads,
                 "round_s": list(result.round_s),
+                "round_cpu_s": list(result.round_cpu_s),
                 "median_samples_per_s": result.median_samples_per_s,
             }
         )

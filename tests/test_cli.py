@@ -147,3 +147,17 @@ def test_module_entry_point_exits_with_the_gate_status(tmp_path: Path) -> None:
     )
     assert completed.returncode == EXIT_REGRESSION
     assert "Traceback" not in completed.stderr
+
+
+def test_wallclock_gate_prefers_thread_cpu_time_on_one_thread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Wall-clock rounds look 50 % slower (a busy machine), CPU time is unchanged: no regression.
+    cpu = [0.008, 0.0081, 0.0079, 0.0080, 0.0082, 0.0078, 0.0080]
+    wall = [0.010, 0.0101, 0.0099, 0.0102, 0.0098, 0.0100, 0.0101]
+    entry = {"nodeid": "test_a.py::test_0", "network": "mlp", "ordinal": 0, "batch": 50, "threads": 1}
+    old = write(tmp_path / "old.json", results(1000.0, wallclock=[{**entry, "round_s": wall, "round_cpu_s": cpu}]))
+    busy = [value * 1.5 for value in wall]
+    new = write(tmp_path / "new.json", results(1000.0, wallclock=[{**entry, "round_s": busy, "round_cpu_s": cpu}]))
+    assert main(["compare", old, new, "--wallclock-max-regression=10"]) == EXIT_OK
+    assert "[round_cpu_s]" in capsys.readouterr().out

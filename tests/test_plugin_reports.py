@@ -78,6 +78,7 @@ def test_clock(dojo_wallclock, benchmark):
     document = json.loads((pytester.path / "out.json").read_text())
     (clock,) = document["wallclock"]
     assert (clock["network"], clock["batch"], clock["threads"], len(clock["round_s"])) == ("tiny", 25, 1, 3)
+    assert len(clock["round_cpu_s"]) == 3 and all(seconds > 0 for seconds in clock["round_cpu_s"])
     bench = json.loads((pytester.path / "bench.json").read_text())
     assert bench["machine_info"]["torch_version"].startswith("2.")
     assert bench["machine_info"]["accelerator"] == "cpu"
