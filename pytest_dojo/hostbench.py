@@ -2,15 +2,17 @@
 
 Run ``python -m pytest_dojo.hostbench`` to re-measure and write the calibration file that
 :mod:`hwmodel.host` reads (``--output PATH``; default: the file ``hwmodel.host.calibration_path()``
-names). Every figure is the median of repeated timings with a fixed thread count:
+names). Every figure is the median of repeated timings with a fixed thread count; with one thread
+the clock is the thread's CPU time, so other processes on a shared machine do not inflate it:
 
 * matrix FLOP/s per dtype: ``torch.mm`` of square matrices, ``2 n^3`` FLOPs per product;
 * vector FLOP/s: ``torch.addcmul`` (one multiply-add, 2 FLOPs per element) on a cache-resident
   FP32 tensor, so arithmetic and not DRAM sets its time;
 * memory bandwidth: ``Tensor.copy_`` at sizes from L2-resident to far beyond the last-level
   cache, counting bytes read plus bytes written (the largest size is the DRAM figure);
-* per-op overhead: an ``add`` of two 1-element tensors, dispatched from Python (the cost a tiny op
-  pays for dispatch, allocation and the Python call).
+* per-op overhead: a training step of a network whose ops do almost no work, divided by the aten
+  ops it dispatches (Python, dispatch, autograd, allocation; a launch on a GPU). The bare dispatch
+  of one ``add`` from Python is recorded too (``dispatch_overhead_s``), for reference.
 
 The same functions run on a CUDA device (``device="cuda"``): the H200 validation script reuses them.
 Not measured: caches between the two extremes (an op whose operands fit L2 runs faster than the
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 MATRIX_DTYPES = ("float32", "bfloat16")
 MEMORY_SIZES_BYTES = (1 << 18, 1 << 21, 1 << 24, 1 << 28)
@@ -40,14 +43,23 @@ def _timed(run: Callable[[], object], device: torch.device, *, repeats: int, inn
     """Median seconds of one call of ``run`` over ``repeats`` timings of ``inner`` calls each."""
     run()
     _sync(device)
+    clock = _clock(device)
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(inner):
             run()
         _sync(device)
-        samples.append((time.perf_counter() - start) / inner)
+        samples.append((clock() - start) / inner)
     return statistics.median(samples)
+
+
+def _clock(device: torch.device) -> Callable[[], float]:
+    """Thread CPU time on a one-thread CPU (immune to other processes on a shared machine), else
+    wall-clock."""
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
 
 
 def _sync(device: torch.device) -> None:
@@ -82,12 +94,54 @@ def memory_bytes_per_s(*, nbytes: int = 1 << 28, device: str = "cpu", repeats: i
     return 2.0 * nbytes / seconds
 
 
-def op_overhead_s(*, device: str = "cpu", repeats: int = 7) -> float:
+def dispatch_overhead_s(*, device: str = "cpu", repeats: int = 7) -> float:
     """Seconds of one tiny op (``torch.add`` of two 1-element tensors) issued from Python."""
     target = torch.device(device)
     a = torch.ones(1, device=target)
     b = torch.ones(1, device=target)
     return _timed(lambda: torch.add(a, b), target, repeats=repeats, inner=2000)
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the non-view aten ops dispatched inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if not func.is_view:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def op_overhead_s(*, device: str = "cpu", repeats: int = 7) -> float:
+    """Seconds per aten op of a training step whose ops do almost no work.
+
+    The step (Linear 4->4, LayerNorm, ReLU, Linear 4->4 on one sample; sum; backward; AdamW with
+    foreach) costs what every op of a real step pays besides its arithmetic and memory traffic:
+    Python and module calls, dispatch, autograd bookkeeping, allocation, a kernel launch on a GPU.
+    Its time divided by the ops it dispatches is the fixed cost per op.
+    """
+    target = torch.device(device)
+    generator = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.ReLU(), torch.nn.Linear(4, 4)
+    ).to(target)
+    x = torch.randn(1, 4, generator=generator).to(target)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model(x).sum().backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    counter = _OpCounter()
+    with counter:
+        step()
+    return _timed(step, target, repeats=repeats, inner=50) / counter.count
 
 
 def machine_info() -> dict[str, Any]:
@@ -140,9 +194,10 @@ def measure_host(
             memory_by_size[str(nbytes)] = memory_bytes_per_s(nbytes=nbytes, repeats=5 if nbytes > 1 << 24 else 15)
             say(f"  {memory_by_size[str(nbytes)] / 1e9:.1f} GB/s (read + write)")
         memory = memory_by_size[str(MEMORY_SIZES_BYTES[-1])]
-        say("per-op overhead ...")
+        say("per-op overhead (tiny training step) ...")
         overhead = op_overhead_s()
         say(f"  {overhead * 1e6:.2f} us")
+        dispatch = dispatch_overhead_s()
     finally:
         torch.set_num_threads(previous_threads)
     return {
@@ -152,6 +207,7 @@ def measure_host(
         if __name__ == "__main__"
         else "pytest_dojo.hostbench.measure_host",
         "threads": threads,
+        "clock": "thread_time" if threads == 1 else "perf_counter",
         "machine": machine_info(),
         "matrix_fp32_flops_per_s": matrix["float32"],
         "matrix_bf16_flops_per_s": matrix["bfloat16"],
@@ -159,6 +215,7 @@ def measure_host(
         "memory_bytes_per_s": memory,
         "memory_bytes_per_s_by_size": memory_by_size,
         "op_overhead_s": overhead,
+        "dispatch_overhead_s": dispatch,
     }
 
 

@@ -8,7 +8,7 @@ current stream (the GPU timeline, including gaps where the GPU waits for the hos
 
 :class:`OpTimer` is a ``TorchDispatchMode`` at the capture's level (after autograd, views skipped),
 so its op names and phases are those of the captured workload; each op is timed around its own
-dispatch (``perf_counter`` on the CPU, an event pair on CUDA). Timing each op costs a little per
+dispatch (:func:`cpu_clock` on the CPU, an event pair on CUDA). Timing each op costs a little per
 op, so step times are always measured in separate runs without it.
 """
 
@@ -107,6 +107,17 @@ def prepare(
     )
 
 
+def cpu_clock() -> Callable[[], float]:
+    """The clock for CPU timings: the calling thread's CPU time when torch runs on one thread.
+
+    On a shared machine, wall-clock includes the time other processes hold the core; with one
+    intra-op thread every op (backward included, which runs on the calling thread for CPU
+    tensors) executes on this thread, so its CPU time is the step's cost on an idle core. With
+    more threads, wall-clock (``perf_counter``) is the only honest clock.
+    """
+    return time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -131,9 +142,10 @@ def time_steps(step: Step, *, warmup: int, repeats: int, budget_s: float) -> lis
             end.synchronize()
             times.append(begin.elapsed_time(end) / 1e3)
         else:
-            begin_s = time.perf_counter()
+            clock = cpu_clock()
+            begin_s = clock()
             step.run()
-            times.append(time.perf_counter() - begin_s)
+            times.append(clock() - begin_s)
         if len(times) >= 3 and time.perf_counter() - started > budget_s:
             break
     return times
@@ -148,6 +160,7 @@ class OpTimer(TorchDispatchMode):
         self.phase = "forward"
         self._cpu: list[tuple[str, str, float]] = []
         self._cuda: list[tuple[str, str, Any, Any]] = []
+        self._clock = cpu_clock()
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
@@ -164,9 +177,9 @@ class OpTimer(TorchDispatchMode):
             end.record()
             self._cuda.append((name, self.phase, begin, end))
             return out
-        begin_s = time.perf_counter()
+        begin_s = self._clock()
         out = func(*args, **kwargs)
-        self._cpu.append((name, self.phase, time.perf_counter() - begin_s))
+        self._cpu.append((name, self.phase, self._clock() - begin_s))
         return out
 
     def records(self) -> list[tuple[str, str, float]]:
@@ -211,6 +224,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "clock": "cuda events" if device.type == "cuda" else cpu_clock().__name__,
         "device": str(device),
     }
     if device.type == "cuda":

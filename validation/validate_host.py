@@ -1,0 +1,84 @@
+"""Validate the ``host`` preset: measured CPU training steps against predictions, leave-one-out.
+
+    python validation/validate_host.py --measure     # measure now (minutes), save, then compare
+    python validation/validate_host.py               # compare against the newest committed data
+
+For every suite network at ``small`` size and the standard shapes (MLP, CNN, transformer encoder),
+the real step is timed on this CPU (median of repeated steps, one intra-op thread unless
+``--threads``) together with its per-op times. Each network is then predicted by the host preset
+(``pytest_dojo.capture.capture_train_step`` + ``hwmodel.simulate``, 1x1, FP32) with efficiencies
+fitted on every *other* network (leave-one-out), and the table reports each error, the median
+absolute error and the worst (targets: 10% and 25%). The in-sample column uses the fit on all
+networks: the row that ``scripts/calibrate.py`` writes into ``efficiency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from validation import host  # noqa: E402
+
+MEDIAN_TARGET = 0.10
+WORST_TARGET = 0.25
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--measure", action="store_true", help="measure now and save under validation/data")
+    parser.add_argument("--data", type=Path, default=None, help="measured JSON (default: newest committed)")
+    parser.add_argument("--networks", default=",".join(host.HOST_BATCHES), help="comma-separated networks")
+    parser.add_argument("--threads", type=int, default=host.DEFAULT_THREADS, help="intra-op threads (default: 1)")
+    args = parser.parse_args(argv)
+    if args.measure:
+        names = [name for name in args.networks.split(",") if name]
+        unknown = sorted(set(names) - set(host.HOST_BATCHES))
+        if unknown:
+            parser.error(f"unknown networks {unknown}; known: {', '.join(host.HOST_BATCHES)}")
+        document = host.measure_all(names, threads=args.threads, progress=lambda line: print(line, flush=True))
+        host.DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path = host.DATA_DIR / f"host_measured_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+        path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {path}")
+    else:
+        path = args.data or host.latest_measured()
+        document = host.load_measured(path)
+    print(f"data: {path}")
+    print(
+        f"machine: {document['environment'].get('processor')}, threads {document['environment'].get('torch_threads')}, "
+        f"measured {document['environment'].get('date_utc')}"
+    )
+    all_samples = host.samples(document)
+    in_sample = host.fit(all_samples, calibration="all networks").table
+    held_out = host.leave_one_out(document)
+    header = (
+        f"{'network':<16} {'batch':>5} {'measured ms':>12} {'fit-all ms':>11} {'err':>7} {'held-out ms':>12} {'err':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for sample, comparison in zip(all_samples, held_out, strict=True):
+        fitted = host.predict_s(sample.workload, in_sample)
+        fitted_error = (fitted - comparison.measured_s) / comparison.measured_s
+        print(
+            f"{comparison.network:<16} {comparison.batch_size:>5} {comparison.measured_s * 1e3:>12.2f} "
+            f"{fitted * 1e3:>11.2f} {fitted_error:>+7.1%} "
+            f"{comparison.predicted_s * 1e3:>12.2f} {comparison.error:>+7.1%}"
+        )
+    median = host.median_absolute_error(held_out)
+    worst = max(abs(item.error) for item in held_out)
+    print(
+        f"held-out (leave-one-out): median |error| {median:.1%} (target <= {MEDIAN_TARGET:.0%}), "
+        f"worst {worst:.1%} (target <= {WORST_TARGET:.0%})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
