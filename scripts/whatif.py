@@ -216,6 +216,7 @@ def plot_scaling(curves: Sequence[ScalingCurve], path: Path) -> None:
     chip = curves[0].chip if curves else ""
     left.set_xscale("log")
     left.set_yscale("log")
+    left.margins(x=0.12)
     left.set_xlabel("chips in the mesh")
     left.set_ylabel("simulated throughput (samples/s)")
     left.set_title(f"{workload} on {chip}: throughput (dotted: linear)", fontsize=10)
