@@ -110,6 +110,12 @@ def group_collective(
     return _fallback_s(kind, system, group, bytes_per_rank, hops), algorithm
 
 
+@lru_cache(maxsize=1024)
+def _price_table(kind: str, system: System, group: GroupShape) -> dict[float, float]:
+    """Prices already computed for one (kind, system, group): hashing a system once per array."""
+    return {}
+
+
 def group_collectives_s(
     kind: str, system: System, group: GroupShape, bytes_per_rank: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
@@ -117,5 +123,17 @@ def group_collectives_s(
     if group.size == 1 or len(bytes_per_rank) == 0:
         return np.zeros(len(bytes_per_rank), dtype=np.float64)
     sizes, inverse = np.unique(bytes_per_rank, return_inverse=True)
-    prices = np.array([group_collective_s(kind, system, group, float(size)) for size in sizes], dtype=np.float64)
+    table = _price_table(kind, system, group)
+    prices = np.empty(len(sizes), dtype=np.float64)
+    for position, size in enumerate(sizes.tolist()):
+        price = table.get(size)
+        if price is None:
+            price = table[size] = group_collective(kind, system, group, size)[0]
+        prices[position] = price
     return np.asarray(prices[inverse], dtype=np.float64)
+
+
+def clear_price_caches() -> None:
+    """Forget every cached price (for cold-start measurements)."""
+    group_collective.cache_clear()
+    _price_table.cache_clear()

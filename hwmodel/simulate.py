@@ -148,8 +148,9 @@ def _resolve(source: Workload | WorkloadSource, plan: Plan) -> tuple[Workload, i
 
 
 def _top(names: tuple[str, ...], index: npt.NDArray[np.int64], time_s: FloatArray) -> list[tuple[str, float]]:
+    """The :data:`TOP_ENTRIES` largest totals by name (ties: first seen first)."""
     totals = np.bincount(index, weights=time_s, minlength=len(names))
-    order = np.lexsort((np.arange(len(names)), -totals))[:TOP_ENTRIES]
+    order = np.argsort(-totals, kind="stable")[:TOP_ENTRIES]
     return [(names[i], float(totals[i])) for i in order.tolist() if totals[i] > 0]
 
 
@@ -286,17 +287,26 @@ def _op_times(
     )
 
 
-def _parts(times: _OpTimes, mask: npt.NDArray[np.bool_], scale: float) -> dict[str, float]:
-    """Breakdown parts of the ops in ``mask``, each counted ``scale`` times."""
+PER_OP_PARTS = ("compute", "memory", "overhead", "tensor_parallel", "batchnorm_sync")
+
+
+def _parts(times: _OpTimes, mask: npt.NDArray[np.bool_] | None, scale: float) -> dict[str, float]:
+    """Breakdown parts of the ops in ``mask`` (every op when None), each counted ``scale`` times."""
     costs = times.costs
-    compute_bound = costs.compute_bound[mask]
-    return {
-        "compute": scale * ordered_sum(np.where(compute_bound, costs.compute_s[mask], 0.0)),
-        "memory": scale * ordered_sum(np.where(compute_bound, 0.0, costs.memory_s[mask])),
-        "overhead": scale * costs.overhead_s * int(mask.sum()),
-        "tensor_parallel": scale * ordered_sum(times.tensor_parallel_s[mask]),
-        "batchnorm_sync": scale * ordered_sum(times.batchnorm_s[mask]),
-    }
+    compute_bound = costs.compute_bound
+    columns = np.stack((
+        np.where(compute_bound, costs.compute_s, 0.0),
+        np.where(compute_bound, 0.0, costs.memory_s),
+        np.full(len(compute_bound), costs.overhead_s),
+        times.tensor_parallel_s,
+        times.batchnorm_s,
+    ))
+    if mask is not None:
+        columns = columns[:, mask]
+    if columns.shape[1] == 0:
+        return dict.fromkeys(PER_OP_PARTS, 0.0)
+    totals = np.add.accumulate(columns, axis=1)[:, -1]  # in op order: deterministic
+    return {part: scale * float(total) for part, total in zip(PER_OP_PARTS, totals, strict=True)}
 
 
 def _add(total: dict[str, float], part: dict[str, float]) -> None:
@@ -389,7 +399,7 @@ def evaluate(
         communication_total = ordered_sum(durations)
         exposed = max(0.0, float(finishes[-1]) - backward_end) if len(finishes) else 0.0
         pipeline_s = backward_end
-        breakdown = _parts(times, np.ones(len(busy), dtype=np.bool_), 1.0)
+        breakdown = _parts(times, None, 1.0)
         bubble = 0.0
         if keep_timeline:
             intervals.extend(_op_intervals(workload, arrays, times, ends, optimizer, exposed, "chip"))

@@ -1,0 +1,149 @@
+"""Simulator speed after capture, measured side by side in one run (medians; no timed assertions).
+
+Prints, for the full HydraNet step (``suites.networks.get_network("hydranet")``, captured once per
+per-replica batch under FakeTensorMode):
+
+* evaluations per second of one (workload, 5x5 D1 tile, plan) for a data-parallel, a tensor-
+  parallel and a pipeline plan (target >= 1,000/s for one plan; Calculon evaluates ~274/s);
+* one evaluation on 1, 25, 150, 300 and 3,000 chips (``1x1``, ``5x5``, ``tray``, ``cabinet``,
+  ``exapod``), cold (first evaluation on that mesh: collective prices not yet cached) and warm
+  (target < 50 ms at 3,000 chips, growing no faster than linearly in chips);
+* ``plan="auto"`` over a 5x5 with the captures done (target < 1 s), with the batch sizes the
+  search asked the workload source for;
+* building the timeline and its Chrome trace for one plan (only done on request).
+
+Wall-clock figures share the machine with whatever else runs; the ``cpu`` columns (this process's
+CPU time, ``time.process_time``) show what an evaluation costs when it has a core to itself.
+
+Run from the repository root: ``python -m benchmarks.bench_simulator [--repeats N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from hwmodel import Plan, Workload, make_system, simulate
+from hwmodel.communication import clear_price_caches
+from hwmodel.search import search_plans
+from hwmodel.simulate import StepOptions
+from hwmodel.trace import step_trace, validate_chrome_trace
+from hwmodel.workload import FixedWorkloads
+from pytest_dojo.capture import capture_train_step
+from suites.networks import get_network
+
+NETWORK = "hydranet"
+GLOBAL_BATCH = 25
+SCALING_MESHES = (("1x1", 1), ("5x5", 25), ("tray", 150), ("cabinet", 300), ("exapod", 3000))
+PLANS = (
+    Plan(data_parallel=25),
+    Plan(data_parallel=5, tensor_parallel=5),
+    Plan(data_parallel=5, pipeline_parallel=5, micro_batches=5),
+)
+
+
+def progress(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def capture(batch: int) -> Workload:
+    spec = get_network(NETWORK)
+    with torch.device("meta"):
+        model = spec.build("full")
+    inputs, targets = spec.make_batch("full", batch, "meta")
+    return capture_train_step(model, inputs, targets=targets, loss_fn=spec.loss, name=f"{NETWORK}-full")
+
+
+def median_s(
+    function: Callable[[], Any], repeats: int, inner: int = 1, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Median over ``repeats`` of the mean time of ``inner`` calls, on ``clock`` (wall or CPU)."""
+    samples = []
+    for _ in range(repeats):
+        start = clock()
+        for _ in range(inner):
+            function()
+        samples.append((clock() - start) / inner)
+    return statistics.median(samples)
+
+
+def cpu_s(function: Callable[[], Any], repeats: int, inner: int = 1) -> float:
+    """:func:`median_s` in this process's CPU time: what the evaluation costs when it has a core."""
+    return median_s(function, repeats, inner, clock=time.process_time)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per figure (median). Default: 7")
+    arguments = parser.parse_args()
+    repeats = arguments.repeats
+
+    workloads: dict[int, Workload] = {}
+    capture_s: dict[int, float] = {}
+    for batch in (1, 5, 25):
+        progress(f"capturing {NETWORK} full at batch {batch}")
+        start = time.perf_counter()
+        workloads[batch] = capture(batch)
+        capture_s[batch] = time.perf_counter() - start
+    one = workloads[1]
+    tile = make_system("d1", "5x5")
+    print(f"{NETWORK} full: {len(one.ops)} ops, {one.parameter_count / 1e6:.1f} M parameters, "
+          f"{one.flops_total / 1e12:.2f} TFLOP per sample-step; capture "
+          + ", ".join(f"batch {b}: {s:.1f} s" for b, s in capture_s.items()))
+
+    print("\nevaluations of one (workload at batch 1 per replica, 5x5 D1, plan) after capture:")
+    print(f"  {'plan':<22} {'evals/s':>9} {'ms/eval':>8} {'cpu evals/s':>12} {'step ms':>9} {'samples/s':>10}")
+    for plan in PLANS:
+        report = simulate(one, tile, plan=plan)
+        per_eval = median_s(lambda plan=plan: simulate(one, tile, plan=plan), repeats, inner=50)
+        per_eval_cpu = cpu_s(lambda plan=plan: simulate(one, tile, plan=plan), repeats, inner=50)
+        print(f"  {plan!s:<22} {1 / per_eval:>9,.0f} {per_eval * 1e3:>8.3f} {1 / per_eval_cpu:>12,.0f} "
+              f"{report.step_time_s * 1e3:>9.3f} {report.samples_per_s:>10,.1f}")
+
+    print("\none evaluation (data parallel over every chip) against chips:")
+    print(f"  {'mesh':<8} {'chips':>6} {'cold ms':>8} {'warm ms':>8} {'cpu ms':>7} {'warm us/chip':>13} {'step ms':>8}")
+    for mesh, chips in SCALING_MESHES:
+        system = make_system("d1", mesh)
+        clear_price_caches()
+        start = time.perf_counter()
+        report = simulate(one, system)
+        cold = time.perf_counter() - start
+        warm = median_s(lambda system=system: simulate(one, system), repeats, inner=20)
+        warm_cpu = cpu_s(lambda system=system: simulate(one, system), repeats, inner=20)
+        print(f"  {mesh:<8} {chips:>6} {cold * 1e3:>8.2f} {warm * 1e3:>8.3f} {warm_cpu * 1e3:>7.3f} "
+              f"{warm / chips * 1e6:>13.3f} {report.step_time_s * 1e3:>8.3f}")
+
+    source = FixedWorkloads(by_batch=workloads, global_batch=GLOBAL_BATCH)
+    progress("plan=auto over 5x5")
+    clear_price_caches()
+    start = time.perf_counter()
+    ranking = search_plans(source, tile, options=StepOptions())
+    cold = time.perf_counter() - start
+    warm = median_s(lambda: search_plans(source, tile, options=StepOptions()), repeats)
+    warm_cpu = cpu_s(lambda: search_plans(source, tile, options=StepOptions()), repeats)
+    fitted = [entry for entry in ranking.entries if entry["fits"]]
+    print(f"\nplan=auto over 5x5 at global batch {GLOBAL_BATCH}: {len(ranking.entries)} plans "
+          f"({len(fitted)} fit), cold {cold * 1e3:.1f} ms, warm {warm * 1e3:.1f} ms (cpu {warm_cpu * 1e3:.1f} ms); "
+          f"batch sizes asked "
+          f"{sorted(ranking.batch_sizes_requested)}; best {ranking.report.plan} at "
+          f"{ranking.report.samples_per_s:,.1f} samples/s")
+    for entry in fitted[:5]:
+        print(f"  {entry['plan']:<22} {entry['samples_per_s']:>10,.1f} samples/s  "
+              f"step {entry['step_time_s'] * 1e3:8.3f} ms  {entry['bound']:<8} {entry['memory_strategy']}")
+
+    plan = PLANS[0]
+    trace_s = median_s(lambda: step_trace(one, tile, plan), max(repeats // 2, 1))
+    document = step_trace(one, tile, plan)
+    problems = validate_chrome_trace(document)
+    print(f"\ntimeline + Chrome trace of {plan} on 5x5: {trace_s * 1e3:.1f} ms, "
+          f"{len(document['traceEvents'])} events, {'valid' if not problems else problems[:2]}")
+
+
+if __name__ == "__main__":
+    main()
