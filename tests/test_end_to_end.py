@@ -100,4 +100,4 @@ def test_split(dojo):
     )
     result = pytester.runpytest("--dojo-mesh=5x5")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*global batch 7 does not split over 25 data-parallel replicas*"])
+    result.stdout.fnmatch_lines(["*global batch 7 does not split into 25 replicas*use a batch that is a multiple of 25*"])
