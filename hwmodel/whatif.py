@@ -103,6 +103,11 @@ def _scale_latency(hardware: Hardware, factor: float) -> Hardware:
     return _with_fabric(hardware, faster)
 
 
+def _scale_op_overhead(hardware: Hardware, factor: float) -> Hardware:
+    chip = replace(hardware.system.chip, op_overhead_s=hardware.system.chip.op_overhead_s / factor)
+    return replace(hardware, system=replace(hardware.system, chip=chip))
+
+
 def _scale_backing_bandwidth(hardware: Hardware, factor: float) -> Hardware:
     fabric = hardware.system.fabric
     bandwidth = fabric.backing_memory_bytes_per_s_per_chip * factor
@@ -147,6 +152,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob(name="link_bandwidth", label="on-{group} link bandwidth", improve=_scale_link),
     Knob(name="inter_tile_link_bandwidth", label="{group}-to-{group} link bandwidth", improve=_scale_inter_tile_link),
     Knob(name="hop_latency", label="hop latency", improve=_scale_latency, lowers=True),
+    Knob(name="op_overhead", label="per-op overhead", improve=_scale_op_overhead, lowers=True),
     Knob(
         name="backing_memory_bandwidth",
         label="DIP/HBM bandwidth",

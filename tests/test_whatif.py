@@ -8,6 +8,7 @@ efficiency at 1.0 so that no calibration can move them.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -103,6 +104,7 @@ def test_ranking_of_compute_link_and_sram_by_hand() -> None:
         "link_bandwidth": base / (base - bandwidth_s / 2),
         "local_memory_bandwidth": base / (base - memory_s / 2),
         "hop_latency": base / (base - latency_s / 2),
+        "op_overhead": base / (base - OP_OVERHEAD),
         "local_memory_capacity": 1.0,
         "inter_tile_link_bandwidth": 1.0,
         "backing_memory_bandwidth": 1.0,
@@ -286,7 +288,7 @@ def test_plugin_option_adds_the_ranked_sensitivity(pytester: pytest.Pytester) ->
         ]
     )
     ranked = [line for line in result.stdout.lines if line.startswith("  ") and "x faster" in line]
-    assert len(ranked) == 7  # every knob but ingest (no data feed in the plugin)
+    assert len(ranked) == 8  # every knob but ingest (no data feed in the plugin)
     speedups = [float(line.split(": ")[1].split("x faster")[0]) for line in ranked]
     assert speedups == sorted(speedups, reverse=True) and speedups[-1] >= 1.0
 
@@ -312,3 +314,48 @@ def test_plugin_sensitivity_under_xdist(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines_random(
         ["test_step.py::test_mlp_step [[]Sequential[]]:", "test_step.py::test_other_step [[]Sequential[]]:"]
     )
+
+
+def _script() -> Any:
+    """scripts/whatif.py, loaded as a module (scripts/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "whatif.py"
+    spec = importlib.util.spec_from_file_location("whatif_script", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_ingest_flags_the_links_that_cannot_keep_up(capsys: pytest.CaptureFixture[str]) -> None:
+    """300 samples/s per chip of 14.75 MB: PCIe feeds 640 GB/s / 150 chips / 14.7456 MB = 289 per
+    chip (too few), Ethernet 452, both 741; a tile's 25 samples take 368.64 MB / 106.7 GB/s = 3.456 ms."""
+    assert _script().main(["ingest", "--meshes", "tile", "--samples-per-s", "300"]) == 0
+    rows = {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("tile")}
+    assert rows["pcie"][6:10] == ["3.456", "7,234", "host", "pcie"] and rows["pcie"][-1] == "INGEST-BOUND"
+    assert rows["ethernet"][-1] == "ok" and rows["pcie+ethernet"][-1] == "ok"
+
+
+def test_cli_bad_input_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _script().main(["ingest", "--meshes", "0x5"]) == 2
+    assert capsys.readouterr().err == "error: mesh must have at least 1 row and 1 column, got '0x5'\n"
+
+
+@pytest.mark.slow
+def test_cli_studies_of_a_captured_network(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """The small HydraNet captured for real: tables print and the PNG plots are written."""
+    script = _script()
+    sensitivity_png, scaling_png = tmp_path / "sensitivity.png", tmp_path / "scaling.png"
+    assert script.main(["sensitivity", "--size", "small", "--mesh", "2x2", "--ingest", "pcie",
+                        "--plot", str(sensitivity_png)]) == 0
+    assert script.main(["scaling", "--size", "small", "--meshes", "1x1,2x2", "--global-batch", "4",
+                        "--plot", str(scaling_png)]) == 0
+    assert script.main(["compare", "--size", "small", "--systems", "d1:2x2,h100:1x8"]) == 0
+    out = capsys.readouterr().out
+    assert "2x host ingest bandwidth" not in out and "host ingest bandwidth" in out
+    assert "strong scaling (fixed global batch) of hydranet/small on d1" in out
+    assert "h100 1x8" in out
+    for png in (sensitivity_png, scaling_png):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
