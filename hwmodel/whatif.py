@@ -171,18 +171,21 @@ backing memory has nothing to scale there, and ingest needs a :class:`~hwmodel.i
 
 
 def knob_names() -> tuple[str, ...]:
-    """Names accepted by ``sensitivity(..., knobs=...)``."""
+    """Names of the built-in knobs, accepted by ``sensitivity(..., knobs=...)``."""
     return tuple(knob.name for knob in KNOBS)
 
 
-def _select_knobs(names: Sequence[str] | None) -> tuple[Knob, ...]:
-    if names is None:
+def _select_knobs(choice: Sequence[str | Knob] | None) -> tuple[Knob, ...]:
+    """The knobs to try: every one, or those named (in :data:`KNOBS` order), then custom ones."""
+    if choice is None:
         return KNOBS
     by_name = {knob.name: knob for knob in KNOBS}
+    names = [item for item in choice if isinstance(item, str)]
     unknown = [name for name in names if name not in by_name]
     if unknown:
         raise SpecError(f"unknown what-if knob {unknown[0]!r}; known knobs: {', '.join(by_name)}")
-    return tuple(knob for knob in KNOBS if knob.name in names)
+    custom = tuple(item for item in choice if isinstance(item, Knob))
+    return tuple(knob for knob in KNOBS if knob.name in names) + custom
 
 
 def _factor_text(factor: float, lowers: bool) -> str:
@@ -241,7 +244,7 @@ def sensitivity(
     system: System,
     *,
     factor: float = DEFAULT_FACTOR,
-    knobs: Sequence[str] | None = None,
+    knobs: Sequence[str | Knob] | None = None,
     feed: DataFeed | None = None,
     plan: Plan | None = None,
     precision: Precision = MIXED_BF16,
@@ -249,7 +252,9 @@ def sensitivity(
 ) -> Sensitivity:
     """Step-time speedup from improving each hardware parameter by ``factor``, ranked.
 
-    The efficiency table is the baseline chip's for every variant. Ties keep :data:`KNOBS` order.
+    ``knobs`` names knobs of :data:`KNOBS` and may add custom :class:`Knob` objects (a combined
+    change, say). The efficiency table is the baseline chip's for every variant. Ties keep the
+    order of the knobs.
     """
     if not factor > 1:
         raise SpecError(f"what-if factor must be > 1 (an improvement), got {factor}")

@@ -153,6 +153,30 @@ def test_knob_selection_and_bad_input() -> None:
     assert "ingest_bandwidth" not in speedups(sensitivity(step, system, efficiency=UNIT_EFFICIENCY))
 
 
+def test_a_custom_knob_combines_changes() -> None:
+    """2x FLOP/s and 2x SRAM bandwidth at once halve both parts of the hand-computed step."""
+    from hwmodel.whatif import Hardware, Knob
+
+    def both(hardware: Hardware, factor: float) -> Hardware:
+        for knob in KNOBS:
+            if knob.name in ("flops", "local_memory_bandwidth"):
+                hardware = knob.improve(hardware, factor)
+        return hardware
+
+    compute_s, memory_s = 200e-6, 40e-6
+    step = workload(
+        [matmul("forward", compute_s * PEAK_BF16), stream("backward", int(2 * memory_s * SRAM_READ))], parameters=1
+    )
+    result = sensitivity(
+        step, make_system("d1", "1x1"), knobs=["flops", Knob(name="both", label="FLOP/s and SRAM bandwidth",
+                                                             improve=both)],
+        efficiency=UNIT_EFFICIENCY,
+    )
+    base = compute_s + memory_s + 2 * OP_OVERHEAD
+    assert [entry.knob for entry in result.entries] == ["both", "flops"]
+    assert result.entries[0].speedup == pytest.approx(base / (base - compute_s / 2 - memory_s / 2), rel=1e-9)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     flops=st.floats(min_value=1e6, max_value=1e13),
