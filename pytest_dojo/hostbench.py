@@ -102,11 +102,11 @@ def dispatch_overhead_s(*, device: str = "cpu", repeats: int = 7) -> float:
     return _timed(lambda: torch.add(a, b), target, repeats=repeats, inner=2000)
 
 
-class _OpCounter(TorchDispatchMode):
+class _OpCounter(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Counts the non-view aten ops dispatched inside it."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.count = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -170,7 +170,11 @@ def machine_info() -> dict[str, Any]:
 
 
 def measure_host(
-    *, threads: int = 1, matrix_size: int = 1024, progress: Callable[[str], None] | None = None
+    *,
+    threads: int = 1,
+    matrix_size: int = 1024,
+    progress: Callable[[str], None] | None = None,
+    command: str = "pytest_dojo.hostbench.measure_host",
 ) -> dict[str, Any]:
     """Every rate of the host preset, measured now with ``threads`` intra-op threads.
 
@@ -203,9 +207,7 @@ def measure_host(
     return {
         "schema_version": 1,
         "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python -m pytest_dojo.hostbench " + " ".join(sys.argv[1:])
-        if __name__ == "__main__"
-        else "pytest_dojo.hostbench.measure_host",
+        "command": command,
         "threads": threads,
         "clock": "thread_time" if threads == 1 else "perf_counter",
         "machine": machine_info(),
@@ -236,8 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     from hwmodel.host import calibration_from_dict, calibration_path
 
+    command = " ".join(["python -m pytest_dojo.hostbench", *(argv if argv is not None else sys.argv[1:])])
     document = measure_host(
-        threads=args.threads, matrix_size=args.matrix_size, progress=lambda line: print(line, file=sys.stderr)
+        command=command,
+        threads=args.threads,
+        matrix_size=args.matrix_size,
+        progress=lambda line: print(line, file=sys.stderr),
     )
     calibration_from_dict(document)
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"

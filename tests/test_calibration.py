@@ -1,0 +1,196 @@
+"""Fitting per-op-class efficiencies from measured op times, and the validation scripts' plumbing."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwmodel import ChipSpec, OpRecord, SpecError, Workload
+from hwmodel.calibration import (
+    CalibrationSample,
+    efficiency_row,
+    fit_efficiency,
+    pair_ops,
+    write_row,
+)
+from hwmodel.efficiency import table_from_row
+from hwmodel.precision import FP32
+
+OVERHEAD_S = 1e-6
+CHIP = ChipSpec(
+    name="testchip",
+    matrix_bf16_flops_per_s=2e11,
+    matrix_fp32_flops_per_s=1e11,
+    vector_flops_per_s=1e10,
+    compute_units=1,
+    matrix_tile_output_elements=64,
+    vector_tile_output_elements=64,
+    local_memory_bytes=1e12,
+    local_memory_read_bytes_per_s=1e10,
+    local_memory_write_bytes_per_s=1e10,
+    local_memory_full_duplex=False,
+    local_memory_kind="dram",
+    op_overhead_s=OVERHEAD_S,
+)
+MATMUL_COMPUTE = 10**-0.3  # on the fit's grid (10^(-k/40), k = 12)
+ELEMENTWISE_MEMORY = 10**-0.6  # k = 24
+
+
+def _op(name: str, flops: float, nbytes: int, phase: str = "forward") -> OpRecord:
+    return OpRecord(
+        name=name,
+        phase=phase,
+        module="m",
+        flops=flops,
+        flop_source="torch",
+        bytes_read=nbytes // 2,
+        bytes_written=nbytes - nbytes // 2,
+        output_elements=4096,
+        dtype="float32",
+    )
+
+
+def _sample(index: int) -> CalibrationSample:
+    """Compute-bound mms and memory-bound adds, with "measured" times computed by hand:
+    mm: flops / (1e11 x 10^-0.3) + 1 us (its 1 MB of traffic takes 0.1 ms at most: compute-bound);
+    add: bytes / (1e10 x 10^-0.6) + 1 us (its 1 MFLOP takes 0.1 ms at most: memory-bound)."""
+    mm_flops = [2e9 * (index + 1), 5e8]
+    add_bytes = [400_000_000, 40_000_000 * (index + 1)]
+    ops = tuple(
+        [_op("aten.mm.default", f, 1_000_000) for f in mm_flops] + [_op("aten.add.Tensor", 1e6, b) for b in add_bytes]
+    )
+    measured = [("aten.mm.default", "forward", f / (1e11 * MATMUL_COMPUTE) + OVERHEAD_S) for f in mm_flops]
+    measured += [("aten.add.Tensor", "forward", b / (1e10 * ELEMENTWISE_MEMORY) + OVERHEAD_S) for b in add_bytes]
+    return CalibrationSample(
+        name=f"net{index}", workload=Workload(name=f"net{index}", batch_size=1, ops=ops), measured_ops=tuple(measured)
+    )
+
+
+def test_fit_recovers_the_efficiencies_that_made_the_times() -> None:
+    fit = fit_efficiency([_sample(0), _sample(1), _sample(2)], CHIP, FP32, calibration="synthetic")
+    by_class = {item.op_class: item for item in fit.classes}
+    assert by_class["matmul"].compute == pytest.approx(MATMUL_COMPUTE, rel=1e-9)
+    assert by_class["elementwise"].memory == pytest.approx(ELEMENTWISE_MEMORY, rel=1e-9)
+    # Not identifiable (the other side is never the bound): ties go to the ceiling.
+    assert by_class["matmul"].memory == 1.0
+    assert by_class["elementwise"].compute == 1.0
+    # No measured op: the class keeps the ceiling and says so.
+    assert (by_class["softmax"].compute, by_class["softmax"].memory, by_class["softmax"].paired_ops) == (1.0, 1.0, 0)
+    assert by_class["matmul"].predicted_s == pytest.approx(by_class["matmul"].measured_s, rel=1e-9)
+    assert fit.table.chip == "testchip" and fit.networks == ("net0", "net1", "net2")
+
+
+def test_fit_needs_a_network() -> None:
+    with pytest.raises(SpecError, match="at least one network"):
+        fit_efficiency([], CHIP, FP32, calibration="none")
+
+
+def test_pairing_matches_occurrences_per_phase() -> None:
+    workload = Workload(
+        name="w",
+        batch_size=1,
+        ops=(_op("aten.mm.default", 1, 8), _op("aten.mm.default", 1, 8, "backward"), _op("aten.mm.default", 1, 8)),
+    )
+    measured = [
+        ("aten.mm.default", "backward", 3.0),
+        ("aten.mm.default", "forward", 1.0),
+        ("aten.sum.default", "forward", 9.0),
+    ]
+    pairing = pair_ops(workload, measured)
+    assert pairing.op_index.tolist() == [0, 1]
+    assert pairing.measured_s.tolist() == [1.0, 3.0]
+    assert (pairing.unpaired_captured, pairing.unpaired_measured) == (1, 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    times=st.lists(st.floats(min_value=1e-6, max_value=10.0), min_size=4, max_size=4),
+    slowdown=st.floats(min_value=1.0, max_value=50.0),
+)
+def test_fitted_efficiencies_are_fractions_and_slower_ops_never_raise_them(times: list[float], slowdown: float) -> None:
+    base = _sample(0)
+    measured = tuple((name, phase, t) for (name, phase, _), t in zip(base.measured_ops, times, strict=True))
+    slower = tuple((name, phase, t * slowdown) for name, phase, t in measured)
+    fast = fit_efficiency(
+        [CalibrationSample(name="a", workload=base.workload, measured_ops=measured)], CHIP, FP32, calibration="a"
+    )
+    slow = fit_efficiency(
+        [CalibrationSample(name="a", workload=base.workload, measured_ops=slower)], CHIP, FP32, calibration="a"
+    )
+    for table in (fast.table, slow.table):
+        assert all(0 < value <= 1 for value in (*table.compute, *table.memory))
+    matmul = 0
+    # Within one grid step (the search is coarse to fine).
+    assert slow.table.compute[matmul] <= fast.table.compute[matmul] * 10 ** (3 / 120) + 1e-12
+
+
+def test_row_round_trips_through_the_efficiency_file(tmp_path: Path) -> None:
+    source = Path(str(resources.files("hwmodel").joinpath("data", "efficiency.json")))
+    target = tmp_path / "efficiency.json"
+    shutil.copy(source, target)
+    fit = fit_efficiency([_sample(0), _sample(1)], CHIP, FP32, calibration="synthetic fit")
+    write_row(target, "testchip", efficiency_row(fit, {"what": "test", "command": "pytest"}))
+    data = json.loads(target.read_text(encoding="utf-8"))
+    assert data["chips"]["default"] == json.loads(source.read_text(encoding="utf-8"))["chips"]["default"]
+    table = table_from_row("testchip", data["chips"]["testchip"])
+    assert table.compute == pytest.approx(fit.table.compute, rel=1e-5)
+    assert table.memory == pytest.approx(fit.table.memory, rel=1e-5)
+    assert data["chips"]["testchip"]["provenance"] == {
+        "what": "test",
+        "command": "pytest",
+        "networks": ["net0", "net1"],
+    }
+
+
+def test_shipped_host_row_has_provenance() -> None:
+    data = json.loads(resources.files("hwmodel").joinpath("data", "efficiency.json").read_text(encoding="utf-8"))
+    row = data["chips"]["host"]
+    table_from_row("host", row)
+    assert {"what", "when", "machine", "command", "networks"} <= set(row["provenance"])
+
+
+def test_grouped_convolution_backward_counts_each_gradient_as_one_forward() -> None:
+    """Depthwise 3x3, 64 channels, 32x32, batch 1: forward 2 x 64*32*32 x 9 = 1,179,648 FLOPs;
+    backward (input and weight gradients) 2 x 1,179,648 = 2,359,296 (torch 2.13 alone: 76,677,120)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from validation.grouped_conv import grouped_conv_backward_flops
+
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False)
+    x = torch.randn(1, 64, 32, 32, requires_grad=True)
+    with grouped_conv_backward_flops(), FlopCounterMode(display=False) as counter:
+        conv(x).sum().backward()
+    counts = {str(packet): flops for packet, flops in counter.get_flop_counts()["Global"].items()}
+    assert counts == {"aten.convolution": 1_179_648, "aten.convolution_backward": 2_359_296}
+
+
+def test_h200_script_dry_run_writes_step_and_op_times(tmp_path: Path) -> None:
+    from validation.h200 import measure_h200
+
+    assert measure_h200.main(["--dry-run", "--only", "mlp", "--out", str(tmp_path)]) == 0
+    document = json.loads((tmp_path / "h200_measured_dry_run.json").read_text(encoding="utf-8"))
+    assert document["format"] == "pytest-dojo/h200-measured/1"
+    assert all(value > 0 and math.isfinite(value) for value in document["ceilings"].values())
+    (run,) = document["runs"]
+    assert (run["network"], run["size"], run["batch_size"]) == ("mlp", "small", 4)
+    assert run["median_step_s"] > 0 and len(run["step_times_s"]) >= 3
+    names = {name for name, _, _ in run["ops"]}
+    assert {"aten.addmm.default", "aten.mm.default"} <= names
+    assert {phase for _, phase, _ in run["ops"]} == {"forward", "backward", "optimizer"}
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 7 target not met yet: held-out median 27% on the committed data")
+def test_host_held_out_median_error_meets_the_target() -> None:
+    """Leave-one-out median |error| of the host preset on the committed measurement <= 10%."""
+    from validation.host import host_median_error
+
+    assert host_median_error() <= 0.10

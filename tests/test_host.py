@@ -1,0 +1,228 @@
+"""The host preset: calibration file parsing, the chip it builds, its predictions, the plugin option."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwmodel import OpRecord, SpecError, System, Workload, get_preset, parse_mesh, simulate
+from hwmodel.efficiency import efficiency_for
+from hwmodel.host import (
+    ATEN_GRAIN_SIZE,
+    CALIBRATION_ENV,
+    HostCalibration,
+    calibration_from_dict,
+    calibration_path,
+    host_chip,
+    host_fabric,
+    load_calibration,
+)
+from hwmodel.precision import FP32
+from pytest_dojo import hostbench
+
+
+def _document(**overrides: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "schema_version": 1,
+        "measured_utc": "2026-11-28T00:00:00Z",
+        "command": "python -m pytest_dojo.hostbench",
+        "threads": 1,
+        "machine": {"processor": "Test CPU", "hostname": "box", "memory_bytes": 1e10},
+        "matrix_fp32_flops_per_s": 1e11,
+        "matrix_bf16_flops_per_s": 2e11,
+        "vector_flops_per_s": 2e10,
+        "memory_bytes_per_s": 1e10,
+        "memory_bytes_per_s_by_size": {"262144": 5e10, "268435456": 1e10},
+        "op_overhead_s": 1e-5,
+    }
+    document.update(overrides)
+    return document
+
+
+def test_chip_takes_measured_rates_and_fastest_copy() -> None:
+    chip = host_chip(calibration_from_dict(_document()))
+    assert chip.name == "host"
+    assert chip.matrix_flops_per_s("float32") == 1e11
+    assert chip.matrix_flops_per_s("bfloat16") == 2e11
+    assert chip.vector_flops_per_s == 2e10
+    # The fastest copy of the by-size table (L2-resident, 5e10) is the ceiling.
+    assert chip.local_memory_read_bytes_per_s == 5e10
+    assert chip.local_memory_kind == "dram"
+    assert not chip.local_memory_full_duplex
+    assert chip.compute_units == 1
+    assert chip.vector_tile_output_elements == ATEN_GRAIN_SIZE
+    assert chip.local_memory_bytes == 1e10
+    assert chip.op_overhead_s == 1e-5
+    assert "Test CPU" in chip.source and "2026-11-28" in chip.source
+    fabric = host_fabric(calibration_from_dict(_document()))
+    assert fabric.link_bytes_per_s == 2.5e10  # half the copy bandwidth per direction
+
+
+def _mm_workload() -> Workload:
+    op = OpRecord(
+        name="aten.mm.default",
+        phase="forward",
+        module="Global",
+        flops=2e9,
+        flop_source="torch",
+        bytes_read=8_000_000,
+        bytes_written=4_000_000,
+        output_elements=1_000_000,
+        dtype="float32",
+    )
+    return Workload(name="mm", batch_size=1, ops=(op,))
+
+
+def test_golden_mm_step_on_the_host() -> None:
+    """One FP32 mm, 2 GFLOP, 12 MB: compute 2e9 / 1e11 = 20 ms; memory 12e6 / 5e10 = 0.24 ms;
+    one wave on one thread (occupancy 1); step = max(20, 0.24) ms + 10 us overhead = 20.01 ms."""
+    calibration = calibration_from_dict(_document())
+    system = System(chip=host_chip(calibration), fabric=host_fabric(calibration), mesh=parse_mesh("1x1"))
+    report = simulate(_mm_workload(), system, precision=FP32, efficiency=efficiency_for("no-such-chip"))
+    assert report.step_time_s == pytest.approx(0.02001, rel=1e-12)
+    assert report.bound == "compute"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    factor=st.floats(min_value=1.0, max_value=100.0),
+    field=st.sampled_from(["matrix_fp32_flops_per_s", "vector_flops_per_s", "memory_bytes_per_s"]),
+    flops=st.floats(min_value=0.0, max_value=1e12),
+    nbytes=st.integers(min_value=0, max_value=10**10),
+)
+def test_faster_host_never_predicts_a_slower_step(factor: float, field: str, flops: float, nbytes: int) -> None:
+    ops = (
+        OpRecord(
+            name="aten.mm.default",
+            phase="forward",
+            module="m",
+            flops=flops,
+            flop_source="torch",
+            bytes_read=nbytes,
+            bytes_written=nbytes // 2,
+            output_elements=4096,
+            dtype="float32",
+        ),
+        OpRecord(
+            name="aten.add.Tensor",
+            phase="backward",
+            module="m",
+            flops=flops / 100,
+            flop_source="formula",
+            bytes_read=nbytes,
+            bytes_written=nbytes,
+            output_elements=10**6,
+            dtype="float32",
+        ),
+    )
+    workload = Workload(name="w", batch_size=1, ops=ops)
+    table = efficiency_for("no-such-chip")
+
+    def step(document: dict[str, Any]) -> float:
+        calibration = calibration_from_dict(document)
+        system = System(chip=host_chip(calibration), fabric=host_fabric(calibration), mesh=parse_mesh("1x1"))
+        return simulate(workload, system, precision=FP32, efficiency=table).step_time_s
+
+    base = _document(memory_bytes_per_s_by_size={})
+    faster = _document(memory_bytes_per_s_by_size={}, **{field: base[field] * factor})
+    assert step(faster) <= step(base)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"matrix_fp32_flops_per_s": -1.0}, "host calibration: matrix_fp32_flops_per_s must be > 0, got -1.0"),
+        ({"op_overhead_s": -1e-6}, "host calibration: op_overhead_s must be >= 0, got -1e-06"),
+        ({"threads": 0}, "host calibration: threads must be >= 1, got 0"),
+        ({"schema_version": 7}, "host calibration schema version 7 is not supported (expected 1)*"),
+        ({"vector_flops_per_s": "fast"}, "host calibration is malformed: ValueError*"),
+    ],
+)
+def test_bad_calibration_is_one_line_error(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as error:
+        calibration_from_dict(_document(**overrides))
+    text = str(error.value)
+    assert "\n" not in text
+    assert text == message or (message.endswith("*") and text.startswith(message[:-1]))
+
+
+def test_missing_key_is_one_line_error() -> None:
+    document = _document()
+    del document["vector_flops_per_s"]
+    with pytest.raises(SpecError, match=r"^host calibration is malformed: KeyError: 'vector_flops_per_s'$"):
+        calibration_from_dict(document)
+
+
+def test_missing_file_names_the_remedy(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"cannot read the host calibration .*python -m pytest_dojo\.hostbench"):
+        load_calibration(tmp_path / "absent.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{", encoding="utf-8")
+    with pytest.raises(SpecError, match="is not valid JSON"):
+        load_calibration(broken)
+
+
+def test_environment_variable_chooses_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "mine.json"
+    target.write_text(json.dumps(_document(vector_flops_per_s=3e10)), encoding="utf-8")
+    monkeypatch.setenv(CALIBRATION_ENV, str(target))
+    assert calibration_path() == target
+    assert load_calibration().vector_flops_per_s == 3e10
+    monkeypatch.delenv(CALIBRATION_ENV)
+    assert calibration_path().name == "host_calibration.json"
+
+
+def test_shipped_calibration_is_the_registered_preset() -> None:
+    shipped = load_calibration(calibration_path())
+    assert isinstance(shipped, HostCalibration)
+    assert get_preset("host").chip == host_chip(shipped)
+    assert shipped.threads >= 1 and shipped.measured_utc
+
+
+def test_microbenchmarks_measure_positive_rates() -> None:
+    for value in (
+        hostbench.matrix_flops_per_s("float32", size=64, repeats=1),
+        hostbench.vector_flops_per_s(elements=1024, repeats=1),
+        hostbench.memory_bytes_per_s(nbytes=1 << 16, repeats=1),
+        hostbench.op_overhead_s(repeats=1),
+        hostbench.dispatch_overhead_s(repeats=1),
+    ):
+        assert math.isfinite(value) and value > 0
+
+
+def test_hostbench_command_writes_a_readable_calibration(tmp_path: Path) -> None:
+    output = tmp_path / "host.json"
+    assert hostbench.main(["--matrix-size", "64", "--output", str(output)]) == 0
+    calibration = load_calibration(output)
+    assert calibration.threads == 1
+    assert calibration.command == f"python -m pytest_dojo.hostbench --matrix-size 64 --output {output}"
+
+
+def test_hostbench_rejects_zero_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        hostbench.main(["--threads", "0"])
+    assert exit_info.value.code == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_plugin_simulates_on_the_host(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_step="""
+import torch
+
+def test_step(dojo):
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    report = dojo.train_step(model, torch.randn(16, 32))
+    assert report.chip == "host" and report.num_chips == 1
+    assert 0 < report.mfu <= 1
+"""
+    )
+    result = pytester.runpytest("--dojo-chip=host", "--dojo-mesh=1x1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*chip host, mesh 1x1 (1 chips*"])
