@@ -139,3 +139,26 @@ def test_report_with_plan_fields_round_trips_through_json() -> None:
     again = Report.from_dict(json.loads(json.dumps(report.to_dict())))
     assert again == report
     assert again.plan_ranking and again.batchnorm_sync and again.memory_strategy
+
+
+def test_captured_batch_norms_are_synchronised_and_staged() -> None:
+    """A captured conv net with 3 BatchNorm2d layers: 3 forward + 3 backward statistics all-reduces
+    under data parallelism; two pipeline stages split its modules."""
+    torch = pytest.importorskip("torch")
+    from pytest_dojo.capture import capture_train_step
+
+    layers: list[torch.nn.Module] = []
+    for channels_in, channels_out in ((3, 16), (16, 32), (32, 32)):
+        layers += [torch.nn.Conv2d(channels_in, channels_out, 3, padding=1), torch.nn.BatchNorm2d(channels_out),
+                   torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers)
+    workload = capture_train_step(model, torch.randn(4, 3, 32, 32), name="convnet")
+    report = simulate(workload, make_system("d1", "1x4"))
+    assert report.batchnorm_sync["norm_ops"] == 6 and report.batchnorm_sync["all_reduces"] == 6
+    first_bn = collective("all_reduce", make_system("d1", "1x4"), ChipGroup(rows=1, cols=4), 2 * 16 * 4).time_s
+    assert report.breakdown_s["batchnorm_sync"] > first_bn
+    two_stages = Plan(data_parallel=1, pipeline_parallel=2, micro_batches=2)
+    staged = simulate(workload, make_system("d1", "1x2"), plan=two_stages)
+    assert len(staged.pipeline["forward_s_per_micro_batch"]) == 2
+    assert all(seconds > 0 for seconds in staged.pipeline["forward_s_per_micro_batch"])
+    assert staged.pipeline["transfer_bytes"] > 0
