@@ -67,9 +67,11 @@ class Report:
     pipeline: dict[str, Any] = field(default_factory=dict)
     """Pipeline stages: their per-micro-batch times, the bubble (seconds and fraction), transfers."""
     tensor_parallel: dict[str, Any] = field(default_factory=dict)
-    """Tensor-parallel collectives per step: counts, bytes and blocking seconds."""
+    """Tensor-parallel collectives per step on a chip of the critical class (the busiest stage under
+    pipelining): their count, blocking seconds and the share of the parameters each chip holds."""
     batchnorm_sync: dict[str, Any] = field(default_factory=dict)
-    """Synchronised batch norm: whether on, norm layers synchronised, all-reduces and seconds."""
+    """Synchronised batch norm: whether on, the captured norm ops, and the all-reduces and blocking
+    seconds per step on a chip of the critical class."""
     link_utilization: list[list[float]] = field(default_factory=list)
     """Per chip (rows x cols) busy fraction of its busiest link over the step; empty if not modelled."""
     ingest: dict[str, Any] = field(default_factory=dict)

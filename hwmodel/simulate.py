@@ -400,6 +400,7 @@ def evaluate(
         exposed = max(0.0, float(finishes[-1]) - backward_end) if len(finishes) else 0.0
         pipeline_s = backward_end
         breakdown = _parts(times, None, 1.0)
+        critical = np.ones(len(busy), dtype=np.bool_)
         bubble = 0.0
         if keep_timeline:
             intervals.extend(_op_intervals(workload, arrays, times, ends, optimizer, exposed, "chip"))
@@ -428,7 +429,8 @@ def evaluate(
         finishes = np.array(schedule.stage_end_s) + durations
         exposed = max(0.0, float(finishes.max()) - pipeline_s)
         busiest = int(np.argmax(forward_s + backward_s))
-        breakdown = _parts(times, ~optimizer & (stage == busiest), float(micro_batches))
+        critical = ~optimizer & (stage == busiest)
+        breakdown = _parts(times, critical, float(micro_batches))
         biggest = float(stage_parameters.max())
         _add(breakdown, _parts(times, optimizer, biggest))
         optimizer_total = optimizer_s * biggest
@@ -499,7 +501,14 @@ def evaluate(
     flops_total = ordered_sum(np.array(list(flops_by_phase.values())))
     peak = system.peak_bf16_flops_per_s
     achieved = flops_total / step_time if step_time > 0 else 0.0
-    phase_time = {phase: float(per_stage_phase[:, i].sum()) for i, phase in enumerate(PHASES)}
+    if pp == 1 and micro_batches == 1:
+        phase_time = {phase: float(per_stage_phase[0, i]) for i, phase in enumerate(PHASES)}
+    else:  # the busiest stage's micro-batches, and the largest stage's optimizer step
+        phase_time = {
+            "forward": micro_batches * float(forward_s[busiest]),
+            "backward": micro_batches * float(backward_s[busiest]),
+            "optimizer": optimizer_total,
+        }
     batchnorm_layers = int(_batchnorm_mask(workload).sum())
     report = Report(
         workload=workload.name,
@@ -549,15 +558,15 @@ def evaluate(
         pipeline=pipeline,
         tensor_parallel={
             "degree": tp,
-            "collectives": int(np.count_nonzero(times.tensor_parallel_s)) * micro_batches,
-            "blocking_s": ordered_sum(times.tensor_parallel_s) * micro_batches,
+            "collectives": int(np.count_nonzero(times.tensor_parallel_s[critical])) * micro_batches,
+            "blocking_s": breakdown["tensor_parallel"],
             "parameter_fraction": tp_parameter_fraction,
         } if tp > 1 else {},
         batchnorm_sync={
             "enabled": bool(sync_batchnorm and plan.data_parallel > 1),
             "norm_ops": batchnorm_layers,
-            "all_reduces": int(np.count_nonzero(times.batchnorm_s)) * micro_batches,
-            "blocking_s": ordered_sum(times.batchnorm_s) * micro_batches,
+            "all_reduces": int(np.count_nonzero(times.batchnorm_s[critical])) * micro_batches,
+            "blocking_s": breakdown["batchnorm_sync"],
         },
         ingest=ingest_report,
     )
