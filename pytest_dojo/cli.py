@@ -1,5 +1,8 @@
 """``pytest-dojo``: the gate outside pytest, for CI steps that run no tests.
 
+``pytest-dojo thresholds RESULTS.json --margin=PCT`` prints a thresholds file whose floors sit
+``PCT`` % under the simulated samples/s of a results file (how ``suites/thresholds.toml`` is made).
+
 ``pytest-dojo compare OLD.json NEW.json --max-regression=PCT`` applies the baseline rule of
 :mod:`pytest_dojo.gate` to every simulated step of two results files (``--dojo-json`` or
 ``--dojo-save-baseline`` output) and, with ``--wallclock-max-regression=PCT``, the noise-aware rule
@@ -11,6 +14,8 @@ of :mod:`pytest_dojo.noise` to their wall-clock entries. Exit status: 0 when not
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +26,7 @@ from pytest_dojo.results_json import ResultsFileError, key_of, load_results, sor
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
+DEFAULT_FLOOR_MARGIN_PCT = 10.0
 
 
 def _percent(text: str) -> float:
@@ -53,7 +59,44 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--require-all", action="store_true", help="fail when a step of OLD is missing from NEW. Default: off"
     )
+    floors = commands.add_parser("thresholds", help="print a thresholds TOML with samples/s floors from a results file")
+    floors.add_argument("results", metavar="RESULTS.json", help="results file (--dojo-json output)")
+    floors.add_argument(
+        "--margin",
+        type=_percent,
+        default=DEFAULT_FLOOR_MARGIN_PCT,
+        metavar="PCT",
+        help=f"floor = simulated samples/s x (1 - PCT/100), 3 significant figures, rounded down. "
+        f"Default: {DEFAULT_FLOOR_MARGIN_PCT}",
+    )
     return parser
+
+
+def round_down(value: float, digits: int = 3) -> float:
+    """``value`` rounded down to ``digits`` significant figures: 38,741 -> 38,700."""
+    if value <= 0:
+        return 0.0
+    scale = 10 ** (math.floor(math.log10(value)) - digits + 1)
+    return float(math.floor(value / scale) * scale)
+
+
+def thresholds_toml(results_path: str, margin_pct: float) -> str:
+    """A thresholds file: per test and mesh, a samples/s floor under the slowest step it simulated."""
+    document = load_results(results_path)
+    floors: dict[tuple[str, str], float] = {}
+    for entry in document.results:
+        key = (str(entry["nodeid"]), str(entry["report"]["mesh"]))
+        floor = round_down(float(entry["report"]["samples_per_s"]) * (1 - margin_pct / 100))
+        floors[key] = min(floor, floors.get(key, floor))
+    commit = document.document.get("commit") or "unknown"
+    lines = [
+        f"# Floors at {100 - margin_pct:g}% of the simulated samples/s of {results_path} (commit {commit}),",
+        "# rounded down to 3 significant figures: pytest-dojo thresholds RESULTS.json --margin=PCT",
+        "schema_version = 1",
+    ]
+    for (nodeid, mesh), floor in sorted(floors.items()):
+        lines += ["", f"[{json.dumps(nodeid)}]", f'"{mesh}" = {{ min_samples_per_s = {floor:.10g} }}']
+    return "\n".join(lines) + "\n"
 
 
 def compare(
@@ -107,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     try:
+        if arguments.command == "thresholds":
+            print(thresholds_toml(arguments.results, arguments.margin), end="")
+            return EXIT_OK
         status, lines = compare(
             arguments.old,
             arguments.new,

@@ -27,7 +27,7 @@ import pytest
 
 from pytest_dojo.session import DOJO_SESSION_KEY, DojoSession
 
-DEFAULT_ROUNDS = 7
+DEFAULT_ROUNDS = 15
 DEFAULT_WARMUP_ROUNDS = 2
 DEFAULT_THREADS = 1
 

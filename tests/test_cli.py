@@ -161,3 +161,20 @@ def test_wallclock_gate_prefers_thread_cpu_time_on_one_thread(
     new = write(tmp_path / "new.json", results(1000.0, wallclock=[{**entry, "round_s": busy, "round_cpu_s": cpu}]))
     assert main(["compare", old, new, "--wallclock-max-regression=10"]) == EXIT_OK
     assert "[round_cpu_s]" in capsys.readouterr().out
+
+
+def test_thresholds_command_writes_floors_under_the_slowest_step(tmp_path: Path) -> None:
+    from pytest_dojo.cli import round_down, thresholds_toml
+    from pytest_dojo.thresholds import load_thresholds
+
+    # 38,741.8 x 0.9 = 34,867.6 -> 34,800 (3 significant figures, rounded down)
+    assert round_down(38741.766 * 0.9) == 34800.0
+    assert round_down(484.949 * 0.9) == 436.0
+    document = results(1000.0, 2000.0)
+    document["results"].append({**document["results"][1], "ordinal": 1, "report": report(1500.0)})
+    path = write(tmp_path / "results.json", document)
+    (tmp_path / "floors.toml").write_text(thresholds_toml(path, 10.0))
+    floors = load_thresholds(tmp_path / "floors.toml")
+    assert floors.lookup("test_a.py::test_0", "5x5").min_samples_per_s == 900.0
+    assert floors.lookup("test_a.py::test_1", "5x5").min_samples_per_s == 1350.0  # the slower of its two steps
+    assert floors.lookup("test_a.py::test_1", "1x5").min_samples_per_s is None
