@@ -1,0 +1,35 @@
+"""How well the ``host`` preset predicts this project's own measured CPU steps (lower is better).
+
+``validation.host.host_median_error()`` fits the host efficiencies leaving each network out, predicts
+that network's step and compares with the committed measurement (``validation/data``). The figure
+moves when the capture, the cost model or the fitting moves, never with the machine that runs it.
+Commits without ``validation.host`` or without a committed measurement are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HostPredictionError:
+    """Leave-one-out median absolute relative error of the host model's step-time predictions."""
+
+    unit = "fraction"
+    timeout = 900.0
+    version = "1"
+
+    def setup(self) -> None:
+        try:
+            from validation import host
+        except ImportError as error:
+            raise NotImplementedError(f"this commit has no validation.host ({error})") from None
+        if not hasattr(host, "host_median_error"):
+            raise NotImplementedError("this commit's validation.host has no host_median_error")
+        try:
+            self.measured: Any = host.latest_measured()
+        except FileNotFoundError as error:
+            raise NotImplementedError(f"this commit has no host measurement ({error})") from None
+        self.host: Any = host
+
+    def track_host_median_error(self) -> float:
+        return float(self.host.host_median_error(self.measured))
