@@ -162,3 +162,26 @@ def test_captured_batch_norms_are_synchronised_and_staged() -> None:
     assert len(staged.pipeline["forward_s_per_micro_batch"]) == 2
     assert all(seconds > 0 for seconds in staged.pipeline["forward_s_per_micro_batch"])
     assert staged.pipeline["transfer_bytes"] > 0
+
+
+@pytest.mark.slow
+def test_auto_on_the_full_hydranet_captures_only_the_batches_it_needs() -> None:
+    """plan="auto" through the plugin's capturing source: a global batch of 25 on a 5x5 tile asks
+    for per-replica batches 25, 5 and 1 only (about three captures of the full network)."""
+    torch = pytest.importorskip("torch")
+    from pytest_dojo.steps import CapturedStep
+    from suites.networks import get_network
+
+    spec = get_network("hydranet")
+    with torch.device("meta"):
+        model = spec.build("full")
+    inputs, targets = spec.make_batch("full", 25, "meta")
+    step = CapturedStep(model, inputs, targets=targets, loss_fn=spec.loss, name="hydranet-full")
+    ranking = search_plans(step, make_system("d1", "5x5"))
+    assert set(ranking.batch_sizes_requested) <= {25, 5, 1}
+    report = ranking.report
+    assert report.global_batch == 25 and report.plan == ranking.entries[0]["plan"]
+    replicas = int(report.plan.split()[0].removeprefix("dp="))
+    assert report.batchnorm_sync["enabled"] == (replicas > 1)
+    assert sum(report.breakdown_s.values()) == pytest.approx(report.step_time_s, rel=1e-9)
+    assert 0 < report.mfu <= 1
