@@ -99,7 +99,7 @@ def gate_test(session: DojoSession, nodeid: str, marked: Thresholds) -> list[str
     settings = session.options
     file_limits = settings.thresholds.lookup(nodeid, str(session.system.mesh)) if settings.thresholds else Thresholds()
     limits = marked.merged_over(file_limits)
-    baseline = settings.baseline.index() if settings.baseline else {}
+    baseline = settings.baseline.by_key if settings.baseline else {}
     failures: list[str] = []
     for index in session.results_of(nodeid):
         result = session.results[index]

@@ -18,6 +18,7 @@ written atomically (a temporary file, then ``os.replace``); loading parses JSON 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -138,8 +139,13 @@ class ResultsFile:
     def results(self) -> list[Mapping[str, Any]]:
         return list(self.document["results"])
 
+    @functools.cached_property
+    def by_key(self) -> dict[tuple[str, str, int, str, str], Mapping[str, Any]]:
+        """Report dicts by (node id, network, ordinal, chip, mesh); built once."""
+        return self.index()
+
     def index(self) -> dict[tuple[str, str, int, str, str], Mapping[str, Any]]:
-        """Report dicts by (node id, network, ordinal, chip, mesh)."""
+        """Report dicts by (node id, network, ordinal, chip, mesh) (a new dict the caller may change)."""
         return {key_of(entry): entry["report"] for entry in self.results}
 
 

@@ -125,9 +125,7 @@ def test_baseline_round_trip_and_attributed_regression(pytester: pytest.Pytester
 
     same = pytester.runpytest("--dojo-baseline=base.json")
     same.assert_outcomes(passed=1)
-    same.stdout.fnmatch_lines(
-        ["test*MFU  gate  vs baseline  bound", "test_steps.py::test_mlp * ok *+0.00%  link"]
-    )
+    same.stdout.fnmatch_lines(["test*MFU  gate  vs baseline  bound", "test_steps.py::test_mlp * ok *+0.00%  link"])
 
     write_tests(pytester, hidden=4096)
     slower = pytester.runpytest("--dojo-baseline=base.json", "--dojo-max-regression=5")
@@ -338,3 +336,43 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         write_json_atomic(target, {"value": float("nan")})
     assert target.read_text() == '{"old": true}\n'
     assert [path.name for path in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_results_file_that_cannot_be_written_at_the_end(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_steps="""
+import shutil
+from pathlib import Path
+
+import torch
+
+def test_mlp(dojo):
+    dojo.train_step(torch.nn.Linear(8, 2), torch.randn(25, 8), name="mlp")
+    shutil.rmtree("out")
+    Path("out").write_text("now a file\\n")
+"""
+    )
+    result = pytester.runpytest("--dojo-json=out/results.json")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["ERROR: out/results.json: cannot write: *"])
+    assert (pytester.path / "out").read_text() == "now a file\n"
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_help_lists_the_option_group(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-dojo: simulated training throughput on a modeled accelerator mesh:",
+            "  --dojo-mesh=ROWSxCOLS*",
+            "  --dojo-chip=NAME*",
+            "  --dojo-thresholds=PATH*",
+            "  --dojo-baseline=PATH*",
+            "  --dojo-save-baseline=PATH*",
+            "  --dojo-max-regression=PCT*",
+            "  --dojo-require-baseline*",
+            "  --dojo-json=PATH*",
+            "  --dojo-report-dir=DIR*",
+        ]
+    )

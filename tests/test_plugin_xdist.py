@@ -36,6 +36,7 @@ def without_measured(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+@pytest.mark.slow  # three pytest processes, each importing torch: ~40 s on a busy 2-core host
 def test_xdist_run_matches_serial_run(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_steps=TESTS)
     serial = pytester.runpytest_subprocess(
