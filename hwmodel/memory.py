@@ -247,6 +247,8 @@ def spill_bytes_per_s(fabric: FabricSpec, mesh: Mesh | None = None) -> float:
     640.0
     """
     share = fabric.backing_memory_bytes_per_s_per_chip
+    if mesh is not None:
+        share *= fabric.backing_share(mesh.num_chips)
     rows = min(fabric.tile_rows, mesh.rows) if mesh is not None else fabric.tile_rows
     cols = min(fabric.tile_cols, mesh.cols) if mesh is not None else fabric.tile_cols
     interior = max(rows - 2, 0) * max(cols - 2, 0)
@@ -275,7 +277,7 @@ def footprint(
     total = weights + gradients + optimizer_state + buffers + activations
     capacity = chip.local_memory_bytes
     excess = max(0.0, total - capacity)
-    backing = fabric.backing_memory_bytes_per_chip
+    backing = fabric.backing_memory_bytes_per_chip * (fabric.backing_share(mesh.num_chips) if mesh else 1.0)
     bandwidth = spill_bytes_per_s(fabric, mesh) if backing > 0 else 0.0
 
     def spill_time(spilled: float) -> float:

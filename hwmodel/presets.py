@@ -116,6 +116,9 @@ DOJO_TILE_FABRIC = FabricSpec(
     # NB: interior chips reach the edge DIPs over the mesh; the share assumes the mesh links are not
     # the bottleneck (20 DIP links x 0.9 TB/s = 18 TB/s against a 10 TB/s bisection: they can be).
     backing_memory_bytes_per_s_per_chip=800 * GB_PER_S * DIPS_PER_TILE / CHIPS_PER_TILE,
+    # DIP table: "system tray 6 tiles (2x3), 20 DIPs (640 GB HBM)" [S]: beyond one tile, 20 DIPs serve
+    # 6 x 25 = 150 chips; ExaPOD "13 TB HBM" [S] = 20 trays x 20 DIPs x 32 GB [D].
+    backing_memory_pool_chips=6 * CHIPS_PER_TILE,
     source=f"{HARDWARE_REFERENCE}: D1 chip, Training tile and DIP tables",
 )
 

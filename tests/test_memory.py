@@ -9,6 +9,7 @@ from synthetic_workloads import chain_workload
 
 from hwmodel import MemoryCapacityError, Plan, make_system, simulate
 from hwmodel.memory import ChipShare, activation_peak_bytes, footprint, spill_bytes_per_s
+from hwmodel.mesh import parse_mesh
 from hwmodel.precision import FP32, MIXED_BF16
 from hwmodel.presets import D1, DOJO_TILE_FABRIC
 from hwmodel.system import System
@@ -137,3 +138,17 @@ def test_pipeline_stage_holds_its_share_of_the_weights() -> None:
     plan = Plan(data_parallel=1, pipeline_parallel=4, micro_batches=4)
     staged = simulate(workload, make_system("d1", "1x4"), plan=plan)
     assert staged.memory_bytes_per_chip["weights"] == pytest.approx(whole.memory_bytes_per_chip["weights"] / 4)
+
+
+def test_dip_share_shrinks_beyond_one_tile_as_published() -> None:
+    """A tray has 20 DIPs (640 GB) for its 150 chips [S]: 640/150 = 4.27 GB and 20 x 800/150 =
+    106.7 GB/s per chip, against 25.6 GB and 640 GB/s for a chip of a lone tile. An ExaPOD's 3,000
+    chips share 400 DIPs: 12.8 TB in all (published: 13 TB)."""
+    tray, exapod = parse_mesh("tray"), parse_mesh("exapod")
+    per_chip_tray = DOJO_TILE_FABRIC.backing_memory_bytes_per_chip * DOJO_TILE_FABRIC.backing_share(tray.num_chips)
+    assert per_chip_tray == pytest.approx(640e9 / 150)
+    assert spill_bytes_per_s(DOJO_TILE_FABRIC, tray) == pytest.approx(20 * 800e9 / 150)
+    exapod_total = (
+        DOJO_TILE_FABRIC.backing_memory_bytes_per_chip * DOJO_TILE_FABRIC.backing_share(exapod.num_chips) * 3000
+    )
+    assert exapod_total == pytest.approx(400 * 32e9)
