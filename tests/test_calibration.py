@@ -179,7 +179,7 @@ def test_grouped_convolution_backward_counts_each_gradient_as_one_forward() -> N
     assert counts == {"aten.convolution": 1_179_648, "aten.convolution_backward": 2_359_296}
 
 
-def test_h200_script_dry_run_writes_step_and_op_times(tmp_path: Path) -> None:
+def test_h200_script_dry_run_writes_step_and_op_times(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from validation.h200 import measure_h200
 
     assert measure_h200.main(["--dry-run", "--only", "mlp", "--out", str(tmp_path)]) == 0
@@ -192,6 +192,17 @@ def test_h200_script_dry_run_writes_step_and_op_times(tmp_path: Path) -> None:
     names = {name for name, _, _ in run["ops"]}
     assert {"aten.addmm.default", "aten.mm.default"} <= names
     assert {phase for _, phase, _ in run["ops"]} == {"forward", "backward", "optimizer"}
+
+    from hwmodel import preset_names
+    from validation.h200 import compare_h200
+
+    if "h200" not in preset_names():
+        pytest.skip("no h200 preset registered")
+    capsys.readouterr()
+    assert compare_h200.main([str(tmp_path / "h200_measured_dry_run.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("mlp/small/b4 ") for line in lines)
+    assert any(line.startswith("fit on all: matmul ") for line in lines)
 
 
 @pytest.mark.slow

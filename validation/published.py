@@ -16,6 +16,7 @@ step therefore omits data loading and anchor matching, and counts AdamW rather t
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,23 +52,33 @@ PUBLISHED = (
 )
 
 
-def predictions(chip: str = "a100") -> list[tuple[PublishedPoint, float]]:
-    """(published point, predicted images/s) for every point of :data:`PUBLISHED`."""
+def predictions(chip: str = "a100", efficiency_chip: str | None = None) -> list[tuple[PublishedPoint, float]]:
+    """(published point, predicted images/s) for every point of :data:`PUBLISHED`, with the
+    efficiency row of ``efficiency_chip`` (default: the chip's own)."""
+    table = efficiency_for(efficiency_chip or chip)
     results = []
     for point in PUBLISHED:
         workload = host.capture("efficientdet_d0", "full", point.batch_per_gpu)
         mesh = "1x1" if point.gpus == 1 else f"1x{point.gpus}"
         source = FixedWorkloads(by_batch={point.batch_per_gpu: workload}, global_batch=point.batch_per_gpu * point.gpus)
-        report = simulate(source, make_system(chip, mesh), precision=point.precision, efficiency=efficiency_for(chip))
+        report = simulate(source, make_system(chip, mesh), precision=point.precision, efficiency=table)
         results.append((point, report.samples_per_s))
     return results
 
 
-def main() -> int:
-    table = efficiency_for("a100")
-    print(f"a100 efficiency row: {table.chip} ({table.calibration})")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--efficiency-from",
+        default=None,
+        metavar="CHIP",
+        help="use another chip's efficiency row, e.g. h200 once it is calibrated (default: a100's own)",
+    )
+    args = parser.parse_args(argv)
+    table = efficiency_for(args.efficiency_from or "a100")
+    print(f"efficiency row: {table.chip} ({table.calibration})")
     print(f"{'precision':<9} {'batch/GPU':>9} {'GPUs':>5} {'published img/s':>16} {'predicted':>10} {'error':>8}")
-    for point, predicted in predictions():
+    for point, predicted in predictions(efficiency_chip=args.efficiency_from):
         error = (predicted - point.images_per_s) / point.images_per_s
         print(
             f"{point.precision_name:<9} {point.batch_per_gpu:>9} {point.gpus:>5} {point.images_per_s:>16,.0f} "

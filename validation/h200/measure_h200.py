@@ -47,7 +47,7 @@ GPU_PLAN: tuple[tuple[str, str, int], ...] = (
     ("mlp", "full", 1024),
     ("occupancy", "full", 1),
     ("lanes", "full", 1),
-    ("efficientdet_d0", "full", 32),
+    ("efficientdet_d0", "full", 16),
     ("regnety_1_6gf", "full", 128),
     ("regnety_8_0gf", "full", 64),
     # ``small`` sizes: launch-bound steps, a test of the per-op overhead.
