@@ -7,6 +7,7 @@ plain data (:class:`Workload`), reports go out as plain data (:class:`Report`).
 from __future__ import annotations
 
 from hwmodel.chip import ChipSpec
+from hwmodel.collectives import ChipGroup, CollectiveCost, collective
 from hwmodel.errors import (
     HwModelError,
     MemoryCapacityError,
@@ -17,20 +18,26 @@ from hwmodel.errors import (
     WorkloadError,
 )
 from hwmodel.fabric import FabricSpec
+from hwmodel.linkloads import LinkLoads, link_loads
 from hwmodel.mesh import Mesh, parse_mesh
 from hwmodel.plan import Plan
 from hwmodel.precision import MIXED_BF16, Precision
 from hwmodel.presets import get_preset, make_system, preset_names
 from hwmodel.report import Report
-from hwmodel.simulate import simulate
+from hwmodel.search import search_plans
+from hwmodel.simulate import StepOptions, evaluate, simulate
 from hwmodel.system import System
+from hwmodel.trace import chrome_trace, step_trace, validate_chrome_trace
 from hwmodel.workload import OpRecord, ParameterRecord, TensorRecord, Workload, WorkloadSource
 
 __all__ = [
     "MIXED_BF16",
+    "ChipGroup",
     "ChipSpec",
+    "CollectiveCost",
     "FabricSpec",
     "HwModelError",
+    "LinkLoads",
     "MemoryCapacityError",
     "Mesh",
     "OpRecord",
@@ -40,6 +47,7 @@ __all__ = [
     "Precision",
     "Report",
     "SpecError",
+    "StepOptions",
     "System",
     "TensorRecord",
     "TopologyError",
@@ -47,9 +55,16 @@ __all__ = [
     "Workload",
     "WorkloadError",
     "WorkloadSource",
+    "chrome_trace",
+    "collective",
+    "evaluate",
     "get_preset",
+    "link_loads",
     "make_system",
     "parse_mesh",
     "preset_names",
+    "search_plans",
     "simulate",
+    "step_trace",
+    "validate_chrome_trace",
 ]
