@@ -94,10 +94,15 @@ def step_artifacts(step: CapturedStep, system: System, plan: Plan | str | None, 
     if isinstance(plan, str):
         return StepArtifacts()
     chosen = plan or data_parallel(system.mesh)
-    timeline = evaluate(step, system, chosen, keep_timeline=True).timeline
+    detailed = evaluate(step, system, chosen, keep_timeline=True)
     batch = report.global_batch // (chosen.data_parallel * chosen.micro_batches)
     ops = replica_ops(step.workload(batch), system, MIXED_BF16) if batch >= 1 else None
-    return StepArtifacts(timeline=timeline, ops=ops, batch_per_replica=batch)
+    return StepArtifacts(
+        timeline=detailed.timeline,
+        ops=ops,
+        batch_per_replica=batch,
+        link_utilization=detailed.report.link_utilization,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,9 @@ from typing import Any
 
 from hwmodel import Report, System
 from pytest_dojo.errors import DojoError
+from pytest_dojo.results_json import file_mode
 
+FILE_MODE = file_mode()
 PHASE_COLOURS = {"forward": "tab:blue", "backward": "tab:orange", "optimizer": "tab:green"}
 
 
@@ -53,6 +55,8 @@ class StepArtifacts:
     timeline: Any = None
     ops: tuple[OpPoint, ...] | None = None
     batch_per_replica: int | None = None
+    link_utilization: list[list[float]] | None = None
+    """Per chip, its busiest link's busy share of the step, from the simulation with a timeline."""
 
 
 def step_folder_name(nodeid: str, network: str, ordinal: int) -> str:
@@ -69,6 +73,7 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
         raise ReportDirError(f"--dojo-report-dir: cannot write {path}: {error.strerror or error}") from None
     try:
         write(temporary)
+        os.chmod(temporary, FILE_MODE)
         os.replace(temporary, path)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
@@ -109,7 +114,7 @@ def write_step_report(
     figures: list[tuple[str, Any]] = [
         ("breakdown.png", plot_breakdown(report)),
         ("roofline.png", plot_roofline(report, system, artifacts)),
-        ("links.png", plot_links(report)),
+        ("links.png", plot_links(report, artifacts)),
     ]
     for name, figure in figures:
         try:
@@ -224,12 +229,12 @@ def plot_roofline(report: Report, system: System, artifacts: StepArtifacts) -> A
     return figure
 
 
-def plot_links(report: Report) -> Any:
+def plot_links(report: Report, artifacts: StepArtifacts | None = None) -> Any:
     """Heatmap of the mesh: each chip's busiest-link busy fraction over the step, in percent."""
     import numpy as np
     from matplotlib import pyplot
 
-    utilization = report.link_utilization
+    utilization = report.link_utilization or (artifacts.link_utilization if artifacts is not None else None)
     grid = np.array(utilization, dtype=float) * 100 if utilization else None
     rows, cols = grid.shape if grid is not None and grid.ndim == 2 else (0, 0)
     figure, axis = pyplot.subplots(
@@ -254,7 +259,7 @@ def plot_links(report: Report) -> Any:
                 axis.text(
                     col,
                     row,
-                    f"{value:.1f}",
+                    f"{value:.2g}",
                     ha="center",
                     va="center",
                     fontsize=7,

@@ -32,6 +32,15 @@ from typing import Any
 
 from pytest_dojo.errors import DojoError
 
+
+def file_mode() -> int:
+    """What ``open`` would give a new file under the process's umask (mkstemp gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = file_mode()
 RESULTS_SCHEMA = "pytest-dojo-results"
 RESULTS_SCHEMA_VERSION = 1
 
@@ -122,6 +131,7 @@ def write_json_atomic(path: str | Path, document: Mapping[str, Any]) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
+        os.chmod(temporary, FILE_MODE)
         os.replace(temporary, target)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
