@@ -70,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "ceilings" in document:
         ceilings = document["ceilings"]
-        print("ceilings: " + ", ".join(f"{key} {value:.4g}" for key, value in ceilings.items()))
+        print(
+            "ceilings: "
+            + ", ".join(
+                f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                for key, value in ceilings.items()
+            )
+        )
     for run in document["runs"]:
         if "error" in run:
             print(f"not measured: {run['network']} {run['size']} b{run['batch_size']}: {run['error']}")

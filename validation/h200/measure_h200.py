@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,20 +68,34 @@ DRY_RUN_PLAN: tuple[tuple[str, str, int], ...] = (
 FORMAT = "pytest-dojo/h200-measured/1"
 
 
-def measure_ceilings(device: str, dry_run: bool) -> dict[str, float]:
-    """The device's matmul rates, copy bandwidth and per-op overhead."""
+def measure_ceilings(device: str, dry_run: bool) -> dict[str, Any]:
+    """The device's matmul rates, copy bandwidth and per-op overhead (an error string for any that
+    fails, so the networks are still measured)."""
     size = 256 if dry_run else 8192
-    ceilings = {
-        "matrix_bf16_flops_per_s": hostbench.matrix_flops_per_s("bfloat16", size=size, device=device),
-        "matrix_fp32_flops_per_s": hostbench.matrix_flops_per_s("float32", size=size, device=device),
-        "memory_bytes_per_s": hostbench.memory_bytes_per_s(nbytes=(1 << 22) if dry_run else (1 << 32), device=device),
-        "op_overhead_s": hostbench.op_overhead_s(device=device, repeats=3),
-    }
+    copy_bytes = (1 << 22) if dry_run else (1 << 32)
+    probes: list[tuple[str, Callable[[], float]]] = [
+        ("matrix_bf16_flops_per_s", lambda: hostbench.matrix_flops_per_s("bfloat16", size=size, device=device)),
+        ("matrix_fp32_flops_per_s", lambda: hostbench.matrix_flops_per_s("float32", size=size, device=device)),
+        ("memory_bytes_per_s", lambda: hostbench.memory_bytes_per_s(nbytes=copy_bytes, device=device)),
+        ("op_overhead_s", lambda: hostbench.op_overhead_s(device=device, repeats=3)),
+    ]
     if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        ceilings["matrix_tf32_flops_per_s"] = hostbench.matrix_flops_per_s("float32", size=size, device=device)
-        torch.backends.cuda.matmul.allow_tf32 = False
+        probes.append(("matrix_tf32_flops_per_s", lambda: _tf32_rate(size, device)))
+    ceilings: dict[str, Any] = {}
+    for key, probe in probes:
+        try:
+            ceilings[key] = probe()
+        except Exception as error:  # a failed probe must not cost the network measurements
+            ceilings[key] = f"{type(error).__name__}: {error}"
     return ceilings
+
+
+def _tf32_rate(size: int, device: str) -> float:
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        return hostbench.matrix_flops_per_s("float32", size=size, device=device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def measure_one(name: str, size: str, batch: int, device: str, budget_s: float, dry_run: bool) -> dict[str, Any]:
