@@ -202,5 +202,9 @@ def ingest(feed: DataFeed, global_batch: int) -> IngestCost:
     bound = f"host {feed.path.host_link}" if host_s >= dip_link_s else "dip link"
     return IngestCost(
         samples_per_step=global_batch,
-        bytes_per_step=bytes_per_step, host_s=host_s, dip_link_s=dip_link_s, time_s=max(host_s, dip_link_s), bound=bound
+        bytes_per_step=bytes_per_step,
+        host_s=host_s,
+        dip_link_s=dip_link_s,
+        time_s=max(host_s, dip_link_s),
+        bound=bound,
     )

@@ -125,8 +125,10 @@ def breakdown_text(report: Any) -> str:
 def print_sensitivity(result: Sensitivity) -> None:
     base = result.baseline
     print(f"{base.workload} on {base.chip} {base.mesh} ({base.num_chips} chips), global batch {base.global_batch}")
-    print(f"baseline: {base.step_time_s * 1e3:.3f} ms/step, {rate(base.samples_per_s)} samples/s, "
-          f"MFU {base.mfu * 100:.1f}%, bound {base.bound}")
+    print(
+        f"baseline: {base.step_time_s * 1e3:.3f} ms/step, {rate(base.samples_per_s)} samples/s, "
+        f"MFU {base.mfu * 100:.1f}%, bound {base.bound}"
+    )
     print(f"breakdown: {breakdown_text(base)}")
     rows = [
         (entry.label, f"{entry.speedup:.3f}x", f"{entry.step_time_s * 1e3:.3f}", entry.bound)
@@ -167,16 +169,47 @@ def print_scaling(curve: ScalingCurve) -> None:
     for point in curve.points:
         report = point.report
         if report is None:
-            rows.append((point.label, point.mesh, str(point.num_chips), str(point.global_batch),
-                         str(point.per_chip_batch or "-"), "-", "-", "-", "-", "-"))
+            rows.append(
+                (
+                    point.label,
+                    point.mesh,
+                    str(point.num_chips),
+                    str(point.global_batch),
+                    str(point.per_chip_batch or "-"),
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                )
+            )
             continue
-        rows.append((
-            point.label, point.mesh, str(point.num_chips), str(point.global_batch), str(point.per_chip_batch),
-            f"{report.step_time_s * 1e3:.2f}", rate(report.samples_per_s), f"{(point.efficiency or 0) * 100:.1f}%",
-            f"{report.mfu * 100:.1f}%", report.bound,
-        ))
-    columns = ("mesh", "chips RxC", "chips", "global batch", "per chip", "step ms", "samples/s", "efficiency",
-               "MFU", "bound")
+        rows.append(
+            (
+                point.label,
+                point.mesh,
+                str(point.num_chips),
+                str(point.global_batch),
+                str(point.per_chip_batch),
+                f"{report.step_time_s * 1e3:.2f}",
+                rate(report.samples_per_s),
+                f"{(point.efficiency or 0) * 100:.1f}%",
+                f"{report.mfu * 100:.1f}%",
+                report.bound,
+            )
+        )
+    columns = (
+        "mesh",
+        "chips RxC",
+        "chips",
+        "global batch",
+        "per chip",
+        "step ms",
+        "samples/s",
+        "efficiency",
+        "MFU",
+        "bound",
+    )
     for line in table(columns, rows):
         print(line)
     for point in curve.points:
@@ -210,8 +243,13 @@ def plot_scaling(curves: Sequence[ScalingCurve], path: Path) -> None:
             if point.label in annotated:
                 continue
             annotated.add(point.label)
-            left.annotate(point.label, (point.num_chips, point.samples_per_s or 0.0), textcoords="offset points",
-                          xytext=(4, -10), fontsize=8)
+            left.annotate(
+                point.label,
+                (point.num_chips, point.samples_per_s or 0.0),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=8,
+            )
     workload = next((c.workload for c in curves if c.workload), "")
     chip = curves[0].chip if curves else ""
     left.set_xscale("log")
@@ -242,8 +280,9 @@ def run_sensitivity(args: argparse.Namespace) -> None:
     steps = NetworkSteps(args.network, args.size)
     system = make_system(args.chip, args.mesh)
     feed_for = feed_factory(args.ingest, steps)
-    result = sensitivity(steps(args.per_chip_batch), system, factor=args.factor,
-                         feed=feed_for(system) if feed_for else None)
+    result = sensitivity(
+        steps(args.per_chip_batch), system, factor=args.factor, feed=feed_for(system) if feed_for else None
+    )
     print_sensitivity(result)
     if args.plot:
         plot_sensitivity(result, Path(args.plot))
@@ -272,10 +311,15 @@ def run_ingest(args: argparse.Namespace) -> None:
     if args.network:
         other = NetworkSteps(args.network, args.size).other_input_bytes_per_sample()
         sample = replace(sample, other_bytes_per_sample=other)
-    print(f"sample: {sample.cameras} cameras x {sample.width_pixels}x{sample.height_pixels} x "
-          f"{sample.bits_per_pixel} bit = {sample.camera_bytes_per_sample / 1e6:.2f} MB of frames"
-          + (f" + {sample.other_bytes_per_sample / 1e6:.2f} MB of other {args.network}/{args.size} inputs and targets"
-             if args.network else ""))
+    print(
+        f"sample: {sample.cameras} cameras x {sample.width_pixels}x{sample.height_pixels} x "
+        f"{sample.bits_per_pixel} bit = {sample.camera_bytes_per_sample / 1e6:.2f} MB of frames"
+        + (
+            f" + {sample.other_bytes_per_sample / 1e6:.2f} MB of other {args.network}/{args.size} inputs and targets"
+            if args.network
+            else ""
+        )
+    )
     rows = []
     for label, mesh in meshes_from(args.meshes):
         for host_link in HOST_LINKS:
@@ -283,14 +327,32 @@ def run_ingest(args: argparse.Namespace) -> None:
             batch = mesh.num_chips * args.per_chip_batch
             cost = ingest(DataFeed(sample=sample, path=path), batch)
             needed = args.samples_per_s * mesh.num_chips if args.samples_per_s else None
-            rows.append((
-                label, host_link, f"{path.dips:.3g}", f"{path.host_bytes_per_s / 1e9:,.0f}",
-                f"{path.dip_link_bytes_per_s / 1e9:,.0f}", str(batch), f"{cost.time_s * 1e3:.3f}",
-                rate(cost.samples_per_s_limit), cost.bound,
-                "-" if needed is None else ("INGEST-BOUND" if needed > cost.samples_per_s_limit else "ok"),
-            ))
-    columns = ("mesh", "host link", "DIPs", "host GB/s", "DIP link GB/s", "batch", "ingest ms", "max samples/s",
-               "bound", "at target")
+            rows.append(
+                (
+                    label,
+                    host_link,
+                    f"{path.dips:.3g}",
+                    f"{path.host_bytes_per_s / 1e9:,.0f}",
+                    f"{path.dip_link_bytes_per_s / 1e9:,.0f}",
+                    str(batch),
+                    f"{cost.time_s * 1e3:.3f}",
+                    rate(cost.samples_per_s_limit),
+                    cost.bound,
+                    "-" if needed is None else ("INGEST-BOUND" if needed > cost.samples_per_s_limit else "ok"),
+                )
+            )
+    columns = (
+        "mesh",
+        "host link",
+        "DIPs",
+        "host GB/s",
+        "DIP link GB/s",
+        "batch",
+        "ingest ms",
+        "max samples/s",
+        "bound",
+        "at target",
+    )
     for line in table(columns, rows):
         print(line)
     if args.samples_per_s:
@@ -313,14 +375,33 @@ def run_compare(args: argparse.Namespace) -> None:
         if report is None:
             rows.append((row.label, str(system.num_chips), peak, "-", "-", "-", "-", "-", "-", "-"))
             continue
-        rows.append((
-            row.label, str(system.num_chips), peak, str(report.global_batch), f"{report.step_time_s * 1e3:.2f}",
-            rate(report.samples_per_s), rate(row.samples_per_s_per_chip or 0.0), f"{report.mfu * 100:.1f}%",
-            report.bound, f"{report.samples_per_s / reference:.2f}x" if reference else "-",
-        ))
+        rows.append(
+            (
+                row.label,
+                str(system.num_chips),
+                peak,
+                str(report.global_batch),
+                f"{report.step_time_s * 1e3:.2f}",
+                rate(report.samples_per_s),
+                rate(row.samples_per_s_per_chip or 0.0),
+                f"{report.mfu * 100:.1f}%",
+                report.bound,
+                f"{report.samples_per_s / reference:.2f}x" if reference else "-",
+            )
+        )
     print(f"{steps.name}, data parallel at {args.per_chip_batch} sample(s) per chip")
-    columns = ("system", "chips", "peak PFLOP/s", "global batch", "step ms", "samples/s", "per chip", "MFU", "bound",
-               "vs first")
+    columns = (
+        "system",
+        "chips",
+        "peak PFLOP/s",
+        "global batch",
+        "step ms",
+        "samples/s",
+        "per chip",
+        "MFU",
+        "bound",
+        "vs first",
+    )
     for line in table(columns, rows):
         print(line)
     for row in rows_out:
@@ -335,8 +416,12 @@ def parser() -> argparse.ArgumentParser:
     def network_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--network", default="hydranet", help="suite network (default: %(default)s)")
         command.add_argument("--size", default="full", choices=("small", "full"), help="default: %(default)s")
-        command.add_argument("--ingest", choices=HOST_LINKS, default=None,
-                             help="model camera ingest over this host link (D1 only); default: left out")
+        command.add_argument(
+            "--ingest",
+            choices=HOST_LINKS,
+            default=None,
+            help="model camera ingest over this host link (D1 only); default: left out",
+        )
 
     sens = commands.add_parser("sensitivity", help="rank hardware changes by the speedup they buy")
     network_options(sens)
@@ -353,8 +438,9 @@ def parser() -> argparse.ArgumentParser:
     scale.add_argument("--meshes", default=DEFAULT_MESHES, help="comma-separated (default: %(default)s)")
     scale.add_argument("--mode", choices=("strong", "weak", "both"), default="both")
     scale.add_argument("--batch", type=int, default=1, help="per-chip batch of weak scaling (default: %(default)s)")
-    scale.add_argument("--global-batch", type=int, default=3000,
-                       help="global batch of strong scaling (default: %(default)s)")
+    scale.add_argument(
+        "--global-batch", type=int, default=3000, help="global batch of strong scaling (default: %(default)s)"
+    )
     scale.add_argument("--plot", metavar="PNG")
     scale.set_defaults(run=run_scaling)
 
@@ -363,8 +449,13 @@ def parser() -> argparse.ArgumentParser:
     feed.add_argument("--network", default=None, help="add this suite network's other inputs and targets per sample")
     feed.add_argument("--size", default="full", choices=("small", "full"), help="default: %(default)s")
     feed.add_argument("--per-chip-batch", type=int, default=1)
-    feed.add_argument("--samples-per-s", type=float, default=0.0, metavar="PER_CHIP",
-                      help="flag meshes whose ingest cannot feed this many samples/s per chip")
+    feed.add_argument(
+        "--samples-per-s",
+        type=float,
+        default=0.0,
+        metavar="PER_CHIP",
+        help="flag meshes whose ingest cannot feed this many samples/s per chip",
+    )
     feed.set_defaults(run=run_ingest)
 
     compare = commands.add_parser("compare", help="the same step on several systems, side by side")

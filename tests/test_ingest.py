@@ -84,8 +84,10 @@ def test_ingest_time_is_linear_in_batch_and_inverse_in_chips(chips: int, batch: 
         (lambda: replace(AUTOPILOT_CAMERAS, other_bytes_per_sample=-1.0), "other_bytes_per_sample must be >= 0"),
         (lambda: dojo_ingest_path(0), "at least 1 chip"),
         (lambda: dojo_ingest_path(25, "usb"), "host link must be one of"),
-        (lambda: IngestPath(name="p", host_link="pcie", dips=1, host_bytes_per_s=0, dip_link_bytes_per_s=1),
-         "host_bytes_per_s must be > 0"),
+        (
+            lambda: IngestPath(name="p", host_link="pcie", dips=1, host_bytes_per_s=0, dip_link_bytes_per_s=1),
+            "host_bytes_per_s must be > 0",
+        ),
         (lambda: ingest(DataFeed(sample=AUTOPILOT_CAMERAS, path=dojo_ingest_path(25)), 0), "global batch >= 1"),
     ],
 )
@@ -98,8 +100,15 @@ def test_bad_input_is_one_line(build: object, message: str) -> None:
 def _tiny_step() -> Workload:
     """1 us of matmul per replica (one D1 at 362 TFLOP/s, every node busy), no parameters."""
     op = OpRecord(
-        name="aten.mm.default", phase="forward", module="Net", flops=362e6, flop_source="torch",
-        bytes_read=64, bytes_written=64, output_elements=64 * 354 * 10, dtype="float32",
+        name="aten.mm.default",
+        phase="forward",
+        module="Net",
+        flops=362e6,
+        flop_source="torch",
+        bytes_read=64,
+        bytes_written=64,
+        output_elements=64 * 354 * 10,
+        dtype="float32",
     )
     return Workload(name="tiny", batch_size=1, ops=(op,))
 

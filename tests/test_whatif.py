@@ -44,16 +44,30 @@ FULL_VECTOR = 16 * 354
 def matmul(phase: str, flops: float) -> OpRecord:
     """A matrix op of ``flops`` with negligible traffic that occupies every node."""
     return OpRecord(
-        name="aten.mm.default", phase=phase, module="Net", flops=flops, flop_source="torch",
-        bytes_read=64, bytes_written=64, output_elements=FULL_MATRIX * 100, dtype="float32",
+        name="aten.mm.default",
+        phase=phase,
+        module="Net",
+        flops=flops,
+        flop_source="torch",
+        bytes_read=64,
+        bytes_written=64,
+        output_elements=FULL_MATRIX * 100,
+        dtype="float32",
     )
 
 
 def stream(phase: str, bytes_read: int) -> OpRecord:
     """A zero-FLOP op that reads ``bytes_read`` captured FP32 bytes (half that in BF16)."""
     return OpRecord(
-        name="aten.add.Tensor", phase=phase, module="Net", flops=0.0, flop_source="formula",
-        bytes_read=bytes_read, bytes_written=0, output_elements=FULL_VECTOR * 1000, dtype="float32",
+        name="aten.add.Tensor",
+        phase=phase,
+        module="Net",
+        flops=0.0,
+        flop_source="formula",
+        bytes_read=bytes_read,
+        bytes_written=0,
+        output_elements=FULL_VECTOR * 1000,
+        dtype="float32",
     )
 
 
@@ -168,8 +182,9 @@ def test_a_custom_knob_combines_changes() -> None:
         [matmul("forward", compute_s * PEAK_BF16), stream("backward", int(2 * memory_s * SRAM_READ))], parameters=1
     )
     result = sensitivity(
-        step, make_system("d1", "1x1"), knobs=["flops", Knob(name="both", label="FLOP/s and SRAM bandwidth",
-                                                             improve=both)],
+        step,
+        make_system("d1", "1x1"),
+        knobs=["flops", Knob(name="both", label="FLOP/s and SRAM bandwidth", improve=both)],
         efficiency=UNIT_EFFICIENCY,
     )
     base = compute_s + memory_s + 2 * OP_OVERHEAD
@@ -255,7 +270,11 @@ def test_scaling_efficiency_never_exceeds_one_without_spill(
     """Without spill (<= 300 MB of weights and gradients), more chips never do better than linear."""
     meshes = [(name, parse_mesh(name)) for name in ("1x1", "2x2", "5x5", "10x15")]
     curve = scaling_curve(
-        batched(flops_per_sample, parameters, memory_bytes), "d1", meshes, mode=mode, batch=300,
+        batched(flops_per_sample, parameters, memory_bytes),
+        "d1",
+        meshes,
+        mode=mode,
+        batch=300,
         efficiency=UNIT_EFFICIENCY,
     )
     efficiencies = [p.efficiency for p in curve.points if p.efficiency is not None]
@@ -372,10 +391,18 @@ def test_cli_studies_of_a_captured_network(tmp_path: Any, capsys: pytest.Capture
     """The small HydraNet captured for real: tables print and the PNG plots are written."""
     script = _script()
     sensitivity_png, scaling_png = tmp_path / "sensitivity.png", tmp_path / "scaling.png"
-    assert script.main(["sensitivity", "--size", "small", "--mesh", "2x2", "--ingest", "pcie",
-                        "--plot", str(sensitivity_png)]) == 0
-    assert script.main(["scaling", "--size", "small", "--meshes", "1x1,2x2", "--global-batch", "4",
-                        "--plot", str(scaling_png)]) == 0
+    assert (
+        script.main(
+            ["sensitivity", "--size", "small", "--mesh", "2x2", "--ingest", "pcie", "--plot", str(sensitivity_png)]
+        )
+        == 0
+    )
+    assert (
+        script.main(
+            ["scaling", "--size", "small", "--meshes", "1x1,2x2", "--global-batch", "4", "--plot", str(scaling_png)]
+        )
+        == 0
+    )
     assert script.main(["compare", "--size", "small", "--systems", "d1:2x2,h100:1x8"]) == 0
     out = capsys.readouterr().out
     assert "2x host ingest bandwidth" not in out and "host ingest bandwidth" in out
