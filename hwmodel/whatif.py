@@ -32,6 +32,7 @@ from hwmodel.ingest import DataFeed
 from hwmodel.mesh import Mesh
 from hwmodel.plan import Plan
 from hwmodel.precision import MIXED_BF16, Precision
+from hwmodel.presets import make_system
 from hwmodel.report import Report
 from hwmodel.simulate import simulate
 from hwmodel.system import System
@@ -370,8 +371,6 @@ def scaling_curve(
     NB: strong-scaling efficiency can exceed 1 when fewer samples per chip stop a spill to backing
     memory; it is reported as computed, never clamped.
     """
-    from hwmodel.presets import make_system
-
     if mode not in SCALING_MODES:
         raise SpecError(f"scaling mode must be one of {SCALING_MODES}, got {mode!r}")
     if batch < 1:
