@@ -336,6 +336,26 @@ def test_plugin_option_adds_the_ranked_sensitivity(pytester: pytest.Pytester) ->
     assert speedups == sorted(speedups, reverse=True) and speedups[-1] >= 1.0
 
 
+def test_plugin_sensitivity_follows_the_plan_of_the_step(pytester: pytest.Pytester) -> None:
+    """A pipelined step is re-simulated under its own plan (read back from the report)."""
+    pytester.makepyfile(
+        test_step="""
+import torch
+from hwmodel import Plan
+
+def test_pipelined(dojo):
+    layers = [torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(1024, 8))
+    plan = Plan(data_parallel=2, pipeline_parallel=2, micro_batches=4)
+    assert dojo.train_step(model, torch.randn(64, 256), plan=plan).plan == "dp=2 pp=2 mb=4"
+"""
+    )
+    result = pytester.runpytest("--dojo-mesh=2x2", "--dojo-sensitivity")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["test_step.py::test_pipelined [[]Sequential[]]:", "  1. *x faster (bound *)"])
+    assert "not available" not in result.stdout.str()
+
+
 def test_plugin_without_the_option_prints_no_sensitivity(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_step=PLUGIN_TEST)
     result = pytester.runpytest("--dojo-mesh=2x2")
