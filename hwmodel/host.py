@@ -44,6 +44,10 @@ MATRIX_BLOCK_ELEMENTS = 64 * 64
 """Output block one thread of a CPU GEMM computes per work item [U]: oneDNN/MKL block sizes vary."""
 
 
+class HostCalibrationWarning(UserWarning):
+    """Issued when the host calibration cannot be read: the ``host`` preset is then not registered."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class HostCalibration:
     """Measured rates of this machine (SI units) and where they come from.

@@ -7,6 +7,7 @@ the vendor, [D] derived (formula given), [U] uncertain. Presets are registered t
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from hwmodel.chip import ChipSpec
@@ -249,9 +250,14 @@ register_preset(Preset(chip=H200, fabric=DGX_H100_FABRIC,
 
 # The host preset is measured, not published: rates from the calibration file of hwmodel/host.py
 # (written by python -m pytest_dojo.hostbench), so --dojo-chip=host --dojo-mesh=1x1 predicts this machine.
-from hwmodel.host import host_chip_and_fabric  # noqa: E402
+# A missing or broken calibration leaves the other presets usable and says why in one warning.
+from hwmodel.host import HostCalibrationWarning, host_chip_and_fabric  # noqa: E402
 
-_HOST_CHIP, _HOST_FABRIC = host_chip_and_fabric()
-register_preset(
-    Preset(chip=_HOST_CHIP, fabric=_HOST_FABRIC, description="this machine's CPU, rates from pytest_dojo.hostbench")
-)
+try:
+    _HOST_CHIP, _HOST_FABRIC = host_chip_and_fabric()
+except SpecError as _host_error:
+    warnings.warn(f"no host preset: {_host_error}", HostCalibrationWarning, stacklevel=1)
+else:
+    register_preset(
+        Preset(chip=_HOST_CHIP, fabric=_HOST_FABRIC, description="this machine's CPU, rates from pytest_dojo.hostbench")
+    )

@@ -226,3 +226,22 @@ def test_step(dojo):
     result = pytester.runpytest("--dojo-chip=host", "--dojo-mesh=1x1")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*chip host, mesh 1x1 (1 chips*"])
+
+
+def test_broken_calibration_leaves_other_presets_and_warns(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("{", encoding="utf-8")
+    code = "import hwmodel; print(','.join(hwmodel.preset_names()))"
+    result = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, CALIBRATION_ENV: str(broken)},
+    )
+    assert "d1" in result.stdout.split(",") and "host" not in result.stdout
+    assert f"HostCalibrationWarning: no host preset: host calibration {broken} is not valid JSON" in result.stderr
