@@ -100,10 +100,16 @@ def _time_changes(
     return sorted(changes, key=lambda change: (-abs(change[2] - change[1]), change[0]))
 
 
+def format_delta_s(delta_s: float) -> str:
+    """A signed time change in ms, or in µs below 0.1 ms: ``+2.5 ms``, ``-56.1 µs``."""
+    if abs(delta_s) >= 1e-4:
+        return f"{delta_s * 1e3:+.3g} ms"
+    return f"{delta_s * 1e6:+.3g} µs"
+
+
 def _describe(name: str, old_s: float, new_s: float) -> str:
-    delta_ms = (new_s - old_s) * 1e3
     relative = f" ({(new_s - old_s) / old_s * 100:+.0f}%)" if old_s > 0 else " (new)"
-    return f"{name} {delta_ms:+.3g} ms{relative}"
+    return f"{name} {format_delta_s(new_s - old_s)}{relative}"
 
 
 def attribution(old: Mapping[str, Any], new: Mapping[str, Any], entries: int = ATTRIBUTION_ENTRIES) -> list[str]:

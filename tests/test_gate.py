@@ -121,3 +121,10 @@ def test_only_drops_beyond_the_tolerance_regress(old: float, factor: float, tole
     if factor >= 1:
         assert not comparison.regressed
     assert comparison.regressed == (comparison.change_pct < -tolerance)
+
+
+def test_time_changes_switch_to_microseconds_below_a_tenth_of_a_millisecond() -> None:
+    from pytest_dojo.gate import format_delta_s
+
+    assert format_delta_s(0.0025) == "+2.5 ms"
+    assert format_delta_s(-5.61e-5) == "-56.1 µs"
