@@ -255,6 +255,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
         terminalreporter.write_line(line)
     for line in report.note_lines(results):
         terminalreporter.write_line(line, yellow=True)
+    if session.options.thresholds is not None:
+        gated = session.options.thresholds.tests_for_mesh(str(session.system.mesh))
+        idle = report.idle_thresholds_line(gated, {result.nodeid for result in results})
+        if idle:
+            terminalreporter.write_line(idle, yellow=True)
     unmodeled = report.unmodeled_line(results)
     if unmodeled:
         terminalreporter.write_line(unmodeled, yellow=True)

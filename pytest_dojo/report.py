@@ -75,6 +75,15 @@ def note_lines(results: Sequence[TestResult]) -> list[str]:
     return [f"{result.nodeid} [{result.network}]: {note}" for result in results for note in result.notes]
 
 
+def idle_thresholds_line(gated_nodeids: Sequence[str], simulated_nodeids: set[str]) -> str | None:
+    """One line naming thresholds-file tests that simulated no step in this run (renamed, deselected
+    or no longer simulating), so a floor cannot vanish silently; None when every one was checked."""
+    idle = [nodeid for nodeid in gated_nodeids if nodeid not in simulated_nodeids]
+    if not idle:
+        return None
+    return f"thresholds file: {len(idle)} test(s) with limits on this mesh simulated nothing: {', '.join(idle)}"
+
+
 def unmodeled_line(results: Sequence[TestResult]) -> str | None:
     """One line naming ops with no FLOP formula across all results, or None if there are none."""
     counts: Counter[str] = Counter()

@@ -110,6 +110,10 @@ class ThresholdsFile:
     path: str
     by_test: Mapping[str, Mapping[str, Thresholds]]
 
+    def tests_for_mesh(self, mesh: str) -> list[str]:
+        """Node ids with limits that apply on ``mesh`` (its own table or ``"*"``), sorted."""
+        return sorted(nodeid for nodeid, meshes in self.by_test.items() if mesh in meshes or ANY_MESH in meshes)
+
     def lookup(self, nodeid: str, mesh: str) -> Thresholds:
         """Limits for ``nodeid`` on ``mesh``: the exact mesh's, completed by ``"*"``'s."""
         meshes = self.by_test.get(nodeid, {})

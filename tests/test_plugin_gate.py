@@ -92,6 +92,26 @@ schema_version = 1
     failing.stdout.fnmatch_lines(["*below the floor min_samples_per_s=* by 50.0%"])
     other_mesh = pytester.runpytest("--dojo-thresholds=limits.toml", "--dojo-mesh=1x5")
     other_mesh.assert_outcomes(passed=1)
+    assert "simulated nothing" not in other_mesh.stdout.str()
+
+
+def test_thresholds_of_tests_that_simulated_nothing_are_listed(pytester: pytest.Pytester) -> None:
+    pytester.makefile(
+        ".toml",
+        limits="""
+schema_version = 1
+["test_steps.py::test_renamed"]
+"5x5" = { min_samples_per_s = 1.0 }
+["test_steps.py::test_other_mesh"]
+"1x5" = { min_samples_per_s = 1.0 }
+""",
+    )
+    write_tests(pytester)
+    result = pytester.runpytest("--dojo-thresholds=limits.toml")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["thresholds file: 1 test(s) with limits on this mesh simulated nothing: test_steps.py::test_renamed"]
+    )
 
 
 def test_thresholds_ini_key_and_marker_precedence(pytester: pytest.Pytester) -> None:
