@@ -386,6 +386,26 @@ def affine_grid_backward_flops(inputs: Sequence[ShapeArg], outputs: Sequence[Sha
     return _affine_grid_flops(shapes[0] if shapes else ())
 
 
+def convolution_backward_flops(
+    grad_output: Shape, input_shape: Shape, weight: Shape, *, transposed: bool, input_grad: bool, weight_grad: bool
+) -> float:
+    """``aten.convolution_backward``: each requested gradient (input, weight) costs one forward.
+
+    Forward = 2 x (output elements of the non-transposed direction) x (weight elements per output
+    channel), right for any ``groups`` since the weight holds ``in_channels / groups`` per output
+    channel. NB: torch 2.13's ``conv_backward_flop`` counts a grouped convolution's input gradient
+    as dense (x groups): a depthwise 3x3 over 64 channels would cost 65x its forward.
+
+    >>> convolution_backward_flops((1, 64, 32, 32), (1, 64, 32, 32), (64, 1, 3, 3),
+    ...     transposed=False, input_grad=True, weight_grad=True)
+    2359296.0
+    """
+    per_output_channel = numel(weight[1:])
+    output_elements = numel(input_shape) if transposed else numel(grad_output)
+    forward = 2.0 * output_elements * per_output_channel
+    return forward * (int(input_grad) + int(weight_grad))
+
+
 def _attention_dims(inputs: Sequence[ShapeArg]) -> tuple[int, int, int, int, int]:
     """(batch x heads, query length, key length, qk dim, value dim) of an SDPA call's q, k, v."""
     query, key, value = (_tensor_shapes(arg)[0] for arg in inputs[:3])

@@ -163,22 +163,6 @@ def test_shipped_host_row_has_provenance() -> None:
     assert {"what", "when", "machine", "command", "networks"} <= set(row["provenance"])
 
 
-def test_grouped_convolution_backward_counts_each_gradient_as_one_forward() -> None:
-    """Depthwise 3x3, 64 channels, 32x32, batch 1: forward 2 x 64*32*32 x 9 = 1,179,648 FLOPs;
-    backward (input and weight gradients) 2 x 1,179,648 = 2,359,296 (torch 2.13 alone: 76,677,120)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from validation.grouped_conv import grouped_conv_backward_flops
-
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False)
-    x = torch.randn(1, 64, 32, 32, requires_grad=True)
-    with grouped_conv_backward_flops(), FlopCounterMode(display=False) as counter:
-        conv(x).sum().backward()
-    counts = {str(packet): flops for packet, flops in counter.get_flop_counts()["Global"].items()}
-    assert counts == {"aten.convolution": 1_179_648, "aten.convolution_backward": 2_359_296}
-
-
 def test_h200_script_dry_run_writes_step_and_op_times(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from validation.h200 import measure_h200
 

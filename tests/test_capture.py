@@ -81,7 +81,7 @@ def test_cnn_forward_and_total_flops_match_hand_count() -> None:
     assert workload.flops_by_phase["backward"] == 40 + 163_840 + 163_840 + 40 + 8192 + conv_forward
     conv_ops = [op for op in workload.ops if "convolution" in op.name]
     assert [op.phase for op in conv_ops] == ["forward", "backward"]
-    assert all(op.flop_source == "torch" for op in conv_ops)
+    assert [op.flop_source for op in conv_ops] == ["torch", "formula"]
 
 
 class AttentionBlock(nn.Module):
@@ -214,3 +214,25 @@ def test_targets_and_loss_function_are_used() -> None:
     workload = capture_train_step(mlp(), torch.randn(BATCH, IN), targets=targets, loss_fn=F.cross_entropy)
     names = {op.name for op in workload.ops if op.phase == "forward"}
     assert "aten.nll_loss_forward.default" in names and "aten._log_softmax.default" in names
+
+
+def test_grouped_convolution_backward_costs_one_forward_per_gradient() -> None:
+    """Depthwise 3x3 over 64 channels, 32x32, batch 1: forward 2 x 64*32*32 x (1*3*3) = 1,179,648.
+    Backward computes the input and the weight gradient, one forward each: 2,359,296 (torch 2.13's
+    own formula counts the input gradient as dense: 76,677,120)."""
+
+    class Depthwise(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(64, 64, 1, bias=False)
+            self.depthwise = nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.depthwise(self.stem(x))
+
+    workload = capture_train_step(Depthwise(), torch.randn(1, 64, 32, 32))
+    backward = [op for op in workload.ops if op.name == "aten.convolution_backward.default"]
+    depthwise = next(op for op in backward if op.module.endswith("depthwise"))
+    assert depthwise.flops == 2 * 1_179_648
+    stem = next(op for op in backward if op.module.endswith("stem"))
+    assert stem.flops == 2 * 64 * 32 * 32 * 64, "the first conv needs only its weight gradient"

@@ -27,7 +27,6 @@ from hwmodel.efficiency import EfficiencyTable
 from hwmodel.precision import FP32
 from pytest_dojo.capture import capture_train_step
 from validation import measure
-from validation.grouped_conv import grouped_conv_backward_flops
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 HOST_SIZE = "small"
@@ -102,13 +101,12 @@ def latest_measured() -> Path:
 
 @cache
 def capture(name: str, size: str, batch: int) -> Workload:
-    """The captured FP32 step of ``name`` (grouped-convolution backward FLOPs corrected)."""
+    """The captured FP32 step of ``name``."""
     spec = measure.all_networks()[name]
     with torch.device("meta"):
         model = spec.build(size)
     inputs, targets = spec.make_batch(size, batch, "meta")
-    with grouped_conv_backward_flops():
-        return capture_train_step(model, inputs, targets=targets, loss_fn=spec.loss, name=name)
+    return capture_train_step(model, inputs, targets=targets, loss_fn=spec.loss, name=name)
 
 
 def samples(document: dict[str, Any]) -> list[CalibrationSample]:
