@@ -84,7 +84,7 @@ def small_step_seconds(name: str, steps: int) -> list[float]:
         start = time.perf_counter()
         loss = spec.loss(model(**inputs), targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)
         optimizer.step()
         if step >= WARMUP_STEPS:
             seconds.append(time.perf_counter() - start)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 import torch
@@ -19,6 +18,8 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from hwmodel import Report
+from pytest_dojo.fixtures import Dojo
 from suites.networks import get_network
 
 SAMPLES_PER_CHIP = 1
@@ -31,13 +32,13 @@ class SimulatedNetwork:
 
     name: str
     model: nn.Module
-    report: Any
+    report: Report
     forward_flops_per_sample: float
 
     @property
     def flops_per_sample(self) -> float:
         """Training-step FLOPs of one sample, as the capture counted them."""
-        return float(self.report.flops_total) / self.report.global_batch
+        return self.report.flops_total / self.report.global_batch
 
 
 def _forward_flops_per_sample(name: str) -> float:
@@ -53,7 +54,7 @@ def _forward_flops_per_sample(name: str) -> float:
     return float(counter.get_total_flops())
 
 
-def check_physics(simulated: SimulatedNetwork, dojo: Any, global_batch: int) -> None:
+def check_physics(simulated: SimulatedNetwork, dojo: Dojo, global_batch: int) -> None:
     """What any simulated step must satisfy, whatever the network, chip or mesh."""
     report = simulated.report
     assert report.num_chips == dojo.mesh.num_chips
@@ -72,7 +73,7 @@ def check_physics(simulated: SimulatedNetwork, dojo: Any, global_batch: int) -> 
 
 
 @pytest.fixture
-def simulate_full_network(dojo: Any) -> Callable[[str], SimulatedNetwork]:
+def simulate_full_network(dojo: Dojo) -> Callable[[str], SimulatedNetwork]:
     """``simulate(name)``: the full-size network's step on the mesh, checked against physics."""
 
     def simulate(name: str) -> SimulatedNetwork:

@@ -96,8 +96,8 @@ class MBConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = self.depthwise(self.expand(x))
         scale = torch.sigmoid(self.excite(F.silu(self.squeeze(y.mean(dim=(2, 3), keepdim=True)))))
-        y = self.project(y * scale)
-        return x + y if self.residual else y
+        projected: Tensor = self.project(y * scale)
+        return x + projected if self.residual else projected
 
 
 class EfficientNetB0(nn.Module):
@@ -144,7 +144,7 @@ class HeadNetwork(nn.Module):
         )
         self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
         self.output = nn.Conv2d(channels, outputs, 1)
-        nn.init.constant_(self.output.bias, bias_prior)
+        self.output.bias = nn.Parameter(torch.full((outputs,), bias_prior))
 
     def forward(self, levels: list[Tensor]) -> list[Tensor]:
         results = []
