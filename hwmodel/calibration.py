@@ -7,9 +7,11 @@ captured ops by the k-th occurrence of each (name, phase), so a stray op on eith
 shift the rest.
 
 For op class ``c`` the model predicts each paired op at ``max(compute_i / e_c, memory_i / m_c) +
-overhead``, where ``compute_i`` and ``memory_i`` are the op's times at peak (efficiency 1, from
-:func:`hwmodel.cost.op_costs`) and ``e_c``, ``m_c`` are the class's compute and memory efficiencies.
-The fit picks ``(e_c, m_c)`` on a log grid in (0, 1] minimising, over the calibration networks,
+o_c x overhead``, where ``compute_i`` and ``memory_i`` are the op's times at peak (efficiency 1, from
+:func:`hwmodel.cost.op_costs`), ``e_c``, ``m_c`` are the class's compute and memory efficiencies
+and ``o_c`` scales the chip's fixed cost per op for the class (an op's launch or dispatch cost
+differs by kind: a CPU convolution builds a oneDNN primitive, a pointwise op does not).
+The fit picks ``(e_c, m_c, o_c)`` on a log grid in (0, 1] minimising, over the calibration networks,
 
     sum_n  w_cn * ln(predicted_cn / measured_cn)^2,     w_cn = measured_cn / measured_n
 
@@ -19,7 +21,8 @@ each op, is matched. Ties go to the higher efficiency. Classes with no measured 
 
 One efficiency pair per class, for every network: no per-network factor exists. Efficiencies are
 capped at 1: an op that beats the calibrated peak (cache-resident data on a CPU) is overpredicted.
-The search is coarse to fine: every fourth grid point, then the full grid around the best one.
+The search is coarse to fine: for each overhead factor of :data:`OVERHEAD_GRID`, every fourth
+efficiency grid point; then the full grid around the best one.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ MeasuredOp = tuple[str, str, float]
 
 EFFICIENCY_GRID = tuple(float(value) for value in np.geomspace(1.0, 1e-3, 121))
 """Candidate efficiencies, highest first (so ties resolve upwards): 1 down to 0.001, 121 steps."""
+
+OVERHEAD_GRID = tuple(10 ** (step / 10) for step in range(-13, 18))
+"""Candidate factors on the chip's per-op overhead: 10^(k/10) from 0.05x to 50x, 1.0 among them."""
 
 PEAK_TABLE = EfficiencyTable(
     chip="peak", compute=(1.0,) * len(OP_CLASSES), memory=(1.0,) * len(OP_CLASSES), calibration="peak ceilings"
@@ -117,6 +123,7 @@ class ClassFit:
     compute: float
     memory: float
     paired_ops: int
+    overhead: float = 1.0
     measured_s: float
     predicted_s: float
 
@@ -168,6 +175,7 @@ def fit_efficiency(
         chip=chip.name,
         compute=tuple(fit.compute for fit in fits),
         memory=tuple(fit.memory for fit in fits),
+        overhead=tuple(fit.overhead for fit in fits),
         calibration=calibration,
     )
     return EfficiencyFit(table=table, classes=tuple(fits), networks=tuple(sample.name for sample in samples))
@@ -192,41 +200,55 @@ def _fit_class(
     weights = measured_by_sample[present] / np.where(sample_totals[present] > 0, sample_totals[present], 1.0)
     # Ops arrive grouped by sample (in sample order): per-sample sums are segment sums.
     starts = np.searchsorted(sample, present)
-    overhead_by_sample = np.bincount(sample, minlength=num_samples)[present] * overhead_s
+    ops_by_sample = np.bincount(sample, minlength=num_samples)[present] * overhead_s
     target = measured_by_sample[present]
 
-    def objective(compute_efficiency: float, memory_grid: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    def objective(
+        compute_efficiency: float, memory_grid: npt.NDArray[np.float64], overhead_factor: float
+    ) -> npt.NDArray[np.float64]:
         per_op = np.maximum((compute_s / compute_efficiency)[:, None], memory_s[:, None] / memory_grid[None, :])
-        predicted = np.add.reduceat(per_op, starts, axis=0) + overhead_by_sample[:, None]
+        predicted = np.add.reduceat(per_op, starts, axis=0) + (ops_by_sample * overhead_factor)[:, None]
         log_ratio = np.log(predicted / target[:, None])
         values: npt.NDArray[np.float64] = (weights[:, None] * log_ratio**2).sum(axis=0)
         return values
 
     def search(
-        compute_grid: npt.NDArray[np.float64], memory_grid: npt.NDArray[np.float64]
-    ) -> tuple[float, float, float]:
-        best = (np.inf, 1.0, 1.0)
-        for compute_efficiency in compute_grid:
-            values = objective(float(compute_efficiency), memory_grid)
-            column = int(np.argmin(values))
-            if values[column] < best[0] - 1e-15:
-                best = (float(values[column]), float(compute_efficiency), float(memory_grid[column]))
+        compute_grid: npt.NDArray[np.float64], memory_grid: npt.NDArray[np.float64], overheads: Sequence[float]
+    ) -> tuple[float, float, float, float]:
+        best = (np.inf, 1.0, 1.0, 1.0)
+        for overhead_factor in overheads:
+            for compute_efficiency in compute_grid:
+                values = objective(float(compute_efficiency), memory_grid, overhead_factor)
+                column = int(np.argmin(values))
+                if values[column] < best[0] - 1e-15:
+                    best = (
+                        float(values[column]),
+                        float(compute_efficiency),
+                        float(memory_grid[column]),
+                        overhead_factor,
+                    )
         return best
 
-    # Coarse pass over every fourth grid point, then the full grid around the coarse optimum.
+    def around(values: npt.NDArray[np.float64], value: float) -> npt.NDArray[np.float64]:
+        index = int(np.argmin(np.abs(values - value)))
+        return values[max(0, index - 4) : index + 5]
+
+    # Coarse pass over every fourth efficiency and every overhead factor, then the full grids
+    # around the coarse optimum.
     coarse = grid[::4]
-    _, compute_coarse, memory_coarse = search(coarse, coarse)
-
-    def around(value: float) -> npt.NDArray[np.float64]:
-        index = int(np.argmin(np.abs(grid - value)))
-        return grid[max(0, index - 4) : index + 5]
-
-    _, compute_efficiency, memory_efficiency = search(around(compute_coarse), around(memory_coarse))
-    per_op = np.maximum(compute_s / compute_efficiency, memory_s / memory_efficiency) + overhead_s
+    overhead_grid = np.asarray(OVERHEAD_GRID)
+    _, compute_coarse, memory_coarse, overhead_coarse = search(coarse, coarse, OVERHEAD_GRID)
+    _, compute_efficiency, memory_efficiency, overhead_factor = search(
+        around(grid, compute_coarse),
+        around(grid, memory_coarse),
+        tuple(float(value) for value in around(overhead_grid, overhead_coarse)),
+    )
+    per_op = np.maximum(compute_s / compute_efficiency, memory_s / memory_efficiency) + overhead_s * overhead_factor
     return ClassFit(
         op_class=name,
         compute=compute_efficiency,
         memory=memory_efficiency,
+        overhead=overhead_factor,
         paired_ops=len(measured_s),
         measured_s=float(measured_s.sum()),
         predicted_s=float(per_op.sum()),
@@ -242,6 +264,7 @@ def efficiency_row(fit: EfficiencyFit, provenance: dict[str, Any]) -> dict[str, 
             item.op_class: {
                 "compute": round(item.compute, 6),
                 "memory": round(item.memory, 6),
+                "overhead": round(item.overhead, 6),
                 "paired_ops": item.paired_ops,
                 "measured_s": round(item.measured_s, 9),
                 "predicted_s": round(item.predicted_s, 9),

@@ -12,8 +12,9 @@ For each op (vectorised over the whole workload with numpy):
   units (D1) only the occupied units' SRAM ports serve the op, so occupancy scales it too; with one
   shared HBM it does not. Full-duplex memory overlaps loads and stores (``max``), shared memory
   adds them.
-* ``time_s = max(compute_s, memory_s) + op_overhead_s``: a kernel overlaps its own arithmetic and
-  data movement, and pays a fixed launch or barrier cost.
+* ``time_s = max(compute_s, memory_s) + overhead_s``: a kernel overlaps its own arithmetic and
+  data movement, and pays a fixed launch or barrier cost: the chip's ``op_overhead_s`` times its
+  class's calibrated overhead factor.
 
 Not modelled: caches, operator fusion (each aten op reads and writes its operands), data-dependent
 sparsity.
@@ -104,7 +105,7 @@ class OpCosts:
 
     compute_s: FloatArray
     memory_s: FloatArray
-    overhead_s: float
+    overhead_s: FloatArray
     time_s: FloatArray
     flops: FloatArray
 
@@ -168,10 +169,9 @@ def op_costs(
     read_s = bytes_read / (chip.local_memory_read_bytes_per_s * memory_efficiency * memory_busy)
     write_s = bytes_written / (chip.local_memory_write_bytes_per_s * memory_efficiency * memory_busy)
     memory_s = np.maximum(read_s, write_s) if chip.local_memory_full_duplex else read_s + write_s
-    time_s = np.maximum(compute_s, memory_s) + chip.op_overhead_s
-    return OpCosts(
-        compute_s=compute_s, memory_s=memory_s, overhead_s=chip.op_overhead_s, time_s=time_s, flops=flops
-    )
+    overhead_s = chip.op_overhead_s * np.asarray(efficiency.overhead)[arrays.class_index]
+    time_s = np.maximum(compute_s, memory_s) + overhead_s
+    return OpCosts(compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s, time_s=time_s, flops=flops)
 
 
 def exact_sum(values: FloatArray) -> float:

@@ -19,6 +19,7 @@ from hwmodel.opclass import OP_CLASSES
 
 EFFICIENCY_FILE = "efficiency.json"
 DEFAULT_ROW = "default"
+MAX_OVERHEAD_FACTOR = 1000.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,15 +27,29 @@ class EfficiencyTable:
     """Per op class (in :data:`~hwmodel.opclass.OP_CLASSES` order), the fraction of peak achieved.
 
     ``compute[i]`` scales the FLOP rate and ``memory[i]`` the local-memory bandwidth of ops of
-    class ``OP_CLASSES[i]``. ``calibration`` says where the numbers come from.
+    class ``OP_CLASSES[i]``; ``overhead[i]`` multiplies the chip's fixed cost per op for that class
+    (a CPU convolution pays a primitive set-up that a pointwise op does not). ``calibration`` says
+    where the numbers come from.
     """
 
     chip: str
     compute: tuple[float, ...]
     memory: tuple[float, ...]
     calibration: str
+    overhead: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        if not self.overhead:
+            object.__setattr__(self, "overhead", (1.0,) * len(OP_CLASSES))
+        if len(self.overhead) != len(OP_CLASSES):
+            raise SpecError(
+                f"efficiency {self.chip}: overhead needs {len(OP_CLASSES)} classes, got {len(self.overhead)}"
+            )
+        for op_class, value in zip(OP_CLASSES, self.overhead, strict=True):
+            if not 0 <= value <= MAX_OVERHEAD_FACTOR:
+                raise SpecError(
+                    f"efficiency {self.chip}.{op_class}.overhead must be in [0, {MAX_OVERHEAD_FACTOR}], got {value}"
+                )
         for label, values in (("compute", self.compute), ("memory", self.memory)):
             if len(values) != len(OP_CLASSES):
                 raise SpecError(f"efficiency {self.chip}: {label} needs {len(OP_CLASSES)} classes, got {len(values)}")
@@ -56,6 +71,7 @@ def table_from_row(chip: str, row: dict[str, Any]) -> EfficiencyTable:
             chip=chip,
             compute=tuple(float(classes[name]["compute"]) for name in OP_CLASSES),
             memory=tuple(float(classes[name]["memory"]) for name in OP_CLASSES),
+            overhead=tuple(float(classes[name].get("overhead", 1.0)) for name in OP_CLASSES),
             calibration=str(row.get("calibration", "")),
         )
     except (KeyError, TypeError, ValueError) as error:

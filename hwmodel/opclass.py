@@ -6,6 +6,8 @@ capture records (``"aten.convolution.default"``); the class is looked up by the 
 (``"convolution"``), so every overload of an op shares its class.
 
 >>> op_class("aten.convolution_backward.default")
+'convolution'
+>>> op_class("aten.addmm.default")
 'matmul'
 >>> op_class("aten._foreach_mul_.Scalar")
 'optimizer'
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 OP_CLASSES = (
     "matmul",
+    "convolution",
     "attention",
     "elementwise",
     "reduction",
@@ -26,22 +29,27 @@ OP_CLASSES = (
     "optimizer",
     "other",
 )
-"""Every class the cost model knows. ``matmul`` and ``attention`` run on the matrix unit."""
+"""Every class the cost model knows. ``matmul``, ``convolution`` and ``attention`` run on the matrix
+unit. Convolutions are a class of their own, apart from plain matrix products: their kernels reach a
+different fraction of peak (im2col or direct algorithms, grouped and depthwise variants) and pay a
+different fixed cost per call."""
 
-MATRIX_CLASSES = frozenset({"matmul", "attention"})
+MATRIX_CLASSES = frozenset({"matmul", "convolution", "attention"})
 
 _MATMUL = {
     "mm",
     "addmm",
     "bmm",
     "baddbmm",
-    "convolution",
-    "convolution_backward",
-    "_convolution",
     "linear",
     "matmul",
     "_scaled_mm",
     "addbmm",
+}
+_CONVOLUTION = {
+    "convolution",
+    "convolution_backward",
+    "_convolution",
     "conv2d",
     "conv3d",
     "conv_transpose2d",
@@ -198,6 +206,8 @@ def op_class(op_name: str) -> str:
         return "optimizer"
     if name in _MATMUL:
         return "matmul"
+    if name in _CONVOLUTION:
+        return "convolution"
     if name in _ATTENTION:
         return "attention"
     if name in _NORMALIZATION:

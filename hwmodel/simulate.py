@@ -297,7 +297,7 @@ def _parts(times: _OpTimes, mask: npt.NDArray[np.bool_] | None, scale: float) ->
     columns = np.stack((
         np.where(compute_bound, costs.compute_s, 0.0),
         np.where(compute_bound, 0.0, costs.memory_s),
-        np.full(len(compute_bound), costs.overhead_s),
+        costs.overhead_s,
         times.tensor_parallel_s,
         times.batchnorm_s,
     ))

@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     row = efficiency_row(fit, provenance)
     for item in fit.classes:
-        print(f"{item.op_class:<14} compute {item.compute:.3f}  memory {item.memory:.3f}  ({item.paired_ops} ops)")
+        print(
+            f"{item.op_class:<14} compute {item.compute:.3f}  memory {item.memory:.3f}  "
+            f"overhead x{item.overhead:.2f}  ({item.paired_ops} ops)"
+        )
     if args.dry_run:
         print(json.dumps(row, indent=2))
         return 0

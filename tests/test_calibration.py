@@ -91,6 +91,7 @@ def test_fit_recovers_the_efficiencies_that_made_the_times() -> None:
     # No measured op: the class keeps the ceiling and says so.
     assert (by_class["softmax"].compute, by_class["softmax"].memory, by_class["softmax"].paired_ops) == (1.0, 1.0, 0)
     assert by_class["matmul"].predicted_s == pytest.approx(by_class["matmul"].measured_s, rel=1e-9)
+    assert by_class["matmul"].overhead == by_class["elementwise"].overhead == 1.0
     assert fit.table.chip == "testchip" and fit.networks == ("net0", "net1", "net2")
 
 
