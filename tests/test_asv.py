@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,8 +19,12 @@ from typing import Any
 
 import pytest
 
+from suites.benchmarks import _project
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MACHINE = "dojo-test"
+SIMULATED_TRACKS = 2 * len(_project.NETWORKS) * len(_project.MESHES)
+"""Results of the two simulated ``track_`` benchmarks: one per network and mesh each."""
 CHECKED = (("hydranet", "5x5"), ("occupancy", "10x15"))
 """(network, mesh) pairs compared with the plugin: one training tile and one system tray."""
 
@@ -213,7 +218,7 @@ def test_gate_fails_on_a_throughput_drop_and_passes_on_a_gain(
     _fake_base_commit(copy, head, base, throughput_factor=1.10)
     dropped = _gate(env, copy, base, head)
     assert dropped.returncode == 1, dropped.stdout + dropped.stderr
-    assert "18 compared, 18 regressed, 0 improved" in dropped.stdout
+    assert f"{SIMULATED_TRACKS} compared, {SIMULATED_TRACKS} regressed, 0 improved" in dropped.stdout
     assert any(
         line.startswith("REGRESSED") and "track_samples_per_s(network=hydranet, mesh=5x5)" in line
         for line in dropped.stdout.splitlines()
@@ -223,13 +228,56 @@ def test_gate_fails_on_a_throughput_drop_and_passes_on_a_gain(
     _fake_base_commit(copy, head, base, throughput_factor=1 / 1.10)
     gained = _gate(env, copy, base, head)
     assert gained.returncode == 0, gained.stdout + gained.stderr
-    assert "18 compared, 0 regressed, 18 improved" in gained.stdout
+    assert f"{SIMULATED_TRACKS} compared, 0 regressed, {SIMULATED_TRACKS} improved" in gained.stdout
 
     # Within the factor: neither.
     _fake_base_commit(copy, head, base, throughput_factor=1.01)
     same = _gate(env, copy, base, head)
     assert same.returncode == 0, same.stdout + same.stderr
-    assert "18 compared, 0 regressed, 0 improved" in same.stdout
+    assert f"{SIMULATED_TRACKS} compared, 0 regressed, 0 improved" in same.stdout
+
+    # The published page of these two commits, in a browser: two points per series.
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): page check not run")
+    html_dir = tmp_path / "html"
+    published = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "asv_publish.py"),
+            "--results-dir",
+            str(copy),
+            "--html-dir",
+            str(html_dir),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert published.returncode == 0, published.stdout[-2000:] + published.stderr[-2000:]
+    checked = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "check_asv_page.py"),
+            "--html-dir",
+            str(html_dir),
+            "--min-commits",
+            "2",
+            "--chromium",
+            chromium,
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "network-hydranet: 2" in checked.stdout
 
 
 def test_gate_refuses_a_commit_without_results(recorded: tuple[Path, dict[str, str], str]) -> None:
