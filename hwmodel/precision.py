@@ -64,3 +64,19 @@ class Precision:
 
 FP32 = Precision(compute_dtype="float32", master_weight_dtype="float32", gradient_dtype="float32")
 MIXED_BF16 = Precision()
+
+PRECISIONS: dict[str, Precision] = {"bf16": MIXED_BF16, "fp32": FP32}
+"""Named policies for options and presets: ``bf16`` mixed precision, ``fp32`` throughout."""
+
+
+def parse_precision(name: str) -> Precision:
+    """The policy called ``name``; an unknown name is a one-line error listing the known ones."""
+    try:
+        return PRECISIONS[name.strip().lower()]
+    except KeyError:
+        raise SpecError(f"unknown precision {name!r}; known: {', '.join(PRECISIONS)}") from None
+
+
+def precision_name(precision: Precision) -> str:
+    """The name of a named policy (``"bf16"``), or its compute dtype for any other."""
+    return next((name for name, known in PRECISIONS.items() if known == precision), precision.compute_dtype)

@@ -14,6 +14,7 @@ from hwmodel.chip import ChipSpec
 from hwmodel.errors import SpecError
 from hwmodel.fabric import FabricSpec
 from hwmodel.mesh import Mesh, parse_mesh
+from hwmodel.precision import FP32, MIXED_BF16, Precision
 from hwmodel.system import System
 from hwmodel.units import GB, GB_PER_S, GBIT_PER_S, GFLOP_PER_S, MB, NS, TB_PER_S, TFLOP_PER_S
 
@@ -22,11 +23,13 @@ HARDWARE_REFERENCE = "shared/reference/dojo-hardware.md"
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:
-    """A chip with the fabric it ships in, and a one-line description for ``pytest --help``."""
+    """A chip with the fabric it ships in, the precision it trains in by default, and a one-line
+    description for ``pytest --help``."""
 
     chip: ChipSpec
     fabric: FabricSpec
     description: str
+    precision: Precision = MIXED_BF16
 
 
 _PRESETS: dict[str, Preset] = {}
@@ -259,5 +262,11 @@ except SpecError as _host_error:
     warnings.warn(f"no host preset: {_host_error}", HostCalibrationWarning, stacklevel=1)
 else:
     register_preset(
-        Preset(chip=_HOST_CHIP, fabric=_HOST_FABRIC, description="this machine's CPU, rates from pytest_dojo.hostbench")
+        Preset(
+            chip=_HOST_CHIP,
+            fabric=_HOST_FABRIC,
+            description="this machine's CPU, rates from pytest_dojo.hostbench",
+            # A CPU trains in FP32 (its BF16 matmuls exist, but eager PyTorch steps on a CPU are FP32).
+            precision=FP32,
+        )
     )

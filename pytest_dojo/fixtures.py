@@ -9,7 +9,8 @@ import pytest
 
 from hwmodel import MIXED_BF16, ChipSpec, HwModelError, Mesh, Plan, Report, System, simulate
 from hwmodel.plan import data_parallel
-from hwmodel.simulate import evaluate
+from hwmodel.precision import Precision
+from hwmodel.simulate import StepOptions, evaluate
 from pytest_dojo.errors import CaptureError
 from pytest_dojo.report_dir import StepArtifacts, replica_ops
 from pytest_dojo.session import DOJO_SESSION_KEY, DojoSession
@@ -75,18 +76,22 @@ class Dojo:
         """
         try:
             step = self.capture(model, example_inputs, targets=targets, loss_fn=loss_fn, optimizer=optimizer, name=name)
-            report = simulate(step, self.system, plan=plan)
+            report = simulate(step, self.system, plan=plan, precision=self._session.options.precision)
         except (CaptureError, HwModelError) as error:
             message = str(error)
         else:
             result = self._session.add_result(step.name, report, step.capture_s)
             if self._session.options.report_dir is not None:
-                self._session.artifacts[result.key] = step_artifacts(step, self.system, plan, report)
+                self._session.artifacts[result.key] = step_artifacts(
+                    step, self.system, plan, report, self._session.options.precision
+                )
             return report
         pytest.fail(message, pytrace=False)
 
 
-def step_artifacts(step: CapturedStep, system: System, plan: Plan | str | None, report: Report) -> StepArtifacts:
+def step_artifacts(
+    step: CapturedStep, system: System, plan: Plan | str | None, report: Report, precision: Precision = MIXED_BF16
+) -> StepArtifacts:
     """Timeline and per-op points of a simulated step, for ``--dojo-report-dir``.
 
     Known for an explicit plan or the default one; ``plan="auto"`` keeps only the report's plots.
@@ -94,9 +99,9 @@ def step_artifacts(step: CapturedStep, system: System, plan: Plan | str | None, 
     if isinstance(plan, str):
         return StepArtifacts()
     chosen = plan or data_parallel(system.mesh)
-    detailed = evaluate(step, system, chosen, keep_timeline=True)
+    detailed = evaluate(step, system, chosen, StepOptions(precision=precision), keep_timeline=True)
     batch = report.global_batch // (chosen.data_parallel * chosen.micro_batches)
-    ops = replica_ops(step.workload(batch), system, MIXED_BF16) if batch >= 1 else None
+    ops = replica_ops(step.workload(batch), system, precision) if batch >= 1 else None
     return StepArtifacts(
         timeline=detailed.timeline,
         ops=ops,

@@ -22,6 +22,7 @@ import pytest
 
 from hwmodel import HwModelError, Mesh, get_preset, parse_mesh, preset_names
 from hwmodel.mesh import NAMED_MESHES
+from hwmodel.precision import MIXED_BF16, PRECISIONS, Precision, parse_precision
 from pytest_dojo.gate import DEFAULT_MAX_REGRESSION_PCT
 from pytest_dojo.results_json import ResultsFile, ResultsFileError, load_results
 from pytest_dojo.thresholds import ThresholdError, ThresholdsFile, load_thresholds
@@ -50,6 +51,16 @@ def register(parser: pytest.Parser) -> None:
         metavar="NAME",
         default=None,
         help=f"Chip preset, one of: {', '.join(preset_names())}. Default: {DEFAULT_CHIP!r}",
+    )
+    group.addoption(
+        "--dojo-precision",
+        dest="dojo_precision",
+        metavar="NAME",
+        default=None,
+        help=(
+            f"Training precision, one of: {', '.join(PRECISIONS)} (bf16: BF16 compute, FP32 master weights and "
+            "optimizer state). Default: the chip preset's (bf16; fp32 for host)"
+        ),
     )
     group.addoption(
         "--dojo-thresholds",
@@ -111,6 +122,7 @@ def register(parser: pytest.Parser) -> None:
     )
     parser.addini("dojo_mesh", help=f"Default for --dojo-mesh. Default: {DEFAULT_MESH!r}", default=DEFAULT_MESH)
     parser.addini("dojo_chip", help=f"Default for --dojo-chip. Default: {DEFAULT_CHIP!r}", default=DEFAULT_CHIP)
+    parser.addini("dojo_precision", help="Default for --dojo-precision. Default: the chip preset's", default="")
     parser.addini("dojo_thresholds", help="Default for --dojo-thresholds (relative to the rootdir).", default="")
     parser.addini(
         "dojo_max_regression",
@@ -125,6 +137,7 @@ class DojoOptions:
 
     mesh: Mesh
     chip: str
+    precision: Precision = MIXED_BF16
     thresholds: ThresholdsFile | None = None
     baseline: ResultsFile | None = None
     save_baseline_path: Path | None = None
@@ -184,9 +197,15 @@ def parse_options(config: pytest.Config) -> DojoOptions:
     except HwModelError as error:
         raise pytest.UsageError(f"--dojo-mesh: {error}") from None
     try:
-        chip = get_preset(chip_text).chip.name
+        preset = get_preset(chip_text)
     except HwModelError as error:
         raise pytest.UsageError(f"--dojo-chip: {error}") from None
+    chip = preset.chip.name
+    precision_text = config.getoption("dojo_precision") or config.getini("dojo_precision")
+    try:
+        precision = parse_precision(str(precision_text)) if precision_text else preset.precision
+    except HwModelError as error:
+        raise pytest.UsageError(f"--dojo-precision: {error}") from None
 
     try:
         max_regression = parse_percent(_setting(config, "dojo_max_regression"))
@@ -221,6 +240,7 @@ def parse_options(config: pytest.Config) -> DojoOptions:
     return DojoOptions(
         mesh=mesh,
         chip=chip,
+        precision=precision,
         thresholds=thresholds,
         baseline=baseline,
         save_baseline_path=output("--dojo-save-baseline", "dojo_save_baseline"),

@@ -167,7 +167,9 @@ def _sensitivity(session: DojoSession, result: TestResult) -> list[str]:
     if not steps:
         return ["not available: the captured step is no longer cached"]
     try:
-        return sensitivity(steps[-1], session.system, plan=plan_of(result.report)).ranked_lines()
+        return sensitivity(
+            steps[-1], session.system, plan=plan_of(result.report), precision=session.options.precision
+        ).ranked_lines()
     except HwModelError as error:
         return [f"not available: {error}"]
 

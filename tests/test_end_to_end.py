@@ -100,4 +100,42 @@ def test_split(dojo):
     )
     result = pytester.runpytest("--dojo-mesh=5x5")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*global batch 7 does not split into 25 replicas*use a batch that is a multiple of 25*"])
+    result.stdout.fnmatch_lines(
+        ["*global batch 7 does not split into 25 replicas*use a batch that is a multiple of 25*"]
+    )
+
+
+PRECISION_TEST = """
+import torch
+
+def test_precision(dojo):
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256))
+    report = dojo.train_step(model, torch.randn(25 * 64, 256))
+    print("PRECISION", report.precision)
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ((), "PRECISION bfloat16"),
+        (("--dojo-precision=fp32",), "PRECISION float32"),
+        (("--dojo-chip=host", "--dojo-mesh=1x1"), "PRECISION float32"),
+        (("--dojo-chip=host", "--dojo-mesh=1x1", "--dojo-precision=bf16"), "PRECISION bfloat16"),
+    ],
+)
+def test_precision_follows_the_preset_unless_given(
+    pytester: pytest.Pytester, options: tuple[str, ...], expected: str
+) -> None:
+    """D1 trains in mixed BF16 by default, the host preset in FP32 (as an eager CPU step does)."""
+    pytester.makepyfile(test_precision=PRECISION_TEST)
+    result = pytester.runpytest("-s", *options)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*{expected}"])
+
+
+def test_unknown_precision_is_one_usage_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = pytester.runpytest("--dojo-precision=fp8")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --dojo-precision: unknown precision 'fp8'; known: bf16, fp32"])
