@@ -32,7 +32,7 @@ from hwmodel.ingest import DataFeed
 from hwmodel.mesh import Mesh
 from hwmodel.plan import Plan
 from hwmodel.precision import MIXED_BF16, Precision
-from hwmodel.presets import make_system
+from hwmodel.presets import get_preset, make_system
 from hwmodel.report import Report
 from hwmodel.simulate import simulate
 from hwmodel.system import System
@@ -240,6 +240,16 @@ def _simulate(
     )
 
 
+def _precision_for(system: System, precision: Precision | None) -> Precision:
+    """``precision``, or by default the one the chip's preset trains in (BF16 mixed for unknown chips)."""
+    if precision is not None:
+        return precision
+    try:
+        return get_preset(system.chip.name).precision
+    except SpecError:
+        return MIXED_BF16
+
+
 def sensitivity(
     source: Workload | WorkloadSource,
     system: System,
@@ -248,18 +258,19 @@ def sensitivity(
     knobs: Sequence[str | Knob] | None = None,
     feed: DataFeed | None = None,
     plan: Plan | None = None,
-    precision: Precision = MIXED_BF16,
+    precision: Precision | None = None,
     efficiency: EfficiencyTable | None = None,
 ) -> Sensitivity:
     """Step-time speedup from improving each hardware parameter by ``factor``, ranked.
 
     ``knobs`` names knobs of :data:`KNOBS` and may add custom :class:`Knob` objects (a combined
-    change, say). The efficiency table is the baseline chip's for every variant. Ties keep the
-    order of the knobs.
+    change, say). ``precision`` defaults to the chip preset's. The efficiency table is the
+    baseline chip's for every variant. Ties keep the order of the knobs.
     """
     if not factor > 1:
         raise SpecError(f"what-if factor must be > 1 (an improvement), got {factor}")
     hardware = Hardware(system=system, feed=feed)
+    precision = _precision_for(system, precision)
     baseline = _simulate(source, hardware, plan, precision, efficiency)
     entries = []
     for knob in _select_knobs(knobs):
@@ -358,7 +369,7 @@ def scaling_curve(
     mode: str,
     batch: int,
     feed_for: Callable[[System], DataFeed | None] | None = None,
-    precision: Precision = MIXED_BF16,
+    precision: Precision | None = None,
     efficiency: EfficiencyTable | None = None,
 ) -> ScalingCurve:
     """Simulate data-parallel training on each ``(label, mesh)`` of ``chip`` preset chips.
@@ -392,7 +403,8 @@ def scaling_curve(
                 workload = workload_at(per_chip)
                 name = name or workload.name
                 feed = feed_for(system) if feed_for else None
-                report = _simulate(workload, Hardware(system=system, feed=feed), None, precision, efficiency)
+                hardware = Hardware(system=system, feed=feed)
+                report = _simulate(workload, hardware, None, _precision_for(system, precision), efficiency)
             except HwModelError as error:
                 reason = str(error)
         scaling_efficiency = None
@@ -437,13 +449,13 @@ def compare_systems(
     *,
     per_chip_batch: int,
     feed_for: Callable[[System], DataFeed | None] | None = None,
-    precision: Precision = MIXED_BF16,
+    precision: Precision | None = None,
     efficiency: EfficiencyTable | None = None,
 ) -> tuple[ComparisonRow, ...]:
     """The same step, data parallel at ``per_chip_batch`` samples per chip, on each system.
 
-    ``efficiency`` overrides every system's calibrated table (normally left None, so each chip
-    uses its own row).
+    ``efficiency`` overrides every system's calibrated table and ``precision`` every preset's
+    training precision (normally both left None, so each chip uses its own).
     """
     if per_chip_batch < 1:
         raise SpecError(f"per-chip batch must be >= 1, got {per_chip_batch}")
@@ -452,7 +464,11 @@ def compare_systems(
         try:
             feed = feed_for(system) if feed_for else None
             report = _simulate(
-                workload_at(per_chip_batch), Hardware(system=system, feed=feed), None, precision, efficiency
+                workload_at(per_chip_batch),
+                Hardware(system=system, feed=feed),
+                None,
+                _precision_for(system, precision),
+                efficiency,
             )
             rows.append(ComparisonRow(label=label, system=system, per_chip_batch=per_chip_batch, report=report))
         except HwModelError as error:

@@ -298,6 +298,23 @@ def test_compare_systems_side_by_side() -> None:
     assert per_chip[0] < per_chip[1]
 
 
+def test_precision_defaults_to_the_chip_presets() -> None:
+    """The host preset trains in FP32, the D1 in BF16 mixed precision, unless a study says otherwise."""
+    from hwmodel import get_preset
+    from hwmodel.precision import MIXED_BF16
+
+    step = workload([matmul("forward", 1e9)], parameters=10)
+    rows = compare_systems(
+        lambda batch: step, [("host", make_system("host", "1x1")), ("d1", make_system("d1", "1x1"))], per_chip_batch=1
+    )
+    assert [row.report.precision for row in rows if row.report] == [
+        get_preset("host").precision.compute_dtype,
+        "bfloat16",
+    ]
+    forced = sensitivity(step, make_system("host", "1x1"), knobs=["flops"], precision=MIXED_BF16)
+    assert forced.baseline.precision == "bfloat16"
+
+
 def test_plan_of_a_report_round_trips() -> None:
     from hwmodel.plan import Plan
     from hwmodel.whatif import plan_of
