@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from hwmodel.errors import SpecError
-from hwmodel.opclass import packet_name
+from hwmodel.opclass import DATA_MOVEMENT_OPS, packet_name
 
 Shape = tuple[int, ...]
 ShapeArg = Shape | tuple[Shape, ...] | None
@@ -252,79 +252,7 @@ register_flop_formula("_fused_adamw_", "_fused_adam_", "_fused_adamw", "_fused_a
 register_flop_formula("_fused_sgd_", "_fused_sgd")(_per_list_element(4.0))
 
 # Data movement: no arithmetic. Costed by bytes.
-register_flop_formula(
-    *sorted(
-        name
-        for name in (
-            "copy_",
-            "_to_copy",
-            "clone",
-            "cat",
-            "stack",
-            "constant_pad_nd",
-            "index_select",
-            "gather",
-            "scatter",
-            "index",
-            "index_put_",
-            "index_put",
-            "_unsafe_index",
-            "_unsafe_index_put",
-            "repeat",
-            "embedding",
-            "slice_backward",
-            "select_backward",
-            "new_zeros",
-            "zeros_like",
-            "ones_like",
-            "empty_like",
-            "fill_",
-            "zero_",
-            "zeros",
-            "ones",
-            "full",
-            "new_full",
-            "new_ones",
-            "fill",
-            "masked_fill",
-            "masked_fill_",
-            "contiguous",
-            "_unsafe_view",
-            "upsample_nearest2d",
-            "upsample_nearest2d_backward",
-            "roll",
-            "flip",
-            "new_empty",
-            "new_empty_strided",
-            "empty_strided",
-            "empty",
-            "arange",
-            "lift_fresh",
-            "split_with_sizes_copy",
-            "tril",
-            "triu",
-            "where",
-            "embedding_dense_backward",
-            "_foreach_copy_",
-            "_foreach_zero_",
-            "detach",
-            "alias",
-            "scalar_tensor",
-            "randn",
-            "rand",
-            "normal_",
-            "uniform_",
-            "bernoulli_",
-            "native_dropout",
-            "native_dropout_backward",
-            "scatter_add",
-            "linspace",
-            "logspace",
-            "full_like",
-            "eye",
-        )
-    )
-)(_per_output_element(0.0))
+register_flop_formula(*sorted(DATA_MOVEMENT_OPS))(_per_output_element(0.0))
 
 # Pooling: one compare/add per window element of the output; a 3x3 window is 9 per output element.
 # We do not see kernel sizes as shapes, so count per input element (each input enters ~1 window
