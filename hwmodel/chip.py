@@ -34,6 +34,10 @@ class ChipSpec:
             load and 270 GB/s store per node at once); False if they share one (HBM).
         local_memory_kind: "sram", "hbm" or "dram": names the bound in reports.
         op_overhead_s: fixed cost of one op (kernel launch, dispatch, synchronisation).
+        cache_tiers: ``(bytes, bytes_per_s)`` pairs, smallest first: an op whose bytes read plus
+            written fit ``bytes`` moves them at ``bytes_per_s`` (a CPU's caches in front of its
+            DRAM); larger ops get the local memory's bandwidth. Empty for chips whose local memory
+            is the fastest tier (a D1's SRAM).
         source: where the figures come from.
 
     Not modelled: caches (D1 has none), clock throttling, power limits.
@@ -52,6 +56,7 @@ class ChipSpec:
     local_memory_full_duplex: bool
     local_memory_kind: str
     op_overhead_s: float
+    cache_tiers: tuple[tuple[float, float], ...] = ()
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -59,13 +64,16 @@ class ChipSpec:
             raise SpecError("chip name must not be empty")
         for spec_field in fields(self):
             value = getattr(self, spec_field.name)
-            if spec_field.name in ("name", "source", "local_memory_kind", "local_memory_full_duplex"):
+            if spec_field.name in ("name", "source", "local_memory_kind", "local_memory_full_duplex", "cache_tiers"):
                 continue
             if spec_field.name == "op_overhead_s":
                 if value < 0:
                     raise SpecError(f"chip {self.name}: op_overhead_s must be >= 0, got {value}")
             elif not value > 0:
                 raise SpecError(f"chip {self.name}: {spec_field.name} must be > 0, got {value}")
+        sizes = [size for size, _ in self.cache_tiers]
+        if sizes != sorted(set(sizes)) or any(not (size > 0 and rate > 0) for size, rate in self.cache_tiers):
+            raise SpecError(f"chip {self.name}: cache_tiers must be (bytes, bytes/s) > 0 with rising sizes")
         if self.local_memory_kind not in LOCAL_MEMORY_KINDS:
             raise SpecError(
                 f"chip {self.name}: local_memory_kind must be one of {LOCAL_MEMORY_KINDS}, "

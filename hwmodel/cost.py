@@ -128,6 +128,24 @@ def occupancy(output_elements: FloatArray, tile_elements: float | FloatArray, un
     return np.asarray(busy, dtype=np.float64)
 
 
+def tiered_bandwidth(chip: ChipSpec, footprint_bytes: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Read and write bandwidth of each op: its cache tier's if its bytes fit one, else local memory's.
+
+    >>> from dataclasses import replace
+    >>> from hwmodel.presets import D1
+    >>> chip = replace(D1, cache_tiers=((1e6, 5e11), (1e7, 2e11)))
+    >>> [rate.tolist() for rate in tiered_bandwidth(chip, np.array([1e5, 5e6, 1e9]))][0]
+    [500000000000.0, 200000000000.0, 141600000000000.0]
+    """
+    read = np.full(len(footprint_bytes), chip.local_memory_read_bytes_per_s)
+    write = np.full(len(footprint_bytes), chip.local_memory_write_bytes_per_s)
+    for size, rate in reversed(chip.cache_tiers):
+        fits = footprint_bytes <= size
+        read = np.where(fits, rate, read)
+        write = np.where(fits, rate, write)
+    return read, write
+
+
 def op_costs(
     workload: Workload,
     chip: ChipSpec,
@@ -166,8 +184,9 @@ def op_costs(
 
     compute_s = flops / (peak * compute_efficiency * busy)
     memory_busy = busy if chip.local_memory_kind == "sram" else 1.0
-    read_s = bytes_read / (chip.local_memory_read_bytes_per_s * memory_efficiency * memory_busy)
-    write_s = bytes_written / (chip.local_memory_write_bytes_per_s * memory_efficiency * memory_busy)
+    read_rate, write_rate = tiered_bandwidth(chip, bytes_read + bytes_written)
+    read_s = bytes_read / (read_rate * memory_efficiency * memory_busy)
+    write_s = bytes_written / (write_rate * memory_efficiency * memory_busy)
     memory_s = np.maximum(read_s, write_s) if chip.local_memory_full_duplex else read_s + write_s
     overhead_s = chip.op_overhead_s * np.asarray(efficiency.overhead)[arrays.class_index]
     time_s = np.maximum(compute_s, memory_s) + overhead_s

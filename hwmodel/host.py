@@ -11,9 +11,9 @@ The host is modelled as one chip:
 * compute units: the intra-op threads of the calibration (a 1-thread calibration has one unit, so
   occupancy is always 1); work granules are ATen's: ``at::internal::GRAIN_SIZE`` = 32768 elements
   per thread for pointwise ops, and a 64 x 64 output block per thread for matrix ops [U];
-* local memory: the machine's DRAM, one bandwidth shared by reads and writes, taken as the fastest
-  ``copy_`` the calibration measured over its sizes (cache-resident copies are faster than DRAM;
-  per-op-class efficiencies then bring larger ops down);
+* local memory: the machine's DRAM, one bandwidth shared by reads and writes: the ``copy_`` rate at
+  the largest size the calibration measured; the smaller sizes are cache tiers (an op whose bytes
+  fit 2 MiB moves them at the 2 MiB copy rate);
 * fabric: chips of a multi-host mesh would be processes on this machine exchanging through shared
   memory: a link moves half the copy bandwidth per direction and each hop costs one op overhead
   [D/U]. Only ``1x1`` was validated.
@@ -55,7 +55,8 @@ class HostCalibration:
     Attributes:
         matrix_fp32_flops_per_s / matrix_bf16_flops_per_s: ``torch.mm`` rate by dtype.
         vector_flops_per_s: FP32 multiply-add rate on cache-resident data.
-        memory_bytes_per_s: bytes read plus written per second by the fastest measured copy.
+        memory_bytes_per_s: bytes read plus written per second by a copy too large for any cache.
+        cache_tiers: ``(bytes, bytes_per_s)`` copy rates at the smaller measured sizes.
         op_overhead_s: time of a tiny op dispatched from Python.
         threads: intra-op threads the rates were measured with.
         memory_capacity_bytes: physical memory of the machine.
@@ -70,6 +71,7 @@ class HostCalibration:
     threads: int
     memory_capacity_bytes: float
     measured_utc: str
+    cache_tiers: tuple[tuple[float, float], ...] = ()
     command: str
     machine: tuple[tuple[str, str], ...] = ()
 
@@ -102,13 +104,15 @@ def calibration_from_dict(data: dict[str, Any]) -> HostCalibration:
                 "re-measure with python -m pytest_dojo.hostbench"
             )
         machine = data.get("machine", {})
-        memory = data.get("memory_bytes_per_s_by_size", {})
-        bandwidth = max([float(data["memory_bytes_per_s"]), *(float(value) for value in memory.values())])
+        measured = data.get("memory_bytes_per_s_by_size", {})
+        by_size = sorted((float(size), float(rate)) for size, rate in measured.items())
+        bandwidth = by_size[-1][1] if by_size else float(data["memory_bytes_per_s"])
         return HostCalibration(
             matrix_fp32_flops_per_s=float(data["matrix_fp32_flops_per_s"]),
             matrix_bf16_flops_per_s=float(data["matrix_bf16_flops_per_s"]),
             vector_flops_per_s=float(data["vector_flops_per_s"]),
             memory_bytes_per_s=bandwidth,
+            cache_tiers=tuple(by_size[:-1]),
             op_overhead_s=float(data["op_overhead_s"]),
             threads=int(data["threads"]),
             memory_capacity_bytes=float(machine.get("memory_bytes") or data.get("memory_capacity_bytes", 0)),
@@ -165,6 +169,7 @@ def host_chip(calibration: HostCalibration) -> ChipSpec:
         local_memory_full_duplex=False,
         local_memory_kind="dram",
         op_overhead_s=calibration.op_overhead_s,
+        cache_tiers=calibration.cache_tiers,
         source=f"measured by pytest_dojo.hostbench: {calibration.describe()}",
     )
 

@@ -45,14 +45,15 @@ def _document(**overrides: Any) -> dict[str, Any]:
     return document
 
 
-def test_chip_takes_measured_rates_and_fastest_copy() -> None:
+def test_chip_takes_measured_rates_dram_copy_and_cache_tiers() -> None:
     chip = host_chip(calibration_from_dict(_document()))
     assert chip.name == "host"
     assert chip.matrix_flops_per_s("float32") == 1e11
     assert chip.matrix_flops_per_s("bfloat16") == 2e11
     assert chip.vector_flops_per_s == 2e10
-    # The fastest copy of the by-size table (L2-resident, 5e10) is the ceiling.
-    assert chip.local_memory_read_bytes_per_s == 5e10
+    # The largest copy (256 MiB, past every cache) is DRAM; the smaller sizes are cache tiers.
+    assert chip.local_memory_read_bytes_per_s == 1e10
+    assert chip.cache_tiers == ((262144.0, 5e10),)
     assert chip.local_memory_kind == "dram"
     assert not chip.local_memory_full_duplex
     assert chip.compute_units == 1
@@ -61,7 +62,7 @@ def test_chip_takes_measured_rates_and_fastest_copy() -> None:
     assert chip.op_overhead_s == 1e-5
     assert "Test CPU" in chip.source and "2026-11-28" in chip.source
     fabric = host_fabric(calibration_from_dict(_document()))
-    assert fabric.link_bytes_per_s == 2.5e10  # half the copy bandwidth per direction
+    assert fabric.link_bytes_per_s == 5e9  # half the DRAM copy bandwidth per direction
 
 
 def _mm_workload() -> Workload:
@@ -245,3 +246,34 @@ def test_broken_calibration_leaves_other_presets_and_warns(tmp_path: Path) -> No
     )
     assert "d1" in result.stdout.split(",") and "host" not in result.stdout
     assert f"HostCalibrationWarning: no host preset: host calibration {broken} is not valid JSON" in result.stderr
+
+
+def test_an_op_that_fits_a_cache_tier_moves_its_bytes_at_that_tier() -> None:
+    """Copy rates 5e10 B/s up to 256 KiB, 1e10 B/s beyond: an op reading and writing 64 KiB each
+    takes 131,072 B / 5e10 = 2.62 us of memory time; one of 64 MiB each takes 134,217,728 / 1e10 =
+    13.4 ms (efficiency 1, the host's memory being shared by reads and writes)."""
+    from hwmodel.cost import op_costs
+    from hwmodel.efficiency import EfficiencyTable
+    from hwmodel.opclass import OP_CLASSES
+    from hwmodel.precision import FP32
+
+    chip = host_chip(calibration_from_dict(_document()))
+    ones = (1.0,) * len(OP_CLASSES)
+    table = EfficiencyTable(chip="host", compute=ones, memory=ones, calibration="test")
+
+    def copy(nbytes: int) -> OpRecord:
+        return OpRecord(
+            name="aten.clone.default",
+            phase="forward",
+            module="m",
+            flops=0.0,
+            flop_source="formula",
+            bytes_read=nbytes,
+            bytes_written=nbytes,
+            output_elements=nbytes // 4,
+            dtype="float32",
+        )
+
+    workload = Workload(name="copies", batch_size=1, ops=(copy(1 << 16), copy(1 << 26)))
+    memory_s = op_costs(workload, chip, table, FP32).memory_s
+    assert memory_s.tolist() == pytest.approx([2 * (1 << 16) / 5e10, 2 * (1 << 26) / 1e10])
