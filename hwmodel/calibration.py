@@ -143,6 +143,7 @@ class _ClassData:
     memory_s: list[npt.NDArray[np.float64]]
     measured_s: list[npt.NDArray[np.float64]]
     sample: list[npt.NDArray[np.int64]]
+    overhead_s: list[npt.NDArray[np.float64]]
 
 
 def fit_efficiency(
@@ -151,7 +152,7 @@ def fit_efficiency(
     """Per-class (compute, memory) efficiencies of ``chip`` that best explain ``samples``."""
     if not samples:
         raise SpecError("calibration needs at least one network")
-    data = {name: _ClassData([], [], [], []) for name in OP_CLASSES}
+    data = {name: _ClassData([], [], [], [], []) for name in OP_CLASSES}
     sample_totals = np.zeros(len(samples))
     for sample_index, sample in enumerate(samples):
         pairing = pair_ops(sample.workload, sample.measured_ops)
@@ -164,13 +165,14 @@ def fit_efficiency(
                 continue
             chosen = pairing.op_index[mask]
             data[name].compute_s.append(peak.compute_s[chosen])
+            data[name].overhead_s.append(peak.overhead_s[chosen])
             data[name].memory_s.append(peak.memory_s[chosen])
             data[name].measured_s.append(pairing.measured_s[mask])
             data[name].sample.append(np.full(int(mask.sum()), sample_index, dtype=np.int64))
     grid = np.asarray(EFFICIENCY_GRID)
     fits = []
     for name in OP_CLASSES:
-        fits.append(_fit_class(name, data[name], grid, chip.op_overhead_s, sample_totals, len(samples)))
+        fits.append(_fit_class(name, data[name], grid, sample_totals, len(samples)))
     table = EfficiencyTable(
         chip=chip.name,
         compute=tuple(fit.compute for fit in fits),
@@ -185,7 +187,6 @@ def _fit_class(
     name: str,
     data: _ClassData,
     grid: npt.NDArray[np.float64],
-    overhead_s: float,
     sample_totals: npt.NDArray[np.float64],
     num_samples: int,
 ) -> ClassFit:
@@ -200,7 +201,8 @@ def _fit_class(
     weights = measured_by_sample[present] / np.where(sample_totals[present] > 0, sample_totals[present], 1.0)
     # Ops arrive grouped by sample (in sample order): per-sample sums are segment sums.
     starts = np.searchsorted(sample, present)
-    ops_by_sample = np.bincount(sample, minlength=num_samples)[present] * overhead_s
+    op_overhead_s = np.concatenate(data.overhead_s)
+    ops_by_sample = np.bincount(sample, weights=op_overhead_s, minlength=num_samples)[present]
     target = measured_by_sample[present]
 
     def objective(
@@ -243,7 +245,8 @@ def _fit_class(
         around(grid, memory_coarse),
         tuple(float(value) for value in around(overhead_grid, overhead_coarse)),
     )
-    per_op = np.maximum(compute_s / compute_efficiency, memory_s / memory_efficiency) + overhead_s * overhead_factor
+    per_op = np.maximum(compute_s / compute_efficiency, memory_s / memory_efficiency)
+    per_op = per_op + op_overhead_s * overhead_factor
     return ClassFit(
         op_class=name,
         compute=compute_efficiency,

@@ -12,6 +12,9 @@ from dataclasses import dataclass, fields
 from hwmodel.errors import SpecError
 
 LOCAL_MEMORY_KINDS = ("sram", "hbm", "dram")
+_NON_RATE_FIELDS = frozenset(
+    {"name", "source", "local_memory_kind", "local_memory_full_duplex", "cache_tiers", "multi_tensor_kernels"}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +37,9 @@ class ChipSpec:
             load and 270 GB/s store per node at once); False if they share one (HBM).
         local_memory_kind: "sram", "hbm" or "dram": names the bound in reports.
         op_overhead_s: fixed cost of one op (kernel launch, dispatch, synchronisation).
+        multi_tensor_kernels: True if an op over a list of tensors (``_foreach_*``) runs as one
+            kernel (a GPU's multi-tensor apply, a compiled D1 step); False where it runs one kernel
+            per tensor and pays ``op_overhead_s`` for each (eager PyTorch on a CPU).
         cache_tiers: ``(bytes, bytes_per_s)`` pairs, smallest first: an op whose bytes read plus
             written fit ``bytes`` moves them at ``bytes_per_s`` (a CPU's caches in front of its
             DRAM); larger ops get the local memory's bandwidth. Empty for chips whose local memory
@@ -56,6 +62,7 @@ class ChipSpec:
     local_memory_full_duplex: bool
     local_memory_kind: str
     op_overhead_s: float
+    multi_tensor_kernels: bool = True
     cache_tiers: tuple[tuple[float, float], ...] = ()
     source: str = ""
 
@@ -64,7 +71,7 @@ class ChipSpec:
             raise SpecError("chip name must not be empty")
         for spec_field in fields(self):
             value = getattr(self, spec_field.name)
-            if spec_field.name in ("name", "source", "local_memory_kind", "local_memory_full_duplex", "cache_tiers"):
+            if spec_field.name in _NON_RATE_FIELDS:
                 continue
             if spec_field.name == "op_overhead_s":
                 if value < 0:

@@ -14,7 +14,8 @@ For each op (vectorised over the whole workload with numpy):
   adds them.
 * ``time_s = max(compute_s, memory_s) + overhead_s``: a kernel overlaps its own arithmetic and
   data movement, and pays a fixed launch or barrier cost: the chip's ``op_overhead_s`` times its
-  class's calibrated overhead factor.
+  class's calibrated overhead factor, once per kernel (a ``_foreach_`` op over ``n`` tensors is
+  ``n`` kernels on a chip without multi-tensor kernels).
 
 Not modelled: caches, operator fusion (each aten op reads and writes its operands), data-dependent
 sparsity.
@@ -60,6 +61,7 @@ class WorkloadArrays:
     module_names: tuple[str, ...]
     op_name_index: IntArray
     op_names: tuple[str, ...]
+    tensor_lists: FloatArray
 
 
 def _intern(values: list[str]) -> tuple[IntArray, tuple[str, ...]]:
@@ -93,6 +95,11 @@ def workload_arrays(workload: Workload) -> WorkloadArrays:
         module_index=module_index,
         module_names=module_names,
         op_name_index=op_name_index,
+        tensor_lists=np.fromiter(
+            (max(1, len(op.output_ids)) if op.name.startswith("aten._foreach_") else 1 for op in ops),
+            dtype=np.float64,
+            count=count,
+        ),
         op_names=op_names,
     )
     object.__setattr__(workload, "_arrays", arrays)
@@ -188,7 +195,8 @@ def op_costs(
     read_s = bytes_read / (read_rate * memory_efficiency * memory_busy)
     write_s = bytes_written / (write_rate * memory_efficiency * memory_busy)
     memory_s = np.maximum(read_s, write_s) if chip.local_memory_full_duplex else read_s + write_s
-    overhead_s = chip.op_overhead_s * np.asarray(efficiency.overhead)[arrays.class_index]
+    kernels = 1.0 if chip.multi_tensor_kernels else arrays.tensor_lists
+    overhead_s = chip.op_overhead_s * np.asarray(efficiency.overhead)[arrays.class_index] * kernels
     time_s = np.maximum(compute_s, memory_s) + overhead_s
     return OpCosts(compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s, time_s=time_s, flops=flops)
 

@@ -170,6 +170,8 @@ def host_chip(calibration: HostCalibration) -> ChipSpec:
         local_memory_kind="dram",
         op_overhead_s=calibration.op_overhead_s,
         cache_tiers=calibration.cache_tiers,
+        # Eager PyTorch runs a CPU _foreach_ op as one kernel per tensor (no multi-tensor apply).
+        multi_tensor_kernels=False,
         source=f"measured by pytest_dojo.hostbench: {calibration.describe()}",
     )
 

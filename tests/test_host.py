@@ -277,3 +277,33 @@ def test_an_op_that_fits_a_cache_tier_moves_its_bytes_at_that_tier() -> None:
     workload = Workload(name="copies", batch_size=1, ops=(copy(1 << 16), copy(1 << 26)))
     memory_s = op_costs(workload, chip, table, FP32).memory_s
     assert memory_s.tolist() == pytest.approx([2 * (1 << 16) / 5e10, 2 * (1 << 26) / 1e10])
+
+
+def test_a_foreach_op_pays_one_launch_per_tensor_on_the_host_and_one_on_a_d1() -> None:
+    """``_foreach_mul_`` over 3 parameter tensors: eager PyTorch on a CPU runs 3 kernels (3 x 10 us
+    of overhead at factor 1); a D1 step runs it as one (one barrier, 18.5 ns)."""
+    from hwmodel.cost import op_costs
+    from hwmodel.efficiency import EfficiencyTable
+    from hwmodel.opclass import OP_CLASSES
+    from hwmodel.precision import FP32
+    from hwmodel.presets import D1
+
+    ones = (1.0,) * len(OP_CLASSES)
+    table = EfficiencyTable(chip="any", compute=ones, memory=ones, calibration="test")
+    op = OpRecord(
+        name="aten._foreach_mul_.Scalar",
+        phase="optimizer",
+        module="Global",
+        flops=12.0,
+        flop_source="formula",
+        bytes_read=48,
+        bytes_written=48,
+        output_elements=12,
+        dtype="float32",
+        input_ids=(0, 1, 2),
+        output_ids=(0, 1, 2),
+    )
+    workload = Workload(name="update", batch_size=1, ops=(op,))
+    host = host_chip(calibration_from_dict(_document()))
+    assert op_costs(workload, host, table, FP32).overhead_s.tolist() == pytest.approx([3 * 1e-5])
+    assert op_costs(workload, D1, table, FP32).overhead_s.tolist() == pytest.approx([D1.op_overhead_s])
