@@ -93,9 +93,11 @@ def main() -> None:
         capture_s[batch] = time.perf_counter() - start
     one = workloads[1]
     tile = make_system("d1", "5x5")
-    print(f"{NETWORK} full: {len(one.ops)} ops, {one.parameter_count / 1e6:.1f} M parameters, "
-          f"{one.flops_total / 1e12:.2f} TFLOP per sample-step; capture "
-          + ", ".join(f"batch {b}: {s:.1f} s" for b, s in capture_s.items()))
+    print(
+        f"{NETWORK} full: {len(one.ops)} ops, {one.parameter_count / 1e6:.1f} M parameters, "
+        f"{one.flops_total / 1e12:.2f} TFLOP per sample-step; capture "
+        + ", ".join(f"batch {b}: {s:.1f} s" for b, s in capture_s.items())
+    )
 
     print("\nevaluations of one (workload at batch 1 per replica, 5x5 D1, plan) after capture:")
     print(f"  {'plan':<22} {'evals/s':>9} {'ms/eval':>8} {'cpu evals/s':>12} {'step ms':>9} {'samples/s':>10}")
@@ -103,8 +105,10 @@ def main() -> None:
         report = simulate(one, tile, plan=plan)
         per_eval = median_s(lambda plan=plan: simulate(one, tile, plan=plan), repeats, inner=50)
         per_eval_cpu = cpu_s(lambda plan=plan: simulate(one, tile, plan=plan), repeats, inner=50)
-        print(f"  {plan!s:<22} {1 / per_eval:>9,.0f} {per_eval * 1e3:>8.3f} {1 / per_eval_cpu:>12,.0f} "
-              f"{report.step_time_s * 1e3:>9.3f} {report.samples_per_s:>10,.1f}")
+        print(
+            f"  {plan!s:<22} {1 / per_eval:>9,.0f} {per_eval * 1e3:>8.3f} {1 / per_eval_cpu:>12,.0f} "
+            f"{report.step_time_s * 1e3:>9.3f} {report.samples_per_s:>10,.1f}"
+        )
 
     print("\none evaluation (data parallel over every chip) against chips:")
     print(f"  {'mesh':<8} {'chips':>6} {'cold ms':>8} {'warm ms':>8} {'cpu ms':>7} {'warm us/chip':>13} {'step ms':>8}")
@@ -116,8 +120,10 @@ def main() -> None:
         cold = time.perf_counter() - start
         warm = median_s(lambda system=system: simulate(one, system), repeats, inner=20)
         warm_cpu = cpu_s(lambda system=system: simulate(one, system), repeats, inner=20)
-        print(f"  {mesh:<8} {chips:>6} {cold * 1e3:>8.2f} {warm * 1e3:>8.3f} {warm_cpu * 1e3:>7.3f} "
-              f"{warm / chips * 1e6:>13.3f} {report.step_time_s * 1e3:>8.3f}")
+        print(
+            f"  {mesh:<8} {chips:>6} {cold * 1e3:>8.2f} {warm * 1e3:>8.3f} {warm_cpu * 1e3:>7.3f} "
+            f"{warm / chips * 1e6:>13.3f} {report.step_time_s * 1e3:>8.3f}"
+        )
 
     source = FixedWorkloads(by_batch=workloads, global_batch=GLOBAL_BATCH)
     progress("plan=auto over 5x5")
@@ -128,21 +134,27 @@ def main() -> None:
     warm = median_s(lambda: search_plans(source, tile, options=StepOptions()), repeats)
     warm_cpu = cpu_s(lambda: search_plans(source, tile, options=StepOptions()), repeats)
     fitted = [entry for entry in ranking.entries if entry["fits"]]
-    print(f"\nplan=auto over 5x5 at global batch {GLOBAL_BATCH}: {len(ranking.entries)} plans "
-          f"({len(fitted)} fit), cold {cold * 1e3:.1f} ms, warm {warm * 1e3:.1f} ms (cpu {warm_cpu * 1e3:.1f} ms); "
-          f"batch sizes asked "
-          f"{sorted(ranking.batch_sizes_requested)}; best {ranking.report.plan} at "
-          f"{ranking.report.samples_per_s:,.1f} samples/s")
+    print(
+        f"\nplan=auto over 5x5 at global batch {GLOBAL_BATCH}: {len(ranking.entries)} plans "
+        f"({len(fitted)} fit), cold {cold * 1e3:.1f} ms, warm {warm * 1e3:.1f} ms (cpu {warm_cpu * 1e3:.1f} ms); "
+        f"batch sizes asked "
+        f"{sorted(ranking.batch_sizes_requested)}; best {ranking.report.plan} at "
+        f"{ranking.report.samples_per_s:,.1f} samples/s"
+    )
     for entry in fitted[:5]:
-        print(f"  {entry['plan']:<22} {entry['samples_per_s']:>10,.1f} samples/s  "
-              f"step {entry['step_time_s'] * 1e3:8.3f} ms  {entry['bound']:<8} {entry['memory_strategy']}")
+        print(
+            f"  {entry['plan']:<22} {entry['samples_per_s']:>10,.1f} samples/s  "
+            f"step {entry['step_time_s'] * 1e3:8.3f} ms  {entry['bound']:<8} {entry['memory_strategy']}"
+        )
 
     plan = PLANS[0]
     trace_s = median_s(lambda: step_trace(one, tile, plan), max(repeats // 2, 1))
     document = step_trace(one, tile, plan)
     problems = validate_chrome_trace(document)
-    print(f"\ntimeline + Chrome trace of {plan} on 5x5: {trace_s * 1e3:.1f} ms, "
-          f"{len(document['traceEvents'])} events, {'valid' if not problems else problems[:2]}")
+    print(
+        f"\ntimeline + Chrome trace of {plan} on 5x5: {trace_s * 1e3:.1f} ms, "
+        f"{len(document['traceEvents'])} events, {'valid' if not problems else problems[:2]}"
+    )
 
 
 if __name__ == "__main__":

@@ -128,11 +128,15 @@ def _two_phase(first: str, schedule: str, rows: int, cols: int, size: float, out
     """Reduce-scatter along ``first``, then the other dimension on the shard (and back if ``out_and_back``)."""
     second = "col" if first == "row" else "row"
     shard = size / (cols if first == "row" else rows)
-    phases = [Phase(dimension=first, schedule=schedule, bytes_per_rank=size),
-              Phase(dimension=second, schedule=schedule, bytes_per_rank=shard)]
+    phases = [
+        Phase(dimension=first, schedule=schedule, bytes_per_rank=size),
+        Phase(dimension=second, schedule=schedule, bytes_per_rank=shard),
+    ]
     if out_and_back:
-        phases += [Phase(dimension=second, schedule=schedule, bytes_per_rank=shard, backwards=True),
-                   Phase(dimension=first, schedule=schedule, bytes_per_rank=size, backwards=True)]
+        phases += [
+            Phase(dimension=second, schedule=schedule, bytes_per_rank=shard, backwards=True),
+            Phase(dimension=first, schedule=schedule, bytes_per_rank=size, backwards=True),
+        ]
     return phases
 
 
@@ -144,8 +148,10 @@ def algorithm_phases(kind: str, topology: str, rows: int, cols: int, size: float
             ring: _two_phase("row", "ring", rows, cols, size, True),
             f"{ring}-columns-first": _two_phase("col", "ring", rows, cols, size, True),
             "halving-doubling-2d": _two_phase("row", "halving", rows, cols, size, True),
-            "recursive-doubling-2d": [Phase(dimension="row", schedule="doubling", bytes_per_rank=size),
-                                      Phase(dimension="col", schedule="doubling", bytes_per_rank=size)],
+            "recursive-doubling-2d": [
+                Phase(dimension="row", schedule="doubling", bytes_per_rank=size),
+                Phase(dimension="col", schedule="doubling", bytes_per_rank=size),
+            ],
         }
     if kind in ("reduce_scatter", "all_gather"):
         candidates = {
@@ -154,18 +160,25 @@ def algorithm_phases(kind: str, topology: str, rows: int, cols: int, size: float
             "recursive-halving-2d": _two_phase("row", "halving", rows, cols, size, False),
         }
         if kind == "all_gather":
-            renamed = {ring: ring, f"{ring}-columns-first": f"{ring}-columns-first",
-                       "recursive-halving-2d": "recursive-doubling-2d"}
+            renamed = {
+                ring: ring,
+                f"{ring}-columns-first": f"{ring}-columns-first",
+                "recursive-halving-2d": "recursive-doubling-2d",
+            }
             return {
-                renamed[name]: [Phase(dimension=p.dimension, schedule=p.schedule, bytes_per_rank=p.bytes_per_rank,
-                                      backwards=True) for p in reversed(phases)]
+                renamed[name]: [
+                    Phase(dimension=p.dimension, schedule=p.schedule, bytes_per_rank=p.bytes_per_rank, backwards=True)
+                    for p in reversed(phases)
+                ]
                 for name, phases in candidates.items()
             }
         return candidates
     if kind == "broadcast":
         return {
-            "binomial-tree-2d": [Phase(dimension="row", schedule="binomial", bytes_per_rank=size, root_line_only=True),
-                                 Phase(dimension="col", schedule="binomial", bytes_per_rank=size)],
+            "binomial-tree-2d": [
+                Phase(dimension="row", schedule="binomial", bytes_per_rank=size, root_line_only=True),
+                Phase(dimension="col", schedule="binomial", bytes_per_rank=size),
+            ],
             "scatter-allgather-2d": [
                 Phase(dimension="row", schedule="scatter", bytes_per_rank=size, root_line_only=True),
                 Phase(dimension="col", schedule="scatter", bytes_per_rank=size / cols),
@@ -247,8 +260,15 @@ def collective_on(
         raise TopologyError(f"collective size must be a finite number of bytes >= 0, got {bytes_per_rank}")
     check_group(mesh, group, concurrent_groups)
     if group.num_chips == 1 or bytes_per_rank == 0:
-        return CollectiveCost(kind=kind, algorithm="none", bytes_per_rank=bytes_per_rank, ranks=group.num_chips,
-                              time_s=0.0, steps=0, concurrent_groups=concurrent_groups)
+        return CollectiveCost(
+            kind=kind,
+            algorithm="none",
+            bytes_per_rank=bytes_per_rank,
+            ranks=group.num_chips,
+            time_s=0.0,
+            steps=0,
+            concurrent_groups=concurrent_groups,
+        )
     results = {
         name: (latency, per_byte_s * bytes_per_rank, steps)
         for name, latency, per_byte_s, steps in _unit_prices(kind, mesh, fabric, group, concurrent_groups)
@@ -291,8 +311,15 @@ def collective(
     >>> cost.algorithm, round(cost.time_s * 1e6, 3)
     ('folded-ring-2d', 102.4)
     """
-    return collective_on(kind, system.mesh, system.fabric, group, bytes_per_rank,
-                         concurrent_groups=concurrent_groups, algorithm=algorithm)
+    return collective_on(
+        kind,
+        system.mesh,
+        system.fabric,
+        group,
+        bytes_per_rank,
+        concurrent_groups=concurrent_groups,
+        algorithm=algorithm,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

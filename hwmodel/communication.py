@@ -101,9 +101,11 @@ def group_collective(
     if topology_aware is not None and chip_group is not None and kind != "point_to_point":
         # NB: the plan's groups tile the mesh, so every group of a kind runs at once.
         cost = topology_aware(
-            kind, system,
+            kind,
+            system,
             chip_group(rows=group.rows, cols=group.cols, row_stride=group.row_stride, col_stride=group.col_stride),
-            bytes_per_rank, concurrent_groups=group.concurrent_groups,
+            bytes_per_rank,
+            concurrent_groups=group.concurrent_groups,
         )
         return float(cost.time_s), str(cost.algorithm)
     algorithm = "direct" if kind == "point_to_point" else "folded-ring-2d"

@@ -73,8 +73,13 @@ class FabricSpec:
         for name in ("link_bytes_per_s", "inter_tile_link_bytes_per_s"):
             if not getattr(self, name) > 0:
                 raise SpecError(f"fabric {self.name}: {name} must be > 0, got {getattr(self, name)}")
-        for name in ("hop_latency_s", "collective_step_latency_s", "inter_tile_hop_latency_s",
-                     "backing_memory_bytes_per_chip", "backing_memory_bytes_per_s_per_chip"):
+        for name in (
+            "hop_latency_s",
+            "collective_step_latency_s",
+            "inter_tile_hop_latency_s",
+            "backing_memory_bytes_per_chip",
+            "backing_memory_bytes_per_s_per_chip",
+        ):
             if getattr(self, name) < 0:
                 raise SpecError(f"fabric {self.name}: {name} must be >= 0, got {getattr(self, name)}")
         if self.tile_rows < 1 or self.tile_cols < 1:

@@ -76,8 +76,13 @@ class HostCalibration:
     machine: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("matrix_fp32_flops_per_s", "matrix_bf16_flops_per_s", "vector_flops_per_s", "memory_bytes_per_s",
-                     "memory_capacity_bytes"):
+        for name in (
+            "matrix_fp32_flops_per_s",
+            "matrix_bf16_flops_per_s",
+            "vector_flops_per_s",
+            "memory_bytes_per_s",
+            "memory_capacity_bytes",
+        ):
             if not getattr(self, name) > 0:
                 raise SpecError(f"host calibration: {name} must be > 0, got {getattr(self, name)}")
         if self.op_overhead_s < 0:

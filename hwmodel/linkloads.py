@@ -102,8 +102,10 @@ def link_loads(kind: str, system: System, bytes_per_rank: float, *, algorithm: s
             members = cols if phase.dimension == "row" else rows
             if members <= 1:
                 continue
-            up, down = (np.asarray(x) * phase.bytes_per_rank
-                        for x in directed_link_loads(phase.schedule, members, phase.backwards))
+            up, down = (
+                np.asarray(x) * phase.bytes_per_rank
+                for x in directed_link_loads(phase.schedule, members, phase.backwards)
+            )
             if phase.dimension == "row":
                 lines = slice(0, 1) if phase.root_line_only else slice(None)
                 loads[lines, :-1, 0] += up

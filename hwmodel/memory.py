@@ -105,8 +105,11 @@ def memory_arrays(workload: Workload) -> MemoryArrays:
             sizes.append(float(tensor.nbytes))
             dtype_index.append(dtypes.setdefault(tensor.dtype, len(dtypes)))
             if (
-                tensor.kind == "activation" and 0 <= tensor.first_op < count and 0 <= tensor.last_op < count
-                and phase_of[tensor.first_op] == 0 and phase_of[tensor.last_op] == backward
+                tensor.kind == "activation"
+                and 0 <= tensor.first_op < count
+                and 0 <= tensor.last_op < count
+                and phase_of[tensor.first_op] == 0
+                and phase_of[tensor.last_op] == backward
             ):
                 saved[tensor.first_op] += tensor.nbytes
         elif tensor.kind == "parameter":
@@ -213,7 +216,10 @@ class MemoryFootprint:
     def total_bytes(self) -> float:
         """Peak working set of one chip before any remedy."""
         return (
-            self.weights_bytes + self.gradients_bytes + self.optimizer_state_bytes + self.buffers_bytes
+            self.weights_bytes
+            + self.gradients_bytes
+            + self.optimizer_state_bytes
+            + self.buffers_bytes
             + self.activations_peak_bytes
         )
 

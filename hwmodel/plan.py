@@ -128,8 +128,10 @@ def plan_layout(plan: Plan, mesh: Mesh) -> PlanLayout:
     inner = plan.tensor_parallel * plan.pipeline_parallel
     data = _run_group(plan.data_parallel, inner, mesh, "data-parallel", plan)
     hops = max(
-        (mesh.hops(stage * plan.tensor_parallel, (stage + 1) * plan.tensor_parallel)
-         for stage in range(plan.pipeline_parallel - 1)),
+        (
+            mesh.hops(stage * plan.tensor_parallel, (stage + 1) * plan.tensor_parallel)
+            for stage in range(plan.pipeline_parallel - 1)
+        ),
         default=0,
     )
     return PlanLayout(tensor_group=tensor, data_group=data, pipeline_hops=hops)

@@ -237,19 +237,36 @@ H200 = _gpu(
 
 # GPU presets: A100 "NVLink3 600 GB/s per GPU (NVSwitch, 8 per node)" [S]; DGX A100: 8 x 200 Gb/s
 # HDR InfiniBand compute NICs, one per GPU [U].
-DGX_A100_FABRIC = _gpu_node_fabric("dgx-a100-nvswitch-hdr", nvlink_gb_per_s_bidirectional=600, nic_gbit_per_s=200,
-                                   source=GPU_REFERENCE)
+DGX_A100_FABRIC = _gpu_node_fabric(
+    "dgx-a100-nvswitch-hdr", nvlink_gb_per_s_bidirectional=600, nic_gbit_per_s=200, source=GPU_REFERENCE
+)
 # GPU presets: H100/H200 "NVLink4 900 GB/s per GPU (NVSwitch)" [S]; DGX H100/H200: 8 x 400 Gb/s NDR
 # InfiniBand (ConnectX-7), one per GPU = 50 GB/s per GPU per direction [U].
-DGX_H100_FABRIC = _gpu_node_fabric("dgx-h100-nvswitch-ndr", nvlink_gb_per_s_bidirectional=900, nic_gbit_per_s=400,
-                                   source=GPU_REFERENCE)
+DGX_H100_FABRIC = _gpu_node_fabric(
+    "dgx-h100-nvswitch-ndr", nvlink_gb_per_s_bidirectional=900, nic_gbit_per_s=400, source=GPU_REFERENCE
+)
 
-register_preset(Preset(chip=A100, fabric=DGX_A100_FABRIC,
-                       description="NVIDIA A100 SXM 80GB, 8 per NVSwitch node (mesh NODESx8), HDR InfiniBand between"))
-register_preset(Preset(chip=H100, fabric=DGX_H100_FABRIC,
-                       description="NVIDIA H100 SXM, 8 per NVSwitch node (mesh NODESx8), NDR InfiniBand between"))
-register_preset(Preset(chip=H200, fabric=DGX_H100_FABRIC,
-                       description="NVIDIA H200 SXM 141GB, 8 per NVSwitch node (mesh NODESx8), NDR InfiniBand between"))
+register_preset(
+    Preset(
+        chip=A100,
+        fabric=DGX_A100_FABRIC,
+        description="NVIDIA A100 SXM 80GB, 8 per NVSwitch node (mesh NODESx8), HDR InfiniBand between",
+    )
+)
+register_preset(
+    Preset(
+        chip=H100,
+        fabric=DGX_H100_FABRIC,
+        description="NVIDIA H100 SXM, 8 per NVSwitch node (mesh NODESx8), NDR InfiniBand between",
+    )
+)
+register_preset(
+    Preset(
+        chip=H200,
+        fabric=DGX_H100_FABRIC,
+        description="NVIDIA H200 SXM 141GB, 8 per NVSwitch node (mesh NODESx8), NDR InfiniBand between",
+    )
+)
 
 # The host preset is measured, not published: rates from the calibration file of hwmodel/host.py
 # (written by python -m pytest_dojo.hostbench), so --dojo-chip=host --dojo-mesh=1x1 predicts this machine.

@@ -28,7 +28,14 @@ from hwmodel.errors import WorkloadError
 
 REPORT_SCHEMA_VERSION = 1
 BREAKDOWN_PARTS = (
-    "compute", "memory", "overhead", "communication", "spill", "recompute", "tensor_parallel", "batchnorm_sync",
+    "compute",
+    "memory",
+    "overhead",
+    "communication",
+    "spill",
+    "recompute",
+    "tensor_parallel",
+    "batchnorm_sync",
     "pipeline_bubble",
 )
 

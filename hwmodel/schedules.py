@@ -206,8 +206,9 @@ def summarize(name: str, k: int) -> ScheduleSummary:
     distinct = [step for step, _ in repeated.values()]
     repeats = np.array([count for _, count in repeated.values()], dtype=np.float64)
     if not distinct:
-        return ScheduleSummary(steps=0, distance_counts=(), max_link_load_fraction_total=0.0,
-                               max_port_load_fraction_total=0.0)
+        return ScheduleSummary(
+            steps=0, distance_counts=(), max_link_load_fraction_total=0.0, max_port_load_fraction_total=0.0
+        )
     flows = np.array([(index, *flow) for index, step in enumerate(distinct) for flow in step], dtype=np.float64)
     index = flows[:, 0].astype(np.int64)
     src, dst, fraction = flows[:, 1].astype(np.int64), flows[:, 2].astype(np.int64), flows[:, 3]
@@ -225,8 +226,10 @@ def summarize(name: str, k: int) -> ScheduleSummary:
     np.add.at(up, (index[rising], dst[rising]), -fraction[rising])
     np.add.at(down, (index[falling], dst[falling]), fraction[falling])
     np.add.at(down, (index[falling], src[falling]), -fraction[falling])
-    busiest = np.maximum(np.cumsum(up, axis=1)[:, : k - 1].max(axis=1, initial=0.0),
-                         np.cumsum(down, axis=1)[:, : k - 1].max(axis=1, initial=0.0))
+    busiest = np.maximum(
+        np.cumsum(up, axis=1)[:, : k - 1].max(axis=1, initial=0.0),
+        np.cumsum(down, axis=1)[:, : k - 1].max(axis=1, initial=0.0),
+    )
     sent = np.bincount(index * k + src, weights=fraction, minlength=count * k).reshape(count, k)
     received = np.bincount(index * k + dst, weights=fraction, minlength=count * k).reshape(count, k)
     ports = np.maximum(sent.max(axis=1), received.max(axis=1))

@@ -98,16 +98,18 @@ def search_plans(
             entries.append({"plan": str(plan), "fits": False, "reason": str(error)})
             continue
         reports[str(plan)] = report
-        entries.append({
-            "plan": str(plan),
-            "fits": True,
-            "step_time_s": report.step_time_s,
-            "samples_per_s": report.samples_per_s,
-            "global_batch": report.global_batch,
-            "mfu": report.mfu,
-            "bound": report.bound,
-            "memory_strategy": report.memory_strategy.get("strategy", "none"),
-        })
+        entries.append(
+            {
+                "plan": str(plan),
+                "fits": True,
+                "step_time_s": report.step_time_s,
+                "samples_per_s": report.samples_per_s,
+                "global_batch": report.global_batch,
+                "mfu": report.mfu,
+                "bound": report.bound,
+                "memory_strategy": report.memory_strategy.get("strategy", "none"),
+            }
+        )
     if not reports:
         reasons = "; ".join(f"{entry['plan']}: {entry['reason']}" for entry in entries[:3])
         raise PlanError(f"no plan fits {system.num_chips} chips of {system.chip.name} on mesh {system.mesh}: {reasons}")

@@ -65,11 +65,19 @@ TOP_ENTRIES = 10
 SYNC_BATCHNORM_CHIPS = frozenset({"d1"})
 """Chips whose batch norm is synchronised across data-parallel replicas by default (Dojo: "make the
 slice large enough to fit a batch norm surface", ``shared/reference/dojo-hardware.md``, Mapping)."""
-BATCHNORM_TRAINING_OPS = frozenset({
-    "native_batch_norm", "native_batch_norm_backward", "_native_batch_norm_legit",
-    "_native_batch_norm_legit_functional", "batch_norm_backward", "_batch_norm_with_update",
-    "_batch_norm_with_update_functional", "cudnn_batch_norm", "cudnn_batch_norm_backward",
-})
+BATCHNORM_TRAINING_OPS = frozenset(
+    {
+        "native_batch_norm",
+        "native_batch_norm_backward",
+        "_native_batch_norm_legit",
+        "_native_batch_norm_legit_functional",
+        "batch_norm_backward",
+        "_batch_norm_with_update",
+        "_batch_norm_with_update_functional",
+        "cudnn_batch_norm",
+        "cudnn_batch_norm_backward",
+    }
+)
 """Aten ops of a training-mode batch norm (forward and backward): each needs batch statistics."""
 STATISTICS_PER_CHANNEL = 2
 """Values all-reduced per channel: sum and sum of squares (forward), or the two gradient sums."""
@@ -159,7 +167,8 @@ def _batchnorm_mask(workload: Workload) -> npt.NDArray[np.bool_]:
     if cached is None:
         cached = np.fromiter(
             (packet_name(op.name) in BATCHNORM_TRAINING_OPS for op in workload.ops),
-            dtype=np.bool_, count=len(workload.ops),
+            dtype=np.bool_,
+            count=len(workload.ops),
         )
         object.__setattr__(workload, "_batchnorm_mask", cached)
     return np.asarray(cached)
@@ -209,8 +218,10 @@ def _activation_edges(workload: Workload) -> tuple[IntArray, IntArray, FloatArra
                     rows.append((made[0], index, made[1], slots.setdefault(tensor_id, len(slots))))
         columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
         cached = (
-            np.array(columns[0], dtype=np.int64), np.array(columns[1], dtype=np.int64),
-            np.array(columns[2], dtype=np.float64), np.array(columns[3], dtype=np.int64),
+            np.array(columns[0], dtype=np.int64),
+            np.array(columns[1], dtype=np.int64),
+            np.array(columns[2], dtype=np.float64),
+            np.array(columns[3], dtype=np.int64),
         )
         object.__setattr__(workload, "_activation_edges", cached)
     return cached  # type: ignore[no-any-return]
@@ -259,8 +270,15 @@ class _OpTimes:
 
 
 def _op_times(
-    workload: Workload, arrays: WorkloadArrays, memory: MemoryArrays, system: System, plan: Plan,
-    layout: PlanLayout, options: StepOptions, table: EfficiencyTable, tp_parameter_fraction: float,
+    workload: Workload,
+    arrays: WorkloadArrays,
+    memory: MemoryArrays,
+    system: System,
+    plan: Plan,
+    layout: PlanLayout,
+    options: StepOptions,
+    table: EfficiencyTable,
+    tp_parameter_fraction: float,
     sync_batchnorm: bool,
 ) -> _OpTimes:
     optimizer = arrays.phase_index == _OPTIMIZER
@@ -282,7 +300,9 @@ def _op_times(
         statistics = STATISTICS_PER_CHANNEL * memory.smallest_output_bytes_by_op[mask]
         batchnorm_s[mask] = group_collectives_s("all_reduce", system, layout.data_group, statistics)
     return _OpTimes(
-        costs=costs, tensor_parallel_s=tensor_parallel_s, batchnorm_s=batchnorm_s,
+        costs=costs,
+        tensor_parallel_s=tensor_parallel_s,
+        batchnorm_s=batchnorm_s,
         busy_s=costs.time_s + tensor_parallel_s + batchnorm_s,
     )
 
@@ -294,13 +314,15 @@ def _parts(times: _OpTimes, mask: npt.NDArray[np.bool_] | None, scale: float) ->
     """Breakdown parts of the ops in ``mask`` (every op when None), each counted ``scale`` times."""
     costs = times.costs
     compute_bound = costs.compute_bound
-    columns = np.stack((
-        np.where(compute_bound, costs.compute_s, 0.0),
-        np.where(compute_bound, 0.0, costs.memory_s),
-        costs.overhead_s,
-        times.tensor_parallel_s,
-        times.batchnorm_s,
-    ))
+    columns = np.stack(
+        (
+            np.where(compute_bound, costs.compute_s, 0.0),
+            np.where(compute_bound, 0.0, costs.memory_s),
+            costs.overhead_s,
+            times.tensor_parallel_s,
+            times.batchnorm_s,
+        )
+    )
     if mask is not None:
         columns = columns[:, mask]
     if columns.shape[1] == 0:
@@ -405,8 +427,14 @@ def evaluate(
         if keep_timeline:
             intervals.extend(_op_intervals(workload, arrays, times, ends, optimizer, exposed, "chip"))
             intervals.extend(
-                Interval(track="chip/data-parallel", name="all_reduce gradients", category="collective",
-                         start_s=float(start), duration_s=float(duration), args={"bytes": size * tp_parameter_fraction})
+                Interval(
+                    track="chip/data-parallel",
+                    name="all_reduce gradients",
+                    category="collective",
+                    start_s=float(start),
+                    duration_s=float(duration),
+                    args={"bytes": size * tp_parameter_fraction},
+                )
                 for start, duration, (_, size) in zip(starts, durations, buckets, strict=True)
             )
         optimizer_total = optimizer_s
@@ -451,15 +479,26 @@ def evaluate(
         if keep_timeline:
             intervals.extend(_pipeline_intervals(schedule.events, transfer_s, pp))
             intervals.extend(
-                Interval(track=f"stage {s}/data-parallel", name="all_reduce gradients", category="collective",
-                         start_s=float(schedule.stage_end_s[s]), duration_s=float(durations[s]),
-                         args={"bytes": float(stage_gradients[s])})
-                for s in range(pp) if durations[s] > 0
+                Interval(
+                    track=f"stage {s}/data-parallel",
+                    name="all_reduce gradients",
+                    category="collective",
+                    start_s=float(schedule.stage_end_s[s]),
+                    duration_s=float(durations[s]),
+                    args={"bytes": float(stage_gradients[s])},
+                )
+                for s in range(pp)
+                if durations[s] > 0
             )
             optimizer_start = pipeline_s + exposed
             intervals.extend(
-                Interval(track=f"stage {s}/compute", name="optimizer", category="optimizer", start_s=optimizer_start,
-                         duration_s=optimizer_s * float(stage_parameters[s]))
+                Interval(
+                    track=f"stage {s}/compute",
+                    name="optimizer",
+                    category="optimizer",
+                    start_s=optimizer_start,
+                    duration_s=optimizer_s * float(stage_parameters[s]),
+                )
                 for s in range(pp)
             )
     breakdown["communication"] = exposed
@@ -473,8 +512,12 @@ def evaluate(
         cost = ingest(options.ingest, global_batch)
         hidden = max(0.0, cost.time_s - step_time)
         breakdown["ingest"] = hidden
-        ingest_report = {"time_s": cost.time_s, "bytes_per_step": cost.bytes_per_step, "bound": cost.bound,
-                         "exposed_s": hidden}
+        ingest_report = {
+            "time_s": cost.time_s,
+            "bytes_per_step": cost.bytes_per_step,
+            "bound": cost.bound,
+            "exposed_s": hidden,
+        }
         step_time += hidden
     extra_parts = sorted(set(breakdown) - set(BREAKDOWN_PARTS))
     breakdown = {part: breakdown.get(part, 0.0) for part in (*BREAKDOWN_PARTS, *extra_parts)}
@@ -483,17 +526,38 @@ def evaluate(
         track = "chip/memory" if pp == 1 and micro_batches == 1 else f"stage {worst}/memory"
         start = step_time - remedy_s - breakdown.get("ingest", 0.0)
         if memory.recompute_s > 0:
-            intervals.append(Interval(track=track, name="recompute activations", category="memory", start_s=start,
-                                      duration_s=memory.recompute_s))
+            intervals.append(
+                Interval(
+                    track=track,
+                    name="recompute activations",
+                    category="memory",
+                    start_s=start,
+                    duration_s=memory.recompute_s,
+                )
+            )
         if memory.spill_s > 0:
-            intervals.append(Interval(track=track, name="spill to DIP HBM", category="memory",
-                                      start_s=start + memory.recompute_s, duration_s=memory.spill_s,
-                                      args={"bytes": memory.spilled_bytes}))
+            intervals.append(
+                Interval(
+                    track=track,
+                    name="spill to DIP HBM",
+                    category="memory",
+                    start_s=start + memory.recompute_s,
+                    duration_s=memory.spill_s,
+                    args={"bytes": memory.spilled_bytes},
+                )
+            )
 
     bound_names = {
-        "compute": "compute", "memory": system.chip.local_memory_kind, "overhead": "latency", "communication": "link",
-        "spill": "hbm", "recompute": "compute", "tensor_parallel": "link", "batchnorm_sync": "latency",
-        "pipeline_bubble": "pipeline", "ingest": str(ingest_report.get("bound", "ingest")),
+        "compute": "compute",
+        "memory": system.chip.local_memory_kind,
+        "overhead": "latency",
+        "communication": "link",
+        "spill": "hbm",
+        "recompute": "compute",
+        "tensor_parallel": "link",
+        "batchnorm_sync": "latency",
+        "pipeline_bubble": "pipeline",
+        "ingest": str(ingest_report.get("bound", "ingest")),
     }
     bound = bound_names[max(breakdown, key=lambda part: (breakdown[part], part))]
     splits = plan.data_parallel * micro_batches
@@ -561,7 +625,9 @@ def evaluate(
             "collectives": int(np.count_nonzero(times.tensor_parallel_s[critical])) * micro_batches,
             "blocking_s": breakdown["tensor_parallel"],
             "parameter_fraction": tp_parameter_fraction,
-        } if tp > 1 else {},
+        }
+        if tp > 1
+        else {},
         batchnorm_sync={
             "enabled": bool(sync_batchnorm and plan.data_parallel > 1),
             "norm_ops": batchnorm_layers,
@@ -573,9 +639,11 @@ def evaluate(
     timeline = None
     if keep_timeline:
         report = replace(report, link_utilization=_link_utilization(system, layout, gradient_bytes, step_time))
-        classes = {"chip": system.num_chips} if pp == 1 and micro_batches == 1 else {
-            f"stage {s}": system.num_chips // pp for s in range(pp)
-        }
+        classes = (
+            {"chip": system.num_chips}
+            if pp == 1 and micro_batches == 1
+            else {f"stage {s}": system.num_chips // pp for s in range(pp)}
+        )
         timeline = Timeline(step_time_s=step_time, intervals=tuple(intervals), classes=classes)
     return StepResult(report=report, timeline=timeline)
 
@@ -616,8 +684,13 @@ def _describe(group: GroupShape) -> str:
 
 
 def _op_intervals(
-    workload: Workload, arrays: WorkloadArrays, times: _OpTimes, ends: FloatArray,
-    optimizer: npt.NDArray[np.bool_], exposed_s: float, prefix: str,
+    workload: Workload,
+    arrays: WorkloadArrays,
+    times: _OpTimes,
+    ends: FloatArray,
+    optimizer: npt.NDArray[np.bool_],
+    exposed_s: float,
+    prefix: str,
 ) -> list[Interval]:
     intervals: list[Interval] = []
     starts = ends - times.busy_s
@@ -625,20 +698,37 @@ def _op_intervals(
         shift = exposed_s if optimizer[index] else 0.0
         start = float(starts[index]) + shift
         op_s = float(times.costs.time_s[index])
-        intervals.append(Interval(
-            track=f"{prefix}/compute", name=op.name.removeprefix("aten."), category=op.phase, start_s=start,
-            duration_s=op_s, args={"module": op.module, "flops": float(times.costs.flops[index])},
-        ))
+        intervals.append(
+            Interval(
+                track=f"{prefix}/compute",
+                name=op.name.removeprefix("aten."),
+                category=op.phase,
+                start_s=start,
+                duration_s=op_s,
+                args={"module": op.module, "flops": float(times.costs.flops[index])},
+            )
+        )
         if times.tensor_parallel_s[index] > 0:
             kind = "all_gather" if op.phase == "forward" else "reduce_scatter"
-            intervals.append(Interval(track=f"{prefix}/tensor-parallel", name=kind, category="collective",
-                                      start_s=start + op_s, duration_s=float(times.tensor_parallel_s[index])))
+            intervals.append(
+                Interval(
+                    track=f"{prefix}/tensor-parallel",
+                    name=kind,
+                    category="collective",
+                    start_s=start + op_s,
+                    duration_s=float(times.tensor_parallel_s[index]),
+                )
+            )
         if times.batchnorm_s[index] > 0:
-            intervals.append(Interval(
-                track=f"{prefix}/batchnorm-sync", name="all_reduce statistics", category="collective",
-                start_s=start + op_s + float(times.tensor_parallel_s[index]),
-                duration_s=float(times.batchnorm_s[index]),
-            ))
+            intervals.append(
+                Interval(
+                    track=f"{prefix}/batchnorm-sync",
+                    name="all_reduce statistics",
+                    category="collective",
+                    start_s=start + op_s + float(times.tensor_parallel_s[index]),
+                    duration_s=float(times.batchnorm_s[index]),
+                )
+            )
     return intervals
 
 
@@ -649,12 +739,22 @@ def _pipeline_intervals(
     for stage, kind, batch, start, end in events:
         name = f"{'forward' if kind == 'F' else 'backward'} mb{batch}"
         category = "forward" if kind == "F" else "backward"
-        intervals.append(Interval(track=f"stage {stage}/compute", name=name, category=category,
-                                  start_s=start, duration_s=end - start))
+        intervals.append(
+            Interval(
+                track=f"stage {stage}/compute", name=name, category=category, start_s=start, duration_s=end - start
+            )
+        )
         sends = (kind == "F" and stage < stages - 1) or (kind == "B" and stage > 0)
         if sends and transfer_s > 0:
-            intervals.append(Interval(track=f"stage {stage}/point-to-point", name=f"send {name}", category="collective",
-                                      start_s=end, duration_s=transfer_s))
+            intervals.append(
+                Interval(
+                    track=f"stage {stage}/point-to-point",
+                    name=f"send {name}",
+                    category="collective",
+                    start_s=end,
+                    duration_s=transfer_s,
+                )
+            )
     return intervals
 
 
@@ -676,8 +776,12 @@ def simulate(
     the fastest one's report, with the ranking in ``report.plan_ranking``.
     """
     options = StepOptions(
-        precision=precision, efficiency=efficiency, bucket_bytes=bucket_bytes, sync_batchnorm=sync_batchnorm,
-        recompute=recompute, ingest=ingest,
+        precision=precision,
+        efficiency=efficiency,
+        bucket_bytes=bucket_bytes,
+        sync_batchnorm=sync_batchnorm,
+        recompute=recompute,
+        ingest=ingest,
     )
     if isinstance(plan, str):
         if plan.strip().lower() != "auto":

@@ -65,16 +65,18 @@ def chrome_trace(timeline: Timeline, *, title: str = "pytest-dojo step") -> dict
     events: list[dict[str, Any]] = []
     for interval in timeline.intervals:
         chip_class, _, lane = interval.track.partition("/")
-        events.append({
-            "name": interval.name,
-            "cat": interval.category,
-            "ph": "X",
-            "ts": max(interval.start_s, 0.0) * MICROSECONDS_PER_SECOND,
-            "dur": max(interval.duration_s, 0.0) * MICROSECONDS_PER_SECOND,
-            "pid": processes[chip_class],
-            "tid": threads[(chip_class, lane or "compute")],
-            "args": dict(interval.args),
-        })
+        events.append(
+            {
+                "name": interval.name,
+                "cat": interval.category,
+                "ph": "X",
+                "ts": max(interval.start_s, 0.0) * MICROSECONDS_PER_SECOND,
+                "dur": max(interval.duration_s, 0.0) * MICROSECONDS_PER_SECOND,
+                "pid": processes[chip_class],
+                "tid": threads[(chip_class, lane or "compute")],
+                "args": dict(interval.args),
+            }
+        )
     events.sort(key=lambda event: (event["ts"], event["pid"], event["tid"], -event["dur"]))
     return {
         "traceEvents": metadata + events,

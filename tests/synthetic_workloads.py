@@ -33,12 +33,21 @@ def chain_workload(
         return tensor_id
 
     def op(name: str, phase: str, module: str, flops: float, inputs: list[int], outputs: list[int]) -> None:
-        ops.append(OpRecord(
-            name=name, phase=phase, module=module, flops=float(flops), flop_source="formula",
-            bytes_read=sum(sizes[i] for i in inputs), bytes_written=sum(sizes[i] for i in outputs),
-            output_elements=sum(sizes[i] for i in outputs) // FLOAT_BYTES, dtype="float32",
-            input_ids=tuple(inputs), output_ids=tuple(outputs),
-        ))
+        ops.append(
+            OpRecord(
+                name=name,
+                phase=phase,
+                module=module,
+                flops=float(flops),
+                flop_source="formula",
+                bytes_read=sum(sizes[i] for i in inputs),
+                bytes_written=sum(sizes[i] for i in outputs),
+                output_elements=sum(sizes[i] for i in outputs) // FLOAT_BYTES,
+                dtype="float32",
+                input_ids=tuple(inputs),
+                output_ids=tuple(outputs),
+            )
+        )
 
     activation = batch * width
     weights = [tensor("parameter", width * width) for _ in range(layers)]
@@ -55,8 +64,14 @@ def chain_workload(
         mean = invstd = -1
         if batchnorm:
             y, mean, invstd = tensor("activation", activation), tensor("activation", width), tensor("activation", width)
-            op("aten.native_batch_norm.default", "forward", module, 5 * activation, [z, gammas[layer]],
-               [y, mean, invstd])
+            op(
+                "aten.native_batch_norm.default",
+                "forward",
+                module,
+                5 * activation,
+                [z, gammas[layer]],
+                [y, mean, invstd],
+            )
         h = tensor("activation", activation)
         op("aten.relu.default", "forward", module, activation, [y], [h])
         hidden.append(h)
@@ -76,8 +91,14 @@ def chain_workload(
         if batchnorm:
             dz = tensor("activation", activation)
             dgamma = tensor("gradient", width)
-            op("aten.native_batch_norm_backward.default", "backward", module, 8 * activation,
-               [dy, z, gammas[layer], mean, invstd], [dz, dgamma])
+            op(
+                "aten.native_batch_norm_backward.default",
+                "backward",
+                module,
+                8 * activation,
+                [dy, z, gammas[layer], mean, invstd],
+                [dz, dgamma],
+            )
             gradient_of[gammas[layer]] = dgamma
             grad_ready[gammas[layer]] = len(ops) - 1
         dw = tensor("gradient", width * width)
@@ -100,7 +121,10 @@ def chain_workload(
             last[tensor_id] = index
     tensors = tuple(
         TensorRecord(
-            tensor_id=tensor_id, nbytes=sizes[tensor_id], dtype="float32", kind=kind,
+            tensor_id=tensor_id,
+            nbytes=sizes[tensor_id],
+            dtype="float32",
+            kind=kind,
             first_op=first.get(tensor_id, -1) if kind in ("activation", "gradient") else -1,
             last_op=last.get(tensor_id, -1),
         )

@@ -112,11 +112,15 @@ def test_choice_flips_from_latency_optimal_to_ring_as_messages_grow() -> None:
     assert collective("all_reduce", system, whole(system), 0.99 * crossover).algorithm == "recursive-doubling-2d"
     assert collective("all_reduce", system, whole(system), 1.01 * crossover).algorithm == "folded-ring-2d"
     chosen = []
-    for size in (10.0 ** exponent for exponent in range(1, 10)):
+    for size in (10.0**exponent for exponent in range(1, 10)):
         cost = collective("all_reduce", system, whole(system), size)
         assert cost.time_s == min(time for _, time in cost.alternatives)
         assert {name for name, _ in cost.alternatives} == {
-            "folded-ring-2d", "folded-ring-2d-columns-first", "halving-doubling-2d", "recursive-doubling-2d"}
+            "folded-ring-2d",
+            "folded-ring-2d-columns-first",
+            "halving-doubling-2d",
+            "recursive-doubling-2d",
+        }
         chosen.append(cost.algorithm)
     first_ring = chosen.index("folded-ring-2d")
     assert set(chosen[:first_ring]) == {"recursive-doubling-2d"}
@@ -164,8 +168,9 @@ def test_concurrent_interleaved_groups_share_links() -> None:
     shared = collective("all_reduce", system, group, 1e8, algorithm="folded-ring-2d", concurrent_groups=2)
     assert shared.transfer_s == pytest.approx(2 * alone.transfer_s)
     assert shared.latency_s == pytest.approx(alone.latency_s)
-    side_by_side = collective("all_reduce", system, ChipGroup(rows=1, cols=5), 1e8, concurrent_groups=2,
-                              algorithm="folded-ring-2d")
+    side_by_side = collective(
+        "all_reduce", system, ChipGroup(rows=1, cols=5), 1e8, concurrent_groups=2, algorithm="folded-ring-2d"
+    )
     assert side_by_side.transfer_s == pytest.approx(2 * 4 / 5 * 1e8 / B)  # disjoint links, on one tile each
 
 

@@ -162,10 +162,14 @@ def test_remedies_and_options_only_help(case: tuple[Workload, System, Plan]) -> 
     workload, system, plan = case
     need = simulate(workload, system, plan=plan).memory_strategy["working_set_bytes"]
     tight = replace(system, chip=replace(system.chip, local_memory_bytes=need * 0.6))
-    assert (simulate(workload, tight, plan=plan, recompute=True).step_time_s
-            <= simulate(workload, tight, plan=plan, recompute=False).step_time_s * RELATIVE)
-    assert (simulate(workload, system, plan=plan, sync_batchnorm=False).step_time_s
-            <= simulate(workload, system, plan=plan, sync_batchnorm=True).step_time_s * RELATIVE)
+    assert (
+        simulate(workload, tight, plan=plan, recompute=True).step_time_s
+        <= simulate(workload, tight, plan=plan, recompute=False).step_time_s * RELATIVE
+    )
+    assert (
+        simulate(workload, system, plan=plan, sync_batchnorm=False).step_time_s
+        <= simulate(workload, system, plan=plan, sync_batchnorm=True).step_time_s * RELATIVE
+    )
 
 
 @SETTINGS
@@ -175,8 +179,9 @@ def test_remedies_and_options_only_help(case: tuple[Workload, System, Plan]) -> 
     st.integers(1, 12),
     st.floats(0.0, 2.0),
 )
-def test_pipeline_makespan_lies_between_its_bounds(forward: list[float], ratio: float, micro_batches: int,
-                                                   transfer: float) -> None:
+def test_pipeline_makespan_lies_between_its_bounds(
+    forward: list[float], ratio: float, micro_batches: int, transfer: float
+) -> None:
     """Lower: the busiest stage's m slots, and one micro-batch through every stage. Upper: the ramp
     through every stage plus (m-1) slots of the busiest, with every transfer on the way."""
     forward_s = np.array(forward)

@@ -22,12 +22,23 @@ def _three_op_workload() -> Workload:
     + 50 = 350; op 2: 200. Peak 350 B (FP32 as captured)."""
 
     def op(inputs: tuple[int, ...], outputs: tuple[int, ...]) -> OpRecord:
-        return OpRecord(name="aten.add.Tensor", phase="forward", module="m", flops=1.0, flop_source="formula",
-                        bytes_read=4, bytes_written=4, output_elements=1, dtype="float32",
-                        input_ids=inputs, output_ids=outputs)
+        return OpRecord(
+            name="aten.add.Tensor",
+            phase="forward",
+            module="m",
+            flops=1.0,
+            flop_source="formula",
+            bytes_read=4,
+            bytes_written=4,
+            output_elements=1,
+            dtype="float32",
+            input_ids=inputs,
+            output_ids=outputs,
+        )
 
     return Workload(
-        name="three", batch_size=1,
+        name="three",
+        batch_size=1,
         ops=(op((0,), (1,)), op((0,), (2,)), op((1,), ())),
         tensors=(
             TensorRecord(tensor_id=0, nbytes=100, dtype="float32", kind="input", first_op=-1, last_op=1),

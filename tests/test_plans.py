@@ -50,8 +50,10 @@ def test_tensor_parallel_gathers_forward_and_scatters_backward() -> None:
     report = simulate(workload, system, plan=Plan(data_parallel=1, tensor_parallel=5))
     size = BATCH * WIDTH * BF16
     group = ChipGroup(rows=1, cols=5)
-    expected = (4 * collective("all_gather", system, group, size).time_s
-                + 3 * collective("reduce_scatter", system, group, size).time_s)
+    expected = (
+        4 * collective("all_gather", system, group, size).time_s
+        + 3 * collective("reduce_scatter", system, group, size).time_s
+    )
     assert report.tensor_parallel["collectives"] == 7
     assert report.breakdown_s["tensor_parallel"] == pytest.approx(expected, rel=1e-12)
     weight_share = 4 * WIDTH * WIDTH / (4 * WIDTH * WIDTH + 4 * WIDTH)  # matmul weights of all weights
@@ -103,8 +105,11 @@ def test_pipeline_of_equal_layers_has_the_1f1b_bubble() -> None:
 
 def test_hybrid_plan_runs_and_adds_up() -> None:
     workload = chain_workload(layers=LAYERS, batch=BATCH, width=WIDTH)
-    report = simulate(workload, make_system("d1", "2x4"), plan=Plan(data_parallel=2, tensor_parallel=2,
-                                                                   pipeline_parallel=2, micro_batches=2))
+    report = simulate(
+        workload,
+        make_system("d1", "2x4"),
+        plan=Plan(data_parallel=2, tensor_parallel=2, pipeline_parallel=2, micro_batches=2),
+    )
     assert report.plan == "dp=2 tp=2 pp=2 mb=2"
     assert report.breakdown_s["tensor_parallel"] > 0 and report.breakdown_s["pipeline_bubble"] > 0
     assert sum(report.breakdown_s.values()) == pytest.approx(report.step_time_s, rel=1e-12)
@@ -149,8 +154,11 @@ def test_captured_batch_norms_are_synchronised_and_staged() -> None:
 
     layers: list[torch.nn.Module] = []
     for channels_in, channels_out in ((3, 16), (16, 32), (32, 32)):
-        layers += [torch.nn.Conv2d(channels_in, channels_out, 3, padding=1), torch.nn.BatchNorm2d(channels_out),
-                   torch.nn.ReLU()]
+        layers += [
+            torch.nn.Conv2d(channels_in, channels_out, 3, padding=1),
+            torch.nn.BatchNorm2d(channels_out),
+            torch.nn.ReLU(),
+        ]
     model = torch.nn.Sequential(*layers)
     workload = capture_train_step(model, torch.randn(4, 3, 32, 32), name="convnet")
     report = simulate(workload, make_system("d1", "1x4"))

@@ -47,8 +47,15 @@ def test_registry_refuses_duplicates_and_unknown_names() -> None:
     ],
 )
 def test_gpu_datasheet_figures(
-    name: str, bf16: float, tf32: float, fp32: float, sms: int, hbm_bytes: float, hbm_bytes_per_s: float,
-    nvlink: float, network: float,
+    name: str,
+    bf16: float,
+    tf32: float,
+    fp32: float,
+    sms: int,
+    hbm_bytes: float,
+    hbm_bytes_per_s: float,
+    nvlink: float,
+    network: float,
 ) -> None:
     preset = get_preset(name)
     chip, fabric = preset.chip, preset.fabric

@@ -54,7 +54,10 @@ def _best_bottleneck(weights: list[float], stages: int) -> float:
 @pytest.mark.parametrize(
     ("weights", "stages"),
     [
-        ([1, 1, 1, 1, 4], 2), ([5, 1, 1, 1, 1, 1], 3), ([2, 2, 2, 2, 2, 2], 3), ([1, 9, 1, 9, 1], 4),
+        ([1, 1, 1, 1, 4], 2),
+        ([5, 1, 1, 1, 1, 1], 3),
+        ([2, 2, 2, 2, 2, 2], 3),
+        ([1, 9, 1, 9, 1], 4),
         ([3, 1, 4, 1, 5, 9, 2, 6], 4),
     ],
 )
@@ -115,8 +118,9 @@ def test_validator_reports_what_perfetto_would_reject() -> None:
     assert any("negative time" in problem for problem in problems)
     assert any("not sorted" in problem for problem in problems)
     assert validate_chrome_trace({"events": []}) == ["the document must be an object with a 'traceEvents' list"]
-    assert validate_chrome_trace({"traceEvents": [{"ph": "X", "name": "x", "pid": 1, "tid": 1, "ts": float("nan"),
-                                                    "dur": 1.0}]})[0].startswith("not serializable")
+    assert validate_chrome_trace(
+        {"traceEvents": [{"ph": "X", "name": "x", "pid": 1, "tid": 1, "ts": float("nan"), "dur": 1.0}]}
+    )[0].startswith("not serializable")
 
 
 def test_same_inputs_give_the_same_report_and_trace() -> None:

@@ -15,8 +15,15 @@ from hwmodel.routing import ChipGroup, Line, check_group, crosses_tile, group_li
 
 @pytest.mark.parametrize(
     ("text", "rows", "cols"),
-    [("5x5", 5, 5), ("1x8", 1, 8), (" 2 X 8 ", 2, 8), ("tile", 5, 5), ("TRAY", 10, 15), ("cabinet", 10, 30),
-     (" exapod ", 50, 60)],
+    [
+        ("5x5", 5, 5),
+        ("1x8", 1, 8),
+        (" 2 X 8 ", 2, 8),
+        ("tile", 5, 5),
+        ("TRAY", 10, 15),
+        ("cabinet", 10, 30),
+        (" exapod ", 50, 60),
+    ],
 )
 def test_parse_mesh_accepts(text: str, rows: int, cols: int) -> None:
     assert parse_mesh(text) == Mesh(rows=rows, cols=cols)
@@ -105,12 +112,28 @@ def test_tile_crossing() -> None:
 
 def test_route_latency_counts_tile_boundaries() -> None:
     """Hand: 10 hops at 100 ns on-tile, a route that can cross ceil(10/5) = 2 tile edges at 200 ns each."""
-    line = Line(members=11, stride_hops=1, link_bytes_per_s=1.8e12, hop_latency_s=100e-9,
-                boundary_latency_s=200e-9, tile_length=5, crosses_tile=True, switched=False)
+    line = Line(
+        members=11,
+        stride_hops=1,
+        link_bytes_per_s=1.8e12,
+        hop_latency_s=100e-9,
+        boundary_latency_s=200e-9,
+        tile_length=5,
+        crosses_tile=True,
+        switched=False,
+    )
     assert line.route_latency_s(10) == pytest.approx(8 * 100e-9 + 2 * 200e-9)
     assert line.route_latency_s(0) == 0.0
-    switch = Line(members=8, stride_hops=1, link_bytes_per_s=450e9, hop_latency_s=1e-6,
-                  boundary_latency_s=3e-6, tile_length=8, crosses_tile=False, switched=True)
+    switch = Line(
+        members=8,
+        stride_hops=1,
+        link_bytes_per_s=450e9,
+        hop_latency_s=1e-6,
+        boundary_latency_s=3e-6,
+        tile_length=8,
+        crosses_tile=False,
+        switched=True,
+    )
     assert switch.route_latency_s(1) == switch.route_latency_s(7) == 1e-6
 
 
@@ -181,8 +204,12 @@ def test_link_loads_reject_switch_fabrics_and_point_to_point() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 12), st.integers(1, 12), st.floats(1.0, 1e10),
-       st.sampled_from(["all_reduce", "reduce_scatter", "all_gather", "broadcast"]))
+@given(
+    st.integers(1, 12),
+    st.integers(1, 12),
+    st.floats(1.0, 1e10),
+    st.sampled_from(["all_reduce", "reduce_scatter", "all_gather", "broadcast"]),
+)
 def test_no_link_is_busier_than_the_collective_lasts(rows: int, cols: int, size: float, kind: str) -> None:
     """Each step's transfer is priced at its busiest link, so no link's busy time exceeds the total;
     links off the mesh's edge carry nothing."""
