@@ -14,7 +14,6 @@ from hwmodel.errors import (
     PlanError,
     SpecError,
     TopologyError,
-    UnsupportedOpError,
     WorkloadError,
 )
 from hwmodel.fabric import FabricSpec
@@ -51,7 +50,6 @@ __all__ = [
     "System",
     "TensorRecord",
     "TopologyError",
-    "UnsupportedOpError",
     "Workload",
     "WorkloadError",
     "WorkloadSource",

@@ -67,14 +67,10 @@ __all__ = [
     "KINDS",
     "ChipGroup",
     "CollectiveCost",
-    "LineLinks",
     "Phase",
     "algorithm_phases",
     "collective",
     "collective_on",
-    "folded_ring_reduce_scatter_s",
-    "line_links",
-    "mesh_all_reduce",
 ]
 
 KINDS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "point_to_point")
@@ -320,46 +316,3 @@ def collective(
         concurrent_groups=concurrent_groups,
         algorithm=algorithm,
     )
-
-
-@dataclass(frozen=True, kw_only=True)
-class LineLinks:
-    """The bottleneck link of a line of chips: bandwidth per direction and latency per hop."""
-
-    bytes_per_s: float
-    hop_latency_s: float
-
-
-def line_links(length: int, tile_length: int, fabric: FabricSpec) -> LineLinks:
-    """Links of a row or column spanning ``length`` chips on tiles ``tile_length`` chips long.
-
-    A line longer than a tile crosses a tile edge and is as fast as the slower tier.
-    """
-    if length > tile_length:
-        return LineLinks(
-            bytes_per_s=min(fabric.link_bytes_per_s, fabric.inter_tile_link_bytes_per_s),
-            hop_latency_s=max(fabric.hop_latency_s, fabric.inter_tile_hop_latency_s),
-        )
-    return LineLinks(bytes_per_s=fabric.link_bytes_per_s, hop_latency_s=fabric.hop_latency_s)
-
-
-def folded_ring_reduce_scatter_s(length: int, bytes_per_rank: float, links: LineLinks, step_latency_s: float) -> float:
-    """Closed form of a folded-ring reduce-scatter (or all-gather) over ``length`` chips.
-
-    ``(k-1)(alpha + hops*h) + (k-1)/k * N/B`` with ``hops`` = 1 for two chips, else 2: the ``ring``
-    schedule of :mod:`hwmodel.schedules` on one line, with every hop at the bottleneck latency.
-
-    >>> folded_ring_reduce_scatter_s(5, 5e6, LineLinks(bytes_per_s=1e9, hop_latency_s=0.0), 0.0)
-    0.004
-    """
-    if length <= 1 or bytes_per_rank <= 0:
-        return 0.0
-    hops_per_step = 1 if length == 2 else 2
-    steps = length - 1
-    latency_s = steps * (step_latency_s + hops_per_step * links.hop_latency_s)
-    return latency_s + steps / length * bytes_per_rank / links.bytes_per_s
-
-
-def mesh_all_reduce(mesh: Mesh, fabric: FabricSpec, bytes_per_rank: float) -> CollectiveCost:
-    """All-reduce of ``bytes_per_rank`` over every chip of ``mesh``, fastest algorithm."""
-    return collective_on("all_reduce", mesh, fabric, ChipGroup.whole(mesh), bytes_per_rank)

@@ -23,10 +23,6 @@ class WorkloadError(HwModelError):
     """A captured workload that is malformed, or a serialized one from another schema version."""
 
 
-class UnsupportedOpError(HwModelError):
-    """An op that cannot be costed at all (an op class the model does not know)."""
-
-
 class PlanError(HwModelError):
     """A parallel plan that does not apply (degrees that do not multiply to the chips used...)."""
 

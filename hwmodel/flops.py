@@ -51,11 +51,6 @@ def register_flop_formula(*packet_names: str) -> Callable[[FlopFormula], FlopFor
     return decorator
 
 
-def has_flop_formula(op_name: str) -> bool:
-    """True if :func:`flop_count` can count ``op_name`` (e.g. ``"aten.gelu.default"``)."""
-    return packet_name(op_name) in _FORMULAS
-
-
 def flop_count(
     op_name: str, inputs: Sequence[ShapeArg], outputs: Sequence[Shape], *, pointwise: bool = False
 ) -> float | None:
@@ -366,8 +361,3 @@ def attention_backward_flops(inputs: Sequence[ShapeArg], outputs: Sequence[Shape
     """
     batch_heads, length_q, length_k, dim_qk, dim_v = _attention_dims(inputs[1:4])
     return 2.0 * batch_heads * length_q * length_k * (3 * dim_qk + 2 * dim_v)
-
-
-def registered_packets() -> tuple[str, ...]:
-    """Every overload packet with a formula (sorted), for docs and tests."""
-    return tuple(sorted(name for name in _FORMULAS if name != POINTWISE_FALLBACK))

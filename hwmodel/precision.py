@@ -75,8 +75,3 @@ def parse_precision(name: str) -> Precision:
         return PRECISIONS[name.strip().lower()]
     except KeyError:
         raise SpecError(f"unknown precision {name!r}; known: {', '.join(PRECISIONS)}") from None
-
-
-def precision_name(precision: Precision) -> str:
-    """The name of a named policy (``"bf16"``), or its compute dtype for any other."""
-    return next((name for name, known in PRECISIONS.items() if known == precision), precision.compute_dtype)

@@ -37,7 +37,6 @@ The same inputs give the same report, bit for bit: every sum is sequential or co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -791,10 +790,3 @@ def simulate(
         ranking = search_plans(source, system, options=options)
         return ranking.report
     return evaluate(source, system, plan or data_parallel(system.mesh), options).report
-
-
-def simulate_many(
-    sources: Mapping[str, Workload | WorkloadSource], system: System, **options: Any
-) -> dict[str, Report]:
-    """Simulate several workloads on one system (same options for each)."""
-    return {name: simulate(source, system, **options) for name, source in sources.items()}

@@ -22,7 +22,6 @@ tensors: such a model needs a shape-static variant.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -395,13 +394,6 @@ def _explain(network: str, recorder: _Recorder, error: Exception) -> str:
         )
     last = recorder.ops[-1].name if recorder.ops else "the first op"
     return f"cannot capture {network}: {kind} in the {recorder.phase} phase after {last}: {message}{hint}"
-
-
-def timed_capture(model: torch.nn.Module, example_inputs: Any, **options: Any) -> tuple[Workload, float]:
-    """:func:`capture_train_step` and its wall-clock time in seconds (for progress and benchmarks)."""
-    start = time.perf_counter()
-    workload = capture_train_step(model, example_inputs, **options)
-    return workload, time.perf_counter() - start
 
 
 def structural_key(

@@ -1,12 +1,10 @@
-"""The plugin's exceptions and warnings.
+"""The plugin's exceptions.
 
 User mistakes surface as one line: options become ``pytest.UsageError``, a step that cannot be
 captured fails its test with :class:`CaptureError`'s message and no traceback.
 """
 
 from __future__ import annotations
-
-import pytest
 
 
 class DojoError(Exception):
@@ -15,11 +13,3 @@ class DojoError(Exception):
 
 class CaptureError(DojoError):
     """A training step that cannot be captured (a data-dependent op, a model that raised...)."""
-
-
-class DojoWarning(pytest.PytestWarning):
-    """Base class of the plugin's warnings; never raised directly."""
-
-
-class UnmodeledOpsWarning(DojoWarning):
-    """A captured step contains ops with no FLOP formula (costed by their bytes only)."""
