@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,7 +293,3 @@ def replica_ops(workload: Any, system: System, precision: Any) -> tuple[OpPoint,
         )
         for index, op in enumerate(workload.ops)
     )
-
-
-def artifact_names() -> Sequence[str]:
-    return ("trace.json", "breakdown.png", "roofline.png", "links.png")
