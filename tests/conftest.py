@@ -1,14 +1,15 @@
 """Shared test configuration (the pytester plugin is enabled in pyproject's addopts).
 
-torch, the capture module and torch._dynamo (which the first ``FakeTensorMode()`` imports) are
-imported here, before any in-process ``pytester`` run: pytester restores ``sys.modules`` after each
-inner run, and a torch module first imported inside one would be dropped and imported a second time
-by the next, which crashes the interpreter (torch) or registers an op library twice (torch._dynamo).
+One tiny step is captured here, before any in-process ``pytester`` run: pytester restores
+``sys.modules`` after each inner run, and a torch module first imported inside one (torch itself,
+or torch._dynamo, which the first ``FakeTensorMode()`` imports) would be dropped and imported again
+by the next run, which crashes the interpreter or registers an op library twice.
 """
 
 from __future__ import annotations
 
 import torch
-import torch._dynamo  # noqa: F401
 
-import pytest_dojo.capture  # noqa: F401
+from pytest_dojo.capture import capture_train_step
+
+capture_train_step(torch.nn.Linear(4, 2), torch.randn(5, 4))

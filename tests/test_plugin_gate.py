@@ -7,17 +7,6 @@ from pathlib import Path
 
 import pytest
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _capture_once_in_process() -> None:
-    """Import what a capture imports lazily before the in-process runs (pytester drops new modules)."""
-    import torch
-
-    from pytest_dojo import capture
-
-    capture.capture_train_step(torch.nn.Linear(4, 2), torch.randn(5, 4))
-
-
 MLP_TESTS = """
 import pytest
 import torch

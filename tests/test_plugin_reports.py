@@ -13,17 +13,12 @@ from pytest_dojo.noise import compare_rounds, mann_whitney_greater, robust_sigma
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _capture_once_in_process() -> None:
-    """Import what a capture imports lazily before the in-process runs (pytester drops new modules)."""
+def _import_matplotlib_in_process() -> None:
+    """Import matplotlib before the in-process runs that plot (pytester drops new modules)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot
-    import torch
-
-    from pytest_dojo import capture
-
-    capture.capture_train_step(torch.nn.Linear(4, 2), torch.randn(5, 4))
 
 
 STEP = """

@@ -11,11 +11,6 @@ import dataclasses
 from typing import Any
 
 import pytest
-
-# FakeTensorMode imports torch._dynamo on first use; imported here, outside the in-process pytester
-# runs of the plugin tests below, so that no run drops it from sys.modules and the next one
-# re-registers its torch libraries (a RuntimeError).
-import torch._dynamo  # noqa: F401
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
