@@ -208,7 +208,7 @@ def test_gate_fails_on_a_throughput_drop_and_passes_on_a_gain(
 ) -> None:
     results_dir, env, head = recorded
     try:
-        base = _git("rev-parse", "HEAD~1")
+        base = _git("rev-parse", f"{head}~1")
     except subprocess.CalledProcessError:
         pytest.skip("the repository has a single commit")
     copy = tmp_path / "results"
