@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hwmodel.chip import ChipSpec
-from hwmodel.cost import op_costs, workload_arrays
+from hwmodel.cost import class_indices, op_costs
 from hwmodel.efficiency import EfficiencyTable
 from hwmodel.errors import SpecError, WorkloadError
 from hwmodel.opclass import OP_CLASSES
@@ -157,7 +157,7 @@ def fit_efficiency(
     for sample_index, sample in enumerate(samples):
         pairing = pair_ops(sample.workload, sample.measured_ops)
         peak = op_costs(sample.workload, chip, PEAK_TABLE, precision)
-        classes = workload_arrays(sample.workload).class_index[pairing.op_index]
+        classes = class_indices(sample.workload, chip)[pairing.op_index]
         sample_totals[sample_index] = float(pairing.measured_s.sum())
         for class_index, name in enumerate(OP_CLASSES):
             mask = classes == class_index

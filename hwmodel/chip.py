@@ -10,10 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from hwmodel.errors import SpecError
+from hwmodel.gemm import GemmRateTable
 
 LOCAL_MEMORY_KINDS = ("sram", "hbm", "dram")
 _NON_RATE_FIELDS = frozenset(
-    {"name", "source", "local_memory_kind", "local_memory_full_duplex", "cache_tiers", "multi_tensor_kernels"}
+    {
+        "name",
+        "source",
+        "local_memory_kind",
+        "local_memory_full_duplex",
+        "cache_tiers",
+        "multi_tensor_kernels",
+        "gemm_rates",
+    }
 )
 
 
@@ -44,6 +53,9 @@ class ChipSpec:
             written fit ``bytes`` moves them at ``bytes_per_s`` (a CPU's caches in front of its
             DRAM); larger ops get the local memory's bandwidth. Empty for chips whose local memory
             is the fastest tier (a D1's SRAM).
+        gemm_rates: measured FLOP/s of matrix multiplies by shape (:mod:`hwmodel.gemm`): a
+            matrix op whose GEMMs the capture recorded runs at these rates instead of the matrix
+            peak. None for chips known only by their datasheet (every preset but ``host``).
         source: where the figures come from.
 
     Not modelled: caches (D1 has none), clock throttling, power limits.
@@ -64,6 +76,7 @@ class ChipSpec:
     op_overhead_s: float
     multi_tensor_kernels: bool = True
     cache_tiers: tuple[tuple[float, float], ...] = ()
+    gemm_rates: GemmRateTable | None = None
     source: str = ""
 
     def __post_init__(self) -> None:

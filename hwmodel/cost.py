@@ -12,6 +12,10 @@ For each op (vectorised over the whole workload with numpy):
   units (D1) only the occupied units' SRAM ports serve the op, so occupancy scales it too; with one
   shared HBM it does not. Full-duplex memory overlaps loads and stores (``max``), shared memory
   adds them.
+* GEMM shapes: on a chip with measured GEMM rates (``ChipSpec.gemm_rates``, the host), a matrix
+  op whose GEMMs the capture recorded (``OpRecord.gemms``) takes their time at the measured rate of
+  each shape instead of ``flops / peak``; a convolution lowered to GEMMs is then a ``matmul``-class
+  op (it runs BLAS products, not a convolution primitive).
 * ``time_s = max(compute_s, memory_s) + overhead_s``: a kernel overlaps its own arithmetic and
   data movement, and pays a fixed launch or barrier cost: the chip's ``op_overhead_s`` times its
   class's calibrated overhead factor, once per kernel (a ``_foreach_`` op over ``n`` tensors is
@@ -62,6 +66,10 @@ class WorkloadArrays:
     op_name_index: IntArray
     op_names: tuple[str, ...]
     tensor_lists: FloatArray
+    has_gemms: npt.NDArray[np.bool_]
+    gemm_op_index: IntArray
+    gemm_shapes: FloatArray
+    """One row per recorded GEMM: ``gemm_op_index`` is its op, ``gemm_shapes`` its (count, m, n, k)."""
 
 
 def _intern(values: list[str]) -> tuple[IntArray, tuple[str, ...]]:
@@ -101,6 +109,9 @@ def workload_arrays(workload: Workload) -> WorkloadArrays:
             count=count,
         ),
         op_names=op_names,
+        has_gemms=np.fromiter((bool(op.gemms) for op in ops), dtype=np.bool_, count=count),
+        gemm_op_index=np.asarray([index for index, op in enumerate(ops) for _ in op.gemms], dtype=np.int64),
+        gemm_shapes=np.asarray([gemm for op in ops for gemm in op.gemms], dtype=np.float64).reshape(-1, 4),
     )
     object.__setattr__(workload, "_arrays", arrays)
     return arrays
@@ -153,6 +164,35 @@ def tiered_bandwidth(chip: ChipSpec, footprint_bytes: FloatArray) -> tuple[Float
     return read, write
 
 
+def class_indices(workload: Workload, chip: ChipSpec) -> IntArray:
+    """Op class of every op on ``chip`` (indices into ``OP_CLASSES``): the op's own class, except that
+    on a chip with measured GEMM rates a convolution lowered to GEMMs is a ``matmul``."""
+    arrays = workload_arrays(workload)
+    if chip.gemm_rates is None:
+        return arrays.class_index
+    lowered = arrays.has_gemms & (arrays.class_index == OP_CLASSES.index("convolution"))
+    classes: IntArray = np.where(lowered, OP_CLASSES.index("matmul"), arrays.class_index).astype(np.int64)
+    return classes
+
+
+def gemm_seconds(workload: Workload, chip: ChipSpec, dtype: str) -> FloatArray:
+    """Per op, the time of its recorded GEMMs at ``chip``'s measured rates (0 for ops without any).
+
+    NB: rates are measured in FP32; another compute dtype scales them by the ratio of the chip's
+    matrix peaks (a BF16 GEMM of each shape is assumed as much faster as the peak says).
+    """
+    arrays = workload_arrays(workload)
+    table = chip.gemm_rates
+    if table is None or not len(arrays.gemm_op_index):
+        return np.zeros(len(arrays.flops))
+    shapes = arrays.gemm_shapes
+    dtype_speedup = chip.matrix_flops_per_s(dtype) / chip.matrix_fp32_flops_per_s
+    rates = table.rates(shapes[:, 1], shapes[:, 2], shapes[:, 3]) * dtype_speedup
+    seconds = 2.0 * shapes[:, 0] * shapes[:, 1] * shapes[:, 2] * shapes[:, 3] / rates
+    per_op = np.bincount(arrays.gemm_op_index, weights=seconds, minlength=len(arrays.flops)).astype(np.float64)
+    return per_op
+
+
 def op_costs(
     workload: Workload,
     chip: ChipSpec,
@@ -184,19 +224,26 @@ def op_costs(
     matrix_rate = chip.matrix_flops_per_s(precision.compute_dtype)
     uses_matrix = arrays.is_matrix & arrays.is_float & ~optimizer
     peak = np.where(uses_matrix, matrix_rate, chip.vector_flops_per_s)
-    compute_efficiency = np.asarray(efficiency.compute)[arrays.class_index]
-    memory_efficiency = np.asarray(efficiency.memory)[arrays.class_index]
+    classes = class_indices(workload, chip)
+    compute_efficiency = np.asarray(efficiency.compute)[classes]
+    memory_efficiency = np.asarray(efficiency.memory)[classes]
     tile = np.where(uses_matrix, chip.matrix_tile_output_elements, chip.vector_tile_output_elements)
     busy = occupancy(output_elements, tile, chip.compute_units)
 
     compute_s = flops / (peak * compute_efficiency * busy)
+    if chip.gemm_rates is not None:
+        shaped = arrays.has_gemms & uses_matrix
+        gemm_s = gemm_seconds(workload, chip, precision.compute_dtype)
+        if work_scale is not None:
+            gemm_s = gemm_s * work_scale
+        compute_s = np.where(shaped, gemm_s / (compute_efficiency * busy), compute_s)
     memory_busy = busy if chip.local_memory_kind == "sram" else 1.0
     read_rate, write_rate = tiered_bandwidth(chip, bytes_read + bytes_written)
     read_s = bytes_read / (read_rate * memory_efficiency * memory_busy)
     write_s = bytes_written / (write_rate * memory_efficiency * memory_busy)
     memory_s = np.maximum(read_s, write_s) if chip.local_memory_full_duplex else read_s + write_s
     kernels = 1.0 if chip.multi_tensor_kernels else arrays.tensor_lists
-    overhead_s = chip.op_overhead_s * np.asarray(efficiency.overhead)[arrays.class_index] * kernels
+    overhead_s = chip.op_overhead_s * np.asarray(efficiency.overhead)[classes] * kernels
     time_s = np.maximum(compute_s, memory_s) + overhead_s
     return OpCosts(compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s, time_s=time_s, flops=flops)
 

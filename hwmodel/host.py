@@ -11,6 +11,8 @@ The host is modelled as one chip:
 * compute units: the intra-op threads of the calibration (a 1-thread calibration has one unit, so
   occupancy is always 1); work granules are ATen's: ``at::internal::GRAIN_SIZE`` = 32768 elements
   per thread for pointwise ops, and a 64 x 64 output block per thread for matrix ops [U];
+* matrix multiplies by shape: the FLOP/s of ``torch.mm`` at a grid of ``(m, n, k)`` shapes
+  (:class:`~hwmodel.gemm.GemmRateTable`), for the ops whose GEMMs the capture records;
 * local memory: the machine's DRAM, one bandwidth shared by reads and writes: the ``copy_`` rate at
   the largest size the calibration measured; the smaller sizes are cache tiers (an op whose bytes
   fit 2 MiB moves them at the 2 MiB copy rate);
@@ -33,6 +35,7 @@ from typing import Any
 from hwmodel.chip import ChipSpec
 from hwmodel.errors import SpecError
 from hwmodel.fabric import FabricSpec
+from hwmodel.gemm import GemmRateTable
 
 HOST_CHIP_NAME = "host"
 CALIBRATION_ENV = "DOJO_HOST_CALIBRATION"
@@ -57,6 +60,7 @@ class HostCalibration:
         vector_flops_per_s: FP32 multiply-add rate on cache-resident data.
         memory_bytes_per_s: bytes read plus written per second by a copy too large for any cache.
         cache_tiers: ``(bytes, bytes_per_s)`` copy rates at the smaller measured sizes.
+        gemm_rates: ``torch.mm`` FLOP/s by shape; None in a calibration measured without them.
         op_overhead_s: time of a tiny op dispatched from Python.
         threads: intra-op threads the rates were measured with.
         memory_capacity_bytes: physical memory of the machine.
@@ -72,6 +76,7 @@ class HostCalibration:
     memory_capacity_bytes: float
     measured_utc: str
     cache_tiers: tuple[tuple[float, float], ...] = ()
+    gemm_rates: GemmRateTable | None = None
     command: str
     machine: tuple[tuple[str, str], ...] = ()
 
@@ -112,12 +117,21 @@ def calibration_from_dict(data: dict[str, Any]) -> HostCalibration:
         measured = data.get("memory_bytes_per_s_by_size", {})
         by_size = sorted((float(size), float(rate)) for size, rate in measured.items())
         bandwidth = by_size[-1][1] if by_size else float(data["memory_bytes_per_s"])
+        gemm = data.get("gemm_flops_per_s")
+        gemm_rates = None
+        if gemm is not None:
+            gemm_rates = GemmRateTable(
+                dims=tuple(int(size) for size in gemm["dims"]),
+                flops_per_s=tuple(float(rate) for rate in gemm["flops_per_s"]),
+                source=f"torch.mm by shape, measured {data['measured_utc']}",
+            )
         return HostCalibration(
             matrix_fp32_flops_per_s=float(data["matrix_fp32_flops_per_s"]),
             matrix_bf16_flops_per_s=float(data["matrix_bf16_flops_per_s"]),
             vector_flops_per_s=float(data["vector_flops_per_s"]),
             memory_bytes_per_s=bandwidth,
             cache_tiers=tuple(by_size[:-1]),
+            gemm_rates=gemm_rates,
             op_overhead_s=float(data["op_overhead_s"]),
             threads=int(data["threads"]),
             memory_capacity_bytes=float(machine.get("memory_bytes") or data.get("memory_capacity_bytes", 0)),
@@ -175,6 +189,7 @@ def host_chip(calibration: HostCalibration) -> ChipSpec:
         local_memory_kind="dram",
         op_overhead_s=calibration.op_overhead_s,
         cache_tiers=calibration.cache_tiers,
+        gemm_rates=calibration.gemm_rates,
         # Eager PyTorch runs a CPU _foreach_ op as one kernel per tensor (no multi-tensor apply).
         multi_tensor_kernels=False,
         source=f"measured by pytest_dojo.hostbench: {calibration.describe()}",

@@ -56,7 +56,9 @@ class OpRecord:
     ``flops`` comes from torch's flop registry (``flop_source="torch"``), from our formulas
     (``"formula"``), or is 0 for an op nobody has a formula for (``"unmodeled"``: costed by its
     bytes and listed in the report). ``output_elements`` is what the op can be parallelised over
-    (its occupancy of a chip's compute units).
+    (its occupancy of a chip's compute units). ``gemms`` lists the matrix multiplies its kernel
+    runs, as ``(count, m, n, k)`` (:mod:`hwmodel.gemm`), where the capture knows them: a chip with
+    measured GEMM rates times the op by their shapes; empty for every other op.
     """
 
     name: str
@@ -70,8 +72,13 @@ class OpRecord:
     dtype: str
     input_ids: tuple[int, ...] = ()
     output_ids: tuple[int, ...] = ()
+    gemms: tuple[tuple[int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
+        if any(len(gemm) != 4 or min(gemm) < 1 for gemm in self.gemms):
+            raise WorkloadError(
+                f"op {self.name}: every GEMM must be (count, m, n, k) of positive ints, got {self.gemms}"
+            )
         if self.phase not in PHASES:
             raise WorkloadError(f"op {self.name}: phase must be one of {PHASES}, got {self.phase!r}")
         if self.flop_source not in FLOP_SOURCES:
@@ -160,7 +167,14 @@ class Workload:
                 batch_size=int(data["batch_size"]),
                 optimizer=str(data.get("optimizer", "AdamW")),
                 ops=tuple(
-                    OpRecord(**{**op, "input_ids": tuple(op["input_ids"]), "output_ids": tuple(op["output_ids"])})
+                    OpRecord(
+                        **{
+                            **op,
+                            "input_ids": tuple(op["input_ids"]),
+                            "output_ids": tuple(op["output_ids"]),
+                            "gemms": tuple(tuple(int(d) for d in gemm) for gemm in op.get("gemms", ())),
+                        }
+                    )
                     for op in data["ops"]
                 ),
                 tensors=tuple(TensorRecord(**t) for t in data["tensors"]),

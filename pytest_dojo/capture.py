@@ -8,6 +8,11 @@ FLOPs, bytes read and written, and the storages it reads and writes (for depende
 * FLOPs: ``torch.utils.flop_counter``'s registry first, then :mod:`hwmodel.flops` (CPU attention,
   norms, softmax, pointwise, reductions, foreach optimizer ops). An op with neither is recorded with
   0 FLOPs as ``unmodeled``: it is costed by its bytes and listed in the report.
+* GEMMs: for matrix multiplies, and for the kernels ATen's CPU backend lowers to GEMM calls
+  (convolutions it runs one sample at a time, flash attention), the products the kernel runs
+  (:mod:`hwmodel.gemm`), so that a chip with measured GEMM rates can time them by shape. Which
+  convolution kernel ATen picks is asked of ATen itself (``torch._C._select_conv_backend``): it
+  depends on the shapes and on the intra-op thread count at capture time.
 * Views move no data and are not recorded; their storage is their base's, so dependencies flow
   through them. Copies are recorded like any op.
 * Parameters, buffers and inputs are replaced by fake tensors of the same shape and dtype, so the
@@ -34,6 +39,7 @@ from torch.utils.flop_counter import flop_registry
 from torch.utils.module_tracker import ModuleTracker
 
 from hwmodel import flops as hw_flops
+from hwmodel import gemm as hw_gemm
 from hwmodel.workload import ROOT_MODULE, OpRecord, ParameterRecord, TensorRecord, Workload
 from pytest_dojo.errors import CaptureError
 
@@ -161,6 +167,7 @@ class _Recorder:
                 dtype=dtype_name(reference.dtype) if reference is not None else "float32",
                 input_ids=tuple(input_ids),
                 output_ids=tuple(output_ids),
+                gemms=_gemms(func, args, kwargs, out),
             )
         )
 
@@ -220,6 +227,83 @@ def _count_flops(
     if counted is None:
         return 0.0, "unmodeled"
     return counted, "formula"
+
+
+def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(d) for d in tensor.shape)
+
+
+def _gemms(
+    func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
+) -> tuple[hw_gemm.Gemm, ...]:
+    """The GEMMs ATen's CPU kernel of this op runs, where it runs any (empty otherwise)."""
+    packet = func._overloadpacket
+    aten = torch.ops.aten
+    if packet in (aten.mm, aten.addmm, aten.bmm, aten.baddbmm):
+        first, second = (args[1], args[2]) if packet in (aten.addmm, aten.baddbmm) else (args[0], args[1])
+        a, b = _shape(first), _shape(second)
+        batch = a[0] if len(a) == 3 else 1
+        return hw_gemm.matmul_gemms(batch, a[-2], b[-1], a[-1])
+    if packet in (aten.convolution, aten.convolution_backward):
+        return _convolution_gemms(func, args, kwargs, out)
+    if packet in (
+        aten._scaled_dot_product_flash_attention_for_cpu,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward,
+    ):
+        backward = packet is aten._scaled_dot_product_flash_attention_for_cpu_backward
+        query, key, value = (_shape(t) for t in (args[1:4] if backward else args[0:3]))
+        return hw_gemm.flash_attention_gemms(
+            batch_heads=int(torch.Size(query[:-2]).numel()),
+            length_q=query[-2],
+            length_k=key[-2],
+            dim_qk=query[-1],
+            dim_v=value[-1],
+            backward=backward,
+        )
+    return ()
+
+
+def _convolution_gemms(
+    func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
+) -> tuple[hw_gemm.Gemm, ...]:
+    """Per-sample GEMMs of a convolution that ATen runs with ``slow_conv2d``; none for the others
+    (oneDNN's direct and depthwise kernels are not GEMM calls)."""
+    bound = dict(zip((a.name for a in func._schema.arguments), args, strict=False))
+    bound.update(kwargs)
+    select = getattr(torch._C, "_select_conv_backend", None)
+    if select is None:
+        return ()
+    try:
+        backend = select(
+            bound["input"],
+            bound["weight"],
+            None,
+            bound["stride"],
+            bound["padding"],
+            bound["dilation"],
+            bound["transposed"],
+            bound["output_padding"],
+            bound["groups"],
+            None,
+        )
+    except (RuntimeError, TypeError):
+        return ()
+    if str(backend).rsplit(".", 1)[-1] != "Slow2d":
+        return ()
+    backward = "grad_output" in bound
+    output = bound["grad_output"] if backward else out
+    weight = _shape(bound["weight"])
+    mask = bound["output_mask"] if backward else (False, False, False)
+    return hw_gemm.per_sample_convolution_gemms(
+        batch=_shape(bound["input"])[0],
+        in_channels=weight[1],
+        out_channels=weight[0],
+        kernel_elements=int(torch.Size(weight[2:]).numel()),
+        output_pixels=int(torch.Size(_shape(output)[2:]).numel()),
+        forward=not backward,
+        input_grad=bool(mask[0]),
+        weight_grad=bool(mask[1]),
+    )
 
 
 def _convolution_backward_flops(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:

@@ -6,6 +6,9 @@ names). Every figure is the median of repeated timings with a fixed thread count
 the clock is the thread's CPU time, so other processes on a shared machine do not inflate it:
 
 * matrix FLOP/s per dtype: ``torch.mm`` of square matrices, ``2 n^3`` FLOPs per product;
+* matrix FLOP/s by shape: FP32 ``torch.mm`` of an ``m x k`` by a ``k x n`` matrix for every
+  ``m, n, k`` in :data:`GEMM_DIMS` (:class:`hwmodel.gemm.GemmRateTable`): a BLAS library runs
+  small or skinny products at a fraction of its square-matrix rate;
 * vector FLOP/s: ``torch.addcmul`` (one multiply-add, 2 FLOPs per element) on a cache-resident
   FP32 tensor, so arithmetic and not DRAM sets its time;
 * memory bandwidth: ``Tensor.copy_`` at sizes from L2-resident to far beyond the last-level
@@ -28,6 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 MATRIX_DTYPES = ("float32", "bfloat16")
+GEMM_DIMS = tuple(1 << power for power in range(12))
+"""Sizes of m, n and k in the GEMM grid: powers of two from 1 to 2048 (1,728 shapes)."""
+GEMM_TIMING_FLOPS = 2e6
+"""Each GEMM timing repeats small products until it covers about this many FLOPs (~20 us)."""
 MEMORY_SIZES_BYTES = (1 << 18, 1 << 21, 1 << 24, 1 << 28)
 """Copy sizes: in L2, in L3, about L3, far beyond any cache; the last is the DRAM figure."""
 
@@ -74,6 +82,31 @@ def matrix_flops_per_s(dtype: str, *, size: int, device: str = "cpu", repeats: i
     b = torch.randn(size, size, device=target).to(getattr(torch, dtype))
     seconds = _timed(lambda: torch.mm(a, b), target, repeats=repeats, inner=3)
     return 2.0 * size**3 / seconds
+
+
+def gemm_flops_per_s(
+    dims: tuple[int, ...] = GEMM_DIMS,
+    *,
+    device: str = "cpu",
+    repeats: int = 3,
+    progress: Callable[[str], None] | None = None,
+) -> list[float]:
+    """FP32 ``torch.mm`` FLOP/s at every ``(m, n, k)`` of ``dims``, in :class:`GemmRateTable` order."""
+    target = torch.device(device)
+    generator = torch.Generator().manual_seed(0)
+    rates = []
+    for index_m, m in enumerate(dims):
+        if progress is not None:
+            progress(f"  m = {m} ({index_m + 1}/{len(dims)})")
+        for n in dims:
+            for k in dims:
+                a = torch.randn(m, k, generator=generator).to(target)
+                b = torch.randn(k, n, generator=generator).to(target)
+                flops = 2.0 * m * n * k
+                inner = max(1, min(1000, int(GEMM_TIMING_FLOPS / flops)))
+                seconds = _timed(partial(torch.mm, a, b), target, repeats=repeats, inner=inner)
+                rates.append(flops / seconds)
+    return rates
 
 
 def vector_flops_per_s(*, elements: int = 1 << 16, device: str = "cpu", repeats: int = 7) -> float:
@@ -189,6 +222,8 @@ def measure_host(
             say(f"matrix {dtype} {matrix_size}^3 ...")
             matrix[dtype] = matrix_flops_per_s(dtype, size=matrix_size)
             say(f"  {matrix[dtype] / 1e9:.1f} GFLOP/s")
+        say(f"matrix float32 by shape, {len(GEMM_DIMS) ** 3} shapes ...")
+        gemm = gemm_flops_per_s(progress=say)
         say("vector multiply-add ...")
         vector = vector_flops_per_s()
         say(f"  {vector / 1e9:.1f} GFLOP/s")
@@ -213,6 +248,7 @@ def measure_host(
         "machine": machine_info(),
         "matrix_fp32_flops_per_s": matrix["float32"],
         "matrix_bf16_flops_per_s": matrix["bfloat16"],
+        "gemm_flops_per_s": {"dims": list(GEMM_DIMS), "flops_per_s": gemm},
         "vector_flops_per_s": vector,
         "memory_bytes_per_s": memory,
         "memory_bytes_per_s_by_size": memory_by_size,

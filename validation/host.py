@@ -100,20 +100,27 @@ def latest_measured() -> Path:
 
 
 @cache
-def capture(name: str, size: str, batch: int) -> Workload:
-    """The captured FP32 step of ``name``."""
+def capture(name: str, size: str, batch: int, threads: int = DEFAULT_THREADS) -> Workload:
+    """The captured FP32 step of ``name``, with ATen's kernel choices for ``threads`` intra-op threads
+    (the thread count the measured step ran with: ATen picks some convolution kernels by it)."""
     spec = measure.all_networks()[name]
     with torch.device("meta"):
         model = spec.build(size)
     inputs, targets = spec.make_batch(size, batch, "meta")
-    return capture_train_step(model, inputs, targets=targets, loss_fn=spec.loss, name=name)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return capture_train_step(model, inputs, targets=targets, loss_fn=spec.loss, name=name)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def samples(document: dict[str, Any]) -> list[CalibrationSample]:
     """Calibration samples (captured workload + measured ops) of every run in ``document``."""
     result = []
+    threads = int(document["environment"].get("torch_threads", DEFAULT_THREADS))
     for run in document["runs"]:
-        workload = capture(run["network"], run["size"], run["batch_size"])
+        workload = capture(run["network"], run["size"], run["batch_size"], threads)
         measured = tuple((str(name), str(phase), float(seconds)) for name, phase, seconds in run["ops"])
         result.append(CalibrationSample(name=run["network"], workload=workload, measured_ops=measured))
     return result
