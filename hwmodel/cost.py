@@ -166,12 +166,12 @@ def tiered_bandwidth(chip: ChipSpec, footprint_bytes: FloatArray) -> tuple[Float
 
 def class_indices(workload: Workload, chip: ChipSpec) -> IntArray:
     """Op class of every op on ``chip`` (indices into ``OP_CLASSES``): the op's own class, except that
-    on a chip with measured GEMM rates a convolution lowered to GEMMs is a ``matmul``."""
+    on a chip with measured GEMM rates every op lowered to GEMMs (a per-sample convolution, CPU flash
+    attention) is a ``matmul``: its kernel is BLAS calls, timed by their shapes."""
     arrays = workload_arrays(workload)
     if chip.gemm_rates is None:
         return arrays.class_index
-    lowered = arrays.has_gemms & (arrays.class_index == OP_CLASSES.index("convolution"))
-    classes: IntArray = np.where(lowered, OP_CLASSES.index("matmul"), arrays.class_index).astype(np.int64)
+    classes: IntArray = np.where(arrays.has_gemms, OP_CLASSES.index("matmul"), arrays.class_index).astype(np.int64)
     return classes
 
 

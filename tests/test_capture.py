@@ -236,3 +236,36 @@ def test_grouped_convolution_backward_costs_one_forward_per_gradient() -> None:
     assert depthwise.flops == 2 * 1_179_648
     stem = next(op for op in backward if op.module.endswith("stem"))
     assert stem.flops == 2 * 64 * 32 * 32 * 64, "the first conv needs only its weight gradient"
+
+
+def test_gemms_of_matrix_multiplies_and_of_convolutions_aten_runs_per_sample() -> None:
+    """On one thread ATen runs a 1x1 convolution at batch 2 as one GEMM per sample (``slow_conv2d``)
+    and a 3x3 one with oneDNN (no GEMM calls); a Linear is ``addmm`` forward and two ``mm`` backward."""
+    model = nn.Sequential(
+        nn.Conv2d(16, 32, 1), nn.ReLU(), nn.Conv2d(32, 8, 3, padding=1), nn.Flatten(), nn.Linear(128, 10)
+    )
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        workload = capture_train_step(model, torch.randn(2, 16, 4, 4))
+    finally:
+        torch.set_num_threads(previous)
+    recorded = [(op.name.split(".")[1], op.phase, op.gemms) for op in workload.ops if op.gemms]
+    assert recorded == [
+        ("convolution", "forward", ((2, 32, 16, 16),)),  # per sample: (32 x 16) @ (16 x 16 pixels)
+        ("addmm", "forward", ((1, 2, 10, 128),)),
+        ("mm", "backward", ((1, 2, 128, 10),)),  # input gradient
+        ("mm", "backward", ((1, 10, 128, 2),)),  # weight gradient
+        ("convolution_backward", "backward", ((2, 32, 16, 16),)),  # weight gradient only: input needs none
+    ]
+    assert all(op.flops == sum(2 * c * m * n * k for c, m, n, k in op.gemms) for op in workload.ops if op.gemms)
+
+
+def test_cpu_flash_attention_records_its_blocks() -> None:
+    """B=2, H=4, L=128, head dim 16: query blocks of 32 (L < 192), one key block of 128:
+    2 * 4 * 4 = 32 block pairs, two GEMMs each forward, five backward."""
+    workload = capture_train_step(AttentionBlock(64, 4), torch.randn(2, 128, 64))
+    forward, backward = (op for op in workload.ops if "scaled_dot_product" in op.name)
+    assert forward.gemms == ((32, 32, 128, 16), (32, 32, 16, 128))
+    assert len(backward.gemms) == 5
+    assert sum(2 * c * m * n * k for c, m, n, k in backward.gemms) == backward.flops

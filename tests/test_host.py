@@ -135,6 +135,15 @@ def test_faster_host_never_predicts_a_slower_step(factor: float, field: str, flo
     assert step(faster) <= step(base)
 
 
+def test_gemm_rates_by_shape_are_read_when_measured() -> None:
+    table = {"dims": [1, 64], "flops_per_s": [1e9] * 7 + [5e10]}
+    chip = host_chip(calibration_from_dict(_document(gemm_flops_per_s=table)))
+    assert chip.gemm_rates is not None
+    assert chip.gemm_rates.dims == (1, 64)
+    assert chip.gemm_rates.flops_per_s[-1] == 5e10
+    assert host_chip(calibration_from_dict(_document())).gemm_rates is None
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -143,6 +152,8 @@ def test_faster_host_never_predicts_a_slower_step(factor: float, field: str, flo
         ({"threads": 0}, "host calibration: threads must be >= 1, got 0"),
         ({"schema_version": 7}, "host calibration schema version 7 is not supported (expected 1)*"),
         ({"vector_flops_per_s": "fast"}, "host calibration is malformed: ValueError*"),
+        ({"gemm_flops_per_s": {"dims": [1, 64], "flops_per_s": [1e9]}}, "GEMM rate table: needs 8 rates*"),
+        ({"gemm_flops_per_s": {"flops_per_s": [1e9]}}, "host calibration is malformed: KeyError: 'dims'"),
     ],
 )
 def test_bad_calibration_is_one_line_error(overrides: dict[str, Any], message: str) -> None:

@@ -47,7 +47,7 @@ DEFAULT_THREADS = 1
 FORMAT = "pytest-dojo/host-measured/1"
 
 
-def measure_network(name: str, *, batch: int, threads: int, repeats: int = 7, op_repeats: int = 3) -> dict[str, Any]:
+def measure_network(name: str, *, batch: int, threads: int, repeats: int = 11, op_repeats: int = 5) -> dict[str, Any]:
     """Real step times and median per-op times of ``name`` at ``small`` size on this CPU."""
     torch.set_num_threads(threads)
     step = measure.prepare(measure.all_networks()[name], HOST_SIZE, batch, "cpu")
