@@ -206,6 +206,7 @@ def measure_host(
     *,
     threads: int = 1,
     matrix_size: int = 1024,
+    gemm_dims: tuple[int, ...] = GEMM_DIMS,
     progress: Callable[[str], None] | None = None,
     command: str = "pytest_dojo.hostbench.measure_host",
 ) -> dict[str, Any]:
@@ -222,8 +223,8 @@ def measure_host(
             say(f"matrix {dtype} {matrix_size}^3 ...")
             matrix[dtype] = matrix_flops_per_s(dtype, size=matrix_size)
             say(f"  {matrix[dtype] / 1e9:.1f} GFLOP/s")
-        say(f"matrix float32 by shape, {len(GEMM_DIMS) ** 3} shapes ...")
-        gemm = gemm_flops_per_s(progress=say)
+        say(f"matrix float32 by shape, {len(gemm_dims) ** 3} shapes ...")
+        gemm = gemm_flops_per_s(gemm_dims, progress=say)
         say("vector multiply-add ...")
         vector = vector_flops_per_s()
         say(f"  {vector / 1e9:.1f} GFLOP/s")
@@ -248,7 +249,7 @@ def measure_host(
         "machine": machine_info(),
         "matrix_fp32_flops_per_s": matrix["float32"],
         "matrix_bf16_flops_per_s": matrix["bfloat16"],
-        "gemm_flops_per_s": {"dims": list(GEMM_DIMS), "flops_per_s": gemm},
+        "gemm_flops_per_s": {"dims": list(gemm_dims), "flops_per_s": gemm},
         "vector_flops_per_s": vector,
         "memory_bytes_per_s": memory,
         "memory_bytes_per_s_by_size": memory_by_size,
@@ -262,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, metavar="N", help="intra-op threads (default: 1)")
     parser.add_argument("--matrix-size", type=int, default=1024, metavar="N", help="matmul size (default: 1024)")
     parser.add_argument(
+        "--gemm-max",
+        type=int,
+        default=GEMM_DIMS[-1],
+        metavar="N",
+        help=f"largest m, n and k of the GEMM grid, a power of two (default: {GEMM_DIMS[-1]})",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=None,
@@ -272,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.gemm_max < 2 or args.gemm_max & (args.gemm_max - 1):
+        parser.error(f"--gemm-max must be a power of two >= 2, got {args.gemm_max}")
     from hwmodel.host import calibration_from_dict, calibration_path
 
     command = " ".join(["python -m pytest_dojo.hostbench", *(argv if argv is not None else sys.argv[1:])])
@@ -279,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         threads=args.threads,
         matrix_size=args.matrix_size,
+        gemm_dims=tuple(size for size in GEMM_DIMS if size <= args.gemm_max),
         progress=lambda line: print(line, file=sys.stderr),
     )
     calibration_from_dict(document)

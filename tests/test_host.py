@@ -210,10 +210,11 @@ def test_microbenchmarks_measure_positive_rates() -> None:
 
 def test_hostbench_command_writes_a_readable_calibration(tmp_path: Path) -> None:
     output = tmp_path / "host.json"
-    assert hostbench.main(["--matrix-size", "64", "--output", str(output)]) == 0
+    assert hostbench.main(["--matrix-size", "64", "--gemm-max", "4", "--output", str(output)]) == 0
     calibration = load_calibration(output)
     assert calibration.threads == 1
-    assert calibration.command == f"python -m pytest_dojo.hostbench --matrix-size 64 --output {output}"
+    assert calibration.command == f"python -m pytest_dojo.hostbench --matrix-size 64 --gemm-max 4 --output {output}"
+    assert calibration.gemm_rates is not None and calibration.gemm_rates.dims == (1, 2, 4)
 
 
 def test_hostbench_rejects_zero_threads(capsys: pytest.CaptureFixture[str]) -> None:
@@ -221,6 +222,13 @@ def test_hostbench_rejects_zero_threads(capsys: pytest.CaptureFixture[str]) -> N
         hostbench.main(["--threads", "0"])
     assert exit_info.value.code == 2
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_hostbench_rejects_a_gemm_grid_that_is_not_a_power_of_two(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        hostbench.main(["--gemm-max", "100"])
+    assert exit_info.value.code == 2
+    assert "--gemm-max must be a power of two >= 2, got 100" in capsys.readouterr().err
 
 
 def test_plugin_simulates_on_the_host(pytester: pytest.Pytester) -> None:
