@@ -48,10 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     samples = host.samples(document)
     fit = host.fit(samples, calibration="host: fitted on every validation network, per-op CPU times")
     environment = document["environment"]
+    # Measurements from before op_steps was recorded took the median of 3 steps per op.
+    op_steps = "/".join(sorted({str(run.get("op_steps", 3)) for run in document["runs"]}))
     rates = load_calibration()
     provenance = {
-        "what": "per-op thread-CPU times of FP32 training steps (validation.measure.OpTimer), median of 3 steps, "
-        "against captured FLOPs and bytes on the host preset",
+        "what": "per-op thread-CPU times of FP32 training steps (validation.measure.OpTimer), median of "
+        f"{op_steps} steps, against captured FLOPs and bytes on the host preset",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "measured": environment.get("date_utc"),
         "data": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),

@@ -59,6 +59,7 @@ def measure_network(name: str, *, batch: int, threads: int, repeats: int = 11, o
         "batch_size": batch,
         "step_times_s": times,
         "median_step_s": statistics.median(times),
+        "op_steps": op_repeats,
         "ops": [[op_name, phase, seconds] for op_name, phase, seconds in ops],
     }
 
