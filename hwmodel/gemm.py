@@ -58,8 +58,9 @@ class GemmRateTable:
     the host), so a tiny GEMM inside a fused kernel is charged a call it may not pay in full.
 
     >>> table = GemmRateTable(dims=(1, 4), flops_per_s=(1e9,) * 7 + (16e9,))
-    >>> table.rates(np.array([1.0, 4.0, 2.0]), np.array([1.0, 4.0, 2.0]), np.array([1.0, 4.0, 2.0])).tolist()
-    [1000000000.0, 16000000000.0, 2000000000.0]
+    >>> sizes = np.array([1.0, 4.0, 2.0])
+    >>> (table.rates(sizes, sizes, sizes) / 1e9).round(3).tolist()  # (2, 2, 2): 16^(1/8)
+    [1.0, 16.0, 1.414]
     """
 
     dims: tuple[int, ...]
