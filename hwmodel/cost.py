@@ -14,8 +14,8 @@ For each op (vectorised over the whole workload with numpy):
   adds them.
 * GEMM shapes: on a chip with measured GEMM rates (``ChipSpec.gemm_rates``, the host), a matrix
   op whose GEMMs the capture recorded (``OpRecord.gemms``) takes their time at the measured rate of
-  each shape instead of ``flops / peak``; a convolution lowered to GEMMs is then a ``matmul``-class
-  op (it runs BLAS products, not a convolution primitive).
+  each shape instead of ``flops / peak``, and every op lowered to GEMMs (a per-sample convolution,
+  CPU flash attention) is then a ``matmul``-class op: its kernel is BLAS calls.
 * ``time_s = max(compute_s, memory_s) + overhead_s``: a kernel overlaps its own arithmetic and
   data movement, and pays a fixed launch or barrier cost: the chip's ``op_overhead_s`` times its
   class's calibrated overhead factor, once per kernel (a ``_foreach_`` op over ``n`` tensors is

@@ -25,7 +25,7 @@ picks for a shape: all of that is in the measured rate of the nearest grid shape
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,14 +103,6 @@ class GemmRateTable:
                     )
                     result += share * log_rates[lower[0] + corner_m, lower[1] + corner_n, lower[2] + corner_k]
         return np.asarray(np.exp(result), dtype=np.float64)
-
-    def seconds(self, gemms: Sequence[Gemm]) -> float:
-        """Time of a list of GEMMs at the table's rates."""
-        if not gemms:
-            return 0.0
-        shapes = np.asarray(gemms, dtype=np.float64)
-        flops = 2.0 * shapes[:, 0] * shapes[:, 1] * shapes[:, 2] * shapes[:, 3]
-        return float((flops / self.rates(shapes[:, 1], shapes[:, 2], shapes[:, 3])).sum())
 
 
 def matmul_gemms(batch: int, m: int, n: int, k: int) -> tuple[Gemm, ...]:
