@@ -18,8 +18,8 @@ the clock is the thread's CPU time, so other processes on a shared machine do no
   of one ``add`` from Python is recorded too (``dispatch_overhead_s``), for reference.
 
 The same functions run on a CUDA device (``device="cuda"``): the H200 validation script reuses them.
-Not measured: caches between the two extremes (an op whose operands fit L2 runs faster than the
-copy bandwidth says), frequency scaling under sustained load.
+Not measured: frequency scaling under sustained load, the rates of GEMM shapes between the grid's
+(interpolated), BF16 GEMMs by shape (scaled from FP32 by the square-matrix ratio).
 """
 
 from __future__ import annotations
