@@ -352,6 +352,7 @@ def capture_train_step(
     optimizer: OptimizerFactory | None = None,
     batch_size: int | None = None,
     name: str | None = None,
+    intra_op_threads: int | None = None,
 ) -> Workload:
     """Capture one training step of ``model`` on ``example_inputs`` as a Workload.
 
@@ -360,8 +361,28 @@ def capture_train_step(
     target whose leading dimension equals the global batch is resized to ``batch_size`` first (a
     data-parallel replica's share). ``loss_fn(outputs, targets)`` (or ``loss_fn(outputs)`` without
     targets) defaults to :func:`default_loss`; ``optimizer`` is a factory taking the parameters,
-    defaulting to :func:`default_optimizer`.
+    defaulting to :func:`default_optimizer`. ``intra_op_threads`` sets torch's thread count for the
+    capture (restored after): ATen picks some CPU kernels by it, and the recorded GEMMs follow.
     """
+    if intra_op_threads is None:
+        return _capture(model, example_inputs, targets, loss_fn, optimizer, batch_size, name)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(intra_op_threads)
+    try:
+        return _capture(model, example_inputs, targets, loss_fn, optimizer, batch_size, name)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _capture(
+    model: torch.nn.Module,
+    example_inputs: Any,
+    targets: Any,
+    loss_fn: LossFunction | None,
+    optimizer: OptimizerFactory | None,
+    batch_size: int | None,
+    name: str | None,
+) -> Workload:
     global_batch = leading_batch(example_inputs)
     replica_batch = batch_size or global_batch
     network = name or type(model).__name__

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from hwmodel import MIXED_BF16, ChipSpec, HwModelError, Mesh, Plan, Report, System, simulate
+from hwmodel.host import HOST_CHIP_NAME
 from hwmodel.plan import data_parallel
 from hwmodel.precision import Precision
 from hwmodel.simulate import StepOptions, evaluate
@@ -52,7 +53,19 @@ class Dojo:
         key = step_key(model, example_inputs, targets, loss_fn, optimizer, name)
         step = self._session.captures.get(key)
         if step is None:
-            step = CapturedStep(model, example_inputs, targets=targets, loss_fn=loss_fn, optimizer=optimizer, name=name)
+            # The host chip is this CPU with its calibration's intra-op threads (its compute units):
+            # capture with them, so that ATen's kernel choices match the ones the rates belong to.
+            chip = self.system.chip
+            threads = chip.compute_units if chip.name == HOST_CHIP_NAME else None
+            step = CapturedStep(
+                model,
+                example_inputs,
+                targets=targets,
+                loss_fn=loss_fn,
+                optimizer=optimizer,
+                name=name,
+                intra_op_threads=threads,
+            )
             self._session.captures[key] = step
         return step
 

@@ -15,7 +15,11 @@ from hwmodel import Workload
 
 
 class CapturedStep:
-    """The step of ``model`` on one global batch of ``example_inputs``; captures per batch size."""
+    """The step of ``model`` on one global batch of ``example_inputs``; captures per batch size.
+
+    ``intra_op_threads``: torch's thread count during the capture (ATen's CPU kernel choices, and
+    so the recorded GEMMs, depend on it); None keeps the current one.
+    """
 
     def __init__(
         self,
@@ -27,6 +31,7 @@ class CapturedStep:
         optimizer: Callable[..., Any] | None = None,
         global_batch: int | None = None,
         name: str | None = None,
+        intra_op_threads: int | None = None,
     ) -> None:
         from pytest_dojo import capture
 
@@ -36,6 +41,7 @@ class CapturedStep:
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.name = name or type(model).__name__
+        self.intra_op_threads = intra_op_threads
         self._global_batch = global_batch or capture.leading_batch(example_inputs)
         self._workloads: dict[int, Workload] = {}
         self.capture_s = 0.0
@@ -61,6 +67,7 @@ class CapturedStep:
             optimizer=self.optimizer,
             batch_size=batch_size if batch_size != self._global_batch else None,
             name=self.name,
+            intra_op_threads=self.intra_op_threads,
         )
         self.capture_s += time.perf_counter() - start
         self._workloads[batch_size] = workload

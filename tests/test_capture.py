@@ -245,11 +245,8 @@ def test_gemms_of_matrix_multiplies_and_of_convolutions_aten_runs_per_sample() -
         nn.Conv2d(16, 32, 1), nn.ReLU(), nn.Conv2d(32, 8, 3, padding=1), nn.Flatten(), nn.Linear(128, 10)
     )
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        workload = capture_train_step(model, torch.randn(2, 16, 4, 4))
-    finally:
-        torch.set_num_threads(previous)
+    workload = capture_train_step(model, torch.randn(2, 16, 4, 4), intra_op_threads=1)
+    assert torch.get_num_threads() == previous
     recorded = [(op.name.split(".")[1], op.phase, op.gemms) for op in workload.ops if op.gemms]
     assert recorded == [
         ("convolution", "forward", ((2, 32, 16, 16),)),  # per sample: (32 x 16) @ (16 x 16 pixels)
@@ -259,6 +256,9 @@ def test_gemms_of_matrix_multiplies_and_of_convolutions_aten_runs_per_sample() -
         ("convolution_backward", "backward", ((2, 32, 16, 16),)),  # weight gradient only: input needs none
     ]
     assert all(op.flops == sum(2 * c * m * n * k for c, m, n, k in op.gemms) for op in workload.ops if op.gemms)
+    # With two threads ATen runs the 1x1 convolution with oneDNN too: no per-sample GEMMs.
+    threaded = capture_train_step(model, torch.randn(2, 16, 4, 4), intra_op_threads=2)
+    assert [op.name.split(".")[1] for op in threaded.ops if op.gemms] == ["addmm", "mm", "mm"]
 
 
 def test_cpu_flash_attention_records_its_blocks() -> None:

@@ -248,6 +248,30 @@ def test_step(dojo):
     result.stdout.fnmatch_lines(["*chip host, mesh 1x1 (1 chips*"])
 
 
+@pytest.mark.parametrize(("chip", "per_sample_gemms"), [("host", True), ("d1", False)])
+def test_plugin_captures_with_the_host_calibrations_threads(
+    pytester: pytest.Pytester, chip: str, per_sample_gemms: bool
+) -> None:
+    """The shipped calibration has one thread: on the host preset ATen's one-thread choice (a 1x1
+    convolution at batch 2 runs per sample) is captured whatever the session's thread count; on a D1
+    the session's two threads are kept (oneDNN, no GEMM calls)."""
+    pytester.makepyfile(
+        test_threads=f"""
+import torch
+
+def test_step(dojo):
+    torch.set_num_threads(2)
+    model = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 1), torch.nn.Flatten())
+    step = dojo.capture(model, torch.randn(2, 16, 4, 4))
+    convolution = next(op for op in step.workload(2).ops if op.name == "aten.convolution.default")
+    assert bool(convolution.gemms) is {per_sample_gemms}
+    assert torch.get_num_threads() == 2
+"""
+    )
+    result = pytester.runpytest(f"--dojo-chip={chip}", "--dojo-mesh=1x1")
+    result.assert_outcomes(passed=1)
+
+
 def test_broken_calibration_leaves_other_presets_and_warns(tmp_path: Path) -> None:
     import os
     import subprocess

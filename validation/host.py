@@ -108,12 +108,7 @@ def capture(name: str, size: str, batch: int, threads: int = DEFAULT_THREADS) ->
     with torch.device("meta"):
         model = spec.build(size)
     inputs, targets = spec.make_batch(size, batch, "meta")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return capture_train_step(model, inputs, targets=targets, loss_fn=spec.loss, name=name)
-    finally:
-        torch.set_num_threads(previous)
+    return capture_train_step(model, inputs, targets=targets, loss_fn=spec.loss, name=name, intra_op_threads=threads)
 
 
 def samples(document: dict[str, Any]) -> list[CalibrationSample]:
