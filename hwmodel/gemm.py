@@ -5,7 +5,7 @@ matrix, ``2 m n k`` FLOPs each. A matrix op's kernel is one or more GEMMs, and t
 only their FLOPs, set its speed: a BLAS kernel tiles ``m`` and ``n`` into register blocks and
 streams ``k``, so a product with a short side wastes most of each block, and one with small
 matrices is dominated by packing and call costs. On the host CPU ``(336 x 336) @ (336 x 4)`` runs
-at 7 GFLOP/s, ``(336 x 336) @ (336 x 16)`` at 72 and ``(512 x 128) @ (128 x 512)`` at 95.
+at 7 GFLOP/s, ``(336 x 336) @ (336 x 16)`` at 73 and ``(512 x 128) @ (128 x 512)`` at 95.
 
 :class:`GemmRateTable` holds rates measured at a grid of shapes (``pytest_dojo.hostbench``); any
 other shape is interpolated in log space between the eight grid shapes around it and clamped at
