@@ -61,7 +61,7 @@ def synthetic_report(case: tuple[str, str, str, str | None, Plan | str | None]) 
     )
     source = FixedWorkloads(
         by_batch={batch: chain_workload(layers=4, batch=batch, width=512) for batch in batches},
-        global_batch=num_chips * 4,
+        global_batch=global_batch,
     )
     options: dict[str, Any] = {"plan": plan}
     if precision is not None:
