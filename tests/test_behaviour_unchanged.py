@@ -56,9 +56,8 @@ def synthetic_report(case: tuple[str, str, str, str | None, Plan | str | None]) 
     _, preset, mesh, precision, plan = case
     system = make_system(preset, mesh)
     num_chips = system.mesh.num_chips
-    batches = sorted(
-        {num_chips * 4 // divisor for divisor in range(1, num_chips + 1) if (num_chips * 4) % divisor == 0}
-    )
+    global_batch = num_chips * 4
+    batches = sorted({global_batch // divisor for divisor in range(1, num_chips + 1) if global_batch % divisor == 0})
     source = FixedWorkloads(
         by_batch={batch: chain_workload(layers=4, batch=batch, width=512) for batch in batches},
         global_batch=global_batch,
