@@ -22,9 +22,9 @@ import torch.utils._pytree as pytree
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from dojo_networks import get_network
 from hwmodel import make_system, simulate
 from pytest_dojo.capture import capture_train_step, default_optimizer
-from suites.networks import get_network
 
 GLOBAL_BATCH = 25
 

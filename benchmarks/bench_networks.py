@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 import torch
 
+from dojo_networks import NETWORKS, SIZES, get_network
 from hwmodel import Workload
-from hwmodel.memory import activation_peak_bytes
-from hwmodel.precision import FP32, MIXED_BF16
+from hwmodel.spec.precision import FP32, MIXED_BF16
+from hwmodel.step.memory import activation_peak_bytes
 from pytest_dojo.capture import capture_train_step
-from suites.networks import NETWORKS, SIZES, get_network
 
 BATCH = 2
 WARMUP_STEPS = 2

@@ -1,6 +1,6 @@
 """Simulator speed after capture, measured side by side in one run (medians; no timed assertions).
 
-Prints, for the full HydraNet step (``suites.networks.get_network("hydranet")``, captured once per
+Prints, for the full HydraNet step (``dojo_networks.get_network("hydranet")``, captured once per
 per-replica batch under FakeTensorMode):
 
 * evaluations per second of one (workload, 5x5 D1 tile, plan) for a data-parallel, a tensor-
@@ -29,14 +29,14 @@ from typing import Any
 
 import torch
 
+from dojo_networks import get_network
 from hwmodel import Plan, Workload, make_system, simulate
-from hwmodel.communication import clear_price_caches
-from hwmodel.search import search_plans
-from hwmodel.simulate import StepOptions
-from hwmodel.trace import step_trace, validate_chrome_trace
-from hwmodel.workload import FixedWorkloads
+from hwmodel.collectives.pricing import clear_price_caches
+from hwmodel.search.ranking import search_plans
+from hwmodel.step.simulate import StepOptions
+from hwmodel.step.trace import step_trace, validate_chrome_trace
+from hwmodel.step.workload import FixedWorkloads
 from pytest_dojo.capture import capture_train_step
-from suites.networks import get_network
 
 NETWORK = "hydranet"
 GLOBAL_BATCH = 25

@@ -6,7 +6,7 @@
 # N defaults to 10, REV to HEAD; commits are taken along first parents, oldest first. Each commit is
 # checked out into its own temporary git worktree and recorded by scripts/asv_record.sh, which puts
 # that worktree first on the benchmarks' path (ASV_PYTHONPATH), so today's benchmark files measure
-# that commit's hwmodel, pytest_dojo and suites.networks with today's interpreter and dependencies.
+# that commit's hwmodel, pytest_dojo and dojo_networks with today's interpreter and dependencies.
 # Benchmarks whose network or API a commit lacks are recorded as skipped. Nothing is installed or
 # built; the worktrees are removed afterwards. A commit that already has results for this machine
 # is skipped unless ASV_DOJO_BACKFILL_REDO=1. Same environment variables as scripts/asv_record.sh.

@@ -18,9 +18,9 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from dojo_networks import get_network
 from hwmodel import Report
 from pytest_dojo.fixtures import Dojo
-from suites.networks import get_network
 
 SAMPLES_PER_CHIP = 1
 

@@ -122,7 +122,7 @@ import pathlib
 import pytest
 import torch
 
-from suites.networks import get_network
+from dojo_networks import get_network
 
 OUT = pathlib.Path({out!r})
 

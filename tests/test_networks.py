@@ -14,18 +14,18 @@ from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from suites.networks import BACKBONE_NETWORKS, NETWORKS, SIZES, get_network
-from suites.networks.bifpn import BiFPN
-from suites.networks.hydranet import (
+from dojo_networks import BACKBONE_NETWORKS, NETWORKS, SIZES, get_network
+from dojo_networks.bifpn import BiFPN
+from dojo_networks.hydranet import (
     BOX_PARAMETERS,
     HYDRANET_CONFIGS,
     centernet_focal_loss,
     hydranet_losses,
 )
-from suites.networks.lanes import LANES_CONFIGS, START_TOKEN, LanesNetwork, lanes_losses
-from suites.networks.layers import grid_coordinates
-from suites.networks.occupancy import OCCUPANCY_CONFIGS, OccupancyNetwork, occupancy_losses
-from suites.networks.regnet import REGNET_CONFIGS, RegNetClassifier, RegNetConfig, plan_stages
+from dojo_networks.lanes import LANES_CONFIGS, START_TOKEN, LanesNetwork, lanes_losses
+from dojo_networks.layers import grid_coordinates
+from dojo_networks.occupancy import OCCUPANCY_CONFIGS, OccupancyNetwork, occupancy_losses
+from dojo_networks.regnet import REGNET_CONFIGS, RegNetClassifier, RegNetConfig, plan_stages
 
 CAMERA_NETWORKS = ("hydranet", "occupancy", "lanes")
 SMALL_BATCH = 2

@@ -1,7 +1,7 @@
 """ASV benchmarks of pytest-dojo (``benchmark_dir`` of ``asv.conf.json``); docs/history.md explains them.
 
 asv runs *these* files against every commit it records, old ones included: the project under test
-(``hwmodel``, ``pytest_dojo`` and the networks in ``suites.networks``) comes from that commit's
+(``hwmodel``, ``pytest_dojo`` and the networks in ``dojo_networks``) comes from that commit's
 checkout, found on ``ASV_PYTHONPATH`` (existing environment) or installed into asv's virtualenv.
 So every import of the project is guarded, and a benchmark whose network or API the commit lacks
 raises ``NotImplementedError`` in ``setup``, which asv records as skipped.

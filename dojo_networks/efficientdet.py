@@ -5,7 +5,7 @@
   the block's input width, linear projection, residual when shapes match), SiLU and BatchNorm
   throughout. Levels P3, P4, P5 are the outputs of stages 3, 5 and 7 (40, 112, 320 channels at
   strides 8, 16, 32).
-* Neck: the suite's :class:`~suites.networks.bifpn.BiFPN` with D0's settings (EfficientDet table 1:
+* Neck: the suite's :class:`~dojo_networks.bifpn.BiFPN` with D0's settings (EfficientDet table 1:
   64 channels, 3 layers) and two extra levels P6, P7 made from P5 (section 3.3, as in the paper).
 * Heads: class and box networks shared across levels (table 1: 3 layers for D0), each layer a
   depthwise-separable 3x3 conv with BatchNorm and SiLU; 9 anchors per cell (3 scales x 3 ratios);

@@ -55,7 +55,7 @@ class OccupancyConfig:
 
     Attributes:
         cameras, image_height, image_width: 8 cameras at 960 x 1280 published.
-        backbone: key of :data:`~suites.networks.regnet.REGNET_CONFIGS`.
+        backbone: key of :data:`~dojo_networks.regnet.REGNET_CONFIGS`.
         neck_channels, neck_repeats: BiFPN width and layers.
         dim, heads, lifting_layers: width and depth of the voxel-query transformer.
         voxel_grid: coarse query grid ``(Z, Y, X)``; outputs are ``DECODER_UPSAMPLING`` times finer.

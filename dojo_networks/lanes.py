@@ -65,7 +65,7 @@ class LanesConfig:
 
     Attributes:
         cameras, image_height, image_width: 8 cameras at 960 x 1280 published.
-        backbone: key of :data:`~suites.networks.regnet.REGNET_CONFIGS`.
+        backbone: key of :data:`~dojo_networks.regnet.REGNET_CONFIGS`.
         neck_channels, neck_repeats: BiFPN width and layers.
         dim, heads: width and attention heads of both transformers.
         fusion_layers: cross-attention blocks lifting cameras to the BEV grid.

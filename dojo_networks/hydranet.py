@@ -65,7 +65,7 @@ class HydraNetConfig:
     Attributes:
         cameras: surround cameras (8 published).
         image_height, image_width: pixels per camera (960 x 1280 published).
-        backbone: key of :data:`~suites.networks.regnet.REGNET_CONFIGS` (the variant is not
+        backbone: key of :data:`~dojo_networks.regnet.REGNET_CONFIGS` (the variant is not
             published).
         neck_channels, neck_repeats: BiFPN width and number of layers.
         dim: width of camera tokens, BEV queries and the video module's hidden state.
