@@ -6,8 +6,8 @@ plain data (:class:`Workload`), reports go out as plain data (:class:`Report`).
 
 from __future__ import annotations
 
-from hwmodel.chip import ChipSpec
-from hwmodel.collectives import ChipGroup, CollectiveCost, collective
+from hwmodel.collectives.algorithms import ChipGroup, CollectiveCost, collective
+from hwmodel.collectives.linkloads import LinkLoads, link_loads
 from hwmodel.errors import (
     HwModelError,
     MemoryCapacityError,
@@ -16,18 +16,19 @@ from hwmodel.errors import (
     TopologyError,
     WorkloadError,
 )
-from hwmodel.fabric import FabricSpec
-from hwmodel.linkloads import LinkLoads, link_loads
-from hwmodel.mesh import Mesh, parse_mesh
-from hwmodel.plan import Plan
-from hwmodel.precision import MIXED_BF16, Precision
-from hwmodel.presets import get_preset, make_system, preset_names
-from hwmodel.report import Report
-from hwmodel.search import search_plans
-from hwmodel.simulate import StepOptions, evaluate, simulate
-from hwmodel.system import System
-from hwmodel.trace import chrome_trace, step_trace, validate_chrome_trace
-from hwmodel.workload import OpRecord, ParameterRecord, TensorRecord, Workload, WorkloadSource
+from hwmodel.search.auto import simulate
+from hwmodel.search.plans import Plan
+from hwmodel.search.ranking import search_plans
+from hwmodel.spec.chip import ChipSpec
+from hwmodel.spec.fabric import FabricSpec
+from hwmodel.spec.mesh import Mesh, parse_mesh
+from hwmodel.spec.precision import MIXED_BF16, Precision
+from hwmodel.spec.presets import get_preset, make_system, preset_names
+from hwmodel.spec.system import System
+from hwmodel.step.report import Report
+from hwmodel.step.simulate import StepOptions, evaluate
+from hwmodel.step.trace import chrome_trace, step_trace, validate_chrome_trace
+from hwmodel.step.workload import OpRecord, ParameterRecord, TensorRecord, Workload, WorkloadSource
 
 __all__ = [
     "MIXED_BF16",

@@ -1,13 +1,13 @@
 """Microbenchmarks that measure this machine's rates for the ``host`` preset (torch allowed here).
 
 Run ``python -m pytest_dojo.hostbench`` to re-measure and write the calibration file that
-:mod:`hwmodel.host` reads (``--output PATH``; default: the file ``hwmodel.host.calibration_path()``
+:mod:`hwmodel.spec.host` reads (``--output PATH``; default: the file ``hwmodel.spec.host.calibration_path()``
 names). Every figure is the median of repeated timings with a fixed thread count; with one thread
 the clock is the thread's CPU time, so other processes on a shared machine do not inflate it:
 
 * matrix FLOP/s per dtype: ``torch.mm`` of square matrices, ``2 n^3`` FLOPs per product;
 * matrix FLOP/s by shape: FP32 ``torch.mm`` of an ``m x k`` by a ``k x n`` matrix for every
-  ``m, n, k`` in :data:`GEMM_DIMS` (:class:`hwmodel.gemm.GemmRateTable`): a BLAS library runs
+  ``m, n, k`` in :data:`GEMM_DIMS` (:class:`hwmodel.ops.gemm.GemmRateTable`): a BLAS library runs
   small or skinny products at a fraction of its square-matrix rate;
 * vector FLOP/s: ``torch.addcmul`` (one multiply-add, 2 FLOPs per element) on a cache-resident
   FP32 tensor, so arithmetic and not DRAM sets its time;
@@ -212,7 +212,7 @@ def measure_host(
 ) -> dict[str, Any]:
     """Every rate of the host preset, measured now with ``threads`` intra-op threads.
 
-    Returns the JSON document :func:`hwmodel.host.calibration_from_dict` reads.
+    Returns the JSON document :func:`hwmodel.spec.host.calibration_from_dict` reads.
     """
     say = progress or (lambda _line: None)
     previous_threads = torch.get_num_threads()
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         metavar="PATH",
-        help="calibration file to write (default: hwmodel.host.calibration_path())",
+        help="calibration file to write (default: hwmodel.spec.host.calibration_path())",
     )
     parser.add_argument("--print-only", action="store_true", help="print the JSON and write nothing")
     args = parser.parse_args(argv)
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.gemm_max < 2 or args.gemm_max & (args.gemm_max - 1):
         parser.error(f"--gemm-max must be a power of two >= 2, got {args.gemm_max}")
-    from hwmodel.host import calibration_from_dict, calibration_path
+    from hwmodel.spec.host import calibration_from_dict, calibration_path
 
     command = " ".join(["python -m pytest_dojo.hostbench", *(argv if argv is not None else sys.argv[1:])])
     document = measure_host(

@@ -7,7 +7,7 @@
 Steps: (1) with ``--measure``, the host rates (``python -m pytest_dojo.hostbench``) and every
 network's per-op times (``validation/validate_host.py --measure``) are measured again; (2) each
 measured network is captured (FakeTensorMode) and its ops paired with the measured ones; (3)
-:func:`hwmodel.calibration.fit_efficiency` fits one (compute, memory) efficiency pair per op class
+:func:`hwmodel.ops.calibration.fit_efficiency` fits one (compute, memory) efficiency pair per op class
 on all the networks together; (4) the row is written with its provenance: what, when, on which
 machine, by which command. Held-out errors: ``python validation/validate_host.py``.
 """
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(
             [sys.executable, str(ROOT / "validation" / "validate_host.py"), "--measure"], check=True, cwd=ROOT
         )
-    from hwmodel.calibration import efficiency_row, write_row
-    from hwmodel.host import load_calibration
+    from hwmodel.ops.calibration import efficiency_row, write_row
+    from hwmodel.spec.host import load_calibration
     from validation import host
 
     path = args.data or host.latest_measured()
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(json.dumps(row, indent=2))
         return 0
-    target = Path(str(resources.files("hwmodel").joinpath("data", "efficiency.json")))
+    target = Path(str(resources.files("hwmodel.ops").joinpath("efficiency.json")))
     write_row(target, "host", row)
     print(f"wrote the host row of {target}")
     return 0

@@ -13,7 +13,7 @@ Layer ``l`` (width ``d``, batch ``b``, FP32 as a CPU capture records it):
 
 from __future__ import annotations
 
-from hwmodel.workload import OpRecord, ParameterRecord, TensorRecord, Workload
+from hwmodel.step.workload import OpRecord, ParameterRecord, TensorRecord, Workload
 
 FLOAT_BYTES = 4
 

@@ -19,8 +19,8 @@ import pytest
 from synthetic_workloads import chain_workload
 
 from hwmodel import Plan, make_system, simulate
-from hwmodel.precision import parse_precision
-from hwmodel.workload import FixedWorkloads
+from hwmodel.spec.precision import parse_precision
+from hwmodel.step.workload import FixedWorkloads
 
 REFERENCE_DIR = Path(__file__).parent / "data" / "behaviour_reference"
 REPOSITORY = Path(__file__).parent.parent

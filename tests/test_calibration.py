@@ -14,15 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwmodel import ChipSpec, OpRecord, SpecError, Workload
-from hwmodel.calibration import (
+from hwmodel.ops.calibration import (
     CalibrationSample,
     efficiency_row,
     fit_efficiency,
     pair_ops,
     write_row,
 )
-from hwmodel.efficiency import table_from_row
-from hwmodel.precision import FP32
+from hwmodel.ops.efficiency import table_from_row
+from hwmodel.spec.precision import FP32
 
 # The validation scripts live at the repository root, which a bare ``pytest tests/x.py`` run does not
 # put on sys.path (the README lead may add ``pythonpath = ["."]`` to the ini options instead).
@@ -140,7 +140,7 @@ def test_fitted_efficiencies_are_fractions_and_slower_ops_never_raise_them(times
 
 
 def test_row_round_trips_through_the_efficiency_file(tmp_path: Path) -> None:
-    source = Path(str(resources.files("hwmodel").joinpath("data", "efficiency.json")))
+    source = Path(str(resources.files("hwmodel.ops").joinpath("efficiency.json")))
     target = tmp_path / "efficiency.json"
     shutil.copy(source, target)
     fit = fit_efficiency([_sample(0), _sample(1)], CHIP, FP32, calibration="synthetic fit")
@@ -158,7 +158,7 @@ def test_row_round_trips_through_the_efficiency_file(tmp_path: Path) -> None:
 
 
 def test_shipped_host_row_has_provenance() -> None:
-    data = json.loads(resources.files("hwmodel").joinpath("data", "efficiency.json").read_text(encoding="utf-8"))
+    data = json.loads(resources.files("hwmodel.ops").joinpath("efficiency.json").read_text(encoding="utf-8"))
     row = data["chips"]["host"]
     table_from_row("host", row)
     assert {"what", "when", "machine", "command", "networks"} <= set(row["provenance"])

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwmodel.collectives import KINDS, ChipGroup, collective, collective_on
+from hwmodel.collectives.algorithms import KINDS, ChipGroup, collective, collective_on
 from hwmodel.errors import TopologyError
-from hwmodel.mesh import Mesh
-from hwmodel.presets import make_system
-from hwmodel.system import System
+from hwmodel.spec.mesh import Mesh
+from hwmodel.spec.presets import make_system
+from hwmodel.spec.system import System
 
 B = 2e12
 B_EDGE = 1.8e12
@@ -76,7 +76,7 @@ def test_folded_ring_across_a_tile_edge() -> None:
 
 
 def test_two_phase_all_reduce_on_a_tile() -> None:
-    """5x5, N = 100 MB (hwmodel.collectives docstring): rows 3.2 us + 80 us, columns on N/5 3.2 us + 16 us."""
+    """5x5, N = 100 MB (collectives.algorithms docstring): rows 3.2 us + 80 us, columns on N/5 3.2 us + 16 us."""
     system = make_system("d1", "5x5")
     cost = collective("all_reduce", system, whole(system), 100e6)
     assert cost.algorithm == "folded-ring-2d"

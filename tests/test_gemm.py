@@ -10,19 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwmodel import OpRecord, SpecError, Workload
-from hwmodel.calibration import PEAK_TABLE
-from hwmodel.cost import class_indices, op_costs
 from hwmodel.errors import WorkloadError
-from hwmodel.flops import attention_backward_flops, attention_forward_flops, convolution_backward_flops
-from hwmodel.gemm import (
+from hwmodel.ops.calibration import PEAK_TABLE
+from hwmodel.ops.classes import OP_CLASSES
+from hwmodel.ops.cost import class_indices, op_costs
+from hwmodel.ops.flops import attention_backward_flops, attention_forward_flops, convolution_backward_flops
+from hwmodel.ops.gemm import (
     GemmRateTable,
     flash_attention_gemms,
     gemm_flops,
     per_sample_convolution_gemms,
 )
-from hwmodel.opclass import OP_CLASSES
-from hwmodel.precision import FP32, MIXED_BF16
-from hwmodel.presets import D1
+from hwmodel.spec.precision import FP32, MIXED_BF16
+from hwmodel.spec.presets import D1
 
 dims_strategy = st.integers(min_value=1, max_value=3000)
 

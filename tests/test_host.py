@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwmodel import OpRecord, SpecError, System, Workload, get_preset, parse_mesh, simulate
-from hwmodel.efficiency import efficiency_for
-from hwmodel.host import (
+from hwmodel.ops.efficiency import efficiency_for
+from hwmodel.spec.host import (
     ATEN_GRAIN_SIZE,
     CALIBRATION_ENV,
     HostCalibration,
@@ -23,7 +23,7 @@ from hwmodel.host import (
     host_fabric,
     load_calibration,
 )
-from hwmodel.precision import FP32
+from hwmodel.spec.precision import FP32
 from pytest_dojo import hostbench
 
 
@@ -295,10 +295,10 @@ def test_an_op_that_fits_a_cache_tier_moves_its_bytes_at_that_tier() -> None:
     """Copy rates 5e10 B/s up to 256 KiB, 1e10 B/s beyond: an op reading and writing 64 KiB each
     takes 131,072 B / 5e10 = 2.62 us of memory time; one of 64 MiB each takes 134,217,728 / 1e10 =
     13.4 ms (efficiency 1, the host's memory being shared by reads and writes)."""
-    from hwmodel.cost import op_costs
-    from hwmodel.efficiency import EfficiencyTable
-    from hwmodel.opclass import OP_CLASSES
-    from hwmodel.precision import FP32
+    from hwmodel.ops.classes import OP_CLASSES
+    from hwmodel.ops.cost import op_costs
+    from hwmodel.ops.efficiency import EfficiencyTable
+    from hwmodel.spec.precision import FP32
 
     chip = host_chip(calibration_from_dict(_document()))
     ones = (1.0,) * len(OP_CLASSES)
@@ -325,11 +325,11 @@ def test_an_op_that_fits_a_cache_tier_moves_its_bytes_at_that_tier() -> None:
 def test_a_foreach_op_pays_one_launch_per_tensor_on_the_host_and_one_on_a_d1() -> None:
     """``_foreach_mul_`` over 3 parameter tensors: eager PyTorch on a CPU runs 3 kernels (3 x 10 us
     of overhead at factor 1); a D1 step runs it as one (one barrier, 18.5 ns)."""
-    from hwmodel.cost import op_costs
-    from hwmodel.efficiency import EfficiencyTable
-    from hwmodel.opclass import OP_CLASSES
-    from hwmodel.precision import FP32
-    from hwmodel.presets import D1
+    from hwmodel.ops.classes import OP_CLASSES
+    from hwmodel.ops.cost import op_costs
+    from hwmodel.ops.efficiency import EfficiencyTable
+    from hwmodel.spec.precision import FP32
+    from hwmodel.spec.presets import D1
 
     ones = (1.0,) * len(OP_CLASSES)
     table = EfficiencyTable(chip="any", compute=ones, memory=ones, calibration="test")

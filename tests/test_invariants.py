@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from synthetic_workloads import chain_workload
 
 from hwmodel import Plan, Report, make_system, simulate
-from hwmodel.communication import group_collective_s
-from hwmodel.plan import GroupShape, plan_layout
-from hwmodel.search import candidate_plans
-from hwmodel.system import System
-from hwmodel.timeline import one_f_one_b
-from hwmodel.workload import Workload
+from hwmodel.collectives.pricing import group_collective_s
+from hwmodel.search.plans import GroupShape, plan_layout
+from hwmodel.search.ranking import candidate_plans
+from hwmodel.spec.system import System
+from hwmodel.step.timeline import one_f_one_b
+from hwmodel.step.workload import Workload
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MESHES = ["1x1", "1x2", "1x4", "2x2", "1x5", "2x4", "5x5"]

@@ -19,7 +19,7 @@ def modules_after(statement: str) -> set[str]:
 
 
 def test_hwmodel_imports_neither_torch_nor_pytest() -> None:
-    loaded = modules_after("import hwmodel, hwmodel.simulate, hwmodel.presets")
+    loaded = modules_after("import hwmodel, hwmodel.step.simulate, hwmodel.spec.presets")
     forbidden = {
         name for name in loaded if name.split(".")[0] in {"torch", "pytest", "_pytest", "pytest_dojo", "suites"}
     }

@@ -8,12 +8,12 @@ import pytest
 from synthetic_workloads import chain_workload
 
 from hwmodel import MemoryCapacityError, Plan, make_system, simulate
-from hwmodel.memory import ChipShare, activation_peak_bytes, footprint, spill_bytes_per_s
-from hwmodel.mesh import parse_mesh
-from hwmodel.precision import FP32, MIXED_BF16
-from hwmodel.presets import D1, DOJO_TILE_FABRIC
-from hwmodel.system import System
-from hwmodel.workload import OpRecord, TensorRecord, Workload
+from hwmodel.spec.mesh import parse_mesh
+from hwmodel.spec.precision import FP32, MIXED_BF16
+from hwmodel.spec.presets import D1, DOJO_TILE_FABRIC
+from hwmodel.spec.system import System
+from hwmodel.step.memory import ChipShare, activation_peak_bytes, footprint, spill_bytes_per_s
+from hwmodel.step.workload import OpRecord, TensorRecord, Workload
 
 
 def _three_op_workload() -> Workload:

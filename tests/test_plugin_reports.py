@@ -41,7 +41,7 @@ def test_report_dir_has_trace_and_plots(pytester: pytest.Pytester) -> None:
     assert names == ["breakdown.png", "links.png", "roofline.png", "trace.json"]
     for name in ("breakdown.png", "links.png", "roofline.png"):
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from hwmodel.trace import validate_chrome_trace
+    from hwmodel.step.trace import validate_chrome_trace
 
     trace = json.loads((folder / "trace.json").read_text())
     assert validate_chrome_trace(trace) == []

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from hwmodel.collectives import collective
+from hwmodel.collectives.algorithms import collective
+from hwmodel.collectives.routing import ChipGroup
 from hwmodel.errors import SpecError
-from hwmodel.mesh import parse_mesh
-from hwmodel.presets import Preset, get_preset, make_system, preset_names, register_preset
-from hwmodel.routing import ChipGroup
+from hwmodel.spec.mesh import parse_mesh
+from hwmodel.spec.presets import Preset, get_preset, make_system, preset_names, register_preset
 
 
 def test_the_four_chips_are_registered() -> None:

@@ -10,9 +10,9 @@ import pytest
 from synthetic_workloads import chain_workload
 
 from hwmodel import Plan, make_system, simulate
-from hwmodel.simulate import evaluate
-from hwmodel.timeline import balance_stages, bucket_schedule, one_f_one_b
-from hwmodel.trace import chrome_trace, step_trace, validate_chrome_trace
+from hwmodel.step.simulate import evaluate
+from hwmodel.step.timeline import balance_stages, bucket_schedule, one_f_one_b
+from hwmodel.step.trace import chrome_trace, step_trace, validate_chrome_trace
 
 
 def test_buckets_wait_for_their_gradients_and_for_each_other() -> None:

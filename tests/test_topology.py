@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hwmodel.collectives.linkloads import link_loads
+from hwmodel.collectives.routing import ChipGroup, Line, check_group, crosses_tile, group_lines, sharing
 from hwmodel.errors import HwModelError, TopologyError
-from hwmodel.linkloads import link_loads
-from hwmodel.mesh import Mesh, mesh_names, parse_mesh
-from hwmodel.presets import make_system
-from hwmodel.routing import ChipGroup, Line, check_group, crosses_tile, group_lines, sharing
+from hwmodel.spec.mesh import Mesh, mesh_names, parse_mesh
+from hwmodel.spec.presets import make_system
 
 
 @pytest.mark.parametrize(

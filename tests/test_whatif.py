@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwmodel import HwModelError, Workload, make_system, parse_mesh
-from hwmodel.efficiency import EfficiencyTable
-from hwmodel.opclass import OP_CLASSES
-from hwmodel.whatif import KNOBS, compare_systems, knob_names, scaling_curve, sensitivity
-from hwmodel.workload import OpRecord, ParameterRecord
+from hwmodel.ops.classes import OP_CLASSES
+from hwmodel.ops.efficiency import EfficiencyTable
+from hwmodel.step.workload import OpRecord, ParameterRecord
+from hwmodel.studies.whatif import KNOBS, compare_systems, knob_names, scaling_curve, sensitivity
 
 PEAK_BF16 = 362e12  # D1 chip: BF16 peak [S]
 SRAM_READ = 354 * 400e9  # Node: 400 GB/s load x 354 nodes
@@ -164,7 +164,7 @@ def test_knob_selection_and_bad_input() -> None:
 
 def test_a_custom_knob_combines_changes() -> None:
     """2x FLOP/s and 2x SRAM bandwidth at once halve both parts of the hand-computed step."""
-    from hwmodel.whatif import Hardware, Knob
+    from hwmodel.studies.whatif import Hardware, Knob
 
     def both(hardware: Hardware, factor: float) -> Hardware:
         for knob in KNOBS:
@@ -296,7 +296,7 @@ def test_compare_systems_side_by_side() -> None:
 def test_precision_defaults_to_the_chip_presets() -> None:
     """The host preset trains in FP32, the D1 in BF16 mixed precision, unless a study says otherwise."""
     from hwmodel import get_preset
-    from hwmodel.precision import MIXED_BF16
+    from hwmodel.spec.precision import MIXED_BF16
 
     step = workload([matmul("forward", 1e9)], parameters=10)
     rows = compare_systems(
@@ -311,8 +311,8 @@ def test_precision_defaults_to_the_chip_presets() -> None:
 
 
 def test_plan_of_a_report_round_trips() -> None:
-    from hwmodel.plan import Plan
-    from hwmodel.whatif import plan_of
+    from hwmodel.search.plans import Plan
+    from hwmodel.studies.whatif import plan_of
 
     step = workload([matmul("forward", 1e9)], parameters=10)
     report = sensitivity(step, make_system("d1", "5x5"), efficiency=UNIT_EFFICIENCY).baseline

@@ -107,4 +107,4 @@ def simulate(workload: Any, mesh: str) -> Any:
     """The commit's ``hwmodel.Report`` of ``workload`` data-parallel over ``mesh``."""
     import hwmodel
 
-    return hwmodel.simulate(workload, system(mesh))
+    return hwmodel.step.simulate(workload, system(mesh))

@@ -1,7 +1,7 @@
 """Op classes: which hardware unit an aten op runs on and how well it can use it.
 
 The class decides the FLOP rate (matrix unit or vector unit), the efficiency row that applies
-(:mod:`hwmodel.efficiency`) and the work granule used for occupancy. Op names are the strings the
+(:mod:`hwmodel.ops.efficiency`) and the work granule used for occupancy. Op names are the strings the
 capture records (``"aten.convolution.default"``); the class is looked up by the overload packet
 (``"convolution"``), so every overload of an op shares its class.
 

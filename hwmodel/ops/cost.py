@@ -33,12 +33,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from hwmodel.chip import ChipSpec
-from hwmodel.efficiency import EfficiencyTable
-from hwmodel.opclass import MATRIX_CLASSES, OP_CLASSES, op_class
-from hwmodel.precision import Precision
-from hwmodel.units import FLOAT_DTYPES
-from hwmodel.workload import PHASES, Workload
+from hwmodel.ops.classes import MATRIX_CLASSES, OP_CLASSES, op_class
+from hwmodel.ops.efficiency import EfficiencyTable
+from hwmodel.spec.chip import ChipSpec
+from hwmodel.spec.precision import Precision
+from hwmodel.spec.units import FLOAT_DTYPES
+from hwmodel.step.workload import PHASES, Workload
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -150,7 +150,7 @@ def tiered_bandwidth(chip: ChipSpec, footprint_bytes: FloatArray) -> tuple[Float
     """Read and write bandwidth of each op: its cache tier's if its bytes fit one, else local memory's.
 
     >>> from dataclasses import replace
-    >>> from hwmodel.presets import D1
+    >>> from hwmodel.spec.presets import D1
     >>> chip = replace(D1, cache_tiers=((1e6, 5e11), (1e7, 2e11)))
     >>> [rate.tolist() for rate in tiered_bandwidth(chip, np.array([1e5, 5e6, 1e9]))][0]
     [500000000000.0, 200000000000.0, 141600000000000.0]

@@ -3,7 +3,7 @@
 Per chip: the weights (master copy plus a working copy in the compute dtype), the gradients, the
 optimizer state and buffers stay for the whole step; activations and temporaries live from the op
 that writes them to the last op that reads them (captured liveness), so their peak is found by
-sweeping the op order. Bytes are in the stored dtypes of the :class:`~hwmodel.precision.Precision`
+sweeping the op order. Bytes are in the stored dtypes of the :class:`~hwmodel.spec.precision.Precision`
 policy. A plan that splits a replica over chips gives each chip a :class:`ChipShare`: the fraction
 of the parameter bytes it holds (tensor parallelism splits matrix weights, pipeline stages hold
 their own layers) and of the activations it keeps (a pipeline stage keeps the activations of the
@@ -33,13 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from hwmodel.chip import ChipSpec
 from hwmodel.errors import MemoryCapacityError
-from hwmodel.fabric import FabricSpec
-from hwmodel.mesh import Mesh
-from hwmodel.opclass import MATRIX_CLASSES, op_class
-from hwmodel.precision import Precision
-from hwmodel.workload import PHASES, Workload
+from hwmodel.ops.classes import MATRIX_CLASSES, op_class
+from hwmodel.spec.chip import ChipSpec
+from hwmodel.spec.fabric import FabricSpec
+from hwmodel.spec.mesh import Mesh
+from hwmodel.spec.precision import Precision
+from hwmodel.step.workload import PHASES, Workload
 
 FloatArray = npt.NDArray[np.float64]
 SPILL_STRATEGIES = ("none", "spill", "recompute", "recompute+spill")
@@ -248,7 +248,7 @@ def spill_bytes_per_s(fabric: FabricSpec, mesh: Mesh | None = None) -> float:
     ``link_bytes_per_s x links / interior chips``. On a 5x5 tile: 12 links x 2 TB/s / 9 chips =
     2.67 TB/s, above the DIP share (640 GB/s): the DIPs, not the mesh, bound a tile's spill.
 
-    >>> from hwmodel.presets import DOJO_TILE_FABRIC
+    >>> from hwmodel.spec.presets import DOJO_TILE_FABRIC
     >>> spill_bytes_per_s(DOJO_TILE_FABRIC, Mesh(rows=5, cols=5)) / 1e9
     640.0
     """

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from hwmodel.errors import SpecError
-from hwmodel.gemm import GemmRateTable
+from hwmodel.ops.gemm import GemmRateTable
 
 LOCAL_MEMORY_KINDS = ("sram", "hbm", "dram")
 _NON_RATE_FIELDS = frozenset(
@@ -53,7 +53,7 @@ class ChipSpec:
             written fit ``bytes`` moves them at ``bytes_per_s`` (a CPU's caches in front of its
             DRAM); larger ops get the local memory's bandwidth. Empty for chips whose local memory
             is the fastest tier (a D1's SRAM).
-        gemm_rates: measured FLOP/s of matrix multiplies by shape (:mod:`hwmodel.gemm`): a
+        gemm_rates: measured FLOP/s of matrix multiplies by shape (:mod:`hwmodel.ops.gemm`): a
             matrix op whose GEMMs the capture recorded runs at these rates instead of the matrix
             peak. None for chips known only by their datasheet (every preset but ``host``).
         source: where the figures come from.

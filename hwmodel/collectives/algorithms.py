@@ -5,10 +5,10 @@ Notation (``shared/reference/collectives-and-capture.md``): ``p`` ranks, ``N`` b
 broadcast or point-to-point), ``B`` link bandwidth per direction, ``alpha`` per-step latency
 (``FabricSpec.collective_step_latency_s``), ``h`` latency per hop.
 
-Every algorithm is a sequence of *phases*, each one :mod:`~hwmodel.schedules` schedule run along
+Every algorithm is a sequence of *phases*, each one :mod:`~hwmodel.collectives.schedules` schedule run along
 every row (or every column) of the group at once, on disjoint links. A phase along a line of ``k``
 ranks costs (shared formula; the topologies differ only in what a route and a link are, see
-:mod:`hwmodel.routing`)::
+:mod:`hwmodel.collectives.routing`)::
 
     steps x alpha + sum over steps of route_latency(longest flow of the step)
     + N x (bytes on the busiest link, summed over steps, in units of N) / B_per_flow
@@ -56,12 +56,12 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from hwmodel.collectives.routing import ChipGroup, Line, check_group, group_lines
+from hwmodel.collectives.schedules import summarize
 from hwmodel.errors import TopologyError
-from hwmodel.fabric import FabricSpec
-from hwmodel.mesh import Mesh
-from hwmodel.routing import ChipGroup, Line, check_group, group_lines
-from hwmodel.schedules import summarize
-from hwmodel.system import System
+from hwmodel.spec.fabric import FabricSpec
+from hwmodel.spec.mesh import Mesh
+from hwmodel.spec.system import System
 
 __all__ = [
     "KINDS",
@@ -302,7 +302,7 @@ def collective(
 ) -> CollectiveCost:
     """Cost of one collective of ``bytes_per_rank`` over ``group`` (``concurrent_groups`` alike at once).
 
-    >>> from hwmodel.presets import make_system
+    >>> from hwmodel.spec.presets import make_system
     >>> cost = collective("all_reduce", make_system("d1", "5x5"), ChipGroup(rows=5, cols=5), 100e6)
     >>> cost.algorithm, round(cost.time_s * 1e6, 3)
     ('folded-ring-2d', 102.4)

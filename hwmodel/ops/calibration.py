@@ -8,7 +8,7 @@ shift the rest.
 
 For op class ``c`` the model predicts each paired op at ``max(compute_i / e_c, memory_i / m_c) +
 o_c x overhead``, where ``compute_i`` and ``memory_i`` are the op's times at peak (efficiency 1, from
-:func:`hwmodel.cost.op_costs`), ``e_c``, ``m_c`` are the class's compute and memory efficiencies
+:func:`hwmodel.ops.cost.op_costs`), ``e_c``, ``m_c`` are the class's compute and memory efficiencies
 and ``o_c`` scales the chip's fixed cost per op for the class (an op's launch or dispatch cost
 differs by kind: a CPU convolution builds a oneDNN primitive, a pointwise op does not).
 The fit picks ``(e_c, m_c, o_c)`` on a log grid in (0, 1] minimising, over the calibration networks,
@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from hwmodel.chip import ChipSpec
-from hwmodel.cost import class_indices, op_costs
-from hwmodel.efficiency import EfficiencyTable
 from hwmodel.errors import SpecError, WorkloadError
-from hwmodel.opclass import OP_CLASSES
-from hwmodel.precision import Precision
-from hwmodel.workload import Workload
+from hwmodel.ops.classes import OP_CLASSES
+from hwmodel.ops.cost import class_indices, op_costs
+from hwmodel.ops.efficiency import EfficiencyTable
+from hwmodel.spec.chip import ChipSpec
+from hwmodel.spec.precision import Precision
+from hwmodel.step.workload import Workload
 
 MeasuredOp = tuple[str, str, float]
 """(aten op name as the capture records it, phase, seconds)."""
@@ -81,7 +81,7 @@ class Pairing:
 def pair_ops(workload: Workload, measured: Sequence[MeasuredOp]) -> Pairing:
     """Pair the k-th captured and k-th measured op of each (name, phase).
 
-    >>> from hwmodel.workload import OpRecord
+    >>> from hwmodel.step.workload import OpRecord
     >>> op = lambda name: OpRecord(name=name, phase="forward", module="m", flops=0.0, flop_source="formula",
     ...                            bytes_read=0, bytes_written=0, output_elements=1, dtype="float32")
     >>> w = Workload(name="w", batch_size=1, ops=(op("aten.mm.default"), op("aten.add.Tensor"), op("aten.mm.default")))

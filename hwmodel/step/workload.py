@@ -57,7 +57,7 @@ class OpRecord:
     (``"formula"``), or is 0 for an op nobody has a formula for (``"unmodeled"``: costed by its
     bytes and listed in the report). ``output_elements`` is what the op can be parallelised over
     (its occupancy of a chip's compute units). ``gemms`` lists the matrix multiplies its kernel
-    runs, as ``(count, m, n, k)`` (:mod:`hwmodel.gemm`), where the capture knows them: a chip with
+    runs, as ``(count, m, n, k)`` (:mod:`hwmodel.ops.gemm`), where the capture knows them: a chip with
     measured GEMM rates times the op by their shapes; empty for every other op.
     """
 

@@ -1,7 +1,7 @@
 """Achieved fractions of peak, per chip and op class: the model's only tuned numbers, kept as data.
 
-Peak rates in a :class:`~hwmodel.chip.ChipSpec` are ceilings; real kernels reach a fraction of them
-that depends on the kind of op. Those fractions live in ``hwmodel/data/efficiency.json``, one row per
+Peak rates in a :class:`~hwmodel.spec.chip.ChipSpec` are ceilings; real kernels reach a fraction of them
+that depends on the kind of op. Those fractions live in ``hwmodel/ops/efficiency.json``, one row per
 chip (``"default"`` for chips without a calibrated row), each row recording where its numbers come
 from. They are calibrated against measurements, never tuned inside a test.
 """
@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 from hwmodel.errors import SpecError
-from hwmodel.opclass import OP_CLASSES
+from hwmodel.ops.classes import OP_CLASSES
 
 EFFICIENCY_FILE = "efficiency.json"
 DEFAULT_ROW = "default"
@@ -24,7 +24,7 @@ MAX_OVERHEAD_FACTOR = 1000.0
 
 @dataclass(frozen=True, kw_only=True)
 class EfficiencyTable:
-    """Per op class (in :data:`~hwmodel.opclass.OP_CLASSES` order), the fraction of peak achieved.
+    """Per op class (in :data:`~hwmodel.ops.classes.OP_CLASSES` order), the fraction of peak achieved.
 
     ``compute[i]`` scales the FLOP rate and ``memory[i]`` the local-memory bandwidth of ops of
     class ``OP_CLASSES[i]``; ``overhead[i]`` multiplies the chip's fixed cost per op for that class
@@ -80,7 +80,7 @@ def table_from_row(chip: str, row: dict[str, Any]) -> EfficiencyTable:
 
 @cache
 def _rows() -> dict[str, Any]:
-    text = resources.files("hwmodel").joinpath("data", EFFICIENCY_FILE).read_text(encoding="utf-8")
+    text = resources.files("hwmodel.ops").joinpath(EFFICIENCY_FILE).read_text(encoding="utf-8")
     data = json.loads(text)
     rows = data["chips"]
     if not isinstance(rows, dict):

@@ -1,11 +1,11 @@
 """``plan="auto"``: enumerate the parallel plans that fit a system and rank them by throughput.
 
 Candidates are every ``dp x tp x pp`` that multiplies to the chips and whose groups tile the mesh
-(:func:`~hwmodel.plan.plan_layout`), with the global batch splitting evenly into replicas and
-micro-batches. Each candidate is simulated (:func:`~hwmodel.simulate.evaluate`); those whose
+(:func:`~hwmodel.search.plans.plan_layout`), with the global batch splitting evenly into replicas and
+micro-batches. Each candidate is simulated (:func:`~hwmodel.step.simulate.evaluate`); those whose
 working set fits neither local nor backing memory are kept in the ranking with the reason.
 
-Workloads come from a :class:`~hwmodel.workload.WorkloadSource`, which may capture a step per
+Workloads come from a :class:`~hwmodel.step.workload.WorkloadSource`, which may capture a step per
 batch size it is asked for, so the search asks for as few sizes as it can: the per-replica batches
 ``global / dp`` that the data- and tensor-parallel plans need anyway, and for pipelines only the
 micro-batch counts ``m`` whose micro-batch ``global / (dp x m)`` is one of those sizes (at least
@@ -23,11 +23,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hwmodel.errors import HwModelError, PlanError
-from hwmodel.plan import Plan, plan_layout
-from hwmodel.report import Report
-from hwmodel.simulate import StepOptions, evaluate
-from hwmodel.system import System
-from hwmodel.workload import Workload, WorkloadSource
+from hwmodel.search.plans import Plan, plan_layout
+from hwmodel.spec.system import System
+from hwmodel.step.report import Report
+from hwmodel.step.simulate import StepOptions, evaluate
+from hwmodel.step.workload import Workload, WorkloadSource
 
 
 @dataclass(frozen=True, kw_only=True)

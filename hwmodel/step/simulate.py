@@ -2,13 +2,13 @@
 
 Simulation is by equivalence class: every data-parallel replica does the same work, the chips of a
 tensor-parallel group are alike, and the chips of one pipeline stage are alike, so the scheduler
-(:mod:`hwmodel.timeline`) runs once per class (one class, or one per stage) and the mesh enters
-through the cost of the collectives (:mod:`hwmodel.communication`). A 3,000-chip step costs what a
+(:mod:`hwmodel.step.timeline`) runs once per class (one class, or one per stage) and the mesh enters
+through the cost of the collectives (:mod:`hwmodel.collectives.pricing`). A 3,000-chip step costs what a
 25-chip one does.
 
 One chip's step under a plan ``dp x tp x pp`` with ``m`` micro-batches:
 
-* **Ops** (:mod:`hwmodel.cost`) in capture order on the compute stream. Tensor parallelism splits
+* **Ops** (:mod:`hwmodel.ops.cost`) in capture order on the compute stream. Tensor parallelism splits
   each matrix op's output channels over the ``tp`` chips of a group (its FLOPs, bytes and output
   divided by ``tp``; other ops run replicated), each forward matrix op is followed by an all-gather
   of its output and each backward one by a reduce-scatter of its input gradient: both block the
@@ -26,10 +26,10 @@ One chip's step under a plan ``dp x tp x pp`` with ``m`` micro-batches:
   each stage runs the 1F1B schedule on micro-batches of ``batch / m`` samples; activations (and
   their gradients) cross stage boundaries point to point. A stage's gradients are all-reduced
   once its last backward is done.
-* **Memory** (:mod:`hwmodel.memory`): each stage's working set against local memory, with the
+* **Memory** (:mod:`hwmodel.step.memory`): each stage's working set against local memory, with the
   cheaper of spilling to DIP HBM and recomputing activations, added after the step (not
   overlapped).
-* **Ingest** (:mod:`hwmodel.ingest`), when a data feed is given: prefetched during the step; only
+* **Ingest** (:mod:`hwmodel.studies.ingest`), when a data feed is given: prefetched during the step; only
   the time beyond the step shows.
 
 The same inputs give the same report, bit for bit: every sum is sequential or correctly rounded.
@@ -43,19 +43,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from hwmodel.communication import group_collective, group_collectives_s
-from hwmodel.cost import OpCosts, WorkloadArrays, op_costs, ordered_sum, workload_arrays
-from hwmodel.efficiency import EfficiencyTable, efficiency_for
+from hwmodel.collectives.pricing import group_collective, group_collectives_s
 from hwmodel.errors import PlanError
-from hwmodel.ingest import DataFeed, ingest
-from hwmodel.memory import ChipShare, MemoryArrays, MemoryFootprint, footprint, memory_arrays
-from hwmodel.opclass import packet_name
-from hwmodel.plan import GroupShape, Plan, PlanLayout, data_parallel, plan_layout
-from hwmodel.precision import MIXED_BF16, Precision
-from hwmodel.report import BREAKDOWN_PARTS, Report
-from hwmodel.system import System
-from hwmodel.timeline import Interval, Timeline, balance_stages, bucket_schedule, one_f_one_b
-from hwmodel.workload import PHASES, ROOT_MODULE, Workload, WorkloadSource
+from hwmodel.ops.classes import packet_name
+from hwmodel.ops.cost import OpCosts, WorkloadArrays, op_costs, ordered_sum, workload_arrays
+from hwmodel.ops.efficiency import EfficiencyTable, efficiency_for
+from hwmodel.search.plans import GroupShape, Plan, PlanLayout, plan_layout
+from hwmodel.spec.precision import MIXED_BF16, Precision
+from hwmodel.spec.system import System
+from hwmodel.step.memory import ChipShare, MemoryArrays, MemoryFootprint, footprint, memory_arrays
+from hwmodel.step.report import BREAKDOWN_PARTS, Report
+from hwmodel.step.timeline import Interval, Timeline, balance_stages, bucket_schedule, one_f_one_b
+from hwmodel.step.workload import PHASES, ROOT_MODULE, Workload, WorkloadSource
+from hwmodel.studies.ingest import DataFeed, ingest
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_BUCKET_BYTES = 25e6
@@ -652,7 +652,7 @@ def _link_utilization(
 ) -> list[list[float]]:
     """Per chip, the busy fraction of its busiest link over the step from the gradient all-reduce.
 
-    Mapped (with :mod:`hwmodel.linkloads`) when the data-parallel group is the whole mesh of a
+    Mapped (with :mod:`hwmodel.collectives.linkloads`) when the data-parallel group is the whole mesh of a
     ``mesh2d`` fabric; empty otherwise. Built with the timeline only: mapping a large mesh costs
     more than simulating the step.
     """
@@ -660,7 +660,7 @@ def _link_utilization(
     if not whole or system.fabric.topology != "mesh2d" or step_time_s <= 0 or system.num_chips == 1:
         return []
     try:
-        from hwmodel.linkloads import link_loads
+        from hwmodel.collectives.linkloads import link_loads
     except ImportError:  # a hwmodel without per-link loads
         return []
     busy = np.asarray(link_loads("all_reduce", system, gradient_bytes).busy_s_per_link).max(axis=2) / step_time_s
@@ -755,38 +755,3 @@ def _pipeline_intervals(
                 )
             )
     return intervals
-
-
-def simulate(
-    source: Workload | WorkloadSource,
-    system: System,
-    *,
-    plan: Plan | str | None = None,
-    precision: Precision = MIXED_BF16,
-    efficiency: EfficiencyTable | None = None,
-    bucket_bytes: float = DEFAULT_BUCKET_BYTES,
-    sync_batchnorm: bool | None = None,
-    recompute: bool = True,
-    ingest: DataFeed | None = None,
-) -> Report:
-    """Simulate one training step; ``plan`` defaults to data parallelism over every chip.
-
-    ``plan="auto"`` searches the plans that fit (:func:`hwmodel.search.search_plans`) and returns
-    the fastest one's report, with the ranking in ``report.plan_ranking``.
-    """
-    options = StepOptions(
-        precision=precision,
-        efficiency=efficiency,
-        bucket_bytes=bucket_bytes,
-        sync_batchnorm=sync_batchnorm,
-        recompute=recompute,
-        ingest=ingest,
-    )
-    if isinstance(plan, str):
-        if plan.strip().lower() != "auto":
-            raise PlanError(f'plan must be a Plan or "auto", got {plan!r}')
-        from hwmodel.search import search_plans
-
-        ranking = search_plans(source, system, options=options)
-        return ranking.report
-    return evaluate(source, system, plan or data_parallel(system.mesh), options).report

@@ -3,7 +3,7 @@
 The rates come from a calibration file written by ``python -m pytest_dojo.hostbench`` (JSON, SI
 units): matrix FLOP/s per dtype, vector FLOP/s, memory bandwidth and the per-op overhead, with the
 machine they were measured on, when, how and with how many threads. :func:`calibration_path` says
-which file is read: ``$DOJO_HOST_CALIBRATION`` if set, else the file shipped in ``hwmodel/data``
+which file is read: ``$DOJO_HOST_CALIBRATION`` if set, else the file shipped in ``hwmodel/spec``
 (measured on the project's CI machine: re-measure on another machine).
 
 The host is modelled as one chip:
@@ -12,7 +12,7 @@ The host is modelled as one chip:
   occupancy is always 1); work granules are ATen's: ``at::internal::GRAIN_SIZE`` = 32768 elements
   per thread for pointwise ops, and a 64 x 64 output block per thread for matrix ops [U];
 * matrix multiplies by shape: the FLOP/s of ``torch.mm`` at a grid of ``(m, n, k)`` shapes
-  (:class:`~hwmodel.gemm.GemmRateTable`), for the ops whose GEMMs the capture records;
+  (:class:`~hwmodel.ops.gemm.GemmRateTable`), for the ops whose GEMMs the capture records;
 * local memory: the machine's DRAM, one bandwidth shared by reads and writes: the ``copy_`` rate at
   the largest size the calibration measured; the smaller sizes are cache tiers (an op whose bytes
   fit 2 MiB moves them at the 2 MiB copy rate);
@@ -32,10 +32,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hwmodel.chip import ChipSpec
 from hwmodel.errors import SpecError
-from hwmodel.fabric import FabricSpec
-from hwmodel.gemm import GemmRateTable
+from hwmodel.ops.gemm import GemmRateTable
+from hwmodel.spec.chip import ChipSpec
+from hwmodel.spec.fabric import FabricSpec
 
 HOST_CHIP_NAME = "host"
 CALIBRATION_ENV = "DOJO_HOST_CALIBRATION"
@@ -150,7 +150,7 @@ def calibration_path() -> Path:
     override = os.environ.get(CALIBRATION_ENV)
     if override:
         return Path(override)
-    return Path(str(resources.files("hwmodel").joinpath("data", CALIBRATION_FILE)))
+    return Path(str(resources.files("hwmodel.spec").joinpath(CALIBRATION_FILE)))
 
 
 def load_calibration(path: Path | None = None) -> HostCalibration:

@@ -162,7 +162,7 @@ def flash_attention_gemms(
 
     Forward: ``S = Q_b K_b^T`` (``q x kv x D``) and ``O += P V_b`` (``q x Dv x kv``). Backward
     recomputes ``S`` and runs ``dV += P^T dO``, ``dP = dO V^T``, ``dQ += dS K``, ``dK += dS^T Q``.
-    The FLOPs equal :func:`hwmodel.flops.attention_forward_flops` and ``attention_backward_flops``.
+    The FLOPs equal :func:`hwmodel.ops.flops.attention_forward_flops` and ``attention_backward_flops``.
 
     >>> flash_attention_gemms(batch_heads=8, length_q=256, length_k=40, dim_qk=8, dim_v=8, backward=False)
     ((32, 64, 40, 8), (32, 64, 8, 40))

@@ -1,15 +1,15 @@
 """Traffic on every directed link of a mesh during one collective: the data of a link heatmap.
 
 Units: bytes and seconds. For a collective over the whole mesh, each phase of the chosen algorithm
-(:func:`hwmodel.collectives.algorithm_phases`) runs its schedule along every row or column; the
+(:func:`hwmodel.collectives.algorithms.algorithm_phases`) runs its schedule along every row or column; the
 schedule's flows follow XY routes, so each directed link carries the sum of the flows that cross
-it (:func:`hwmodel.schedules.directed_link_loads`). A link's busy time is its bytes over its
+it (:func:`hwmodel.collectives.schedules.directed_link_loads`). A link's busy time is its bytes over its
 bandwidth (inter-tile links are slower); its utilization is busy time over the collective's time.
 
 Directions are named from the sending chip: ``east`` to column + 1, ``west`` to column - 1,
 ``south`` to row + 1, ``north`` to row - 1. A direction with no link (the mesh's edge) reads 0.
 
->>> from hwmodel.presets import make_system
+>>> from hwmodel.spec.presets import make_system
 >>> loads = link_loads("all_reduce", make_system("d1", "1x3"), 3e6, algorithm="folded-ring-2d")
 >>> loads.bytes_per_link[0][0]  # chip (0, 0): east, west, south, north
 [4000000.0, 0.0, 0.0, 0.0]
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from hwmodel.collectives import algorithm_phases, collective
+from hwmodel.collectives.algorithms import algorithm_phases, collective
+from hwmodel.collectives.routing import ChipGroup
+from hwmodel.collectives.schedules import directed_link_loads
 from hwmodel.errors import TopologyError
-from hwmodel.routing import ChipGroup
-from hwmodel.schedules import directed_link_loads
-from hwmodel.system import System
+from hwmodel.spec.system import System
 
 DIRECTIONS = ("east", "west", "south", "north")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hwmodel.errors import PlanError
-from hwmodel.mesh import Mesh
+from hwmodel.spec.mesh import Mesh
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +60,7 @@ class GroupShape:
     """A group of chips that run one collective: ``rows x cols`` chips, ``*_stride`` apart.
 
     ``concurrent_groups`` congruent groups run the same collective at once (every group of that
-    kind in the plan), interleaved before they repeat (as :mod:`hwmodel.routing` places them): a
+    kind in the plan), interleaved before they repeat (as :mod:`hwmodel.collectives.routing` places them): a
     group whose members are ``s`` chips apart along a row shares that row's links with the
     ``s - 1`` groups between its members.
     """

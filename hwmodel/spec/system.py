@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwmodel.chip import ChipSpec
-from hwmodel.fabric import FabricSpec
-from hwmodel.mesh import Mesh
+from hwmodel.spec.chip import ChipSpec
+from hwmodel.spec.fabric import FabricSpec
+from hwmodel.spec.mesh import Mesh
 
 
 @dataclass(frozen=True, kw_only=True)

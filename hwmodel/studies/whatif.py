@@ -1,6 +1,6 @@
 """What-if studies: which hardware change buys the most, and how throughput scales with the mesh.
 
-Three studies, all built on :func:`hwmodel.simulate` and plain data (no torch):
+Three studies, all built on :func:`hwmodel.step.simulate` and plain data (no torch):
 
 * :func:`sensitivity`: improve one hardware parameter at a time by a factor (2x FLOP/s, 2x link
   bandwidth, half the hop latency...) and rank the parameters by the step-time speedup each buys.
@@ -25,18 +25,18 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from hwmodel.efficiency import EfficiencyTable
 from hwmodel.errors import HwModelError, PlanError, SpecError
-from hwmodel.fabric import FabricSpec
-from hwmodel.ingest import DataFeed
-from hwmodel.mesh import Mesh
-from hwmodel.plan import Plan
-from hwmodel.precision import MIXED_BF16, Precision
-from hwmodel.presets import get_preset, make_system
-from hwmodel.report import Report
-from hwmodel.simulate import simulate
-from hwmodel.system import System
-from hwmodel.workload import Workload, WorkloadSource
+from hwmodel.ops.efficiency import EfficiencyTable
+from hwmodel.search.auto import simulate
+from hwmodel.search.plans import Plan
+from hwmodel.spec.fabric import FabricSpec
+from hwmodel.spec.mesh import Mesh
+from hwmodel.spec.precision import MIXED_BF16, Precision
+from hwmodel.spec.presets import get_preset, make_system
+from hwmodel.spec.system import System
+from hwmodel.step.report import Report
+from hwmodel.step.workload import Workload, WorkloadSource
+from hwmodel.studies.ingest import DataFeed
 
 DEFAULT_FACTOR = 2.0
 WorkloadAt = Callable[[int], Workload]
@@ -168,7 +168,7 @@ KNOBS: tuple[Knob, ...] = (
     ),
 )
 """Every knob, in the order ties are ranked. Not all apply to every system: a fabric without
-backing memory has nothing to scale there, and ingest needs a :class:`~hwmodel.ingest.DataFeed`."""
+backing memory has nothing to scale there, and ingest needs a :class:`~hwmodel.studies.ingest.DataFeed`."""
 
 
 def knob_names() -> tuple[str, ...]:
@@ -302,7 +302,7 @@ def plan_of(report: Report) -> Plan:
     Lets a what-if study rerun a step under the plan the simulator used (or chose, for
     ``plan="auto"``) with only the report at hand.
 
-    >>> from hwmodel.plan import Plan
+    >>> from hwmodel.search.plans import Plan
     >>> str(Plan(data_parallel=5, pipeline_parallel=5, micro_batches=8))
     'dp=5 pp=5 mb=8'
     >>> _plan_from_text("dp=5 pp=5 mb=8")

@@ -4,7 +4,7 @@ Times in seconds. A chip runs one **compute stream** (its ops in capture order, 
 the collectives it needs: tensor-parallel gathers and synchronised batch-norm statistics block
 the op after them) and **communication streams** (gradient buckets all-reduced while the backward
 pass goes on, pipeline transfers). Every chip of a class does the same, so a class is scheduled
-once (see :mod:`hwmodel.simulate`).
+once (see :mod:`hwmodel.step.simulate`).
 
 The pieces, each exact for its dependencies and deterministic:
 

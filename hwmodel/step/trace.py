@@ -21,11 +21,11 @@ import json
 import math
 from typing import Any
 
-from hwmodel.plan import Plan
-from hwmodel.simulate import StepOptions, evaluate
-from hwmodel.system import System
-from hwmodel.timeline import Timeline
-from hwmodel.workload import Workload, WorkloadSource
+from hwmodel.search.plans import Plan
+from hwmodel.spec.system import System
+from hwmodel.step.simulate import StepOptions, evaluate
+from hwmodel.step.timeline import Timeline
+from hwmodel.step.workload import Workload, WorkloadSource
 
 MICROSECONDS_PER_SECOND = 1e6
 

@@ -49,7 +49,7 @@ class FabricSpec:
             its own.
         source: where the figures come from.
 
-    Not modelled here: the routes themselves (see :mod:`hwmodel.routing`), oversubscribed
+    Not modelled here: the routes themselves (see :mod:`hwmodel.collectives.routing`), oversubscribed
     networks between nodes, in-switch reduction (NVLink SHARP).
     """
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hwmodel.errors import SpecError
-from hwmodel.units import GB_PER_S
+from hwmodel.spec.units import GB_PER_S
 
 HARDWARE_REFERENCE = "shared/reference/dojo-hardware.md"
 NETWORKS_REFERENCE = "shared/reference/autopilot-networks.md"

@@ -10,13 +10,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from hwmodel.chip import ChipSpec
 from hwmodel.errors import SpecError
-from hwmodel.fabric import FabricSpec
-from hwmodel.mesh import Mesh, parse_mesh
-from hwmodel.precision import FP32, MIXED_BF16, Precision
-from hwmodel.system import System
-from hwmodel.units import GB, GB_PER_S, GBIT_PER_S, GFLOP_PER_S, MB, NS, TB_PER_S, TFLOP_PER_S
+from hwmodel.spec.chip import ChipSpec
+from hwmodel.spec.fabric import FabricSpec
+from hwmodel.spec.mesh import Mesh, parse_mesh
+from hwmodel.spec.precision import FP32, MIXED_BF16, Precision
+from hwmodel.spec.system import System
+from hwmodel.spec.units import GB, GB_PER_S, GBIT_PER_S, GFLOP_PER_S, MB, NS, TB_PER_S, TFLOP_PER_S
 
 HARDWARE_REFERENCE = "shared/reference/dojo-hardware.md"
 
@@ -268,10 +268,10 @@ register_preset(
     )
 )
 
-# The host preset is measured, not published: rates from the calibration file of hwmodel/host.py
+# The host preset is measured, not published: rates from the calibration file of hwmodel/spec/host.py
 # (written by python -m pytest_dojo.hostbench), so --dojo-chip=host --dojo-mesh=1x1 predicts this machine.
 # A missing or broken calibration leaves the other presets usable and says why in one warning.
-from hwmodel.host import HostCalibrationWarning, host_chip_and_fabric  # noqa: E402
+from hwmodel.spec.host import HostCalibrationWarning, host_chip_and_fabric  # noqa: E402
 
 try:
     _HOST_CHIP, _HOST_FABRIC = host_chip_and_fabric()

@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from hwmodel.errors import SpecError
-from hwmodel.opclass import DATA_MOVEMENT_OPS, packet_name
+from hwmodel.ops.classes import DATA_MOVEMENT_OPS, packet_name
 
 Shape = tuple[int, ...]
 ShapeArg = Shape | tuple[Shape, ...] | None

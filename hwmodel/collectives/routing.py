@@ -32,8 +32,8 @@ from functools import lru_cache
 import numpy as np
 
 from hwmodel.errors import TopologyError
-from hwmodel.fabric import FabricSpec
-from hwmodel.mesh import Mesh
+from hwmodel.spec.fabric import FabricSpec
+from hwmodel.spec.mesh import Mesh
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +42,7 @@ class ChipGroup:
 
     ``ChipGroup(rows=1, cols=5)`` is one row of a tile; ``ChipGroup(rows=5, cols=1, row_stride=5)``
     is every fifth chip down a column. Congruent groups (the same shape at other offsets) may run
-    at once: see ``concurrent_groups`` of :func:`hwmodel.collectives.collective`.
+    at once: see ``concurrent_groups`` of :func:`hwmodel.collectives.algorithms.collective`.
 
     >>> group = ChipGroup(rows=2, cols=3, col_stride=2)
     >>> group.num_chips, group.span_rows, group.span_cols

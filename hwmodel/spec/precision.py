@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hwmodel.errors import SpecError
-from hwmodel.units import DTYPE_BYTES, FLOAT_DTYPES
+from hwmodel.spec.units import DTYPE_BYTES, FLOAT_DTYPES
 
 
 @dataclass(frozen=True, kw_only=True)
