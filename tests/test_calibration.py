@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -23,12 +22,6 @@ from hwmodel.ops.calibration import (
 )
 from hwmodel.ops.efficiency import table_from_row
 from hwmodel.spec.precision import FP32
-
-# The validation scripts live at the repository root, which a bare ``pytest tests/x.py`` run does not
-# put on sys.path (the README lead may add ``pythonpath = ["."]`` to the ini options instead).
-ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 OVERHEAD_S = 1e-6
 CHIP = ChipSpec(
@@ -165,7 +158,7 @@ def test_shipped_host_row_has_provenance() -> None:
 
 
 def test_h200_script_dry_run_writes_step_and_op_times(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from validation.h200 import measure_h200
+    from dojo_validation.h200 import measure_h200
 
     assert measure_h200.main(["--dry-run", "--only", "mlp", "--out", str(tmp_path)]) == 0
     document = json.loads((tmp_path / "h200_measured_dry_run.json").read_text(encoding="utf-8"))
@@ -180,8 +173,8 @@ def test_h200_script_dry_run_writes_step_and_op_times(tmp_path: Path, capsys: py
     assert {"aten.addmm.default", "aten.mm.default"} <= names
     assert {phase for _, phase, _ in run["ops"]} == {"forward", "backward", "optimizer"}
 
+    from dojo_validation.h200 import compare_h200
     from hwmodel import preset_names
-    from validation.h200 import compare_h200
 
     if "h200" not in preset_names():
         pytest.skip("no h200 preset registered")
@@ -195,7 +188,7 @@ def test_h200_script_dry_run_writes_step_and_op_times(tmp_path: Path, capsys: py
 @pytest.mark.slow
 def test_host_held_out_errors_meet_the_targets() -> None:
     """Leave-one-network-out on the committed measurement: median |error| <= 10%, worst <= 25%."""
-    from validation.host import latest_measured, leave_one_out, load_measured, median_absolute_error
+    from dojo_validation.host import latest_measured, leave_one_out, load_measured, median_absolute_error
 
     comparisons = leave_one_out(load_measured(latest_measured()))
     assert len(comparisons) == 10

@@ -1,10 +1,11 @@
 """How well the ``host`` preset predicts this project's own measured CPU steps (lower is better).
 
-``validation.host.host_median_error()`` fits the host efficiencies leaving each network out, predicts
-that network's step and compares with the committed measurement (``validation/data``); the worst
+``dojo_validation.host.host_median_error()`` fits the host efficiencies leaving each network out, predicts
+that network's step and compares with the committed measurement (``dojo_validation/data``); the worst
 network's error is tracked beside the median (targets: 10% and 25%). The figure
 moves when the capture, the cost model or the fitting moves, never with the machine that runs it.
-Commits without ``validation.host`` or without a committed measurement are skipped.
+Commits without ``dojo_validation.host`` (before it, ``validation.host``) or without a committed
+measurement are skipped.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ class HostPredictionError:
     version = "1"
 
     def setup(self) -> None:
-        try:
-            from validation import host
-        except ImportError as error:
-            raise NotImplementedError(f"this commit has no validation.host ({error})") from None
+        host = _host_module()
         if not hasattr(host, "host_median_error"):
-            raise NotImplementedError("this commit's validation.host has no host_median_error")
+            raise NotImplementedError("this commit's host validation has no host_median_error")
         try:
             self.measured: Any = host.latest_measured()
         except FileNotFoundError as error:
@@ -38,3 +36,15 @@ class HostPredictionError:
     def track_host_worst_error(self) -> float:
         comparisons = self.host.leave_one_out(self.host.load_measured(self.measured))
         return float(max(abs(item.error) for item in comparisons))
+
+
+def _host_module() -> Any:
+    """The commit's ``dojo_validation.host``, or ``validation.host`` in commits from before the package."""
+    try:
+        from dojo_validation import host
+    except ImportError:
+        try:
+            from validation import host  # type: ignore[import-not-found, no-redef]
+        except ImportError as error:
+            raise NotImplementedError(f"this commit has no dojo_validation.host ({error})") from None
+    return host

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from suites.networks import NETWORKS, NetworkSpec
-from validation.standard import STANDARD_NETWORKS
+from dojo_networks import NETWORKS, NetworkSpec
+from dojo_validation.standard import STANDARD_NETWORKS
 
 IGNORED_OPS = frozenset(
     {

@@ -1,6 +1,6 @@
 """Published check: EfficientDet-D0 training throughput on A100, predicted with the a100 preset.
 
-    python validation/published.py
+    python -m dojo_validation.published
 
 Reference (``shared/reference/dojo-hardware.md``, "Published training throughput"): NVIDIA
 DeepLearningExamples, PyTorch/Detection/Efficientdet README, DGX A100 80GB: 255 img/s on 1 GPU and
@@ -17,19 +17,14 @@ step therefore omits data loading and anchor matching, and counts AdamW rather t
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from hwmodel import make_system, simulate  # noqa: E402
-from hwmodel.efficiency import efficiency_for  # noqa: E402
-from hwmodel.precision import FP32, MIXED_BF16, Precision  # noqa: E402
-from hwmodel.workload import FixedWorkloads  # noqa: E402
-from validation import host  # noqa: E402
+from dojo_validation import host
+from hwmodel import make_system, simulate
+from hwmodel.ops.efficiency import efficiency_for
+from hwmodel.spec.precision import FP32, MIXED_BF16, Precision
+from hwmodel.step.workload import FixedWorkloads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +61,7 @@ def predictions(chip: str = "a100", efficiency_chip: str | None = None) -> list[
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--efficiency-from",

@@ -1,11 +1,11 @@
 """Measure the suite on this CPU and compare with the ``host`` preset: shared by the scripts and ASV.
 
-Measured data (one JSON per run, committed under ``validation/data``) holds, per network at its
+Measured data (one JSON per run, committed under ``dojo_validation/data``) holds, per network at its
 ``small`` size and host batch: the real step times (after warm-up, fixed threads) and the per-op
 times of a few more steps (median per op), plus the machine. Predictions recapture each network
 with :func:`pytest_dojo.capture.capture_train_step` (FP32, as the CPU step runs) and simulate it
-with :func:`hwmodel.simulate` on the ``host`` chip, 1x1. :func:`leave_one_out` fits the
-efficiencies without a network (:mod:`hwmodel.calibration`) and predicts that network.
+with :func:`hwmodel.step.simulate` on the ``host`` chip, 1x1. :func:`leave_one_out` fits the
+efficiencies without a network (:mod:`hwmodel.ops.calibration`) and predicts that network.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
+from dojo_validation import measure
 from hwmodel import Workload, make_system, simulate
-from hwmodel.calibration import CalibrationSample, EfficiencyFit, fit_efficiency
-from hwmodel.efficiency import EfficiencyTable
-from hwmodel.precision import FP32
+from hwmodel.ops.calibration import CalibrationSample, EfficiencyFit, fit_efficiency
+from hwmodel.ops.efficiency import EfficiencyTable
+from hwmodel.spec.precision import FP32
 from pytest_dojo.capture import capture_train_step
-from validation import measure
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 HOST_SIZE = "small"
@@ -91,11 +91,11 @@ def load_measured(path: Path) -> dict[str, Any]:
 
 
 def latest_measured() -> Path:
-    """The newest committed host measurement in ``validation/data``."""
+    """The newest committed host measurement in ``dojo_validation/data``."""
     files = sorted(DATA_DIR.glob("host_measured_*.json"))
     if not files:
         raise FileNotFoundError(
-            f"no host_measured_*.json in {DATA_DIR}; run python validation/validate_host.py --measure"
+            f"no host_measured_*.json in {DATA_DIR}; run python -m dojo_validation.validate_host --measure"
         )
     return files[-1]
 

@@ -1,6 +1,6 @@
 """Measure real bf16 training steps of the suite networks on one CUDA GPU; write JSON to ``--out``.
 
-Run on the lent H200 through ``validation/h200/run.sh`` (about 5 minutes in all). For each
+Run on the lent H200 through ``dojo_validation/h200/run.sh`` (about 5 minutes in all). For each
 (network, size, batch) of :data:`GPU_PLAN`, in order, while the time budget lasts:
 
 1. build the network on the GPU, AdamW(foreach=True), forward and loss under
@@ -11,7 +11,7 @@ Run on the lent H200 through ``validation/h200/run.sh`` (about 5 minutes in all)
 Before the networks, the GPU's own ceilings are measured (bf16 and fp32/tf32 matmul, copy
 bandwidth, per-op overhead) with :mod:`pytest_dojo.hostbench`. The JSON is rewritten after every
 network, so a run cut short keeps what it measured. Predictions are made afterwards, on any machine,
-by ``validation/h200/compare_h200.py`` (capture with FakeTensorMode + the h200 preset).
+by ``dojo_validation/h200/compare_h200.py`` (capture with FakeTensorMode + the h200 preset).
 
 ``--dry-run`` runs the same logic on the CPU at ``small`` sizes in seconds (a test of the script).
 """
@@ -26,18 +26,14 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from pytest_dojo import hostbench  # noqa: E402
-from validation import measure  # noqa: E402
+from dojo_validation import measure
+from pytest_dojo import hostbench
 
 GPU_PLAN: tuple[tuple[str, str, int], ...] = (
     # ``full`` sizes at batches that run in tens to hundreds of milliseconds on an H200.
@@ -132,7 +128,7 @@ def measure_one(name: str, size: str, batch: int, device: str, budget_s: float, 
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", "out")), help="output folder (default: $OUT)"
@@ -160,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = False
     document: dict[str, Any] = {
         "format": FORMAT,
-        "command": "validation/h200/run.sh" if not args.dry_run else "python validation/h200/measure_h200.py --dry-run",
+        "command": "dojo_validation/h200/run.sh"
+        if not args.dry_run
+        else "python -m dojo_validation.h200.measure_h200 --dry-run",
         "environment": measure.environment(torch.device(device)),
         "plan": [list(entry) for entry in plan],
         "runs": [],

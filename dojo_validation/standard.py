@@ -1,6 +1,6 @@
 """Standard shapes measured beside the suite networks: an MLP, a CNN and a transformer encoder.
 
-Each is a :class:`suites.networks.NetworkSpec` with ``small`` (a real CPU step in well under a
+Each is a :class:`dojo_networks.NetworkSpec` with ``small`` (a real CPU step in well under a
 second) and ``full`` (GPU-sized) presets, so the validation scripts treat them like suite networks.
 The sizes are ours, chosen to exercise the matrix unit at three arithmetic intensities: wide GEMMs
 (MLP), convolutions with BatchNorm (a ResNet-18-style CNN, He et al. 2016, basic blocks), and
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from suites.networks import NetworkSpec
-from suites.networks.synthetic import SyntheticBatch
+from dojo_networks import NetworkSpec
+from dojo_networks.synthetic import SyntheticBatch
 
 __all__ = ["STANDARD_NETWORKS"]
 

@@ -1,12 +1,12 @@
 """Validate the ``host`` preset: measured CPU training steps against predictions, leave-one-out.
 
-    python validation/validate_host.py --measure     # measure now (minutes), save, then compare
-    python validation/validate_host.py               # compare against the newest committed data
+    python -m dojo_validation.validate_host --measure     # measure now (minutes), save, then compare
+    python -m dojo_validation.validate_host               # compare against the newest committed data
 
 For every suite network at ``small`` size and the standard shapes (MLP, CNN, transformer encoder),
 the real step is timed on this CPU (median of repeated steps, one intra-op thread unless
 ``--threads``) together with its per-op times. Each network is then predicted by the host preset
-(``pytest_dojo.capture.capture_train_step`` + ``hwmodel.simulate``, 1x1, FP32) with efficiencies
+(``pytest_dojo.capture.capture_train_step`` + ``hwmodel.step.simulate``, 1x1, FP32) with efficiencies
 fitted on every *other* network (leave-one-out), and the table reports each error, the median
 absolute error and the worst (targets: 10% and 25%). The in-sample column uses the fit on all
 networks: the row that ``scripts/calibrate.py`` writes into ``efficiency.json``.
@@ -16,23 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from validation import host  # noqa: E402
+from dojo_validation import host
 
 MEDIAN_TARGET = 0.10
 WORST_TARGET = 0.25
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--measure", action="store_true", help="measure now and save under validation/data")
+    parser.add_argument("--measure", action="store_true", help="measure now and save under dojo_validation/data")
     parser.add_argument("--data", type=Path, default=None, help="measured JSON (default: newest committed)")
     parser.add_argument("--networks", default=",".join(host.HOST_BATCHES), help="comma-separated networks")
     parser.add_argument("--threads", type=int, default=host.DEFAULT_THREADS, help="intra-op threads (default: 1)")
