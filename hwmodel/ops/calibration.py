@@ -2,7 +2,7 @@
 
 Input: for each network of a calibration set, its captured :class:`~hwmodel.Workload` and the
 measured time of every aten op of one real step, as ``(op name, phase, seconds)`` in dispatch order
-(``validation.measure.OpTimer`` records them at the capture's level). Measured ops are paired with
+(``dojo_validation.measure.OpTimer`` records them at the capture's level). Measured ops are paired with
 captured ops by the k-th occurrence of each (name, phase), so a stray op on either side does not
 shift the rest.
 
