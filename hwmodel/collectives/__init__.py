@@ -1,0 +1,1 @@
+"""Communication between chips: routes, link loads, collective algorithms and their prices."""

@@ -1,0 +1,1 @@
+"""Questions asked of many steps: what-if hardware changes, sensitivity, ingest and scaling."""
