@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dojo_validation import host
-from hwmodel import make_system, simulate
-from hwmodel.ops.efficiency import efficiency_for
+from hwmodel import get_preset, make_system, simulate
 from hwmodel.spec.precision import FP32, MIXED_BF16, Precision
 from hwmodel.step.workload import FixedWorkloads
 
@@ -50,7 +49,7 @@ PUBLISHED = (
 def predictions(chip: str = "a100", efficiency_chip: str | None = None) -> list[tuple[PublishedPoint, float]]:
     """(published point, predicted images/s) for every point of :data:`PUBLISHED`, with the
     efficiency row of ``efficiency_chip`` (default: the chip's own)."""
-    table = efficiency_for(efficiency_chip or chip)
+    table = get_preset(efficiency_chip or chip).efficiency
     results = []
     for point in PUBLISHED:
         workload = host.capture("efficientdet_d0", "full", point.batch_per_gpu)
@@ -70,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="use another chip's efficiency row, e.g. h200 once it is calibrated (default: a100's own)",
     )
     args = parser.parse_args(argv)
-    table = efficiency_for(args.efficiency_from or "a100")
+    table = get_preset(args.efficiency_from or "a100").efficiency
     print(f"efficiency row: {table.chip} ({table.calibration})")
     print(f"{'precision':<9} {'batch/GPU':>9} {'GPUs':>5} {'published img/s':>16} {'predicted':>10} {'error':>8}")
     for point, predicted in predictions(efficiency_chip=args.efficiency_from):

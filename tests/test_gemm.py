@@ -22,7 +22,9 @@ from hwmodel.ops.gemm import (
     per_sample_convolution_gemms,
 )
 from hwmodel.spec.precision import FP32, MIXED_BF16
-from hwmodel.spec.presets import D1
+from hwmodel.spec.presets import get_preset
+
+D1 = get_preset("d1").chip
 
 dims_strategy = st.integers(min_value=1, max_value=3000)
 

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from hwmodel import OpRecord, SpecError, System, Workload, get_preset, parse_mesh, simulate
 from hwmodel.ops.efficiency import efficiency_for
 from hwmodel.spec.host import (
-    ATEN_GRAIN_SIZE,
     CALIBRATION_ENV,
     HostCalibration,
     calibration_from_dict,
@@ -24,7 +23,10 @@ from hwmodel.spec.host import (
     load_calibration,
 )
 from hwmodel.spec.precision import FP32
+from hwmodel.spec.presets import measured_chip_fields
 from pytest_dojo import hostbench
+
+HOST_FIELDS = measured_chip_fields("host")
 
 
 def _document(**overrides: Any) -> dict[str, Any]:
@@ -46,7 +48,7 @@ def _document(**overrides: Any) -> dict[str, Any]:
 
 
 def test_chip_takes_measured_rates_dram_copy_and_cache_tiers() -> None:
-    chip = host_chip(calibration_from_dict(_document()))
+    chip = host_chip(calibration_from_dict(_document()), HOST_FIELDS)
     assert chip.name == "host"
     assert chip.matrix_flops_per_s("float32") == 1e11
     assert chip.matrix_flops_per_s("bfloat16") == 2e11
@@ -57,7 +59,7 @@ def test_chip_takes_measured_rates_dram_copy_and_cache_tiers() -> None:
     assert chip.local_memory_kind == "dram"
     assert not chip.local_memory_full_duplex
     assert chip.compute_units == 1
-    assert chip.vector_tile_output_elements == ATEN_GRAIN_SIZE
+    assert chip.vector_tile_output_elements == 32768  # ATen's GRAIN_SIZE
     assert chip.local_memory_bytes == 1e10
     assert chip.op_overhead_s == 1e-5
     assert "Test CPU" in chip.source and "2026-11-28" in chip.source
@@ -84,8 +86,8 @@ def test_golden_mm_step_on_the_host() -> None:
     """One FP32 mm, 2 GFLOP, 12 MB: compute 2e9 / 1e11 = 20 ms; memory 12e6 / 5e10 = 0.24 ms;
     one wave on one thread (occupancy 1); step = max(20, 0.24) ms + 10 us overhead = 20.01 ms."""
     calibration = calibration_from_dict(_document())
-    system = System(chip=host_chip(calibration), fabric=host_fabric(calibration), mesh=parse_mesh("1x1"))
-    report = simulate(_mm_workload(), system, precision=FP32, efficiency=efficiency_for("no-such-chip"))
+    system = System(chip=host_chip(calibration, HOST_FIELDS), fabric=host_fabric(calibration), mesh=parse_mesh("1x1"))
+    report = simulate(_mm_workload(), system, precision=FP32, efficiency=efficiency_for("ideal"))
     assert report.step_time_s == pytest.approx(0.02001, rel=1e-12)
     assert report.bound == "compute"
 
@@ -123,11 +125,12 @@ def test_faster_host_never_predicts_a_slower_step(factor: float, field: str, flo
         ),
     )
     workload = Workload(name="w", batch_size=1, ops=ops)
-    table = efficiency_for("no-such-chip")
+    table = efficiency_for("ideal")
 
     def step(document: dict[str, Any]) -> float:
         calibration = calibration_from_dict(document)
-        system = System(chip=host_chip(calibration), fabric=host_fabric(calibration), mesh=parse_mesh("1x1"))
+        chip, fabric = host_chip(calibration, HOST_FIELDS), host_fabric(calibration)
+        system = System(chip=chip, fabric=fabric, mesh=parse_mesh("1x1"))
         return simulate(workload, system, precision=FP32, efficiency=table).step_time_s
 
     base = _document(memory_bytes_per_s_by_size={})
@@ -137,11 +140,11 @@ def test_faster_host_never_predicts_a_slower_step(factor: float, field: str, flo
 
 def test_gemm_rates_by_shape_are_read_when_measured() -> None:
     table = {"dims": [1, 64], "flops_per_s": [1e9] * 7 + [5e10]}
-    chip = host_chip(calibration_from_dict(_document(gemm_flops_per_s=table)))
+    chip = host_chip(calibration_from_dict(_document(gemm_flops_per_s=table)), HOST_FIELDS)
     assert chip.gemm_rates is not None
     assert chip.gemm_rates.dims == (1, 64)
     assert chip.gemm_rates.flops_per_s[-1] == 5e10
-    assert host_chip(calibration_from_dict(_document())).gemm_rates is None
+    assert host_chip(calibration_from_dict(_document()), HOST_FIELDS).gemm_rates is None
 
 
 @pytest.mark.parametrize(
@@ -193,7 +196,7 @@ def test_environment_variable_chooses_the_file(tmp_path: Path, monkeypatch: pyte
 def test_shipped_calibration_is_the_registered_preset() -> None:
     shipped = load_calibration(calibration_path())
     assert isinstance(shipped, HostCalibration)
-    assert get_preset("host").chip == host_chip(shipped)
+    assert get_preset("host").chip == host_chip(shipped, HOST_FIELDS)
     assert shipped.threads >= 1 and shipped.measured_utc
 
 
@@ -259,6 +262,7 @@ def test_plugin_captures_with_the_host_calibrations_threads(
         test_threads=f"""
 import torch
 
+
 def test_step(dojo):
     torch.set_num_threads(2)
     model = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 1), torch.nn.Flatten())
@@ -300,7 +304,7 @@ def test_an_op_that_fits_a_cache_tier_moves_its_bytes_at_that_tier() -> None:
     from hwmodel.ops.efficiency import EfficiencyTable
     from hwmodel.spec.precision import FP32
 
-    chip = host_chip(calibration_from_dict(_document()))
+    chip = host_chip(calibration_from_dict(_document()), HOST_FIELDS)
     ones = (1.0,) * len(OP_CLASSES)
     table = EfficiencyTable(chip="host", compute=ones, memory=ones, calibration="test")
 
@@ -329,7 +333,8 @@ def test_a_foreach_op_pays_one_launch_per_tensor_on_the_host_and_one_on_a_d1() -
     from hwmodel.ops.cost import op_costs
     from hwmodel.ops.efficiency import EfficiencyTable
     from hwmodel.spec.precision import FP32
-    from hwmodel.spec.presets import D1
+
+    D1 = get_preset("d1").chip
 
     ones = (1.0,) * len(OP_CLASSES)
     table = EfficiencyTable(chip="any", compute=ones, memory=ones, calibration="test")
@@ -347,6 +352,6 @@ def test_a_foreach_op_pays_one_launch_per_tensor_on_the_host_and_one_on_a_d1() -
         output_ids=(0, 1, 2),
     )
     workload = Workload(name="update", batch_size=1, ops=(op,))
-    host = host_chip(calibration_from_dict(_document()))
+    host = host_chip(calibration_from_dict(_document()), HOST_FIELDS)
     assert op_costs(workload, host, table, FP32).overhead_s.tolist() == pytest.approx([3 * 1e-5])
     assert op_costs(workload, D1, table, FP32).overhead_s.tolist() == pytest.approx([D1.op_overhead_s])

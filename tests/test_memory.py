@@ -10,10 +10,13 @@ from synthetic_workloads import chain_workload
 from hwmodel import MemoryCapacityError, Plan, make_system, simulate
 from hwmodel.spec.mesh import parse_mesh
 from hwmodel.spec.precision import FP32, MIXED_BF16
-from hwmodel.spec.presets import D1, DOJO_TILE_FABRIC
+from hwmodel.spec.presets import get_preset
 from hwmodel.spec.system import System
 from hwmodel.step.memory import ChipShare, activation_peak_bytes, footprint, spill_bytes_per_s
 from hwmodel.step.workload import OpRecord, TensorRecord, Workload
+
+D1 = get_preset("d1").chip
+DOJO_TILE_FABRIC = get_preset("d1").fabric
 
 
 def _three_op_workload() -> Workload:

@@ -32,7 +32,7 @@ def test_registry_refuses_duplicates_and_unknown_names() -> None:
     with pytest.raises(SpecError, match="preset 'd1' is already registered"):
         register_preset(Preset(chip=d1.chip, fabric=d1.fabric, description="again"))
     assert preset_names() == before
-    with pytest.raises(SpecError, match="unknown chip 'tpu'; known chips: d1, a100, h100, h200"):
+    with pytest.raises(SpecError, match="unknown chip 'tpu'; known chips: a100, d1, h100, h200"):
         get_preset("tpu")
 
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from dojo_validation import host
-from hwmodel import make_system, simulate
+from hwmodel import get_preset, make_system, simulate
 from hwmodel.ops.calibration import CalibrationSample, efficiency_row, fit_efficiency, write_row
-from hwmodel.ops.efficiency import EfficiencyTable, efficiency_for
+from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.spec.precision import MIXED_BF16
 
 MEDIAN_TARGET = 0.15
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     chip = make_system("h200", "1x1").chip
     samples = [sample for _, sample in pairs]
     all_fit = fit_efficiency(samples, chip, MIXED_BF16, calibration="h200: all measured networks")
-    preset_table = efficiency_for("h200")
+    preset_table = get_preset("h200").efficiency
     columns = " ".join(f"{title:>9} {'err':>7}" for title in ("peak ms", "fit-all", "held-out"))
     header = f"{'network':<28} {'measured ms':>12} {columns}"
     print(header)

@@ -150,7 +150,8 @@ def tiered_bandwidth(chip: ChipSpec, footprint_bytes: FloatArray) -> tuple[Float
     """Read and write bandwidth of each op: its cache tier's if its bytes fit one, else local memory's.
 
     >>> from dataclasses import replace
-    >>> from hwmodel.spec.presets import D1
+    >>> from hwmodel.spec.presets import get_preset
+    >>> D1 = get_preset("d1").chip
     >>> chip = replace(D1, cache_tiers=((1e6, 5e11), (1e7, 2e11)))
     >>> [rate.tolist() for rate in tiered_bandwidth(chip, np.array([1e5, 5e6, 1e9]))][0]
     [500000000000.0, 200000000000.0, 141600000000000.0]

@@ -1,9 +1,11 @@
 """Achieved fractions of peak, per chip and op class: the model's only tuned numbers, kept as data.
 
 Peak rates in a :class:`~hwmodel.spec.chip.ChipSpec` are ceilings; real kernels reach a fraction of them
-that depends on the kind of op. Those fractions live in ``hwmodel/ops/efficiency.json``, one row per
-chip (``"default"`` for chips without a calibrated row), each row recording where its numbers come
-from. They are calibrated against measurements, never tuned inside a test.
+that depends on the kind of op. Those fractions live in ``hwmodel/ops/efficiency.json``, in named
+rows, each recording where its numbers come from; a chip names its row
+(:attr:`~hwmodel.spec.chip.ChipSpec.efficiency_row`), and an unknown name is an error, never a
+silent fallback. ``"ideal"`` is the row of 1.0 (peak ceilings, not fitted) that chips without
+measured kernels name. Rows are calibrated against measurements, never tuned inside a test.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from hwmodel.errors import SpecError
 from hwmodel.ops.classes import OP_CLASSES
 
 EFFICIENCY_FILE = "efficiency.json"
-DEFAULT_ROW = "default"
+IDEAL_ROW = "ideal"
 MAX_OVERHEAD_FACTOR = 1000.0
 
 
@@ -89,8 +91,9 @@ def _rows() -> dict[str, Any]:
 
 
 @cache
-def efficiency_for(chip: str) -> EfficiencyTable:
-    """The calibrated table of ``chip``, or the default row if that chip has none."""
+def efficiency_for(row: str) -> EfficiencyTable:
+    """The table of the row called ``row``; an unknown name is a one-line error listing the rows."""
     rows = _rows()
-    name = chip if chip in rows else DEFAULT_ROW
-    return table_from_row(name, rows[name])
+    if row not in rows:
+        raise SpecError(f"unknown efficiency row {row!r}; known rows: {', '.join(rows)}")
+    return table_from_row(row, rows[row])

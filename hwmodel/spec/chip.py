@@ -13,6 +13,7 @@ from hwmodel.errors import SpecError
 from hwmodel.ops.gemm import GemmRateTable
 
 LOCAL_MEMORY_KINDS = ("sram", "hbm", "dram")
+EXECUTION_MODES = ("eager", "compiled")
 _NON_RATE_FIELDS = frozenset(
     {
         "name",
@@ -22,6 +23,10 @@ _NON_RATE_FIELDS = frozenset(
         "cache_tiers",
         "multi_tensor_kernels",
         "gemm_rates",
+        "execution_mode",
+        "sync_batchnorm",
+        "efficiency_row",
+        "measured_threads",
     }
 )
 
@@ -56,6 +61,14 @@ class ChipSpec:
         gemm_rates: measured FLOP/s of matrix multiplies by shape (:mod:`hwmodel.ops.gemm`): a
             matrix op whose GEMMs the capture recorded runs at these rates instead of the matrix
             peak. None for chips known only by their datasheet (every preset but ``host``).
+        execution_mode: "eager" (PyTorch launches every op) or "compiled" (a compiler schedules
+            the step: a D1). Recorded for the reports; NB: pointwise fusion is not modelled yet.
+        sync_batchnorm: True if batch-norm statistics are synchronised across data-parallel
+            replicas by default (Dojo); False where each device keeps its own (PyTorch's default).
+        efficiency_row: the row of ``hwmodel/ops/efficiency.json`` whose fractions of peak apply
+            (named, never implied: ``"ideal"`` is the unfitted row of 1.0).
+        measured_threads: for a chip measured on this machine (``host``), the intra-op threads of
+            the measurement, which a capture should use too; None for every other chip.
         source: where the figures come from.
 
     Not modelled: caches (D1 has none), clock throttling, power limits.
@@ -74,9 +87,13 @@ class ChipSpec:
     local_memory_full_duplex: bool
     local_memory_kind: str
     op_overhead_s: float
-    multi_tensor_kernels: bool = True
+    multi_tensor_kernels: bool
+    execution_mode: str
+    sync_batchnorm: bool
+    efficiency_row: str
     cache_tiers: tuple[tuple[float, float], ...] = ()
     gemm_rates: GemmRateTable | None = None
+    measured_threads: int | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -94,6 +111,12 @@ class ChipSpec:
         sizes = [size for size, _ in self.cache_tiers]
         if sizes != sorted(set(sizes)) or any(not (size > 0 and rate > 0) for size, rate in self.cache_tiers):
             raise SpecError(f"chip {self.name}: cache_tiers must be (bytes, bytes/s) > 0 with rising sizes")
+        if self.execution_mode not in EXECUTION_MODES:
+            raise SpecError(
+                f"chip {self.name}: execution_mode must be one of {EXECUTION_MODES}, got {self.execution_mode!r}"
+            )
+        if not self.efficiency_row:
+            raise SpecError(f"chip {self.name}: efficiency_row must name a row of the efficiency table")
         if self.local_memory_kind not in LOCAL_MEMORY_KINDS:
             raise SpecError(
                 f"chip {self.name}: local_memory_kind must be one of {LOCAL_MEMORY_KINDS}, "

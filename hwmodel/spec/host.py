@@ -9,8 +9,8 @@ which file is read: ``$DOJO_HOST_CALIBRATION`` if set, else the file shipped in 
 The host is modelled as one chip:
 
 * compute units: the intra-op threads of the calibration (a 1-thread calibration has one unit, so
-  occupancy is always 1); work granules are ATen's: ``at::internal::GRAIN_SIZE`` = 32768 elements
-  per thread for pointwise ops, and a 64 x 64 output block per thread for matrix ops [U];
+  occupancy is always 1); the work granules, memory kind and execution mode are data in the
+  ``host`` preset file (``hwmodel/spec/presets/host.toml``);
 * matrix multiplies by shape: the FLOP/s of ``torch.mm`` at a grid of ``(m, n, k)`` shapes
   (:class:`~hwmodel.ops.gemm.GemmRateTable`), for the ops whose GEMMs the capture records;
 * local memory: the machine's DRAM, one bandwidth shared by reads and writes: the ``copy_`` rate at
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,14 +38,9 @@ from hwmodel.ops.gemm import GemmRateTable
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.fabric import FabricSpec
 
-HOST_CHIP_NAME = "host"
 CALIBRATION_ENV = "DOJO_HOST_CALIBRATION"
 CALIBRATION_FILE = "host_calibration.json"
 CALIBRATION_SCHEMA_VERSION = 1
-ATEN_GRAIN_SIZE = 32768
-"""``at::internal::GRAIN_SIZE``: elements below which ATen runs a pointwise op on one thread."""
-MATRIX_BLOCK_ELEMENTS = 64 * 64
-"""Output block one thread of a CPU GEMM computes per work item [U]: oneDNN/MKL block sizes vary."""
 
 
 class HostCalibrationWarning(UserWarning):
@@ -172,26 +168,25 @@ def load_calibration(path: Path | None = None) -> HostCalibration:
     return calibration_from_dict(data)
 
 
-def host_chip(calibration: HostCalibration) -> ChipSpec:
-    """The ``host`` chip of a calibration."""
+def host_chip(calibration: HostCalibration, static: Mapping[str, Any]) -> ChipSpec:
+    """The ``host`` chip: the measured rates of ``calibration`` with the ``static`` fields of its preset.
+
+    ``static`` holds what the calibration does not measure (name, work granules, memory kind,
+    execution mode, efficiency row, ...), as the ``host`` preset file gives them.
+    """
     return ChipSpec(
-        name=HOST_CHIP_NAME,
+        **static,
         matrix_bf16_flops_per_s=calibration.matrix_bf16_flops_per_s,
         matrix_fp32_flops_per_s=calibration.matrix_fp32_flops_per_s,
         vector_flops_per_s=calibration.vector_flops_per_s,
         compute_units=calibration.threads,
-        matrix_tile_output_elements=MATRIX_BLOCK_ELEMENTS,
-        vector_tile_output_elements=ATEN_GRAIN_SIZE,
         local_memory_bytes=calibration.memory_capacity_bytes,
         local_memory_read_bytes_per_s=calibration.memory_bytes_per_s,
         local_memory_write_bytes_per_s=calibration.memory_bytes_per_s,
-        local_memory_full_duplex=False,
-        local_memory_kind="dram",
         op_overhead_s=calibration.op_overhead_s,
         cache_tiers=calibration.cache_tiers,
         gemm_rates=calibration.gemm_rates,
-        # Eager PyTorch runs a CPU _foreach_ op as one kernel per tensor (no multi-tensor apply).
-        multi_tensor_kernels=False,
+        measured_threads=calibration.threads,
         source=f"measured by pytest_dojo.hostbench: {calibration.describe()}",
     )
 
@@ -213,7 +208,10 @@ def host_fabric(calibration: HostCalibration) -> FabricSpec:
     )
 
 
-def host_chip_and_fabric(path: Path | None = None) -> tuple[ChipSpec, FabricSpec]:
-    """Chip and fabric of the ``host`` preset from the calibration file."""
+def host_chip_and_fabric(static: Mapping[str, Any], path: Path | None = None) -> tuple[ChipSpec, FabricSpec]:
+    """Chip and fabric of the ``host`` preset from the calibration file and the preset's ``static`` fields."""
     calibration = load_calibration(path)
-    return host_chip(calibration), host_fabric(calibration)
+    try:
+        return host_chip(calibration, static), host_fabric(calibration)
+    except TypeError as error:
+        raise SpecError(f"host preset: {error}") from None

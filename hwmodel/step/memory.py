@@ -248,7 +248,8 @@ def spill_bytes_per_s(fabric: FabricSpec, mesh: Mesh | None = None) -> float:
     ``link_bytes_per_s x links / interior chips``. On a 5x5 tile: 12 links x 2 TB/s / 9 chips =
     2.67 TB/s, above the DIP share (640 GB/s): the DIPs, not the mesh, bound a tile's spill.
 
-    >>> from hwmodel.spec.presets import DOJO_TILE_FABRIC
+    >>> from hwmodel.spec.presets import get_preset
+    >>> DOJO_TILE_FABRIC = get_preset("d1").fabric
     >>> spill_bytes_per_s(DOJO_TILE_FABRIC, Mesh(rows=5, cols=5)) / 1e9
     640.0
     """

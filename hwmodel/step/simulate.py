@@ -61,9 +61,6 @@ FloatArray = npt.NDArray[np.float64]
 DEFAULT_BUCKET_BYTES = 25e6
 """Gradient bucket size: PyTorch DDP's default ``bucket_cap_mb=25``."""
 TOP_ENTRIES = 10
-SYNC_BATCHNORM_CHIPS = frozenset({"d1"})
-"""Chips whose batch norm is synchronised across data-parallel replicas by default (Dojo: "make the
-slice large enough to fit a batch norm surface", ``shared/reference/dojo-hardware.md``, Mapping)."""
 BATCHNORM_TRAINING_OPS = frozenset(
     {
         "native_batch_norm",
@@ -92,7 +89,7 @@ class StepOptions:
         efficiency: fractions of peak per op class (default: the chip's calibrated row).
         bucket_bytes: gradient bucket size of the data-parallel all-reduce.
         sync_batchnorm: synchronise batch-norm statistics across data-parallel replicas; ``None``
-            follows the chip (:data:`SYNC_BATCHNORM_CHIPS`).
+            follows the chip (:attr:`~hwmodel.spec.chip.ChipSpec.sync_batchnorm`).
         recompute: allow activation recomputation as a remedy when memory does not fit.
         ingest: the data feed whose per-step ingest is overlapped with the step (None: free).
     """
@@ -347,7 +344,7 @@ def evaluate(
     options = options or StepOptions()
     layout = plan_layout(plan, system.mesh)
     workload, global_batch = _resolve(source, plan)
-    table = options.efficiency or efficiency_for(system.chip.name)
+    table = options.efficiency or efficiency_for(system.chip.efficiency_row)
     precision = options.precision
     arrays = workload_arrays(workload)
     memory_columns = memory_arrays(workload)
@@ -356,9 +353,7 @@ def evaluate(
     if memory_columns.parameter_bytes > 0:
         matrix_fraction = memory_columns.matrix_parameter_bytes / memory_columns.parameter_bytes
     tp_parameter_fraction = 1.0 - matrix_fraction + matrix_fraction / tp
-    sync_batchnorm = (
-        options.sync_batchnorm if options.sync_batchnorm is not None else system.chip.name in SYNC_BATCHNORM_CHIPS
-    )
+    sync_batchnorm = options.sync_batchnorm if options.sync_batchnorm is not None else system.chip.sync_batchnorm
     times = _op_times(
         workload, arrays, memory_columns, system, plan, layout, options, table, tp_parameter_fraction, sync_batchnorm
     )
