@@ -9,7 +9,7 @@ the real step is timed on this CPU (median of repeated steps, one intra-op threa
 (``pytest_dojo.capture.capture_train_step`` + ``hwmodel.step.simulate``, 1x1, FP32) with efficiencies
 fitted on every *other* network (leave-one-out), and the table reports each error, the median
 absolute error and the worst (targets: 10% and 25%). The in-sample column uses the fit on all
-networks: the row that ``scripts/calibrate.py`` writes into ``efficiency.json``.
+networks: the row that ``pytest-dojo calibrate`` writes into ``efficiency.json``.
 """
 
 from __future__ import annotations

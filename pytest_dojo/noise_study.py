@@ -1,4 +1,4 @@
-"""How the wall-clock rule of :mod:`pytest_dojo.noise` behaves on this machine.
+"""How the wall-clock rule of :mod:`pytest_dojo.plugin.noise` behaves on this machine.
 
 ``python -m pytest_dojo.noise_study [--pairs N] [--rounds R] [--slowdowns 10,20,50]`` times a small MLP
 training step (torch, 1 thread) as the ``dojo_wallclock`` fixture does, in pairs of runs:
@@ -21,7 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from pytest_dojo.noise import ALPHA, SIGMAS, compare_rounds, robust_sigma
+from pytest_dojo.plugin.noise import ALPHA, SIGMAS, compare_rounds, robust_sigma
 
 TOLERANCE_PCT = 5.0
 CLOCKS = ("wall", "cpu")
@@ -44,7 +44,7 @@ def _rounds(step: Callable[[], None], rounds: int, warmup_rounds: int) -> dict[s
 def main() -> None:
     import torch
 
-    from pytest_dojo.wallclock import DEFAULT_ROUNDS, DEFAULT_WARMUP_ROUNDS, make_real_step
+    from pytest_dojo.plugin.wallclock import DEFAULT_ROUNDS, DEFAULT_WARMUP_ROUNDS, make_real_step
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=40)

@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dojo_networks import get_network
 from hwmodel import Report
-from pytest_dojo.fixtures import Dojo
+from pytest_dojo.plugin.fixtures import Dojo
 
 SAMPLES_PER_CHIP = 1
 

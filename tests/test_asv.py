@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 
 def _asv_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for asv and the scripts: a private HOME (asv's machine file) and results dir."""
+    """Environment for asv and the asv-* commands: a private HOME (asv's machine file) and results dir."""
     env = dict(os.environ)
     env.update(
         HOME=str(tmp_path / "home"),
@@ -61,8 +61,10 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, d
     commit = _git("rev-parse", "HEAD")
     completed = subprocess.run(
         [
-            "bash",
-            str(REPO_ROOT / "scripts" / "asv_record.sh"),
+            sys.executable,
+            "-m",
+            "pytest_dojo.cli",
+            "asv-record",
             "HEAD",
             "--quick",
             "--show-stderr",
@@ -183,7 +185,9 @@ def _gate(env: dict[str, str], results_dir: Path, base: str, head: str) -> subpr
     return subprocess.run(
         [
             sys.executable,
-            str(REPO_ROOT / "scripts" / "asv_gate.py"),
+            "-m",
+            "pytest_dojo.cli",
+            "asv-gate",
             base,
             head,
             "--factor",
@@ -244,7 +248,9 @@ def test_gate_fails_on_a_throughput_drop_and_passes_on_a_gain(
     published = subprocess.run(
         [
             sys.executable,
-            str(REPO_ROOT / "scripts" / "asv_publish.py"),
+            "-m",
+            "pytest_dojo.cli",
+            "asv-publish",
             "--results-dir",
             str(copy),
             "--html-dir",
@@ -261,7 +267,9 @@ def test_gate_fails_on_a_throughput_drop_and_passes_on_a_gain(
     checked = subprocess.run(
         [
             sys.executable,
-            str(REPO_ROOT / "scripts" / "check_asv_page.py"),
+            "-m",
+            "pytest_dojo.cli",
+            "asv-check-page",
             "--html-dir",
             str(html_dir),
             "--min-commits",

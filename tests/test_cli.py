@@ -49,7 +49,7 @@ def report(samples_per_s: float, mesh: str = "5x5") -> dict[str, Any]:
 
 
 def results(*rates: float, wallclock: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    from pytest_dojo.results_json import build_document
+    from pytest_dojo.plugin.results_json import build_document
 
     entries = [
         {"nodeid": f"test_a.py::test_{index}", "network": "mlp", "ordinal": 0, "report": report(rate)}
@@ -164,8 +164,8 @@ def test_wallclock_gate_prefers_thread_cpu_time_on_one_thread(
 
 
 def test_thresholds_command_writes_floors_under_the_slowest_step(tmp_path: Path) -> None:
-    from pytest_dojo.cli import round_down, thresholds_toml
-    from pytest_dojo.thresholds import load_thresholds
+    from pytest_dojo.cli.thresholds import round_down, thresholds_toml
+    from pytest_dojo.plugin.thresholds import load_thresholds
 
     # 38,741.8 x 0.9 = 34,867.6 -> 34,800 (3 significant figures, rounded down)
     assert round_down(38741.766 * 0.9) == 34800.0

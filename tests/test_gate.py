@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_dojo.gate import attribution, compare_reports, judge, threshold_failures
-from pytest_dojo.thresholds import ThresholdError, Thresholds, parse_limits
+from pytest_dojo.plugin.gate import attribution, compare_reports, judge, threshold_failures
+from pytest_dojo.plugin.thresholds import ThresholdError, Thresholds, parse_limits
 
 
 def report(
@@ -124,7 +124,7 @@ def test_only_drops_beyond_the_tolerance_regress(old: float, factor: float, tole
 
 
 def test_time_changes_switch_to_microseconds_below_a_tenth_of_a_millisecond() -> None:
-    from pytest_dojo.gate import format_delta_s
+    from pytest_dojo.plugin.gate import format_delta_s
 
     assert format_delta_s(0.0025) == "+2.5 ms"
     assert format_delta_s(-5.61e-5) == "-56.1 µs"

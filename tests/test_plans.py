@@ -8,12 +8,12 @@ import pytest
 from synthetic_workloads import chain_workload
 
 from hwmodel import Plan, PlanError, Report, make_system, simulate
-from hwmodel.collectives import collective
-from hwmodel.mesh import Mesh
-from hwmodel.plan import GroupShape, plan_layout
-from hwmodel.routing import ChipGroup
-from hwmodel.search import candidate_plans, search_plans
-from hwmodel.workload import FixedWorkloads
+from hwmodel.collectives.algorithms import collective
+from hwmodel.collectives.routing import ChipGroup
+from hwmodel.search.plans import GroupShape, plan_layout
+from hwmodel.search.ranking import candidate_plans, search_plans
+from hwmodel.spec.mesh import Mesh
+from hwmodel.step.workload import FixedWorkloads
 
 BATCH, WIDTH, LAYERS = 64, 1024, 4
 BF16 = 2
@@ -177,8 +177,8 @@ def test_auto_on_the_full_hydranet_captures_only_the_batches_it_needs() -> None:
     """plan="auto" through the plugin's capturing source: a global batch of 25 on a 5x5 tile asks
     for per-replica batches 25, 5 and 1 only (about three captures of the full network)."""
     torch = pytest.importorskip("torch")
-    from pytest_dojo.steps import CapturedStep
-    from suites.networks import get_network
+    from dojo_networks import get_network
+    from pytest_dojo.plugin.steps import CapturedStep
 
     spec = get_network("hydranet")
     with torch.device("meta"):

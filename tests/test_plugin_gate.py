@@ -337,7 +337,7 @@ def test_require_baseline_without_baseline_is_a_usage_error(pytester: pytest.Pyt
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
-    from pytest_dojo.results_json import ResultsFileError, write_json_atomic
+    from pytest_dojo.plugin.results_json import ResultsFileError, write_json_atomic
 
     target = tmp_path / "results.json"
     target.write_text('{"old": true}\n')

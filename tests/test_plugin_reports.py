@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_dojo.noise import compare_rounds, mann_whitney_greater, robust_sigma
+from pytest_dojo.plugin.noise import compare_rounds, mann_whitney_greater, robust_sigma
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -391,51 +391,40 @@ def test_plugin_sensitivity_under_xdist(pytester: pytest.Pytester) -> None:
     )
 
 
-def _script() -> Any:
-    """scripts/whatif.py, loaded as a module (scripts/ is not a package)."""
-    import importlib.util
-    from pathlib import Path
+def whatif(*arguments: str) -> int:
+    """``pytest-dojo whatif ARGUMENTS``, in this process."""
+    from pytest_dojo.cli import main
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "whatif.py"
-    spec = importlib.util.spec_from_file_location("whatif_script", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return main(["whatif", *arguments])
 
 
 def test_cli_ingest_flags_the_links_that_cannot_keep_up(capsys: pytest.CaptureFixture[str]) -> None:
     """300 samples/s per chip of 14.75 MB: PCIe feeds 640 GB/s / 150 chips / 14.7456 MB = 289 per
     chip (too few), Ethernet 452, both 741; a tile's 25 samples take 368.64 MB / 106.7 GB/s = 3.456 ms."""
-    assert _script().main(["ingest", "--meshes", "tile", "--samples-per-s", "300"]) == 0
+    assert whatif("ingest", "--meshes", "tile", "--samples-per-s", "300") == 0
     rows = {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("tile")}
     assert rows["pcie"][6:10] == ["3.456", "7,234", "host", "pcie"] and rows["pcie"][-1] == "INGEST-BOUND"
     assert rows["ethernet"][-1] == "ok" and rows["pcie+ethernet"][-1] == "ok"
 
 
 def test_cli_bad_input_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _script().main(["ingest", "--meshes", "0x5"]) == 2
+    assert whatif("ingest", "--meshes", "0x5") == 2
     assert capsys.readouterr().err == "error: mesh must have at least 1 row and 1 column, got '0x5'\n"
 
 
 @pytest.mark.slow
 def test_cli_studies_of_a_captured_network(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """The small HydraNet captured for real: tables print and the PNG plots are written."""
-    script = _script()
     sensitivity_png, scaling_png = tmp_path / "sensitivity.png", tmp_path / "scaling.png"
     assert (
-        script.main(
-            ["sensitivity", "--size", "small", "--mesh", "2x2", "--ingest", "pcie", "--plot", str(sensitivity_png)]
-        )
+        whatif("sensitivity", "--size", "small", "--mesh", "2x2", "--ingest", "pcie", "--plot", str(sensitivity_png))
         == 0
     )
     assert (
-        script.main(
-            ["scaling", "--size", "small", "--meshes", "1x1,2x2", "--global-batch", "4", "--plot", str(scaling_png)]
-        )
+        whatif("scaling", "--size", "small", "--meshes", "1x1,2x2", "--global-batch", "4", "--plot", str(scaling_png))
         == 0
     )
-    assert script.main(["compare", "--size", "small", "--systems", "d1:2x2,h100:1x8"]) == 0
+    assert whatif("compare", "--size", "small", "--systems", "d1:2x2,h100:1x8") == 0
     out = capsys.readouterr().out
     assert "2x host ingest bandwidth" not in out and "host ingest bandwidth" in out
     assert "strong scaling (fixed global batch) of hydranet/small on d1" in out

@@ -1,7 +1,7 @@
 """Measured on this machine: the real training step of the ``small`` networks, and capture memory.
 
 Wall-clock figures depend on the machine and its load: compare them only within one asv machine
-name (scripts/asv_record.sh fixes it), and read medians, not single samples.
+name (pytest-dojo asv-record fixes it), and read medians, not single samples.
 """
 
 from __future__ import annotations

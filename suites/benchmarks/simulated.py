@@ -7,9 +7,9 @@ network, torch only there); each benchmark then simulates it data-parallel over 
 asv treats every increase as a regression (asv issue #1617). So:
 
 * ``SimulatedStepTime.track_step_time``: seconds per step, lower is better: the figure that
-  ``asv continuous`` / scripts/asv_gate.py gate on;
+  ``asv continuous`` / pytest-dojo asv-gate gate on;
 * ``SimulatedThroughput.track_samples_per_s``: the same step as samples/s, for reading the graphs
-  (a drop is the regression; scripts/asv_gate.py checks it with the direction inverted);
+  (a drop is the regression; pytest-dojo asv-gate checks it with the direction inverted);
 * ``SimulatorSpeed.time_simulate``: how long the simulator itself takes.
 """
 

@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
-"""Build the ASV history page (``asv publish``) and make it work without internet access.
+"""``pytest-dojo asv-publish``: build the ASV history page (``asv publish``), working offline.
 
-    scripts/asv_publish.py [--html-dir DIR] [--results-dir DIR] [--no-vendor]
+    pytest-dojo asv-publish [--html-dir DIR] [--results-dir DIR] [--no-vendor]
 
 asv's page loads jQuery, flot, bootstrap and three small plugins from public CDNs; behind a firewall
 (CI artifacts, this project's machines) it shows "Can not determine continental origin of swallow"
-and no graph. This script runs ``asv publish`` and then *vendors* those files: it fetches the same
+and no graph. This command runs ``asv publish`` and then *vendors* those files: it fetches the same
 versions from the npm registry with ``npm pack`` (cached in ``.asv/vendor``), copies them under
 ``<html>/vendor/`` and points the page at the copies. Where npm cannot fetch a file the CDN link is
 kept (the page still works online) and a warning says so. ``stupidtable`` 1.0.1 is not on npm;
@@ -23,12 +22,15 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-VENDOR_CACHE = REPO_ROOT / ".asv" / "vendor"
+from pytest_dojo.cli.asv_config import config_copy
+from pytest_dojo.cli.common import EXIT_USAGE, project_root
+
+VENDOR_CACHE = Path(".asv") / "vendor"
+"""Where ``npm pack`` tarballs are kept, under the project root."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +110,7 @@ def fetch_package(package: str, cache: Path) -> Path | None:
     return tarball if completed.returncode == 0 and tarball.is_file() else None
 
 
-def vendor(html_dir: Path, cache: Path = VENDOR_CACHE) -> list[str]:
+def vendor(html_dir: Path, cache: Path) -> list[str]:
     """Copy the page's CDN files into ``html_dir/vendor`` and rewrite its HTML; returns the URLs kept."""
     target = html_dir / "vendor"
     target.mkdir(exist_ok=True)
@@ -141,68 +143,40 @@ def vendor(html_dir: Path, cache: Path = VENDOR_CACHE) -> list[str]:
     return sorted(kept | set(missing))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "asv.conf.json", help="asv configuration")
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "asv-publish",
+        help="build the ASV history page (asv publish) with its scripts vendored for offline viewing",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, default=None, help="asv configuration (default: asv.conf.json)")
     parser.add_argument("--html-dir", type=Path, default=None, help="output (default: html_dir of the configuration)")
     parser.add_argument("--results-dir", type=Path, default=None, help="input (default: results_dir of the config)")
     parser.add_argument("--no-vendor", action="store_true", help="keep asv's CDN links")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    parser.set_defaults(run=run)
 
+
+def run(args: argparse.Namespace) -> int:
     from asv.config import Config
 
-    conf = Config.load(str(args.config))
-    root = args.config.resolve().parent
+    config_path = args.config or project_root() / "asv.conf.json"
+    conf = Config.load(str(config_path))
+    root = config_path.resolve().parent
     html_dir = (args.html_dir or root / conf.html_dir).resolve()
     results_dir = (args.results_dir or root / conf.results_dir).resolve()
     if not results_dir.is_dir():
-        print(f"asv_publish: no results in {results_dir}; record some with scripts/asv_record.sh", file=sys.stderr)
-        return 2
+        print(f"asv_publish: no results in {results_dir}; record some with pytest-dojo asv-record", file=sys.stderr)
+        return EXIT_USAGE
     overrides = {"results_dir": str(results_dir), "html_dir": str(html_dir)}
-    with _config_copy(args.config, overrides) as config:
+    with config_copy(config_path, overrides) as config:
         command = [sys.executable, "-m", "asv", "publish", "--no-pull", "--config", str(config)]
         completed = subprocess.run([*command, "--html-dir", str(html_dir)], cwd=root, check=False)
     if completed.returncode != 0:
         return completed.returncode
     if not args.no_vendor:
-        kept = vendor(html_dir)
+        kept = vendor(html_dir, project_root() / VENDOR_CACHE)
         for url in kept:
             print(f"asv_publish: warning: could not vendor {url}; the page loads it from the internet", file=sys.stderr)
     print(f"asv_publish: {html_dir}/index.html; view it with: python -m http.server -d {html_dir} 8080")
     return 0
-
-
-class _config_copy:
-    """A temporary copy of asv.conf.json with some keys replaced (asv publish has no results-dir option)."""
-
-    def __init__(self, source: Path, overrides: dict[str, str]) -> None:
-        self.source = source
-        self.overrides = overrides
-        self.path: Path | None = None
-
-    def __enter__(self) -> Path:
-        import json
-        import tempfile
-
-        from asv.util import load_json
-
-        data = load_json(str(self.source), js_comments=True)
-        root = self.source.resolve().parent
-        data["repo"] = str((root / data.get("repo", ".")).resolve())
-        for key in ("benchmark_dir", "env_dir"):
-            if key in data:
-                data[key] = str((root / data[key]).resolve())
-        data.update(self.overrides)
-        handle = tempfile.NamedTemporaryFile("w", suffix=".asv.conf.json", delete=False, encoding="utf-8")
-        with handle:
-            json.dump(data, handle)
-        self.path = Path(handle.name)
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

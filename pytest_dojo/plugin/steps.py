@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hwmodel import Workload
+if TYPE_CHECKING:
+    from hwmodel import Workload
 
 
 class CapturedStep:

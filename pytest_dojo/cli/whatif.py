@@ -1,47 +1,33 @@
-"""What-if studies from the command line: sensitivity, scaling curves, ingest and Dojo against GPUs.
+"""``pytest-dojo whatif STUDY``: sensitivity, scaling curves, ingest and Dojo against GPUs.
 
-Captures a suite network's training step (``suites.networks``, under ``FakeTensorMode`` on the meta
-device, so any size is cheap) once per per-chip batch, then runs :mod:`hwmodel.whatif` on it and
-prints tables; ``--plot`` writes PNG figures with matplotlib.
+Captures a network of :mod:`dojo_networks` (under ``FakeTensorMode`` on the meta device, so any
+size is cheap) once per per-chip batch, then runs :mod:`hwmodel.studies.whatif` on it and prints
+tables; ``--plot`` writes PNG figures with matplotlib (:mod:`pytest_dojo.cli.whatif_report`).
 
-Examples (from the repository root)::
+Examples::
 
-    python scripts/whatif.py sensitivity --network hydranet --size full --mesh 5x5 --ingest pcie
-    python scripts/whatif.py scaling --network hydranet --size full --mode weak --batch 1 --plot scaling.png
-    python scripts/whatif.py ingest --meshes 5x5,tray,exapod --samples-per-s 300
-    python scripts/whatif.py compare --network hydranet --size full --systems d1:tile,a100:1x8,h100:1x8
+    pytest-dojo whatif sensitivity --network hydranet --size full --mesh 5x5 --ingest pcie
+    pytest-dojo whatif scaling --network hydranet --size full --mode weak --batch 1 --plot scaling.png
+    pytest-dojo whatif ingest --meshes 5x5,tray,exapod --samples-per-s 300
+    pytest-dojo whatif compare --network hydranet --size full --systems d1:tile,a100:1x8,h100:1x8
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from hwmodel import HwModelError, System, Workload, make_system, parse_mesh  # noqa: E402
-from hwmodel.ingest import AUTOPILOT_CAMERAS, HOST_LINKS, DataFeed, dojo_ingest_path, ingest  # noqa: E402
-from hwmodel.whatif import (  # noqa: E402
-    ScalingCurve,
-    Sensitivity,
-    compare_systems,
-    scaling_curve,
-    sensitivity,
-)
+from hwmodel import HwModelError, System, Workload, make_system, parse_mesh
+from hwmodel.studies.ingest import AUTOPILOT_CAMERAS, HOST_LINKS, DataFeed, dojo_ingest_path, ingest
+from hwmodel.studies.whatif import compare_systems, scaling_curve, sensitivity
+from pytest_dojo.cli.common import EXIT_OK, EXIT_USAGE, error_line, progress, text_table
+from pytest_dojo.cli.whatif_report import plot_scaling, plot_sensitivity, print_scaling, print_sensitivity, rate
 
 DEFAULT_MESHES = "1x1,2x2,5x5,tray,exapod"
-
-
-def progress(message: str) -> None:
-    """Progress goes to stderr, so tables on stdout stay clean."""
-    print(message, file=sys.stderr, flush=True)
 
 
 class NetworkSteps:
@@ -50,7 +36,7 @@ class NetworkSteps:
     def __init__(self, network: str, size: str) -> None:
         import torch
 
-        from suites.networks import get_network
+        from dojo_networks import get_network
 
         self.spec = get_network(network)
         self.size = size
@@ -101,175 +87,6 @@ def feed_factory(host_link: str | None, steps: NetworkSteps) -> Callable[[System
         return DataFeed(sample=sample, path=dojo_ingest_path(system.num_chips, host_link))
 
     return feed_for
-
-
-def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Plain text table: first column left-aligned, the others right-aligned."""
-    widths = [max(len(columns[i]), *(len(row[i]) for row in rows)) for i in range(len(columns))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)).rstrip()
-
-    return [line(columns), line(["-" * w for w in widths]), *(line(row) for row in rows)]
-
-
-def rate(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def breakdown_text(report: Any) -> str:
-    parts = sorted(((s, p) for p, s in report.breakdown_s.items() if s > 0), reverse=True)
-    return ", ".join(f"{p} {s * 1e3:.3g} ms" for s, p in parts)
-
-
-def print_sensitivity(result: Sensitivity) -> None:
-    base = result.baseline
-    print(f"{base.workload} on {base.chip} {base.mesh} ({base.num_chips} chips), global batch {base.global_batch}")
-    print(
-        f"baseline: {base.step_time_s * 1e3:.3f} ms/step, {rate(base.samples_per_s)} samples/s, "
-        f"MFU {base.mfu * 100:.1f}%, bound {base.bound}"
-    )
-    print(f"breakdown: {breakdown_text(base)}")
-    rows = [
-        (entry.label, f"{entry.speedup:.3f}x", f"{entry.step_time_s * 1e3:.3f}", entry.bound)
-        for entry in result.entries
-    ]
-    factor = f"{result.factor:g}x better"
-    for line in table((f"hardware change ({factor})", "speedup", "step ms", "new bound"), rows):
-        print(line)
-
-
-def plot_sensitivity(result: Sensitivity, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    entries = list(reversed(result.entries))
-    labels = [f"{'1/' if e.lowers else ''}{e.factor:g}x {e.label}" for e in entries]
-    fig, axis = plt.subplots(figsize=(8, 0.45 * len(entries) + 1.6))
-    bars = axis.barh(labels, [e.speedup for e in entries], color="#4477aa")
-    axis.axvline(1.0, color="black", linewidth=0.8)
-    for bar, entry in zip(bars, entries, strict=True):
-        axis.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {entry.speedup:.2f}x", va="center")
-    base = result.baseline
-    axis.set_xlabel("step-time speedup over the baseline (x)")
-    axis.set_xlim(0, max(e.speedup for e in entries) * 1.18)
-    title = f"{base.workload} on {base.mesh} {base.chip}: baseline {base.step_time_s * 1e3:.1f} ms/step"
-    axis.set_title(f"{title}, bound {base.bound}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def print_scaling(curve: ScalingCurve) -> None:
-    batch_note = "fixed global batch" if curve.mode == "strong" else "fixed per-chip batch"
-    print(f"{curve.mode} scaling ({batch_note}) of {curve.workload} on {curve.chip}")
-    rows = []
-    for point in curve.points:
-        report = point.report
-        if report is None:
-            rows.append(
-                (
-                    point.label,
-                    point.mesh,
-                    str(point.num_chips),
-                    str(point.global_batch),
-                    str(point.per_chip_batch or "-"),
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                )
-            )
-            continue
-        rows.append(
-            (
-                point.label,
-                point.mesh,
-                str(point.num_chips),
-                str(point.global_batch),
-                str(point.per_chip_batch),
-                f"{report.step_time_s * 1e3:.2f}",
-                rate(report.samples_per_s),
-                f"{(point.efficiency or 0) * 100:.1f}%",
-                f"{report.mfu * 100:.1f}%",
-                report.bound,
-            )
-        )
-    columns = (
-        "mesh",
-        "chips RxC",
-        "chips",
-        "global batch",
-        "per chip",
-        "step ms",
-        "samples/s",
-        "efficiency",
-        "MFU",
-        "bound",
-    )
-    for line in table(columns, rows):
-        print(line)
-    for point in curve.points:
-        if point.report is None:
-            print(f"  {point.label}: not run: {point.reason}")
-
-
-def plot_scaling(curves: Sequence[ScalingCurve], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    markers = {"strong": "o", "weak": "s"}
-    annotated: set[str] = set()
-    for curve in curves:
-        points = [p for p in curve.points if p.report is not None]
-        if not points:
-            continue
-        chips = [p.num_chips for p in points]
-        throughput = [p.samples_per_s or 0.0 for p in points]
-        batch = points[0].global_batch if curve.mode == "strong" else points[0].per_chip_batch
-        batch_text = f"global batch {batch}" if curve.mode == "strong" else f"{batch} sample(s)/chip"
-        label = f"{curve.mode} ({batch_text})"
-        left.plot(chips, throughput, marker=markers[curve.mode], label=label)
-        ideal = [throughput[0] * c / chips[0] for c in chips]
-        left.plot(chips, ideal, linestyle=":", color="grey", linewidth=1)
-        right.plot(chips, [(p.efficiency or 0) * 100 for p in points], marker=markers[curve.mode], label=label)
-        for point in points:
-            if point.label in annotated:
-                continue
-            annotated.add(point.label)
-            left.annotate(
-                point.label,
-                (point.num_chips, point.samples_per_s or 0.0),
-                textcoords="offset points",
-                xytext=(4, -10),
-                fontsize=8,
-            )
-    workload = next((c.workload for c in curves if c.workload), "")
-    chip = curves[0].chip if curves else ""
-    left.set_xscale("log")
-    left.set_yscale("log")
-    left.margins(x=0.12)
-    left.set_xlabel("chips in the mesh")
-    left.set_ylabel("simulated throughput (samples/s)")
-    left.set_title(f"{workload} on {chip}: throughput (dotted: linear)", fontsize=10)
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8)
-    right.set_xscale("log")
-    right.set_ylim(0, 105)
-    right.set_xlabel("chips in the mesh")
-    right.set_ylabel("scaling efficiency (%)")
-    right.set_title("samples/s per chip relative to the smallest mesh", fontsize=10)
-    right.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def meshes_from(text: str) -> list[tuple[str, Any]]:
@@ -353,7 +170,7 @@ def run_ingest(args: argparse.Namespace) -> None:
         "bound",
         "at target",
     )
-    for line in table(columns, rows):
+    for line in text_table(columns, rows):
         print(line)
     if args.samples_per_s:
         print(f"target: {args.samples_per_s:g} samples/s per chip")
@@ -402,16 +219,20 @@ def run_compare(args: argparse.Namespace) -> None:
         "bound",
         "vs first",
     )
-    for line in table(columns, rows):
+    for line in text_table(columns, rows):
         print(line)
     for row in rows_out:
         if row.report is None:
             print(f"  {row.label}: not run: {row.reason}")
 
 
-def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    commands = main.add_subparsers(dest="command", required=True)
+def register(commands_of_cli: Any) -> None:
+    main = commands_of_cli.add_parser(
+        "whatif", help="what-if studies: sensitivity, scaling, ingest, Dojo against GPUs", description=__doc__
+    )
+    main.formatter_class = argparse.RawDescriptionHelpFormatter
+    main.set_defaults(run=run)
+    commands = main.add_subparsers(dest="study", required=True, metavar="STUDY")
 
     def network_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--network", default="hydranet", help="suite network (default: %(default)s)")
@@ -430,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
     sens.add_argument("--per-chip-batch", type=int, default=1)
     sens.add_argument("--factor", type=float, default=2.0, help="improvement per parameter (default: %(default)s)")
     sens.add_argument("--plot", metavar="PNG")
-    sens.set_defaults(run=run_sensitivity)
+    sens.set_defaults(study_run=run_sensitivity)
 
     scale = commands.add_parser("scaling", help="throughput and efficiency against mesh size")
     network_options(scale)
@@ -442,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
         "--global-batch", type=int, default=3000, help="global batch of strong scaling (default: %(default)s)"
     )
     scale.add_argument("--plot", metavar="PNG")
-    scale.set_defaults(run=run_scaling)
+    scale.set_defaults(study_run=run_scaling)
 
     feed = commands.add_parser("ingest", help="camera ingest time and limit per mesh and host link")
     feed.add_argument("--meshes", default="5x5,tray,exapod")
@@ -456,25 +277,19 @@ def parser() -> argparse.ArgumentParser:
         metavar="PER_CHIP",
         help="flag meshes whose ingest cannot feed this many samples/s per chip",
     )
-    feed.set_defaults(run=run_ingest)
+    feed.set_defaults(study_run=run_ingest)
 
     compare = commands.add_parser("compare", help="the same step on several systems, side by side")
     network_options(compare)
     compare.add_argument("--systems", default="d1:tile,a100:1x8,h100:1x8", help="CHIP:MESH,... (default: %(default)s)")
     compare.add_argument("--per-chip-batch", type=int, default=1)
-    compare.set_defaults(run=run_compare)
-    return main
+    compare.set_defaults(study_run=run_compare)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run(arguments: argparse.Namespace) -> int:
     try:
-        args.run(args)
+        arguments.study_run(arguments)
     except (HwModelError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        error_line("error", error)
+        return EXIT_USAGE
+    return EXIT_OK

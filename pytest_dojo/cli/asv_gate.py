@@ -1,12 +1,11 @@
-#!/usr/bin/env python3
-"""Gate on the ASV history: exit 1 when HEAD regressed against BASE by more than a factor.
+"""``pytest-dojo asv-gate BASE HEAD``: exit 1 when HEAD regressed against BASE in the ASV history.
 
-    scripts/asv_gate.py BASE HEAD [--factor 1.05] [--machine dojo-ci] [--bench REGEX]
+    pytest-dojo asv-gate BASE HEAD [--factor 1.05] [--machine dojo-ci] [--bench REGEX]
 
-Both commits must already be recorded (scripts/asv_record.sh, or scripts/asv_backfill.sh for an
-older base). This wraps two limits of plain asv:
+Both commits must already be recorded (``pytest-dojo asv-record``, or ``pytest-dojo asv-backfill``
+for an older base). This wraps two limits of plain asv:
 
-* ``asv compare`` prints regressions but always exits 0 (asv issue #884); this script prints asv's
+* ``asv compare`` prints regressions but always exits 0 (asv issue #884); this command prints asv's
   own table, then exits 1 if any benchmark regressed, 0 if none, 2 if a commit has no results.
 * asv counts every increase as a regression (asv issue #1617). Here the direction comes from the
   benchmark's unit: for ``samples/s`` (throughput) a *drop* by ``factor`` is the regression, for
@@ -33,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from pytest_dojo.cli.common import project_root
+
 HIGHER_IS_BETTER_UNITS = frozenset({"samples/s"})
 """Units of benchmarks where a larger value is better; all others are lower-is-better (asv's view)."""
 
@@ -86,7 +86,7 @@ def load_config(path: Path) -> Any:
 def resolve_commit(name: str) -> str:
     """A full commit hash for ``name`` (anything ``git rev-parse`` accepts)."""
     result = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", f"{name}^{{commit}}"],
+        ["git", "-C", str(project_root()), "rev-parse", "--verify", f"{name}^{{commit}}"],
         capture_output=True,
         text=True,
         check=False,
@@ -108,7 +108,8 @@ def _results_for(results_dir: Path, machine: str, commit: str) -> dict[str, Any]
             found[result.env_name] = result
     if not found:
         raise GateError(
-            f"no results for {commit[:8]} on machine {machine!r} in {results_dir}; record it with scripts/asv_record.sh"
+            f"no results for {commit[:8]} on machine {machine!r} in {results_dir}; "
+            "record it with pytest-dojo asv-record"
         )
     return found
 
@@ -238,44 +239,54 @@ def _verdict(
     )
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 1, got {text!r}") from None
+    if not value > 1.0:
+        raise argparse.ArgumentTypeError(f"must be > 1, got {value}")
+    return value
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "asv-gate",
+        help="exit 1 when HEAD regressed against BASE in the ASV history",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("base", help="reference commit (e.g. origin/main)")
     parser.add_argument("head", help="commit under test (e.g. HEAD)")
     parser.add_argument(
         "--factor",
-        type=float,
+        type=_factor,
         default=1.05,
         help="a change by more than this factor counts (default: %(default)s, i.e. 5%%)",
     )
     parser.add_argument("--machine", default="dojo-ci", help="asv machine name (default: %(default)s)")
-    parser.add_argument(
-        "--config", type=Path, default=REPO_ROOT / "asv.conf.json", help="asv configuration (default: asv.conf.json)"
-    )
+    parser.add_argument("--config", type=Path, default=None, help="asv configuration (default: asv.conf.json)")
     parser.add_argument(
         "--results-dir", type=Path, default=None, help="results directory (default: results_dir of the configuration)"
     )
     parser.add_argument("--bench", default=None, metavar="REGEX", help="only benchmarks whose name matches")
     parser.add_argument("--no-stats", action="store_true", help="compare wall-clock by factor alone, as track_")
     parser.add_argument("--quiet", action="store_true", help="do not print asv compare's table")
-    args = parser.parse_args(argv)
-    if not args.factor > 1.0:
-        parser.error(f"--factor must be > 1, got {args.factor}")
-    return args
+    parser.set_defaults(run=run)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def run(args: argparse.Namespace) -> int:
+    config_path: Path = args.config or project_root() / "asv.conf.json"
     try:
         bench = re.compile(args.bench) if args.bench else None
     except re.error as error:
         print(f"asv_gate: --bench: {error}", file=sys.stderr)
         return 2
     try:
-        conf = load_config(args.config)
+        conf = load_config(config_path)
         results_dir = args.results_dir or Path(conf.results_dir)
         if not results_dir.is_absolute():
-            results_dir = args.config.resolve().parent / results_dir
+            results_dir = config_path.resolve().parent / results_dir
         base_commit, head_commit = resolve_commit(args.base), resolve_commit(args.head)
         base = _results_for(results_dir, args.machine, base_commit)
         head = _results_for(results_dir, args.machine, head_commit)
@@ -320,7 +331,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     for verdict in regressions + improvements:
         print(verdict.line())
     return 1 if regressions else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,9 @@
 """The plugin's run state: settings, the system under simulation, the capture cache and the results.
 
 One :class:`DojoSession` lives in ``config.stash`` for the whole run, registered in
-``pytest_configure``. Tests reach it through the ``dojo`` fixture. Under pytest-xdist each worker
+``pytest_configure``. Tests reach it through the ``dojo`` fixture. Its settings are parsed, and the
+system built, on first use (:attr:`DojoSession.options`), so a run that never uses the plugin
+imports neither :mod:`hwmodel` nor torch. Under pytest-xdist each worker
 keeps its own session and sends its results to the controller as JSON-ready dicts
 (:meth:`TestResult.to_dict`), where they are merged.
 """
@@ -9,17 +11,17 @@ keeps its own session and sends its results to the controller as JSON-ready dict
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from hwmodel import Report, System, make_system
-from pytest_dojo.options import DojoOptions
-
 if TYPE_CHECKING:
-    from pytest_dojo.report_dir import StepArtifacts
-    from pytest_dojo.steps import CapturedStep
+    from hwmodel import Report, System
+    from pytest_dojo.plugin.options import DojoOptions
+    from pytest_dojo.plugin.report_dir import StepArtifacts
+    from pytest_dojo.plugin.steps import CapturedStep
 
 VERDICT_NOT_GATED = "-"
 VERDICT_OK = "ok"
@@ -47,7 +49,7 @@ class TestResult:
     change_pct: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The entry of the results file (see :mod:`pytest_dojo.results_json`)."""
+        """The entry of the results file (see :mod:`pytest_dojo.plugin.results_json`)."""
         return {
             "nodeid": self.nodeid,
             "network": self.network,
@@ -61,6 +63,8 @@ class TestResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TestResult:
+        from hwmodel import Report
+
         return cls(
             nodeid=str(data["nodeid"]),
             network=str(data["network"]),
@@ -83,10 +87,9 @@ class TestResult:
 
 @dataclass
 class DojoSession:
-    """Everything the plugin keeps across tests of one run."""
+    """Everything the plugin keeps across tests of one run; ``load_options`` parses the settings."""
 
-    options: DojoOptions
-    system: System
+    load_options: Callable[[], DojoOptions]
     results: list[TestResult] = field(default_factory=list)
     wallclock: list[dict[str, Any]] = field(default_factory=list)
     captures: dict[Any, CapturedStep] = field(default_factory=dict)
@@ -94,10 +97,33 @@ class DojoSession:
     current_nodeid: str = ""
     written: list[str] = field(default_factory=list)
     write_errors: list[str] = field(default_factory=list)
+    _options: DojoOptions | None = None
+    _system: System | None = None
 
-    @classmethod
-    def from_options(cls, options: DojoOptions) -> DojoSession:
-        return cls(options=options, system=make_system(options.chip, options.mesh))
+    @property
+    def active(self) -> bool:
+        """Whether the settings have been parsed: the plugin is in use in this run."""
+        return self._options is not None
+
+    def activate(self) -> None:
+        """Parse the settings now (a bad one raises ``pytest.UsageError``), before any test runs."""
+        self._options = self.options
+
+    @property
+    def options(self) -> DojoOptions:
+        """The parsed settings (parsed on first use)."""
+        if self._options is None:
+            self._options = self.load_options()
+        return self._options
+
+    @property
+    def system(self) -> System:
+        """Chips, fabric and mesh under simulation (built on first use)."""
+        if self._system is None:
+            from hwmodel import make_system
+
+            self._system = make_system(self.options.chip, self.options.mesh)
+        return self._system
 
     def add_result(self, network: str, report: Report, capture_s: float) -> TestResult:
         """Keep a report for the summary, under the test that is running."""

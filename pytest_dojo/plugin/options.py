@@ -2,33 +2,51 @@
 
 Every option has a ``--dojo-`` prefix and, where a project default makes sense, an ini key of the
 same name (``dojo_mesh``...); the command line wins over the ini file, which wins over the default.
-Values are parsed once, in ``pytest_configure``, so a bad one is a single ``ERROR:`` line (exit 4)
-before any test runs. Files named by options are read (thresholds, baseline) or checked for
-writing (JSON, baseline, report directory) there too.
+Values are parsed once: in ``pytest_configure`` when any dojo option or ini key is set, so a bad
+one is a single ``ERROR:`` line (exit 4) before any test runs; otherwise (the defaults, which are
+valid) when a test first uses the plugin. Files named by options are read (thresholds, baseline) or
+checked for writing (JSON, baseline, report directory) there too. This module imports
+:mod:`hwmodel` only inside :func:`parse_options`, so registering the options costs nothing.
 
-To add an option: one ``group.addoption`` (and ``parser.addini``) in :func:`register`, one field with
-a default in :class:`DojoOptions`, one parse step in :func:`parse_options`.
+To add an option: one ``group.addoption`` (and ``parser.addini``) in :func:`register` and its dest
+in :data:`OPTION_DESTS`, one field in :class:`DojoOptions`, one parse step in :func:`parse_options`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from hwmodel import HwModelError, Mesh, get_preset, parse_mesh, preset_names
-from hwmodel.mesh import NAMED_MESHES
-from hwmodel.precision import MIXED_BF16, PRECISIONS, Precision, parse_precision
-from pytest_dojo.gate import DEFAULT_MAX_REGRESSION_PCT
-from pytest_dojo.results_json import ResultsFile, ResultsFileError, load_results
-from pytest_dojo.thresholds import ThresholdError, ThresholdsFile, load_thresholds
+from pytest_dojo.plugin.gate import DEFAULT_MAX_REGRESSION_PCT
+
+if TYPE_CHECKING:
+    from hwmodel import Mesh, Precision
+    from pytest_dojo.plugin.results_json import ResultsFile
+    from pytest_dojo.plugin.thresholds import ThresholdsFile
 
 DEFAULT_MESH = "5x5"
 DEFAULT_CHIP = "d1"
+OPTION_DESTS = (
+    "dojo_mesh",
+    "dojo_chip",
+    "dojo_precision",
+    "dojo_thresholds",
+    "dojo_baseline",
+    "dojo_save_baseline",
+    "dojo_max_regression",
+    "dojo_require_baseline",
+    "dojo_json",
+    "dojo_report_dir",
+    "dojo_sensitivity",
+)
+PLOTS_HINT = 'pip install "pytest-dojo[plots]"'
 
 
 def register(parser: pytest.Parser) -> None:
@@ -40,9 +58,8 @@ def register(parser: pytest.Parser) -> None:
         metavar="ROWSxCOLS",
         default=None,
         help=(
-            "Mesh of chips to simulate, e.g. 5x5 (one Dojo training tile) or 2x8 (two 8-GPU nodes), or one of: "
-            f"{', '.join(f'{name} ({rows}x{cols})' for name, (rows, cols) in NAMED_MESHES.items())}. "
-            f"Default: {DEFAULT_MESH!r}"
+            "Mesh of chips to simulate, e.g. 5x5 (one Dojo training tile) or 2x8 (two 8-GPU nodes), or a named "
+            f"mesh such as tile or exapod (a wrong name lists them all). Default: {DEFAULT_MESH!r}"
         ),
     )
     group.addoption(
@@ -50,7 +67,7 @@ def register(parser: pytest.Parser) -> None:
         dest="dojo_chip",
         metavar="NAME",
         default=None,
-        help=f"Chip preset, one of: {', '.join(preset_names())}. Default: {DEFAULT_CHIP!r}",
+        help=f"Chip preset, such as d1, a100, h100 or host (a wrong name lists them all). Default: {DEFAULT_CHIP!r}",
     )
     group.addoption(
         "--dojo-precision",
@@ -58,8 +75,8 @@ def register(parser: pytest.Parser) -> None:
         metavar="NAME",
         default=None,
         help=(
-            f"Training precision, one of: {', '.join(PRECISIONS)} (bf16: BF16 compute, FP32 master weights and "
-            "optimizer state). Default: the chip preset's (bf16; fp32 for host)"
+            "Training precision, bf16 (BF16 compute, FP32 master weights and optimizer state) or fp32. "
+            "Default: the chip preset's (bf16; fp32 for host)"
         ),
     )
     group.addoption(
@@ -120,14 +137,16 @@ def register(parser: pytest.Parser) -> None:
         help="After the summary, rank hardware changes (2x FLOP/s, 2x link bandwidth, 1/2 hop latency...) "
         "by the step-time speedup each buys, per simulated step. Default: False",
     )
-    parser.addini("dojo_mesh", help=f"Default for --dojo-mesh. Default: {DEFAULT_MESH!r}", default=DEFAULT_MESH)
-    parser.addini("dojo_chip", help=f"Default for --dojo-chip. Default: {DEFAULT_CHIP!r}", default=DEFAULT_CHIP)
-    parser.addini("dojo_precision", help="Default for --dojo-precision. Default: the chip preset's", default="")
-    parser.addini("dojo_thresholds", help="Default for --dojo-thresholds (relative to the rootdir).", default="")
+    # Registered without defaults, so that ``getini`` tells a key set in the ini file (in use) from
+    # an unset one; the defaults apply in :func:`_setting`.
+    parser.addini("dojo_mesh", help=f"Default for --dojo-mesh. Default: {DEFAULT_MESH!r}", default=None)
+    parser.addini("dojo_chip", help=f"Default for --dojo-chip. Default: {DEFAULT_CHIP!r}", default=None)
+    parser.addini("dojo_precision", help="Default for --dojo-precision. Default: the chip preset's", default=None)
+    parser.addini("dojo_thresholds", help="Default for --dojo-thresholds (relative to the rootdir).", default=None)
     parser.addini(
         "dojo_max_regression",
         help=f"Default for --dojo-max-regression. Default: {DEFAULT_MAX_REGRESSION_PCT!r}",
-        default=str(DEFAULT_MAX_REGRESSION_PCT),
+        default=None,
     )
 
 
@@ -137,7 +156,7 @@ class DojoOptions:
 
     mesh: Mesh
     chip: str
-    precision: Precision = MIXED_BF16
+    precision: Precision
     thresholds: ThresholdsFile | None = None
     baseline: ResultsFile | None = None
     save_baseline_path: Path | None = None
@@ -148,11 +167,22 @@ class DojoOptions:
     sensitivity: bool = False
 
 
+INI_DEFAULTS = {
+    "dojo_mesh": DEFAULT_MESH,
+    "dojo_chip": DEFAULT_CHIP,
+    "dojo_precision": "",
+    "dojo_thresholds": "",
+    "dojo_max_regression": str(DEFAULT_MAX_REGRESSION_PCT),
+}
+"""Every ini key and its default (the keys are registered with None, meaning "not set")."""
+
+
 def _setting(config: pytest.Config, name: str) -> str:
+    """The command line's value, else the ini file's, else the default."""
     value = config.getoption(name)
     if value is None:
         value = config.getini(name)
-    return str(value)
+    return INI_DEFAULTS[name] if value is None else str(value)
 
 
 def parse_percent(text: str) -> float:
@@ -188,40 +218,50 @@ def check_writable_dir(option: str, directory: Path) -> Path:
     return directory
 
 
-def parse_options(config: pytest.Config) -> DojoOptions:
-    """Read and check every option; a bad value raises ``pytest.UsageError`` with one line."""
-    mesh_text = _setting(config, "dojo_mesh")
-    chip_text = _setting(config, "dojo_chip")
+def options_in_use(config: pytest.Config) -> bool:
+    """Whether any dojo option is on the command line or any dojo ini key in the ini file."""
+    if any(config.getoption(dest) not in (None, False) for dest in OPTION_DESTS):
+        return True
+    return any(config.getini(key) is not None for key in INI_DEFAULTS)
+
+
+def _system_settings(config: pytest.Config) -> tuple[Mesh, str, Precision]:
+    from hwmodel import HwModelError, get_preset, parse_mesh
+    from hwmodel.spec.precision import parse_precision
+
     try:
-        mesh = parse_mesh(mesh_text)
+        mesh = parse_mesh(_setting(config, "dojo_mesh"))
     except HwModelError as error:
         raise pytest.UsageError(f"--dojo-mesh: {error}") from None
     try:
-        preset = get_preset(chip_text)
+        preset = get_preset(_setting(config, "dojo_chip"))
     except HwModelError as error:
         raise pytest.UsageError(f"--dojo-chip: {error}") from None
-    chip = preset.chip.name
     precision_text = config.getoption("dojo_precision") or config.getini("dojo_precision")
     try:
         precision = parse_precision(str(precision_text)) if precision_text else preset.precision
     except HwModelError as error:
         raise pytest.UsageError(f"--dojo-precision: {error}") from None
+    return mesh, preset.chip.name, precision
 
-    try:
-        max_regression = parse_percent(_setting(config, "dojo_max_regression"))
-    except ValueError as error:
-        raise pytest.UsageError(f"--dojo-max-regression: {error}") from None
 
-    thresholds = None
+def _thresholds(config: pytest.Config) -> ThresholdsFile | None:
+    from pytest_dojo.plugin.thresholds import ThresholdError, load_thresholds
+
     thresholds_text = config.getoption("dojo_thresholds") or config.getini("dojo_thresholds")
-    if thresholds_text:
-        thresholds_path = Path(thresholds_text)
-        if config.getoption("dojo_thresholds") is None and not thresholds_path.is_absolute():
-            thresholds_path = config.rootpath / thresholds_path
-        try:
-            thresholds = load_thresholds(thresholds_path)
-        except ThresholdError as error:
-            raise pytest.UsageError(f"--dojo-thresholds: {error}") from None
+    if not thresholds_text:
+        return None
+    thresholds_path = Path(thresholds_text)
+    if config.getoption("dojo_thresholds") is None and not thresholds_path.is_absolute():
+        thresholds_path = config.rootpath / thresholds_path
+    try:
+        return load_thresholds(thresholds_path)
+    except ThresholdError as error:
+        raise pytest.UsageError(f"--dojo-thresholds: {error}") from None
+
+
+def _baseline(config: pytest.Config) -> ResultsFile | None:
+    from pytest_dojo.plugin.results_json import ResultsFileError, load_results
 
     baseline = None
     if config.getoption("dojo_baseline"):
@@ -231,22 +271,41 @@ def parse_options(config: pytest.Config) -> DojoOptions:
             raise pytest.UsageError(f"--dojo-baseline: {error}") from None
     if config.getoption("dojo_require_baseline") and baseline is None:
         raise pytest.UsageError("--dojo-require-baseline needs --dojo-baseline=PATH")
+    return baseline
+
+
+def _report_dir(config: pytest.Config) -> Path | None:
+    """``--dojo-report-dir``, writable, and only with matplotlib installed (it draws the plots)."""
+    text = config.getoption("dojo_report_dir")
+    if not text:
+        return None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise pytest.UsageError(f"--dojo-report-dir needs matplotlib to draw its plots: {PLOTS_HINT}")
+    return check_writable_dir("--dojo-report-dir", Path(text))
+
+
+def parse_options(config: pytest.Config) -> DojoOptions:
+    """Read and check every option; a bad value raises ``pytest.UsageError`` with one line."""
+    mesh, chip, precision = _system_settings(config)
+    try:
+        max_regression = parse_percent(_setting(config, "dojo_max_regression"))
+    except ValueError as error:
+        raise pytest.UsageError(f"--dojo-max-regression: {error}") from None
 
     def output(option: str, dest: str) -> Path | None:
         value = config.getoption(dest)
         return check_writable_file(option, value) if value else None
 
-    report_dir_text = config.getoption("dojo_report_dir")
     return DojoOptions(
         mesh=mesh,
         chip=chip,
         precision=precision,
-        thresholds=thresholds,
-        baseline=baseline,
+        thresholds=_thresholds(config),
+        baseline=_baseline(config),
         save_baseline_path=output("--dojo-save-baseline", "dojo_save_baseline"),
         max_regression_pct=max_regression,
         require_baseline=bool(config.getoption("dojo_require_baseline")),
         json_path=output("--dojo-json", "dojo_json"),
-        report_dir=check_writable_dir("--dojo-report-dir", Path(report_dir_text)) if report_dir_text else None,
+        report_dir=_report_dir(config),
         sensitivity=bool(config.getoption("dojo_sensitivity")),
     )

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from hwmodel import System
-from pytest_dojo.session import TestResult
+import pytest
+
+if TYPE_CHECKING:
+    from hwmodel import System
+    from pytest_dojo.plugin.session import DojoSession, TestResult
 
 COLUMNS = ("test", "network", "batch", "step ms", "samples/s", "MFU", "gate", "bound")
 BASELINE_COLUMN = "vs baseline"
@@ -102,3 +106,40 @@ def sensitivity_lines(ranked: Mapping[tuple[str, str, int], Sequence[str]]) -> l
         lines.append(f"{nodeid} [{network}{f' #{ordinal + 1}' if ordinal else ''}]:")
         lines.extend(f"  {rank}. {entry}" for rank, entry in enumerate(entries, start=1))
     return lines
+
+
+def write_summary(
+    terminalreporter: pytest.TerminalReporter,
+    session: DojoSession,
+    ranked: Mapping[tuple[str, str, int], Sequence[str]],
+) -> None:
+    """The run's dojo section: the table of simulated steps, the gate's notes, what was written."""
+    write = terminalreporter.write_line
+    for line in session.write_errors:
+        write(f"ERROR: {line}", red=True)
+    if not session.results:
+        return
+    results = session.sorted_results()
+    options = session.options
+    terminalreporter.section("dojo: simulated training steps")
+    write(header_line(session.system))
+    with_baseline = options.baseline is not None
+    for line in table_lines(result_rows(results, with_baseline=with_baseline), column_names(with_baseline)):
+        write(line)
+    for line in note_lines(results):
+        write(line, yellow=True)
+    idle = None
+    if options.thresholds is not None:
+        gated = options.thresholds.tests_for_mesh(str(session.system.mesh))
+        idle = idle_thresholds_line(gated, {result.nodeid for result in results})
+    for warning in (idle, unmodeled_line(results)):
+        if warning:
+            write(warning, yellow=True)
+    for line in session.written:
+        write(line)
+    if options.report_dir is not None:
+        write(f"step reports (trace.json, *.png) written under {options.report_dir}")
+    if ranked:
+        terminalreporter.section("dojo: hardware sensitivity (one parameter at a time, 2x better)")
+        for line in sensitivity_lines(ranked):
+            write(line)

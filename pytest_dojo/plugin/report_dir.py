@@ -3,7 +3,7 @@
 For each step, a folder ``<test>__<network>[_n]/`` holds:
 
 * ``trace.json``: the step's timeline in the Chrome trace event format
-  (:func:`hwmodel.trace.chrome_trace`; open it in https://ui.perfetto.dev or chrome://tracing),
+  (:func:`hwmodel.step.trace.chrome_trace`; open it in https://ui.perfetto.dev or chrome://tracing),
   times in microseconds;
 * ``breakdown.png``: the step time split into its parts and into phases, in milliseconds;
 * ``roofline.png``: every op of one replica as arithmetic intensity (FLOP per byte of local
@@ -24,11 +24,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hwmodel import Report, System
 from pytest_dojo.errors import DojoError
-from pytest_dojo.results_json import file_mode
+from pytest_dojo.plugin.results_json import file_mode
+
+if TYPE_CHECKING:
+    from hwmodel import Report, System
 
 FILE_MODE = file_mode()
 PHASE_COLOURS = {"forward": "tab:blue", "backward": "tab:orange", "optimizer": "tab:green"}
@@ -97,7 +99,7 @@ def write_step_report(
         raise ReportDirError(f"--dojo-report-dir: cannot create {folder}: {error.strerror or error}") from None
     artifacts = artifacts or StepArtifacts()
     if artifacts.timeline is not None:
-        from hwmodel.trace import chrome_trace
+        from hwmodel.step.trace import chrome_trace
 
         title = f"{report.workload} on {report.mesh} {report.chip}, {report.plan}"
         text = json.dumps(chrome_trace(artifacts.timeline, title=title), allow_nan=False)
@@ -279,11 +281,11 @@ def plot_links(report: Report, artifacts: StepArtifacts | None = None) -> Any:
 
 
 def replica_ops(workload: Any, system: System, precision: Any) -> tuple[OpPoint, ...]:
-    """The ops of one replica with their simulated times (``hwmodel.cost.op_costs``)."""
-    from hwmodel.cost import op_costs
-    from hwmodel.efficiency import efficiency_for
+    """The ops of one replica with their simulated times (``hwmodel.ops.cost.op_costs``)."""
+    from hwmodel.ops.cost import op_costs
+    from hwmodel.ops.efficiency import efficiency_for
 
-    costs = op_costs(workload, system.chip, efficiency_for(system.chip.name), precision)
+    costs = op_costs(workload, system.chip, efficiency_for(system.chip.efficiency_row), precision)
     return tuple(
         OpPoint(
             flops=float(costs.flops[index]),

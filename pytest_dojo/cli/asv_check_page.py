@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
-"""Check the published ASV page as a user sees it: load it in headless Chromium, count the plotted points.
+"""``pytest-dojo asv-check-page``: the published ASV page as a user sees it, in headless Chromium.
 
-    scripts/check_asv_page.py [--html-dir .asv/html] [--benchmark NAME] [--min-commits 3]
-                              [--screenshot docs/img/asv.png]
+    pytest-dojo asv-check-page [--html-dir .asv/html] [--benchmark NAME] [--min-commits 3]
+                               [--screenshot docs/img/asv.png]
 
 Serves the page over http on 127.0.0.1 (asv's page loads its data with XHR, which ``file://``
 forbids), opens the graph of ``--benchmark`` in headless Chromium inside a same-origin probe page,
@@ -12,7 +11,7 @@ over XHR, and at least one series has points at ``--min-commits`` or more commit
 line says what is wrong (exit 1). Optionally saves a screenshot of the same view.
 
 Needs ``chromium`` (Debian: ``apt-get install chromium``) and a page built by
-scripts/asv_publish.py, which makes it work offline.
+``pytest-dojo asv-publish``, which makes it work offline.
 """
 
 from __future__ import annotations
@@ -33,7 +32,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from pytest_dojo.cli.common import project_root
+
 DEFAULT_BENCHMARK = "simulated.SimulatedThroughput.track_samples_per_s"
 PROBE_PATH = "/__dojo_probe__.html"
 CHROMIUM_FLAGS = (
@@ -142,7 +142,7 @@ def check_page(
 ) -> dict[str, Any]:
     """Load the graph of ``benchmark`` in Chromium; return what the plot shows, or raise PageCheckError."""
     if not (html_dir / "index.html").is_file():
-        raise PageCheckError(f"{html_dir}/index.html does not exist; build it with scripts/asv_publish.py")
+        raise PageCheckError(f"{html_dir}/index.html does not exist; build it with pytest-dojo asv-publish")
     fragment = "#" + benchmark + (("?" + query) if query else "")
     width, height = size
     handler = functools.partial(_Handler, directory=str(html_dir))
@@ -172,7 +172,7 @@ def check_page(
     graph_requests = [path for path in _Handler.requested if "/graphs/" in path and f"/{benchmark}.json" in path]
     if probe.get("error") == "scripts":
         raise PageCheckError(
-            "the page's JavaScript libraries did not load (offline?); publish with scripts/asv_publish.py"
+            "the page's JavaScript libraries did not load (offline?); publish with pytest-dojo asv-publish"
         )
     if not graph_requests:
         raise PageCheckError(f"the browser fetched no graph data for {benchmark}; is it a benchmark of this page?")
@@ -183,24 +183,33 @@ def check_page(
     if best < min_commits:
         raise PageCheckError(
             f"{benchmark}: the plot has points at {best} commit(s) at most, fewer than {min_commits}; "
-            "record more commits (scripts/asv_backfill.sh)"
+            "record more commits (pytest-dojo asv-backfill)"
         )
     probe["graph_requests"] = graph_requests
     return probe
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--html-dir", type=Path, default=REPO_ROOT / ".asv" / "html", help="published page")
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "asv-check-page",
+        help="load the published ASV page in headless Chromium and count the plotted points",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--html-dir", type=Path, default=None, help="published page (default: .asv/html)")
     parser.add_argument("--benchmark", default=DEFAULT_BENCHMARK, help="graph to open (default: %(default)s)")
     parser.add_argument("--query", default="", help="asv's graph settings after '?', e.g. \"p-mesh='5x5'\"")
     parser.add_argument("--min-commits", type=int, default=3, help="points required (default: %(default)s)")
     parser.add_argument("--screenshot", type=Path, default=None, help="save a PNG of the graph here")
     parser.add_argument("--chromium", default=None, help="browser binary (default: chromium on PATH)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    html_dir: Path = args.html_dir or project_root() / ".asv" / "html"
     try:
         probe = check_page(
-            args.html_dir.resolve(),
+            html_dir.resolve(),
             args.benchmark,
             min_commits=args.min_commits,
             chromium=find_chromium(args.chromium),
@@ -218,7 +227,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.screenshot is not None:
         print(f"check_asv_page: screenshot {args.screenshot}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_dojo.thresholds import FIGURES, Thresholds
+from pytest_dojo.plugin.thresholds import FIGURES, Thresholds
 
 DEFAULT_MAX_REGRESSION_PCT = 0.1
 ATTRIBUTION_ENTRIES = 3

@@ -3,7 +3,7 @@
 The ``dojo_wallclock`` fixture runs ``model``'s step (forward, loss, backward, optimizer) for real,
 with ``benchmark.pedantic`` (warm-up rounds, one iteration per round, a fixed number of torch
 threads), and keeps every round's wall-clock time and the calling thread's CPU time for the
-results file and the noise-aware comparison of :mod:`pytest_dojo.noise`. With one torch thread
+results file and the noise-aware comparison of :mod:`pytest_dojo.plugin.noise`. With one torch thread
 (the default) the step runs on the calling thread, so its CPU time is the step's work without the
 time other processes took from it: the comparison uses it (see ``docs/gating.md``). The
 simulated figures of the same step go into the benchmark's ``extra_info`` so both land side by
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dojo.session import DOJO_SESSION_KEY, DojoSession
+from pytest_dojo.plugin.session import DOJO_SESSION_KEY, DojoSession
 
 DEFAULT_ROUNDS = 15
 DEFAULT_WARMUP_ROUNDS = 2
@@ -113,7 +113,7 @@ class Wallclock:
         import torch
 
         from pytest_dojo import capture
-        from pytest_dojo.fixtures import Dojo
+        from pytest_dojo.plugin.fixtures import Dojo
 
         for label, value, low in (("rounds", rounds, 1), ("warmup_rounds", warmup_rounds, 0), ("threads", threads, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:

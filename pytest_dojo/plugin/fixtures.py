@@ -1,21 +1,22 @@
-"""The ``dojo`` fixture: simulate a test's training step on the configured mesh."""
+"""The ``dojo`` fixture: simulate a test's training step on the configured mesh.
+
+The hardware model and the capture are imported when a test first calls :meth:`Dojo.train_step`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from hwmodel import MIXED_BF16, ChipSpec, HwModelError, Mesh, Plan, Report, System, simulate
-from hwmodel.host import HOST_CHIP_NAME
-from hwmodel.plan import data_parallel
-from hwmodel.precision import Precision
-from hwmodel.simulate import StepOptions, evaluate
 from pytest_dojo.errors import CaptureError
-from pytest_dojo.report_dir import StepArtifacts, replica_ops
-from pytest_dojo.session import DOJO_SESSION_KEY, DojoSession
-from pytest_dojo.steps import CapturedStep, step_key
+from pytest_dojo.plugin.session import DOJO_SESSION_KEY, DojoSession
+
+if TYPE_CHECKING:
+    from hwmodel import ChipSpec, Mesh, Plan, Precision, Report, System
+    from pytest_dojo.plugin.report_dir import StepArtifacts
+    from pytest_dojo.plugin.steps import CapturedStep
 
 
 class Dojo:
@@ -50,13 +51,14 @@ class Dojo:
         name: str | None = None,
     ) -> CapturedStep:
         """The (cached) captured step of ``model`` on one global batch ``example_inputs``."""
+        from pytest_dojo.plugin.steps import CapturedStep, step_key
+
         key = step_key(model, example_inputs, targets, loss_fn, optimizer, name)
         step = self._session.captures.get(key)
         if step is None:
-            # The host chip is this CPU with its calibration's intra-op threads (its compute units):
+            # A chip measured on this machine (host) names its calibration's intra-op threads:
             # capture with them, so that ATen's kernel choices match the ones the rates belong to.
-            chip = self.system.chip
-            threads = chip.compute_units if chip.name == HOST_CHIP_NAME else None
+            threads = self.system.chip.measured_threads
             step = CapturedStep(
                 model,
                 example_inputs,
@@ -87,6 +89,9 @@ class Dojo:
         sum of the means of the outputs; ``optimizer`` is a factory taking the parameters
         (default AdamW). The report is also kept for the run's summary.
         """
+
+        from hwmodel import HwModelError, simulate
+
         try:
             step = self.capture(model, example_inputs, targets=targets, loss_fn=loss_fn, optimizer=optimizer, name=name)
             report = simulate(step, self.system, plan=plan, precision=self._session.options.precision)
@@ -103,12 +108,16 @@ class Dojo:
 
 
 def step_artifacts(
-    step: CapturedStep, system: System, plan: Plan | str | None, report: Report, precision: Precision = MIXED_BF16
+    step: CapturedStep, system: System, plan: Plan | str | None, report: Report, precision: Precision
 ) -> StepArtifacts:
     """Timeline and per-op points of a simulated step, for ``--dojo-report-dir``.
 
     Known for an explicit plan or the default one; ``plan="auto"`` keeps only the report's plots.
     """
+    from hwmodel import StepOptions, evaluate
+    from hwmodel.search.plans import data_parallel
+    from pytest_dojo.plugin.report_dir import StepArtifacts, replica_ops
+
     if isinstance(plan, str):
         return StepArtifacts()
     chosen = plan or data_parallel(system.mesh)

@@ -1,0 +1,54 @@
+"""What the subcommands share: exit codes, argument types, progress lines and the project root."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_REGRESSION = 1
+EXIT_USAGE = 2
+
+
+def percent(text: str) -> float:
+    """An argparse type: a percentage such as ``2``, ``0.5`` or ``2%``."""
+    from pytest_dojo.plugin.options import parse_percent
+
+    try:
+        return parse_percent(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr, so tables on stdout stay clean."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def error_line(command: str, message: object) -> None:
+    """One ``command: message`` line on stderr, the way every subcommand reports bad input."""
+    print(f"{command}: {message}", file=sys.stderr)
+
+
+def project_root() -> Path:
+    """The git checkout the command runs in (its top level), or the working directory outside one."""
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return Path.cwd()
+    top = completed.stdout.strip()
+    return Path(top) if completed.returncode == 0 and top else Path.cwd()
+
+
+def text_table(columns: tuple[str, ...] | list[str], rows: list[tuple[str, ...]]) -> list[str]:
+    """A plain text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(columns[i]), *(len(row[i]) for row in rows)) for i in range(len(columns))]
+
+    def line(cells: tuple[str, ...] | list[str]) -> str:
+        return "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)).rstrip()
+
+    return [line(columns), line(["-" * w for w in widths]), *(line(row) for row in rows)]

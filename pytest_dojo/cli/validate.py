@@ -1,0 +1,41 @@
+"""``pytest-dojo validate TARGET [ARGS...]``: the model's predictions against measurements.
+
+Targets (each runs a ``main`` of :mod:`dojo_validation`, which is imported only here; ``ARGS``
+go to it, so ``pytest-dojo validate host --help`` shows its own options):
+
+* ``host``: measured CPU training steps against the ``host`` preset, leave-one-out
+  (:mod:`dojo_validation.validate_host`; ``--measure`` measures now);
+* ``published``: published A100 training throughput against the ``a100`` preset
+  (:mod:`dojo_validation.published`);
+* ``h200``: measured H200 steps against the ``h200`` preset (:mod:`dojo_validation.h200.compare_h200`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+TARGETS = {
+    "host": "dojo_validation.validate_host",
+    "published": "dojo_validation.published",
+    "h200": "dojo_validation.h200.compare_h200",
+}
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "validate",
+        help="predictions against measured and published steps (host, published, h200)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("target", choices=tuple(TARGETS), help="what to validate")
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, metavar="ARGS", help="passed to the target")
+    parser.set_defaults(run=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    module = importlib.import_module(TARGETS[arguments.target])
+    status: int = module.main(arguments.arguments)
+    return status
