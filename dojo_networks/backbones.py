@@ -13,18 +13,18 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .regnet import REGNET_CONFIGS, RegNetClassifier
+from .registry import Batch, Device, network
+from .regnet import REGNET_CONFIGS, RegNetClassifier, plan_stages
 from .synthetic import SyntheticBatch
 
 __all__ = [
+    "BACKBONE_NETWORKS",
     "BACKBONE_SIZES",
     "BackboneSize",
     "ImageClassifier",
-    "build_backbone",
     "classification_loss",
     "make_classification_batch",
 ]
@@ -37,6 +37,9 @@ class BackboneSize:
     image_size: int
     classes: int
 
+
+BACKBONE_NETWORKS = ("regnety_1_6gf", "regnety_4_0gf", "regnety_8_0gf")
+"""Published RegNets offered on their own, in their ImageNet setting."""
 
 BACKBONE_SIZES: dict[str, BackboneSize] = {
     "full": BackboneSize(image_size=224, classes=1000),
@@ -55,25 +58,26 @@ class ImageClassifier(nn.Module):
         return {"logits": self.network(images)}
 
 
-def build_backbone(backbone: str, size: str) -> ImageClassifier:
-    return ImageClassifier(backbone, size)
-
-
 def classification_loss(outputs: dict[str, Tensor], targets: Any) -> Tensor:
     """Cross-entropy of the logits against integer labels."""
     return F.cross_entropy(outputs["logits"], targets["labels"])
 
 
-def make_classification_batch(
-    size: str, batch_size: int, device: str | torch.device, *, seed: int = 0
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def make_classification_batch(size: str, batch_size: int, device: Device, *, seed: int = 0) -> Batch:
     """Noise images ``[B, 3, S, S]`` and random labels (a fixed batch the network can memorize)."""
     preset = BACKBONE_SIZES[size]
     data = SyntheticBatch(device, seed)
-    inputs = {"images": data.normal(batch_size, 3, preset.image_size, preset.image_size)}
-    return inputs, {"labels": data.integers(preset.classes, batch_size)}
+    images = data.square_images(batch_size, preset.image_size)
+    return {"images": images}, {"labels": data.integers(preset.classes, batch_size)}
 
 
-def backbone_builder(backbone: str) -> partial[ImageClassifier]:
-    """``build(size)`` for one named RegNet."""
-    return partial(build_backbone, backbone)
+for _backbone in BACKBONE_NETWORKS:
+    network(
+        _backbone,
+        description=(
+            f"{_backbone} backbone with its ImageNet head (224x224, 1000 classes); "
+            f"stage widths {plan_stages(REGNET_CONFIGS[_backbone]).widths}"
+        ),
+        make_batch=make_classification_batch,
+        loss=classification_loss,
+    )(partial(ImageClassifier, _backbone))

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .blocks import ConvNormActivation, separable_conv_layers
+
 __all__ = ["BiFPN", "BiFPNLayer"]
 
 FUSION_EPSILON = 1e-4  # EfficientDet section 3.3: keeps the normalized weights finite.
@@ -28,11 +30,7 @@ class SeparableConvBatchNorm(nn.Sequential):
     """Depthwise 3x3, pointwise 1x1, BatchNorm: EfficientDet's BiFPN node convolution."""
 
     def __init__(self, channels: int) -> None:
-        super().__init__(
-            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
-            nn.Conv2d(channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels),
-        )
+        super().__init__(*separable_conv_layers(channels, pointwise_bias=False))
 
 
 class FastNormalizedFusion(nn.Module):
@@ -117,19 +115,10 @@ class BiFPN(nn.Module):
         self.channels = channels
         self.num_levels = len(in_channels) + extra_levels
         self.input_projections = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(width, channels, 1, bias=False),
-                nn.BatchNorm2d(channels),
-            )
-            for width in in_channels
+            ConvNormActivation(width, channels, 1, activation=None) for width in in_channels
         )
         self.extra_projection: nn.Module = (
-            nn.Sequential(
-                nn.Conv2d(in_channels[-1], channels, 1, bias=False),
-                nn.BatchNorm2d(channels),
-            )
-            if extra_levels > 0
-            else nn.Identity()
+            ConvNormActivation(in_channels[-1], channels, 1, activation=None) if extra_levels > 0 else nn.Identity()
         )
         self.extra_levels = extra_levels
         self.layers = nn.ModuleList(BiFPNLayer(self.num_levels, channels) for _ in range(repeats))

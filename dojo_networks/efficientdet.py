@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bifpn import BiFPN
+from .blocks import ConvNormActivation, depthwise_conv, separable_conv_layers
+from .registry import Batch, Device, network
 from .synthetic import SyntheticBatch
 
 __all__ = ["EFFICIENTDET_CONFIGS", "EfficientDet", "build_efficientdet", "efficientdet_loss", "make_efficientdet_batch"]
@@ -70,27 +72,20 @@ EFFICIENTDET_CONFIGS = {
 }
 
 
-class ConvBatchNormSiLU(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.SiLU(),
-        )
-
-
 class MBConv(nn.Module):
     """Inverted residual: 1x1 expansion, depthwise kxk, squeeze-excitation, 1x1 projection."""
 
     def __init__(self, in_channels: int, out_channels: int, expansion: int, kernel: int, stride: int) -> None:
         super().__init__()
         hidden = in_channels * expansion
-        self.expand: nn.Module = ConvBatchNormSiLU(in_channels, hidden, 1) if expansion != 1 else nn.Identity()
-        self.depthwise = ConvBatchNormSiLU(hidden, hidden, kernel, stride, groups=hidden)
+        self.expand: nn.Module = (
+            ConvNormActivation(in_channels, hidden, 1, activation=nn.SiLU) if expansion != 1 else nn.Identity()
+        )
+        self.depthwise = ConvNormActivation(hidden, hidden, kernel, stride=stride, groups=hidden, activation=nn.SiLU)
         squeezed = max(1, in_channels // 4)
         self.squeeze = nn.Conv2d(hidden, squeezed, 1)
         self.excite = nn.Conv2d(squeezed, hidden, 1)
-        self.project = nn.Sequential(nn.Conv2d(hidden, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+        self.project = ConvNormActivation(hidden, out_channels, 1, activation=None)
         self.residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:
@@ -105,7 +100,7 @@ class EfficientNetB0(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = ConvBatchNormSiLU(3, 32, 3, stride=2)
+        self.stem = ConvNormActivation(3, 32, 3, stride=2, activation=nn.SiLU)
         stages = []
         width = 32
         for expansion, kernel, stride, out_channels, blocks in EFFICIENTNET_B0_STAGES:
@@ -134,15 +129,10 @@ class HeadNetwork(nn.Module):
     def __init__(self, channels: int, layers: int, outputs: int, bias_prior: float = 0.0) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
-                nn.Conv2d(channels, channels, 1),
-                nn.BatchNorm2d(channels),
-                nn.SiLU(),
-            )
+            nn.Sequential(*separable_conv_layers(channels, pointwise_bias=True, activation=nn.SiLU))
             for _ in range(layers)
         )
-        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.depthwise = depthwise_conv(channels)
         self.output = nn.Conv2d(channels, outputs, 1)
         self.output.bias = nn.Parameter(torch.full((outputs,), bias_prior))
 
@@ -182,10 +172,6 @@ class EfficientDet(nn.Module):
         return outputs
 
 
-def build_efficientdet(size: str) -> EfficientDet:
-    return EfficientDet(EFFICIENTDET_CONFIGS[size])
-
-
 def _level_sizes(image_size: int) -> list[int]:
     """Cells per side of P3..P7: ceil-halving as stride-2 convs and pools give."""
     sizes = []
@@ -197,13 +183,11 @@ def _level_sizes(image_size: int) -> list[int]:
     return sizes
 
 
-def make_efficientdet_batch(
-    size: str, batch_size: int, device: str | torch.device, *, seed: int = 0
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def make_efficientdet_batch(size: str, batch_size: int, device: Device, *, seed: int = 0) -> Batch:
     """Noise images, and per level dense anchor targets: one-hot classes and box offsets."""
     config = EFFICIENTDET_CONFIGS[size]
     data = SyntheticBatch(device, seed)
-    inputs = {"images": data.normal(batch_size, 3, config.image_size, config.image_size)}
+    inputs = {"images": data.square_images(batch_size, config.image_size)}
     targets: dict[str, Tensor] = {}
     for index, cells in enumerate(_level_sizes(config.image_size)):
         level = index + 3
@@ -244,3 +228,13 @@ def efficientdet_loss(outputs: dict[str, Tensor], targets: Any) -> Tensor:
         box_total = box_total + (box_error.view(batch, ANCHORS_PER_CELL, 4, height, width) * positive).sum()
         positives = positives + positive.sum()
     return class_total / positives + 50.0 * box_total / (4 * positives)
+
+
+@network(
+    "efficientdet_d0",
+    description="EfficientDet-D0: EfficientNet-B0 -> BiFPN (64 ch x 3) -> class/box heads, 512x512 (published)",
+    make_batch=make_efficientdet_batch,
+    loss=efficientdet_loss,
+)
+def build_efficientdet(size: str) -> EfficientDet:
+    return EfficientDet(EFFICIENTDET_CONFIGS[size])

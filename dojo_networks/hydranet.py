@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import CameraEncoder, GridQueryLifting
-from .regnet import REGNET_CONFIGS
+from .blocks import ConvNormActivation, upsample_layers
+from .layers import SMALL_CAMERA_TRUNK, CameraTrunk, published_camera_trunk, to_grid
+from .registry import Batch, Device, network, total_loss
 from .synthetic import SyntheticBatch
 
 __all__ = [
@@ -63,13 +64,8 @@ class HydraNetConfig:
     """Sizes of one HydraNet preset. Only the camera count and image size are published.
 
     Attributes:
-        cameras: surround cameras (8 published).
-        image_height, image_width: pixels per camera (960 x 1280 published).
-        backbone: key of :data:`~dojo_networks.regnet.REGNET_CONFIGS` (the variant is not
-            published).
-        neck_channels, neck_repeats: BiFPN width and number of layers.
-        dim: width of camera tokens, BEV queries and the video module's hidden state.
-        heads, fusion_layers: attention heads and cross-attention blocks of the BEV transformer.
+        trunk: cameras, backbone, BiFPN and the BEV transformer (its lifting); ``trunk.dim`` is also
+            the width of the video module's hidden state.
         bev_height, bev_width: BEV grid cells; ``bev_cell_meters`` is their metric size (the
             network itself never uses it; it is what the targets are drawn in).
         queue_length: ``T``, past frames in the feature queue.
@@ -78,15 +74,7 @@ class HydraNetConfig:
         objects_per_sample, heatmap_sigma: synthetic target density and Gaussian size in cells.
     """
 
-    cameras: int
-    image_height: int
-    image_width: int
-    backbone: str
-    neck_channels: int
-    neck_repeats: int
-    dim: int
-    heads: int
-    fusion_layers: int
+    trunk: CameraTrunk
     bev_height: int
     bev_width: int
     bev_cell_meters: float
@@ -106,15 +94,7 @@ HYDRANET_CONFIGS: dict[str, HydraNetConfig] = {
     # (none, stop, yield, red, yellow, green, flashing, unknown); 4 lane classes (background,
     # lane line, road edge, crosswalk) at 0.5 m.
     "full": HydraNetConfig(
-        cameras=8,
-        image_height=960,
-        image_width=1280,
-        backbone="regnety_4_0gf",
-        neck_channels=160,
-        neck_repeats=3,
-        dim=256,
-        heads=8,
-        fusion_layers=4,
+        trunk=published_camera_trunk(backbone="regnety_4_0gf", neck_channels=160, lifting_layers=4),
         bev_height=100,
         bev_width=100,
         bev_cell_meters=1.0,
@@ -126,17 +106,8 @@ HYDRANET_CONFIGS: dict[str, HydraNetConfig] = {
         objects_per_sample=32,
         heatmap_sigma=2.0,
     ),
-    # For a real training step on a 2-core CPU: same structure, 8 cameras at 64x48, narrow widths.
     "small": HydraNetConfig(
-        cameras=8,
-        image_height=48,
-        image_width=64,
-        backbone="regnety_tiny",
-        neck_channels=32,
-        neck_repeats=2,
-        dim=32,
-        heads=4,
-        fusion_layers=2,
+        trunk=SMALL_CAMERA_TRUNK,
         bev_height=16,
         bev_width=16,
         bev_cell_meters=6.25,
@@ -149,14 +120,6 @@ HYDRANET_CONFIGS: dict[str, HydraNetConfig] = {
         heatmap_sigma=1.0,
     ),
 }
-
-
-def _conv_batch_norm_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
 
 
 class ConvGRUCell(nn.Module):
@@ -183,54 +146,34 @@ class HydraNet(nn.Module):
     def __init__(self, config: HydraNetConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = CameraEncoder(
-            cameras=config.cameras,
-            backbone=REGNET_CONFIGS[config.backbone],
-            neck_channels=config.neck_channels,
-            neck_repeats=config.neck_repeats,
-            dim=config.dim,
-        )
-        self.fusion = GridQueryLifting(
-            grid_shape=(config.bev_height, config.bev_width),
-            dim=config.dim,
-            heads=config.heads,
-            layers=config.fusion_layers,
-        )
-        self.kinematics = nn.Linear(KINEMATICS_FEATURES, config.dim)
-        self.video = ConvGRUCell(config.dim)
+        dim = config.trunk.dim
+        self.encoder = config.trunk.encoder()
+        self.fusion = config.trunk.lifting((config.bev_height, config.bev_width))
+        self.kinematics = nn.Linear(KINEMATICS_FEATURES, dim)
+        self.video = ConvGRUCell(dim)
         channels = config.head_channels
         self.object_trunk = nn.Sequential(
-            _conv_batch_norm_relu(config.dim, channels), _conv_batch_norm_relu(channels, channels)
+            ConvNormActivation(dim, channels, 3), ConvNormActivation(channels, channels, 3)
         )
         self.object_heatmap = nn.Conv2d(channels, config.object_classes, 1)
         self.object_heatmap.bias = nn.Parameter(torch.full((config.object_classes,), HEATMAP_PRIOR_BIAS))
         self.object_boxes = nn.Conv2d(channels, BOX_PARAMETERS, 1)
-        self.traffic_control_trunk = nn.Sequential(
-            nn.Conv2d(config.dim, channels, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-        )
+        self.traffic_control_trunk = ConvNormActivation(dim, channels, 3, stride=2)
         self.traffic_control_terminal = nn.Sequential(
             nn.Linear(channels, channels),
             nn.ReLU(inplace=True),
             nn.Linear(channels, config.traffic_control_classes),
         )
-        self.lane_trunk = nn.Sequential(
-            _conv_batch_norm_relu(config.dim, channels),
-            nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-        )
+        self.lane_trunk = nn.Sequential(ConvNormActivation(dim, channels, 3), *upsample_layers(channels, channels, 4))
         self.lane_terminal = nn.Conv2d(channels, config.lane_classes, 1)
 
     def forward(self, images: Tensor, feature_queue: Tensor, kinematics: Tensor) -> dict[str, Tensor]:
         config = self.config
-        batch = images.shape[0]
-        expected_queue = (batch, config.queue_length, config.dim, config.bev_height, config.bev_width)
+        grid = (config.bev_height, config.bev_width)
+        expected_queue = (images.shape[0], config.queue_length, config.trunk.dim, *grid)
         if tuple(feature_queue.shape) != expected_queue:
             raise ValueError(f"feature_queue must have shape {expected_queue}, got {tuple(feature_queue.shape)}")
-        bev = self.fusion(self.encoder(images))
-        current = bev.transpose(1, 2).reshape(batch, config.dim, config.bev_height, config.bev_width)
+        current = to_grid(self.fusion(self.encoder(images)), grid)
         motion = self.kinematics(kinematics)
         frames = [*feature_queue.unbind(1), current]
         hidden = torch.zeros_like(current)
@@ -273,23 +216,18 @@ def hydranet_losses(outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> d
 
 def hydranet_loss(outputs: dict[str, Tensor], targets: Any) -> Tensor:
     """Sum of the per-head losses (unit weights)."""
-    losses = hydranet_losses(outputs, targets)
-    return torch.stack(list(losses.values())).sum()
+    return total_loss(hydranet_losses(outputs, targets))
 
 
-def build_hydranet(size: str) -> HydraNet:
-    return HydraNet(HYDRANET_CONFIGS[size])
-
-
-def make_hydranet_batch(
-    size: str, batch_size: int, device: str | torch.device, *, seed: int = 0
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def make_hydranet_batch(size: str, batch_size: int, device: Device, *, seed: int = 0) -> Batch:
     """Synthetic inputs and targets for ``size``; see :class:`~.synthetic.SyntheticBatch`."""
     config = HYDRANET_CONFIGS[size]
     data = SyntheticBatch(device, seed)
     inputs = {
-        "images": data.normal(batch_size, config.cameras, 3, config.image_height, config.image_width),
-        "feature_queue": data.normal(batch_size, config.queue_length, config.dim, config.bev_height, config.bev_width),
+        "images": config.trunk.images(data, batch_size),
+        "feature_queue": data.normal(
+            batch_size, config.queue_length, config.trunk.dim, config.bev_height, config.bev_width
+        ),
         "kinematics": data.normal(batch_size, config.queue_length + 1, KINEMATICS_FEATURES),
     }
     heatmap, boxes, box_mask = data.object_heatmaps(
@@ -314,3 +252,15 @@ def make_hydranet_batch(
         ),
     }
     return inputs, targets
+
+
+@network(
+    "hydranet",
+    description=(
+        "8 cameras -> RegNetY + BiFPN -> BEV transformer -> feature queue + ConvGRU -> objects, traffic controls, lanes"
+    ),
+    make_batch=make_hydranet_batch,
+    loss=hydranet_loss,
+)
+def build_hydranet(size: str) -> HydraNet:
+    return HydraNet(HYDRANET_CONFIGS[size])

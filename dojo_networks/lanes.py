@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import CameraEncoder, DecoderBlock, GridQueryLifting
-from .regnet import REGNET_CONFIGS
+from .blocks import conv_norm_layers
+from .layers import SMALL_CAMERA_TRUNK, CameraTrunk, DecoderBlock, published_camera_trunk, to_grid
+from .registry import Batch, Device, network, total_loss
 from .synthetic import SyntheticBatch
 
 __all__ = [
@@ -64,26 +65,15 @@ class LanesConfig:
     """Sizes of one lanes-network preset. Only the camera count and image size are published.
 
     Attributes:
-        cameras, image_height, image_width: 8 cameras at 960 x 1280 published.
-        backbone: key of :data:`~dojo_networks.regnet.REGNET_CONFIGS`.
-        neck_channels, neck_repeats: BiFPN width and layers.
-        dim, heads: width and attention heads of both transformers.
-        fusion_layers: cross-attention blocks lifting cameras to the BEV grid.
+        trunk: cameras, backbone, BiFPN and the BEV transformer; ``trunk.dim`` and ``trunk.heads``
+            are also the width and heads of the lane decoder.
         bev_height, bev_width: BEV cells (the decoder's memory length is their product).
         token_grid: coarse vertex grid ``(rows, columns)`` defining the vertex vocabulary.
         decoder_layers: decoder blocks; ``max_tokens`` is the sequence length L.
         lanes_per_sample, vertices_per_lane: synthetic lane-graph size.
     """
 
-    cameras: int
-    image_height: int
-    image_width: int
-    backbone: str
-    neck_channels: int
-    neck_repeats: int
-    dim: int
-    heads: int
-    fusion_layers: int
+    trunk: CameraTrunk
     bev_height: int
     bev_width: int
     token_grid: tuple[int, int]
@@ -103,15 +93,7 @@ LANES_CONFIGS: dict[str, LanesConfig] = {
     # a 20 x 20 vertex grid (5 m cells, 406 tokens with the specials); 256 tokens hold ~12 lanes
     # of ~18 vertices with their topology tokens; 6 decoder blocks of width 256.
     "full": LanesConfig(
-        cameras=8,
-        image_height=960,
-        image_width=1280,
-        backbone="regnety_1_6gf",
-        neck_channels=128,
-        neck_repeats=3,
-        dim=256,
-        heads=8,
-        fusion_layers=3,
+        trunk=published_camera_trunk(backbone="regnety_1_6gf", neck_channels=128, lifting_layers=3),
         bev_height=100,
         bev_width=100,
         token_grid=(20, 20),
@@ -121,15 +103,7 @@ LANES_CONFIGS: dict[str, LanesConfig] = {
         vertices_per_lane=18,
     ),
     "small": LanesConfig(
-        cameras=8,
-        image_height=48,
-        image_width=64,
-        backbone="regnety_tiny",
-        neck_channels=32,
-        neck_repeats=2,
-        dim=32,
-        heads=4,
-        fusion_layers=2,
+        trunk=SMALL_CAMERA_TRUNK,
         bev_height=12,
         bev_width=12,
         token_grid=(8, 8),
@@ -147,41 +121,21 @@ class LanesNetwork(nn.Module):
     def __init__(self, config: LanesConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = CameraEncoder(
-            cameras=config.cameras,
-            backbone=REGNET_CONFIGS[config.backbone],
-            neck_channels=config.neck_channels,
-            neck_repeats=config.neck_repeats,
-            dim=config.dim,
-        )
-        self.fusion = GridQueryLifting(
-            grid_shape=(config.bev_height, config.bev_width),
-            dim=config.dim,
-            heads=config.heads,
-            layers=config.fusion_layers,
-        )
-        self.lane_guidance = nn.Sequential(
-            nn.Conv2d(config.dim, config.dim, 3, padding=1, bias=False),
-            nn.BatchNorm2d(config.dim),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(config.dim, config.dim, 3, padding=1, bias=False),
-            nn.BatchNorm2d(config.dim),
-            nn.ReLU(inplace=True),
-        )
-        self.memory_norm = nn.LayerNorm(config.dim)
-        self.token_embedding = nn.Embedding(config.vocabulary_size, config.dim)
-        self.position_embedding = nn.Parameter(torch.randn(config.max_tokens, config.dim) * 0.02)
-        self.blocks = nn.ModuleList(DecoderBlock(config.dim, config.heads) for _ in range(config.decoder_layers))
-        self.output_norm = nn.LayerNorm(config.dim)
-        self.token_head = nn.Linear(config.dim, config.vocabulary_size)
-        self.offset_head = nn.Linear(config.dim, 2)
+        dim = config.trunk.dim
+        self.encoder = config.trunk.encoder()
+        self.fusion = config.trunk.lifting((config.bev_height, config.bev_width))
+        self.lane_guidance = nn.Sequential(*conv_norm_layers(dim, dim, 3), *conv_norm_layers(dim, dim, 3))
+        self.memory_norm = nn.LayerNorm(dim)
+        self.token_embedding = nn.Embedding(config.vocabulary_size, dim)
+        self.position_embedding = nn.Parameter(torch.randn(config.max_tokens, dim) * 0.02)
+        self.blocks = nn.ModuleList(DecoderBlock(dim, config.trunk.heads) for _ in range(config.decoder_layers))
+        self.output_norm = nn.LayerNorm(dim)
+        self.token_head = nn.Linear(dim, config.vocabulary_size)
+        self.offset_head = nn.Linear(dim, 2)
 
     def encode(self, images: Tensor) -> Tensor:
         """BEV memory ``[B, bev_height * bev_width, dim]`` for the decoder."""
-        config = self.config
-        batch = images.shape[0]
-        bev = self.fusion(self.encoder(images))
-        grid = bev.transpose(1, 2).reshape(batch, config.dim, config.bev_height, config.bev_width)
+        grid = to_grid(self.fusion(self.encoder(images)), (self.config.bev_height, self.config.bev_width))
         memory: Tensor = self.memory_norm(self.lane_guidance(grid).flatten(2).transpose(1, 2))
         return memory
 
@@ -232,11 +186,7 @@ def lanes_losses(outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> dict
 
 def lanes_loss(outputs: dict[str, Tensor], targets: Any) -> Tensor:
     """Sum of the per-head losses (unit weights)."""
-    return torch.stack(list(lanes_losses(outputs, targets).values())).sum()
-
-
-def build_lanes(size: str) -> LanesNetwork:
-    return LanesNetwork(LANES_CONFIGS[size])
+    return total_loss(lanes_losses(outputs, targets))
 
 
 def _lane_sequences(data: SyntheticBatch, config: LanesConfig, batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -289,15 +239,13 @@ def _lane_sequences(data: SyntheticBatch, config: LanesConfig, batch: int) -> tu
     )
 
 
-def make_lanes_batch(
-    size: str, batch_size: int, device: str | torch.device, *, seed: int = 0
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def make_lanes_batch(size: str, batch_size: int, device: Device, *, seed: int = 0) -> Batch:
     """Synthetic inputs and targets for ``size``; see :class:`~.synthetic.SyntheticBatch`."""
     config = LANES_CONFIGS[size]
     data = SyntheticBatch(device, seed)
     input_tokens, next_tokens, vertex_offsets, offset_mask = _lane_sequences(data, config, batch_size)
     inputs = {
-        "images": data.normal(batch_size, config.cameras, 3, config.image_height, config.image_width),
+        "images": config.trunk.images(data, batch_size),
         "lane_tokens": input_tokens,
     }
     targets = {
@@ -306,3 +254,16 @@ def make_lanes_batch(
         "offset_mask": offset_mask,
     }
     return inputs, targets
+
+
+@network(
+    "lanes",
+    description=(
+        "8 cameras -> RegNetY + BiFPN -> BEV transformer -> lane guidance -> "
+        "autoregressive lane-token decoder (teacher forcing)"
+    ),
+    make_batch=make_lanes_batch,
+    loss=lanes_loss,
+)
+def build_lanes(size: str) -> LanesNetwork:
+    return LanesNetwork(LANES_CONFIGS[size])

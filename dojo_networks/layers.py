@@ -1,4 +1,8 @@
-"""Building blocks shared by the camera networks: positional encodings, attention, camera tokens.
+"""Building blocks shared by the camera networks: positional encodings, attention, the camera trunk.
+
+The three camera networks share one trunk, sized by a :class:`CameraTrunk`: cameras -> RegNet +
+BiFPN -> camera tokens (:class:`CameraEncoder`) -> learned queries that lift them to an output grid
+(:class:`GridQueryLifting`), which each network reshapes with :func:`to_grid` and feeds its heads.
 
 Every shape here is a static function of the input shapes, and no Python branch looks at tensor
 values, so the full-size networks run under ``FakeTensorMode`` (no storage, no arithmetic).
@@ -10,23 +14,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bifpn import BiFPN
-from .regnet import RegNet, RegNetConfig
+from .regnet import REGNET_CONFIGS, RegNet, RegNetConfig
+from .synthetic import SyntheticBatch
 
 __all__ = [
+    "SMALL_CAMERA_TRUNK",
     "CameraEncoder",
+    "CameraTrunk",
     "CrossAttentionBlock",
     "DecoderBlock",
     "FeedForward",
     "GridQueryLifting",
     "MultiHeadAttention",
     "grid_coordinates",
+    "published_camera_trunk",
     "sinusoidal_encoding",
+    "to_grid",
 ]
 
 
@@ -228,3 +238,81 @@ class GridQueryLifting(nn.Module):
             queries = block(queries, camera_tokens)
         output: Tensor = self.norm(queries)
         return output
+
+
+def to_grid(tokens: Tensor, grid_shape: Sequence[int]) -> Tensor:
+    """``[batch, prod(grid_shape), dim]`` grid tokens as a feature map ``[batch, dim, *grid_shape]``."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid_shape)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CameraTrunk:
+    """Sizes of the camera trunk. Only the camera count and image size are published.
+
+    Attributes:
+        cameras: surround cameras (8 published).
+        image_height, image_width: pixels per camera (960 x 1280 published).
+        backbone: key of :data:`~dojo_networks.regnet.REGNET_CONFIGS` (the variant is not
+            published).
+        neck_channels, neck_repeats: BiFPN width and number of layers.
+        dim: width of the camera tokens and of the grid queries.
+        heads, lifting_layers: attention heads and cross-attention blocks of the lifting.
+    """
+
+    cameras: int
+    image_height: int
+    image_width: int
+    backbone: str
+    neck_channels: int
+    neck_repeats: int
+    dim: int
+    heads: int
+    lifting_layers: int
+
+    def encoder(self) -> CameraEncoder:
+        """The per-camera RegNet + BiFPN and the camera tokens."""
+        return CameraEncoder(
+            cameras=self.cameras,
+            backbone=REGNET_CONFIGS[self.backbone],
+            neck_channels=self.neck_channels,
+            neck_repeats=self.neck_repeats,
+            dim=self.dim,
+        )
+
+    def lifting(self, grid_shape: Sequence[int]) -> GridQueryLifting:
+        """Learned queries over ``grid_shape`` cross-attending to the camera tokens."""
+        return GridQueryLifting(grid_shape=grid_shape, dim=self.dim, heads=self.heads, layers=self.lifting_layers)
+
+    def images(self, data: SyntheticBatch, batch: int) -> Tensor:
+        """Synthetic camera images ``[batch, cameras, 3, image_height, image_width]``."""
+        return data.normal(batch, self.cameras, 3, self.image_height, self.image_width)
+
+
+def published_camera_trunk(*, backbone: str, neck_channels: int, lifting_layers: int) -> CameraTrunk:
+    """The published rig (8 cameras at 1280 x 960) with our widths: 3 BiFPN layers, 256-wide tokens
+    and queries, 8 heads; the backbone, the neck width and the lifting depth vary by network."""
+    return CameraTrunk(
+        cameras=8,
+        image_height=960,
+        image_width=1280,
+        backbone=backbone,
+        neck_channels=neck_channels,
+        neck_repeats=3,
+        dim=256,
+        heads=8,
+        lifting_layers=lifting_layers,
+    )
+
+
+SMALL_CAMERA_TRUNK = CameraTrunk(
+    cameras=8,
+    image_height=48,
+    image_width=64,
+    backbone="regnety_tiny",
+    neck_channels=32,
+    neck_repeats=2,
+    dim=32,
+    heads=4,
+    lifting_layers=2,
+)
+"""For a real training step on a 2-core CPU: the same structure, 8 cameras at 64x48, narrow widths."""

@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import CameraEncoder, GridQueryLifting, sinusoidal_encoding
-from .regnet import REGNET_CONFIGS
+from .blocks import ConvNormActivation, upsample_layers
+from .layers import SMALL_CAMERA_TRUNK, CameraTrunk, published_camera_trunk, sinusoidal_encoding, to_grid
+from .registry import Batch, Device, network, total_loss
 from .synthetic import SyntheticBatch
 
 __all__ = [
@@ -54,10 +55,7 @@ class OccupancyConfig:
     """Sizes of one occupancy-network preset. Only the camera count and image size are published.
 
     Attributes:
-        cameras, image_height, image_width: 8 cameras at 960 x 1280 published.
-        backbone: key of :data:`~dojo_networks.regnet.REGNET_CONFIGS`.
-        neck_channels, neck_repeats: BiFPN width and layers.
-        dim, heads, lifting_layers: width and depth of the voxel-query transformer.
+        trunk: cameras, backbone, BiFPN and the voxel-query transformer (its lifting).
         voxel_grid: coarse query grid ``(Z, Y, X)``; outputs are ``DECODER_UPSAMPLING`` times finer.
         volume_center_meters, volume_half_extent_meters: metric placement ``(x, y, z)`` of the
             volume in the ego frame.
@@ -67,15 +65,7 @@ class OccupancyConfig:
         objects_per_sample: synthetic boxes per sample.
     """
 
-    cameras: int
-    image_height: int
-    image_width: int
-    backbone: str
-    neck_channels: int
-    neck_repeats: int
-    dim: int
-    heads: int
-    lifting_layers: int
+    trunk: CameraTrunk
     voxel_grid: tuple[int, int, int]
     volume_center_meters: tuple[float, float, float]
     volume_half_extent_meters: tuple[float, float, float]
@@ -101,15 +91,7 @@ OCCUPANCY_CONFIGS: dict[str, OccupancyConfig] = {
     # >100 FPS on the car; 4 x 50 x 50 queries of 2 m decoded to 16 x 200 x 200 voxels of 0.5 m
     # covering +-50 m around the car and -2..6 m in height; 8192 implicit queries per sample.
     "full": OccupancyConfig(
-        cameras=8,
-        image_height=960,
-        image_width=1280,
-        backbone="regnety_1_6gf",
-        neck_channels=128,
-        neck_repeats=3,
-        dim=256,
-        heads=8,
-        lifting_layers=3,
+        trunk=published_camera_trunk(backbone="regnety_1_6gf", neck_channels=128, lifting_layers=3),
         voxel_grid=(4, 50, 50),
         volume_center_meters=(0.0, 0.0, 2.0),
         volume_half_extent_meters=(50.0, 50.0, 4.0),
@@ -120,15 +102,7 @@ OCCUPANCY_CONFIGS: dict[str, OccupancyConfig] = {
         objects_per_sample=24,
     ),
     "small": OccupancyConfig(
-        cameras=8,
-        image_height=48,
-        image_width=64,
-        backbone="regnety_tiny",
-        neck_channels=32,
-        neck_repeats=2,
-        dim=32,
-        heads=4,
-        lifting_layers=2,
+        trunk=SMALL_CAMERA_TRUNK,
         voxel_grid=(2, 8, 8),
         volume_center_meters=(0.0, 0.0, 2.0),
         volume_half_extent_meters=(16.0, 16.0, 4.0),
@@ -141,21 +115,11 @@ OCCUPANCY_CONFIGS: dict[str, OccupancyConfig] = {
 }
 
 
-def _conv3d_batch_norm_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm3d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
 def _upsample3d(in_channels: int, out_channels: int) -> nn.Sequential:
     """Transposed 3D convolution doubling each axis, then a 3x3x3 convolution to smooth it."""
     return nn.Sequential(
-        nn.ConvTranspose3d(in_channels, out_channels, 2, stride=2, bias=False),
-        nn.BatchNorm3d(out_channels),
-        nn.ReLU(inplace=True),
-        _conv3d_batch_norm_relu(out_channels, out_channels),
+        *upsample_layers(in_channels, out_channels, 2, dims=3),
+        ConvNormActivation(out_channels, out_channels, 3, dims=3),
     )
 
 
@@ -168,26 +132,12 @@ class OccupancyNetwork(nn.Module):
     def __init__(self, config: OccupancyConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = CameraEncoder(
-            cameras=config.cameras,
-            backbone=REGNET_CONFIGS[config.backbone],
-            neck_channels=config.neck_channels,
-            neck_repeats=config.neck_repeats,
-            dim=config.dim,
-        )
-        self.lifting = GridQueryLifting(
-            grid_shape=config.voxel_grid,
-            dim=config.dim,
-            heads=config.heads,
-            layers=config.lifting_layers,
-        )
-        self.temporal_fusion = nn.Sequential(
-            nn.Conv3d(2 * config.dim, config.dim, 1, bias=False),
-            nn.BatchNorm3d(config.dim),
-            nn.ReLU(inplace=True),
-        )
+        dim = config.trunk.dim
+        self.encoder = config.trunk.encoder()
+        self.lifting = config.trunk.lifting(config.voxel_grid)
+        self.temporal_fusion = ConvNormActivation(2 * dim, dim, 1, dims=3)
         first, second = config.decoder_channels
-        self.decoder = nn.Sequential(_upsample3d(config.dim, first), _upsample3d(first, second))
+        self.decoder = nn.Sequential(_upsample3d(dim, first), _upsample3d(first, second))
         self.occupancy_terminal = nn.Conv3d(second, 1, 1)
         self.flow_terminal = nn.Conv3d(second, 3, 1)
         self.implicit = nn.Sequential(
@@ -225,11 +175,10 @@ class OccupancyNetwork(nn.Module):
         self, images: Tensor, previous_volume: Tensor, ego_motion: Tensor, query_points: Tensor
     ) -> dict[str, Tensor]:
         config = self.config
-        batch = images.shape[0]
-        expected_volume = (batch, config.dim, *config.voxel_grid)
+        expected_volume = (images.shape[0], config.trunk.dim, *config.voxel_grid)
         if tuple(previous_volume.shape) != expected_volume:
             raise ValueError(f"previous_volume must have shape {expected_volume}, got {tuple(previous_volume.shape)}")
-        volume = self.lifting(self.encoder(images)).transpose(1, 2).reshape(expected_volume)
+        volume = to_grid(self.lifting(self.encoder(images)), config.voxel_grid)
         aligned = self.align_previous(previous_volume, ego_motion)
         features = self.decoder(self.temporal_fusion(torch.cat([volume, aligned], dim=1)))
         normalized_points = self._normalize(query_points)
@@ -272,11 +221,7 @@ def occupancy_losses(outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> 
 
 def occupancy_loss(outputs: dict[str, Tensor], targets: Any) -> Tensor:
     """Sum of the per-head losses (unit weights)."""
-    return torch.stack(list(occupancy_losses(outputs, targets).values())).sum()
-
-
-def build_occupancy(size: str) -> OccupancyNetwork:
-    return OccupancyNetwork(OCCUPANCY_CONFIGS[size])
+    return total_loss(occupancy_losses(outputs, targets))
 
 
 def _ego_motion(data: SyntheticBatch, batch: int) -> Tensor:
@@ -344,16 +289,14 @@ def _scene(data: SyntheticBatch, config: OccupancyConfig, batch: int) -> tuple[T
     )
 
 
-def make_occupancy_batch(
-    size: str, batch_size: int, device: str | torch.device, *, seed: int = 0
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def make_occupancy_batch(size: str, batch_size: int, device: Device, *, seed: int = 0) -> Batch:
     """Synthetic inputs and targets for ``size``; see :class:`~.synthetic.SyntheticBatch`."""
     config = OCCUPANCY_CONFIGS[size]
     data = SyntheticBatch(device, seed)
     occupancy, flow, points, point_occupancy, point_semantics = _scene(data, config, batch_size)
     inputs = {
-        "images": data.normal(batch_size, config.cameras, 3, config.image_height, config.image_width),
-        "previous_volume": data.normal(batch_size, config.dim, *config.voxel_grid),
+        "images": config.trunk.images(data, batch_size),
+        "previous_volume": data.normal(batch_size, config.trunk.dim, *config.voxel_grid),
         "ego_motion": _ego_motion(data, batch_size),
         "query_points": points,
     }
@@ -364,3 +307,16 @@ def make_occupancy_batch(
         "point_semantics": point_semantics,
     }
     return inputs, targets
+
+
+@network(
+    "occupancy",
+    description=(
+        "8 cameras -> RegNetY + BiFPN -> 3D voxel queries -> ego-motion-aligned fusion -> "
+        "3D deconvolution decoder -> occupancy, flow, implicit point head"
+    ),
+    make_batch=make_occupancy_batch,
+    loss=occupancy_loss,
+)
+def build_occupancy(size: str) -> OccupancyNetwork:
+    return OccupancyNetwork(OCCUPANCY_CONFIGS[size])

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .blocks import ConvNormActivation
+
 __all__ = [
     "REGNET_CONFIGS",
     "RegNet",
@@ -61,22 +63,24 @@ class RegNetConfig:
     width_quantum: int = 8
 
     def __post_init__(self) -> None:
-        if self.initial_width <= 0 or self.initial_width % self.width_quantum:
-            raise ValueError(
-                f"initial_width must be a positive multiple of {self.width_quantum}, got {self.initial_width}"
-            )
-        if self.width_slope < 0:
-            raise ValueError(f"width_slope must be >= 0, got {self.width_slope}")
-        if self.width_multiplier <= 1:
-            raise ValueError(f"width_multiplier must be > 1, got {self.width_multiplier}")
-        if self.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
-        if self.group_width < 1:
-            raise ValueError(f"group_width must be >= 1, got {self.group_width}")
-        if self.bottleneck_multiplier <= 0:
-            raise ValueError(f"bottleneck_multiplier must be > 0, got {self.bottleneck_multiplier}")
-        if not 0 <= self.squeeze_excitation_ratio < 1:
-            raise ValueError(f"squeeze_excitation_ratio must be in [0, 1), got {self.squeeze_excitation_ratio}")
+        rules = (
+            (
+                self.initial_width > 0 and self.initial_width % self.width_quantum == 0,
+                f"initial_width must be a positive multiple of {self.width_quantum}, got {self.initial_width}",
+            ),
+            (self.width_slope >= 0, f"width_slope must be >= 0, got {self.width_slope}"),
+            (self.width_multiplier > 1, f"width_multiplier must be > 1, got {self.width_multiplier}"),
+            (self.depth >= 1, f"depth must be >= 1, got {self.depth}"),
+            (self.group_width >= 1, f"group_width must be >= 1, got {self.group_width}"),
+            (self.bottleneck_multiplier > 0, f"bottleneck_multiplier must be > 0, got {self.bottleneck_multiplier}"),
+            (
+                0 <= self.squeeze_excitation_ratio < 1,
+                f"squeeze_excitation_ratio must be in [0, 1), got {self.squeeze_excitation_ratio}",
+            ),
+        )
+        for holds, message in rules:
+            if not holds:
+                raise ValueError(message)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,100 +135,50 @@ def plan_stages(config: RegNetConfig) -> StagePlan:
 
 
 # Published design points: Radosavovic et al. 2020, appendix (RegNetX/Y at 200MF..32GF); identical
-# to pycls' model zoo and timm's ``regnet.py`` model_cfgs.
+# to pycls' model zoo and timm's ``regnet.py`` model_cfgs. Columns: w_0, w_a, w_m, d, group width.
+_PUBLISHED_REGNETX: dict[str, tuple[int, float, float, int, int]] = {
+    "regnetx_400mf": (24, 24.48, 2.54, 22, 16),
+    "regnetx_1_6gf": (80, 34.01, 2.25, 18, 24),
+}
+_PUBLISHED_REGNETY: dict[str, tuple[int, float, float, int, int]] = {
+    "regnety_400mf": (48, 27.89, 2.09, 16, 8),
+    "regnety_800mf": (56, 38.84, 2.4, 14, 16),
+    "regnety_1_6gf": (48, 20.71, 2.65, 27, 24),
+    "regnety_4_0gf": (96, 31.41, 2.24, 22, 64),
+    "regnety_8_0gf": (192, 76.82, 2.19, 17, 56),
+    "regnety_16gf": (200, 106.23, 2.48, 18, 112),
+}
+REGNETY_SQUEEZE_EXCITATION = 0.25
+"""RegNetY's SE width as a fraction of the block input width (pycls, timm)."""
+
+
+def _design_point(
+    row: tuple[int, float, float, int, int], *, squeeze_excitation_ratio: float = 0.0, stem_width: int = 32
+) -> RegNetConfig:
+    initial_width, width_slope, width_multiplier, depth, group_width = row
+    return RegNetConfig(
+        initial_width=initial_width,
+        width_slope=width_slope,
+        width_multiplier=width_multiplier,
+        depth=depth,
+        group_width=group_width,
+        squeeze_excitation_ratio=squeeze_excitation_ratio,
+        stem_width=stem_width,
+    )
+
+
 REGNET_CONFIGS: dict[str, RegNetConfig] = {
-    "regnetx_400mf": RegNetConfig(initial_width=24, width_slope=24.48, width_multiplier=2.54, depth=22, group_width=16),
-    "regnetx_1_6gf": RegNetConfig(initial_width=80, width_slope=34.01, width_multiplier=2.25, depth=18, group_width=24),
-    "regnety_400mf": RegNetConfig(
-        initial_width=48,
-        width_slope=27.89,
-        width_multiplier=2.09,
-        depth=16,
-        group_width=8,
-        squeeze_excitation_ratio=0.25,
-    ),
-    "regnety_800mf": RegNetConfig(
-        initial_width=56,
-        width_slope=38.84,
-        width_multiplier=2.4,
-        depth=14,
-        group_width=16,
-        squeeze_excitation_ratio=0.25,
-    ),
-    "regnety_1_6gf": RegNetConfig(
-        initial_width=48,
-        width_slope=20.71,
-        width_multiplier=2.65,
-        depth=27,
-        group_width=24,
-        squeeze_excitation_ratio=0.25,
-    ),
-    "regnety_4_0gf": RegNetConfig(
-        initial_width=96,
-        width_slope=31.41,
-        width_multiplier=2.24,
-        depth=22,
-        group_width=64,
-        squeeze_excitation_ratio=0.25,
-    ),
-    "regnety_8_0gf": RegNetConfig(
-        initial_width=192,
-        width_slope=76.82,
-        width_multiplier=2.19,
-        depth=17,
-        group_width=56,
-        squeeze_excitation_ratio=0.25,
-    ),
-    "regnety_16gf": RegNetConfig(
-        initial_width=200,
-        width_slope=106.23,
-        width_multiplier=2.48,
-        depth=18,
-        group_width=112,
-        squeeze_excitation_ratio=0.25,
-    ),
+    **{name: _design_point(row) for name, row in _PUBLISHED_REGNETX.items()},
+    **{
+        name: _design_point(row, squeeze_excitation_ratio=REGNETY_SQUEEZE_EXCITATION)
+        for name, row in _PUBLISHED_REGNETY.items()
+    },
     # Ours, not published: a narrow RegNetY for the ``small`` presets, which train a real step on a
     # 2-core CPU. Stage widths (16, 32, 64, 128), depths (1, 1, 2, 1).
-    "regnety_tiny": RegNetConfig(
-        initial_width=16,
-        width_slope=20.0,
-        width_multiplier=2.0,
-        depth=5,
-        group_width=8,
-        squeeze_excitation_ratio=0.25,
-        stem_width=16,
+    "regnety_tiny": _design_point(
+        (16, 20.0, 2.0, 5, 8), squeeze_excitation_ratio=REGNETY_SQUEEZE_EXCITATION, stem_width=16
     ),
 }
-
-
-class ConvBatchNormActivation(nn.Sequential):
-    """Convolution, BatchNorm and an optional ReLU: the unit every RegNet layer is made of."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        *,
-        stride: int = 1,
-        groups: int = 1,
-        activation: bool = True,
-    ) -> None:
-        layers: list[nn.Module] = [
-            nn.Conv2d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride=stride,
-                padding=kernel_size // 2,
-                groups=groups,
-                bias=False,
-            ),
-            nn.BatchNorm2d(out_channels),
-        ]
-        if activation:
-            layers.append(nn.ReLU(inplace=True))
-        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -256,8 +210,8 @@ class BottleneckBlock(nn.Module):
     ) -> None:
         super().__init__()
         bottleneck_channels = round(out_channels * bottleneck_multiplier)
-        self.reduce = ConvBatchNormActivation(in_channels, bottleneck_channels, 1)
-        self.spatial = ConvBatchNormActivation(
+        self.reduce = ConvNormActivation(in_channels, bottleneck_channels, 1)
+        self.spatial = ConvNormActivation(
             bottleneck_channels,
             bottleneck_channels,
             3,
@@ -269,9 +223,9 @@ class BottleneckBlock(nn.Module):
             if squeeze_excitation_ratio > 0
             else nn.Identity()
         )
-        self.expand = ConvBatchNormActivation(bottleneck_channels, out_channels, 1, activation=False)
+        self.expand = ConvNormActivation(bottleneck_channels, out_channels, 1, activation=None)
         self.shortcut: nn.Module = (
-            ConvBatchNormActivation(in_channels, out_channels, 1, stride=stride, activation=False)
+            ConvNormActivation(in_channels, out_channels, 1, stride=stride, activation=None)
             if stride != 1 or in_channels != out_channels
             else nn.Identity()
         )
@@ -293,7 +247,7 @@ class RegNet(nn.Module):
     def __init__(self, config: RegNetConfig) -> None:
         super().__init__()
         self.plan = plan_stages(config)
-        self.stem = ConvBatchNormActivation(3, config.stem_width, 3, stride=2)
+        self.stem = ConvNormActivation(3, config.stem_width, 3, stride=2)
         stages: list[nn.Module] = []
         in_channels = config.stem_width
         for width, depth, group_width in zip(self.plan.widths, self.plan.depths, self.plan.group_widths, strict=True):

@@ -44,6 +44,10 @@ class SyntheticBatch:
             return self._empty(shape, torch.float32)
         return self._place(torch.randn(shape, generator=self.generator))
 
+    def square_images(self, batch: int, image_size: int) -> Tensor:
+        """Noise RGB images ``[batch, 3, image_size, image_size]`` (float32)."""
+        return self.normal(batch, 3, image_size, image_size)
+
     def uniform(self, low: float, high: float, *shape: int) -> Tensor:
         """Uniform values in [low, high) (float32)."""
         if self.is_meta:

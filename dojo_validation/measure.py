@@ -27,17 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from dojo_networks import NETWORKS, NetworkSpec
 from dojo_validation.standard import STANDARD_NETWORKS
-
-IGNORED_OPS = frozenset(
-    {
-        "prim.device.default",
-        "aten._local_scalar_dense.default",
-        "aten.lift_fresh.default",
-        "profiler._record_function_enter_new.default",
-        "profiler._record_function_exit._RecordFunction",
-    }
-)
-"""The capture's bookkeeping ops (``pytest_dojo.capture._IGNORED_OPS``): not timed either."""
+from pytest_dojo.capture.recorder import IGNORED_OPS
 
 
 def all_networks() -> dict[str, NetworkSpec]:

@@ -10,6 +10,7 @@ attention plus LayerNorm (a pre-norm encoder, Vaswani et al. 2017).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dojo_networks import NetworkSpec
+from dojo_networks import Batch, Device, NetworkSpec
+from dojo_networks.blocks import ConvNormActivation, conv_norm_layers
 from dojo_networks.synthetic import SyntheticBatch
 
 __all__ = ["STANDARD_NETWORKS"]
+
+MakeBatch = Callable[[str, int, Device], Batch]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +57,7 @@ class Mlp(nn.Module):
         return {"logits": self.classifier(self.body(features))}
 
 
-def _make_mlp_batch(size: str, batch_size: int, device: str | torch.device) -> tuple[dict[str, Tensor], Any]:
+def _make_mlp_batch(size: str, batch_size: int, device: Device) -> Batch:
     preset = MLP_SIZES[size]
     data = SyntheticBatch(device, 0)
     return {"features": data.normal(batch_size, preset.features)}, {"labels": data.integers(preset.classes, batch_size)}
@@ -83,9 +87,7 @@ class BasicBlock(nn.Module):
         self.norm2 = nn.BatchNorm2d(width_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or width_in != width_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(width_in, width_out, 1, stride=stride, bias=False), nn.BatchNorm2d(width_out)
-            )
+            self.shortcut = ConvNormActivation(width_in, width_out, 1, stride=stride, activation=None)
 
     def forward(self, x: Tensor) -> Tensor:
         y = F.relu(self.norm1(self.conv1(x)))
@@ -98,12 +100,7 @@ class ResNet18(nn.Module):
     def __init__(self, size: CnnSize) -> None:
         super().__init__()
         stem = size.widths[0]
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, stem, 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(stem),
-            nn.ReLU(),
-            nn.MaxPool2d(3, 2, 1),
-        )
+        self.stem = nn.Sequential(*conv_norm_layers(3, stem, 7, stride=2, activation=nn.ReLU), nn.MaxPool2d(3, 2, 1))
         blocks: list[nn.Module] = []
         width_in = stem
         for index, width in enumerate(size.widths):
@@ -118,10 +115,10 @@ class ResNet18(nn.Module):
         return {"logits": self.classifier(features.mean(dim=(2, 3)))}
 
 
-def _make_cnn_batch(size: str, batch_size: int, device: str | torch.device) -> tuple[dict[str, Tensor], Any]:
+def _make_cnn_batch(size: str, batch_size: int, device: Device) -> Batch:
     preset = CNN_SIZES[size]
     data = SyntheticBatch(device, 0)
-    images = data.normal(batch_size, 3, preset.image_size, preset.image_size)
+    images = data.square_images(batch_size, preset.image_size)
     return {"images": images}, {"labels": data.integers(preset.classes, batch_size)}
 
 
@@ -176,7 +173,7 @@ class TransformerEncoder(nn.Module):
         return {"logits": self.head(self.norm(self.blocks(x)))}
 
 
-def _make_encoder_batch(size: str, batch_size: int, device: str | torch.device) -> tuple[dict[str, Tensor], Any]:
+def _make_encoder_batch(size: str, batch_size: int, device: Device) -> Batch:
     preset = ENCODER_SIZES[size]
     data = SyntheticBatch(device, 0)
     tokens = data.integers(preset.vocabulary, batch_size, preset.tokens)
@@ -188,30 +185,25 @@ def _classification_loss(outputs: dict[str, Tensor], targets: Any) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets["labels"].reshape(-1))
 
 
+def _standard(name: str, description: str, build: Callable[[str], nn.Module], make_batch: MakeBatch) -> NetworkSpec:
+    return NetworkSpec(
+        name=name, description=description, build=build, make_batch=make_batch, loss=_classification_loss
+    )
+
+
 STANDARD_NETWORKS: dict[str, NetworkSpec] = {
     spec.name: spec
     for spec in (
-        NetworkSpec(
-            name="mlp",
-            description="MLP: Linear+GELU blocks and a classifier",
-            build=lambda size: Mlp(MLP_SIZES[size]),
-            make_batch=_make_mlp_batch,
-            loss=_classification_loss,
+        _standard(
+            "mlp", "MLP: Linear+GELU blocks and a classifier", lambda size: Mlp(MLP_SIZES[size]), _make_mlp_batch
         ),
-        NetworkSpec(
-            name="cnn",
-            description="ResNet-18-style CNN with BatchNorm",
-            build=lambda size: ResNet18(CNN_SIZES[size]),
-            make_batch=_make_cnn_batch,
-            loss=_classification_loss,
-        ),
-        NetworkSpec(
-            name="transformer",
-            description="pre-norm transformer encoder with an MLM-style head",
-            build=lambda size: TransformerEncoder(ENCODER_SIZES[size]),
-            make_batch=_make_encoder_batch,
-            loss=_classification_loss,
+        _standard("cnn", "ResNet-18-style CNN with BatchNorm", lambda size: ResNet18(CNN_SIZES[size]), _make_cnn_batch),
+        _standard(
+            "transformer",
+            "pre-norm transformer encoder with an MLM-style head",
+            lambda size: TransformerEncoder(ENCODER_SIZES[size]),
+            _make_encoder_batch,
         ),
     )
 }
-"""Name -> spec of the standard shapes."""
+"""Name -> spec of the standard shapes: beside the suite networks, never in :data:`dojo_networks.NETWORKS`."""
