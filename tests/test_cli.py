@@ -17,6 +17,7 @@ from pytest_dojo.cli import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, main
 def report(samples_per_s: float, mesh: str = "5x5") -> dict[str, Any]:
     """A complete report dict (hwmodel.Report.to_dict shape) with the given throughput."""
     from hwmodel import Report
+    from hwmodel.step.sections import MemoryBytes, PhaseFlops, PhaseTimes, TimeBreakdown
 
     batch = 50
     step = batch / samples_per_s
@@ -31,17 +32,23 @@ def report(samples_per_s: float, mesh: str = "5x5") -> dict[str, Any]:
         step_time_s=step,
         samples_per_s=samples_per_s,
         flops_total=1e9,
-        flops_by_phase={"forward": 1e9},
+        flops_by_phase=PhaseFlops(forward_flops=1e9, backward_flops=0.0, optimizer_flops=0.0),
         achieved_flops_per_s=1e9 / step,
         peak_flops_per_s=9.05e15,
         mfu=1e9 / step / 9.05e15,
         bound="compute",
-        breakdown_s={"compute": step},
-        phase_time_s={"forward": step},
+        breakdown_s=TimeBreakdown(compute_s=step),
+        phase_time_s=PhaseTimes(forward_s=step, backward_s=0.0, optimizer_s=0.0),
         sram_peak_bytes_per_chip=1.0,
-        memory_bytes_per_chip={},
+        memory_bytes_per_chip=MemoryBytes(
+            weights_bytes=0.0,
+            gradients_bytes=0.0,
+            optimizer_state_bytes=0.0,
+            buffers_bytes=0.0,
+            activations_peak_bytes=0.0,
+        ),
         spilled_bytes_per_chip=0.0,
-        communication={},
+        communication=None,
         unmodeled_ops={},
         top_modules=[("encoder", step)],
         top_ops=[("aten.mm.default", step)],
@@ -178,3 +185,25 @@ def test_thresholds_command_writes_floors_under_the_slowest_step(tmp_path: Path)
     assert floors.lookup("test_a.py::test_0", "5x5").min_samples_per_s == 900.0
     assert floors.lookup("test_a.py::test_1", "5x5").min_samples_per_s == 1350.0  # the slower of its two steps
     assert floors.lookup("test_a.py::test_1", "1x5").min_samples_per_s is None
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "compare",
+        "thresholds",
+        "whatif",
+        "calibrate",
+        "validate",
+        "asv-record",
+        "asv-backfill",
+        "asv-publish",
+        "asv-gate",
+        "asv-check-page",
+    ],
+)
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: pytest-dojo {command}" in capsys.readouterr().out

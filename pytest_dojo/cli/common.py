@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_OK = 0
@@ -44,11 +45,11 @@ def project_root() -> Path:
     return Path(top) if completed.returncode == 0 and top else Path.cwd()
 
 
-def text_table(columns: tuple[str, ...] | list[str], rows: list[tuple[str, ...]]) -> list[str]:
+def text_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A plain text table: first column left-aligned, the others right-aligned."""
     widths = [max(len(columns[i]), *(len(row[i]) for row in rows)) for i in range(len(columns))]
 
-    def line(cells: tuple[str, ...] | list[str]) -> str:
+    def line(cells: Sequence[str]) -> str:
         return "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)).rstrip()
 
     return [line(columns), line(["-" * w for w in widths]), *(line(row) for row in rows)]

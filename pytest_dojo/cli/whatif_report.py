@@ -15,7 +15,7 @@ def rate(value: float) -> str:
 
 
 def breakdown_text(report: Any) -> str:
-    parts = sorted(((s, p) for p, s in report.breakdown_s.items() if s > 0), reverse=True)
+    parts = sorted(((s, p) for p, s in report.breakdown_s.parts().items() if s > 0), reverse=True)
     return ", ".join(f"{p} {s * 1e3:.3g} ms" for s, p in parts)
 
 

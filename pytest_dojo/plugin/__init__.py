@@ -128,4 +128,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
         return
     from pytest_dojo.plugin.summary import write_summary
 
-    write_summary(terminalreporter, session, config.stash.get(per_test.SENSITIVITY_KEY, {}))
+    ranked: dict[tuple[str, str, int], list[str]] = config.stash.get(per_test.SENSITIVITY_KEY, {})
+    write_summary(terminalreporter, session, ranked)

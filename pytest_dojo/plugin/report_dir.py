@@ -148,11 +148,11 @@ def plot_breakdown(report: Report) -> Any:
     figure, axes = pyplot.subplots(2, 1, figsize=(9, 4.2), layout="constrained", sharex=True)
     palette = [pyplot.get_cmap("tab10")(index) for index in range(10)]
     rows: tuple[tuple[str, dict[str, float], list[Any]], ...] = (
-        ("parts of the step", {k: v for k, v in report.breakdown_s.items() if v > 0}, palette),
+        ("parts of the step", {k: v for k, v in report.breakdown_s.parts().items() if v > 0}, palette),
         (
             "phases (compute stream)",
-            {k: v for k, v in report.phase_time_s.items() if v > 0},
-            [PHASE_COLOURS.get(name, "tab:gray") for name in report.phase_time_s if report.phase_time_s[name] > 0],
+            {k: v for k, v in report.phase_time_s.to_dict().items() if v > 0},
+            [PHASE_COLOURS.get(name, "tab:gray") for name, v in report.phase_time_s.to_dict().items() if v > 0],
         ),
     )
     for axis, (label, parts, colours) in zip(axes, rows, strict=True):
@@ -271,8 +271,7 @@ def plot_links(report: Report, artifacts: StepArtifacts | None = None) -> Any:
         axis.set_yticks(range(rows))
         axis.set_xlabel("mesh column")
         axis.set_ylabel("mesh row")
-    communication = report.communication
-    algorithm = communication.get("all_reduce_algorithm", "none")
+    algorithm = report.communication.all_reduce_algorithm if report.communication is not None else "none"
     axis.set_title(
         f"{report.workload}: busiest-link utilization, {report.chip} {report.mesh}\ngradient all-reduce: {algorithm}",
         fontsize=9,
