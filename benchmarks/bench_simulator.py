@@ -133,7 +133,7 @@ def main() -> None:
     cold = time.perf_counter() - start
     warm = median_s(lambda: search_plans(source, tile, options=StepOptions()), repeats)
     warm_cpu = cpu_s(lambda: search_plans(source, tile, options=StepOptions()), repeats)
-    fitted = [entry for entry in ranking.entries if entry["fits"]]
+    fitted = [entry for entry in ranking.entries if entry.fits]
     print(
         f"\nplan=auto over 5x5 at global batch {GLOBAL_BATCH}: {len(ranking.entries)} plans "
         f"({len(fitted)} fit), cold {cold * 1e3:.1f} ms, warm {warm * 1e3:.1f} ms (cpu {warm_cpu * 1e3:.1f} ms); "
@@ -143,8 +143,8 @@ def main() -> None:
     )
     for entry in fitted[:5]:
         print(
-            f"  {entry['plan']:<22} {entry['samples_per_s']:>10,.1f} samples/s  "
-            f"step {entry['step_time_s'] * 1e3:8.3f} ms  {entry['bound']:<8} {entry['memory_strategy']}"
+            f"  {entry.plan:<22} {entry.samples_per_s:>10,.1f} samples/s  "
+            f"step {entry.step_time_s * 1e3:8.3f} ms  {entry.bound:<8} {entry.memory_strategy}"
         )
 
     plan = PLANS[0]

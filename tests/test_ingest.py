@@ -125,8 +125,8 @@ def test_simulate_flags_an_ingest_bound_step() -> None:
     plain = simulate(_tiny_step(), make_system("d1", "5x5"), efficiency=UNIT_EFFICIENCY)
     fed = simulate(_tiny_step(), make_system("d1", "5x5"), efficiency=UNIT_EFFICIENCY, ingest=feed)
     assert fed.step_time_s == pytest.approx(3.456e-3, rel=1e-12)
-    assert fed.breakdown_s["ingest"] == pytest.approx(3.456e-3 - plain.step_time_s, rel=1e-9)
-    assert sum(fed.breakdown_s.values()) == pytest.approx(fed.step_time_s, rel=1e-9)
+    assert fed.breakdown_s.ingest_s == pytest.approx(3.456e-3 - plain.step_time_s, rel=1e-9)
+    assert sum(fed.breakdown_s.parts().values()) == pytest.approx(fed.step_time_s, rel=1e-9)
     assert fed.bound == "host pcie"
 
 
@@ -137,7 +137,7 @@ def test_simulate_hides_ingest_behind_a_longer_step() -> None:
     plain = simulate(step, make_system("d1", "5x5"), efficiency=UNIT_EFFICIENCY)
     fed = simulate(step, make_system("d1", "5x5"), efficiency=UNIT_EFFICIENCY, ingest=feed)
     assert fed.step_time_s == plain.step_time_s
-    assert fed.breakdown_s["ingest"] == 0.0
+    assert fed.breakdown_s.ingest_s == 0.0
     assert fed.bound == "compute"
 
 

@@ -80,7 +80,7 @@ def test_more_flops_never_slow_a_step(case: tuple[Workload, System, Plan], facto
 def test_more_sram_never_slows_a_step(case: tuple[Workload, System, Plan], fraction: float, factor: float) -> None:
     """From an SRAM that holds a fraction of the working set (spill or recompute) to a bigger one."""
     workload, system, plan = case
-    need = simulate(workload, system, plan=plan).memory_strategy["working_set_bytes"]
+    need = simulate(workload, system, plan=plan).memory_strategy.working_set_bytes
     small = replace(system, chip=replace(system.chip, local_memory_bytes=max(need * fraction, 1.0)))
     large = replace(system, chip=replace(system.chip, local_memory_bytes=max(need * fraction, 1.0) * factor))
     slower = simulate(workload, small, plan=plan).step_time_s
@@ -103,7 +103,7 @@ def test_step_is_at_least_the_gradient_communication_lower_bound(case: tuple[Wor
     report = simulate(workload, system, plan=plan)
     ranks = plan.data_parallel
     fastest_link = max(system.fabric.link_bytes_per_s, system.fabric.inter_tile_link_bytes_per_s)
-    gradient_bytes = report.communication["gradient_bytes"] / plan.pipeline_parallel
+    gradient_bytes = report.communication.gradient_bytes / plan.pipeline_parallel
     bound = (ranks - 1) / ranks * gradient_bytes / (4 * fastest_link)
     assert report.step_time_s >= bound
 
@@ -113,8 +113,8 @@ def test_step_is_at_least_the_gradient_communication_lower_bound(case: tuple[Wor
 def test_breakdown_adds_up_and_mfu_is_a_fraction(case: tuple[Workload, System, Plan]) -> None:
     workload, system, plan = case
     report = simulate(workload, system, plan=plan)
-    assert all(value >= 0 for value in report.breakdown_s.values())
-    assert sum(report.breakdown_s.values()) == pytest.approx(report.step_time_s, rel=1e-9)
+    assert all(value >= 0 for value in report.breakdown_s.parts().values())
+    assert sum(report.breakdown_s.parts().values()) == pytest.approx(report.step_time_s, rel=1e-9)
     assert 0 < report.mfu <= 1
     assert report.sram_peak_bytes_per_chip <= system.chip.local_memory_bytes
 
@@ -160,7 +160,7 @@ def test_data_parallel_throughput_scales_at_most_linearly(mesh: str, batch: int,
 def test_remedies_and_options_only_help(case: tuple[Workload, System, Plan]) -> None:
     """Allowing recomputation never slows a step; synchronising batch norm never speeds one up."""
     workload, system, plan = case
-    need = simulate(workload, system, plan=plan).memory_strategy["working_set_bytes"]
+    need = simulate(workload, system, plan=plan).memory_strategy.working_set_bytes
     tight = replace(system, chip=replace(system.chip, local_memory_bytes=need * 0.6))
     assert (
         simulate(workload, tight, plan=plan, recompute=True).step_time_s

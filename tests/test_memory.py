@@ -140,9 +140,9 @@ def test_report_shows_peak_sram_spill_and_the_remedy_in_the_breakdown() -> None:
     report = simulate(workload, small, recompute=False)
     assert report.sram_peak_bytes_per_chip == pytest.approx(needed - 5e6)
     assert report.spilled_bytes_per_chip == pytest.approx(5e6)
-    assert report.breakdown_s["spill"] == pytest.approx(2 * 5e6 / 640e9)
-    assert report.memory_strategy["strategy"] == "spill"
-    assert sum(report.breakdown_s.values()) == pytest.approx(report.step_time_s, rel=1e-12)
+    assert report.breakdown_s.spill_s == pytest.approx(2 * 5e6 / 640e9)
+    assert report.memory_strategy.strategy == "spill"
+    assert sum(report.breakdown_s.parts().values()) == pytest.approx(report.step_time_s, rel=1e-12)
 
 
 def test_pipeline_stage_holds_its_share_of_the_weights() -> None:
@@ -151,7 +151,7 @@ def test_pipeline_stage_holds_its_share_of_the_weights() -> None:
     whole = simulate(workload, make_system("d1", "1x1"))
     plan = Plan(data_parallel=1, pipeline_parallel=4, micro_batches=4)
     staged = simulate(workload, make_system("d1", "1x4"), plan=plan)
-    assert staged.memory_bytes_per_chip["weights"] == pytest.approx(whole.memory_bytes_per_chip["weights"] / 4)
+    assert staged.memory_bytes_per_chip.weights_bytes == pytest.approx(whole.memory_bytes_per_chip.weights_bytes / 4)
 
 
 def test_dip_share_shrinks_beyond_one_tile_as_published() -> None:

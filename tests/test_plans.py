@@ -54,16 +54,16 @@ def test_tensor_parallel_gathers_forward_and_scatters_backward() -> None:
         4 * collective("all_gather", system, group, size).time_s
         + 3 * collective("reduce_scatter", system, group, size).time_s
     )
-    assert report.tensor_parallel["collectives"] == 7
-    assert report.breakdown_s["tensor_parallel"] == pytest.approx(expected, rel=1e-12)
+    assert report.tensor_parallel.collectives == 7
+    assert report.breakdown_s.tensor_parallel_s == pytest.approx(expected, rel=1e-12)
     weight_share = 4 * WIDTH * WIDTH / (4 * WIDTH * WIDTH + 4 * WIDTH)  # matmul weights of all weights
-    assert report.tensor_parallel["parameter_fraction"] == pytest.approx(1 - weight_share + weight_share / 5)
+    assert report.tensor_parallel.parameter_fraction == pytest.approx(1 - weight_share + weight_share / 5)
     single = simulate(workload, make_system("d1", "1x1"))
-    assert report.breakdown_s["compute"] < single.breakdown_s["compute"] / 2  # matmuls split five ways
-    assert report.memory_bytes_per_chip["weights"] == pytest.approx(
-        single.memory_bytes_per_chip["weights"] * report.tensor_parallel["parameter_fraction"]
+    assert report.breakdown_s.compute_s < single.breakdown_s.compute_s / 2  # matmuls split five ways
+    assert report.memory_bytes_per_chip.weights_bytes == pytest.approx(
+        single.memory_bytes_per_chip.weights_bytes * report.tensor_parallel.parameter_fraction
     )
-    assert sum(report.breakdown_s.values()) == pytest.approx(report.step_time_s, rel=1e-12)
+    assert sum(report.breakdown_s.parts().values()) == pytest.approx(report.step_time_s, rel=1e-12)
 
 
 def test_synchronised_batch_norm_all_reduces_statistics_forward_and_backward() -> None:
@@ -73,14 +73,14 @@ def test_synchronised_batch_norm_all_reduces_statistics_forward_and_backward() -
     system = make_system("d1", "1x5")
     report = simulate(workload, system)
     one = collective("all_reduce", system, ChipGroup(rows=1, cols=5), 2 * WIDTH * 4, concurrent_groups=1).time_s
-    assert report.batchnorm_sync["enabled"] and report.batchnorm_sync["all_reduces"] == 8
-    assert report.breakdown_s["batchnorm_sync"] == pytest.approx(8 * one, rel=1e-12)
+    assert report.batchnorm_sync.enabled and report.batchnorm_sync.all_reduces == 8
+    assert report.breakdown_s.batchnorm_sync_s == pytest.approx(8 * one, rel=1e-12)
     off = simulate(workload, system, sync_batchnorm=False)
-    assert off.breakdown_s["batchnorm_sync"] == 0.0
+    assert off.breakdown_s.batchnorm_sync_s == 0.0
     assert off.step_time_s == pytest.approx(report.step_time_s - 8 * one, rel=1e-9)
-    assert simulate(workload, make_system("d1", "1x1")).breakdown_s["batchnorm_sync"] == 0.0
+    assert simulate(workload, make_system("d1", "1x1")).breakdown_s.batchnorm_sync_s == 0.0
     gpus = simulate(workload, make_system("a100", "1x8"))
-    assert not gpus.batchnorm_sync["enabled"]
+    assert not gpus.batchnorm_sync.enabled
 
 
 def test_pipeline_of_equal_layers_has_the_1f1b_bubble() -> None:
@@ -92,15 +92,15 @@ def test_pipeline_of_equal_layers_has_the_1f1b_bubble() -> None:
     plan = Plan(data_parallel=1, pipeline_parallel=4, micro_batches=8)
     report = simulate(workload, make_system("d1", "1x4"), plan=plan)
     pipeline = report.pipeline
-    assert pipeline["ideal_bubble_fraction"] == pytest.approx(3 / 11)
-    assert pipeline["transfer_bytes"] == BATCH * WIDTH * BF16
-    forward = pipeline["forward_s_per_micro_batch"]
-    slot = max(f + b for f, b in zip(forward, pipeline["backward_s_per_micro_batch"], strict=True))
+    assert pipeline.ideal_bubble_fraction == pytest.approx(3 / 11)
+    assert pipeline.transfer_bytes == BATCH * WIDTH * BF16
+    forward = pipeline.forward_s_per_micro_batch
+    slot = max(f + b for f, b in zip(forward, pipeline.backward_s_per_micro_batch, strict=True))
     # every stage idles at least (p-1) slots of the others; transfers only add to it
-    assert report.breakdown_s["pipeline_bubble"] >= 3 * min(forward) * 0.99
-    assert pipeline["bubble_s"] <= 3 * (slot + 2 * pipeline["transfer_s"]) * 1.01
+    assert report.breakdown_s.pipeline_bubble_s >= 3 * min(forward) * 0.99
+    assert pipeline.bubble_s <= 3 * (slot + 2 * pipeline.transfer_s) * 1.01
     assert report.global_batch == BATCH * 8
-    assert sum(report.breakdown_s.values()) == pytest.approx(report.step_time_s, rel=1e-12)
+    assert sum(report.breakdown_s.parts().values()) == pytest.approx(report.step_time_s, rel=1e-12)
 
 
 def test_hybrid_plan_runs_and_adds_up() -> None:
@@ -111,8 +111,8 @@ def test_hybrid_plan_runs_and_adds_up() -> None:
         plan=Plan(data_parallel=2, tensor_parallel=2, pipeline_parallel=2, micro_batches=2),
     )
     assert report.plan == "dp=2 tp=2 pp=2 mb=2"
-    assert report.breakdown_s["tensor_parallel"] > 0 and report.breakdown_s["pipeline_bubble"] > 0
-    assert sum(report.breakdown_s.values()) == pytest.approx(report.step_time_s, rel=1e-12)
+    assert report.breakdown_s.tensor_parallel_s > 0 and report.breakdown_s.pipeline_bubble_s > 0
+    assert sum(report.breakdown_s.parts().values()) == pytest.approx(report.step_time_s, rel=1e-12)
 
 
 def test_auto_returns_the_fastest_plan_and_asks_for_few_batch_sizes() -> None:
@@ -123,10 +123,10 @@ def test_auto_returns_the_fastest_plan_and_asks_for_few_batch_sizes() -> None:
     system = make_system("d1", "1x4")
     ranking = search_plans(source, system)
     assert set(ranking.batch_sizes_requested) <= {20, 10, 5}
-    fitted = [entry for entry in ranking.entries if entry["fits"]]
-    assert [entry["samples_per_s"] for entry in fitted] == sorted((e["samples_per_s"] for e in fitted), reverse=True)
+    fitted = [entry for entry in ranking.entries if entry.fits]
+    assert [entry.samples_per_s for entry in fitted] == sorted((e.samples_per_s for e in fitted), reverse=True)
     best = simulate(source, system, plan="auto")
-    assert best.plan == fitted[0]["plan"] and best.plan_ranking[0]["plan"] == best.plan
+    assert best.plan == fitted[0].plan and best.plan_ranking[0].plan == best.plan
     for plan in candidate_plans(source, system):
         assert simulate(source, system, plan=plan).samples_per_s <= best.samples_per_s
     assert {str(plan) for plan in candidate_plans(source, system)} >= {"dp=4", "dp=1 tp=4", "dp=1 pp=4 mb=4"}
@@ -162,14 +162,14 @@ def test_captured_batch_norms_are_synchronised_and_staged() -> None:
     model = torch.nn.Sequential(*layers)
     workload = capture_train_step(model, torch.randn(4, 3, 32, 32), name="convnet")
     report = simulate(workload, make_system("d1", "1x4"))
-    assert report.batchnorm_sync["norm_ops"] == 6 and report.batchnorm_sync["all_reduces"] == 6
+    assert report.batchnorm_sync.norm_ops == 6 and report.batchnorm_sync.all_reduces == 6
     first_bn = collective("all_reduce", make_system("d1", "1x4"), ChipGroup(rows=1, cols=4), 2 * 16 * 4).time_s
-    assert report.breakdown_s["batchnorm_sync"] > first_bn
+    assert report.breakdown_s.batchnorm_sync_s > first_bn
     two_stages = Plan(data_parallel=1, pipeline_parallel=2, micro_batches=2)
     staged = simulate(workload, make_system("d1", "1x2"), plan=two_stages)
-    assert len(staged.pipeline["forward_s_per_micro_batch"]) == 2
-    assert all(seconds > 0 for seconds in staged.pipeline["forward_s_per_micro_batch"])
-    assert staged.pipeline["transfer_bytes"] > 0
+    assert len(staged.pipeline.forward_s_per_micro_batch) == 2
+    assert all(seconds > 0 for seconds in staged.pipeline.forward_s_per_micro_batch)
+    assert staged.pipeline.transfer_bytes > 0
 
 
 @pytest.mark.slow
@@ -188,8 +188,8 @@ def test_auto_on_the_full_hydranet_captures_only_the_batches_it_needs() -> None:
     ranking = search_plans(step, make_system("d1", "5x5"))
     assert set(ranking.batch_sizes_requested) <= {25, 5, 1}
     report = ranking.report
-    assert report.global_batch == 25 and report.plan == ranking.entries[0]["plan"]
+    assert report.global_batch == 25 and report.plan == ranking.entries[0].plan
     replicas = int(report.plan.split()[0].removeprefix("dp="))
-    assert report.batchnorm_sync["enabled"] == (replicas > 1)
-    assert sum(report.breakdown_s.values()) == pytest.approx(report.step_time_s, rel=1e-9)
+    assert report.batchnorm_sync.enabled == (replicas > 1)
+    assert sum(report.breakdown_s.parts().values()) == pytest.approx(report.step_time_s, rel=1e-9)
     assert 0 < report.mfu <= 1

@@ -38,6 +38,7 @@ from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.precision import Precision
 from hwmodel.spec.units import FLOAT_DTYPES
+from hwmodel.step.derived import WORKLOAD_CACHE, DerivedCache
 from hwmodel.step.workload import PHASES, Workload
 
 FloatArray = npt.NDArray[np.float64]
@@ -78,11 +79,12 @@ def _intern(values: list[str]) -> tuple[IntArray, tuple[str, ...]]:
     return indices, tuple(names)
 
 
-def workload_arrays(workload: Workload) -> WorkloadArrays:
-    """Arrays of ``workload``, cached on the workload object (it is immutable)."""
-    cached = workload.__dict__.get("_arrays")
-    if isinstance(cached, WorkloadArrays):
-        return cached
+def workload_arrays(workload: Workload, cache: DerivedCache = WORKLOAD_CACHE) -> WorkloadArrays:
+    """Arrays of ``workload``, kept in ``cache`` for as long as the (immutable) workload lives."""
+    return cache.get(workload, "arrays", lambda: _workload_arrays(workload))
+
+
+def _workload_arrays(workload: Workload) -> WorkloadArrays:
     ops = workload.ops
     count = len(ops)
     classes = [op_class(op.name) for op in ops]
@@ -113,7 +115,6 @@ def workload_arrays(workload: Workload) -> WorkloadArrays:
         gemm_op_index=np.asarray([index for index, op in enumerate(ops) for _ in op.gemms], dtype=np.int64),
         gemm_shapes=np.asarray([gemm for op in ops for gemm in op.gemms], dtype=np.float64).reshape(-1, 4),
     )
-    object.__setattr__(workload, "_arrays", arrays)
     return arrays
 
 

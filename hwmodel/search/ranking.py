@@ -20,12 +20,12 @@ ties broken by the plan's text, so the result is deterministic.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 from hwmodel.errors import HwModelError, PlanError
 from hwmodel.search.plans import Plan, plan_layout
 from hwmodel.spec.system import System
 from hwmodel.step.report import Report
+from hwmodel.step.sections import RankedPlan
 from hwmodel.step.simulate import StepOptions, evaluate
 from hwmodel.step.workload import Workload, WorkloadSource
 
@@ -35,7 +35,7 @@ class PlanRanking:
     """The fastest plan's report (with ``plan_ranking`` filled in) and every entry tried."""
 
     report: Report
-    entries: tuple[dict[str, Any], ...]
+    entries: tuple[RankedPlan, ...]
     batch_sizes_requested: tuple[int, ...]
 
 
@@ -76,7 +76,7 @@ def search_plans(
 ) -> PlanRanking:
     """Simulate every candidate plan and rank them; a one-line error if none fits."""
     requested: list[int] = []
-    entries: list[dict[str, Any]] = []
+    entries: list[RankedPlan] = []
     reports: dict[str, Report] = {}
 
     class _Recording:
@@ -95,28 +95,29 @@ def search_plans(
         try:
             report = evaluate(wrapped, system, plan, options).report
         except HwModelError as error:
-            entries.append({"plan": str(plan), "fits": False, "reason": str(error)})
+            entries.append(RankedPlan(plan=str(plan), fits=False, reason=str(error)))
             continue
         reports[str(plan)] = report
+        strategy = report.memory_strategy.strategy if report.memory_strategy is not None else "none"
         entries.append(
-            {
-                "plan": str(plan),
-                "fits": True,
-                "step_time_s": report.step_time_s,
-                "samples_per_s": report.samples_per_s,
-                "global_batch": report.global_batch,
-                "mfu": report.mfu,
-                "bound": report.bound,
-                "memory_strategy": report.memory_strategy.get("strategy", "none"),
-            }
+            RankedPlan(
+                plan=str(plan),
+                fits=True,
+                step_time_s=report.step_time_s,
+                samples_per_s=report.samples_per_s,
+                global_batch=report.global_batch,
+                mfu=report.mfu,
+                bound=report.bound,
+                memory_strategy=strategy,
+            )
         )
     if not reports:
-        reasons = "; ".join(f"{entry['plan']}: {entry['reason']}" for entry in entries[:3])
+        reasons = "; ".join(f"{entry.plan}: {entry.reason}" for entry in entries[:3])
         raise PlanError(f"no plan fits {system.num_chips} chips of {system.chip.name} on mesh {system.mesh}: {reasons}")
-    entries.sort(key=lambda entry: (not entry["fits"], -entry.get("samples_per_s", 0.0), entry["plan"]))
-    best = reports[entries[0]["plan"]]
+    entries.sort(key=lambda entry: (not entry.fits, -(entry.samples_per_s or 0.0), entry.plan))
+    best = reports[entries[0].plan]
     return PlanRanking(
-        report=replace(best, plan_ranking=[dict(entry) for entry in entries]),
+        report=replace(best, plan_ranking=tuple(entries)),
         entries=tuple(entries),
         batch_sizes_requested=tuple(requested),
     )

@@ -39,6 +39,7 @@ from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.fabric import FabricSpec
 from hwmodel.spec.mesh import Mesh
 from hwmodel.spec.precision import Precision
+from hwmodel.step.derived import WORKLOAD_CACHE, DerivedCache
 from hwmodel.step.workload import PHASES, Workload
 
 FloatArray = npt.NDArray[np.float64]
@@ -80,11 +81,12 @@ class MemoryArrays:
     smallest_output_bytes_by_op: FloatArray
 
 
-def memory_arrays(workload: Workload) -> MemoryArrays:
-    """The memory arrays of ``workload``, cached on the (immutable) workload."""
-    cached = workload.__dict__.get("_memory_arrays")
-    if isinstance(cached, MemoryArrays):
-        return cached
+def memory_arrays(workload: Workload, cache: DerivedCache = WORKLOAD_CACHE) -> MemoryArrays:
+    """The memory arrays of ``workload``, kept in ``cache`` for as long as the workload lives."""
+    return cache.get(workload, "memory_arrays", lambda: _memory_arrays(workload))
+
+
+def _memory_arrays(workload: Workload) -> MemoryArrays:
     count = len(workload.ops)
     phase_of = [PHASES.index(op.phase) for op in workload.ops]
     backward = PHASES.index("backward")
@@ -148,7 +150,6 @@ def memory_arrays(workload: Workload) -> MemoryArrays:
         activation_output_bytes_by_op=activation_out[:count],
         smallest_output_bytes_by_op=smallest_out[:count],
     )
-    object.__setattr__(workload, "_memory_arrays", arrays)
     return arrays
 
 
@@ -158,21 +159,19 @@ def activation_peak_bytes(workload: Workload, precision: Precision) -> float:
     A tensor is alive from the op that writes it (or from the start, for inputs) through the last
     op that reads it; one never read after its op is alive during that op only.
     """
-    count = len(workload.ops)
-    if count == 0:
+    if not workload.ops:
         return 0.0
-    key = ("_activation_peak", precision)
-    cache: dict[object, float] = workload.__dict__.setdefault("_activation_peaks", {})
-    if key in cache:
-        return cache[key]
+    return WORKLOAD_CACHE.get(workload, ("activation_peak", precision), lambda: _activation_peak(workload, precision))
+
+
+def _activation_peak(workload: Workload, precision: Precision) -> float:
+    count = len(workload.ops)
     arrays = memory_arrays(workload)
     scale = np.array([precision.activation_scale(name) for name in arrays.dtype_names] or [1.0])
     size = arrays.activation_nbytes * scale[arrays.activation_dtype_index]
     delta = np.bincount(arrays.activation_first, weights=size, minlength=count + 1)
     delta -= np.bincount(arrays.activation_last + 1, weights=size, minlength=count + 1)
-    peak = float(np.cumsum(delta)[:-1].max()) if len(size) else 0.0
-    cache[key] = peak
-    return peak
+    return float(np.cumsum(delta)[:-1].max()) if len(size) else 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

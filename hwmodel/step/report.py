@@ -21,10 +21,27 @@ Parts a plan does not use are 0.0.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hwmodel.errors import WorkloadError
+from hwmodel.step.sections import (
+    BatchnormSync,
+    GradientCommunication,
+    IngestSection,
+    MemoryBytes,
+    MemoryStrategy,
+    PhaseFlops,
+    PhaseTimes,
+    PipelineSection,
+    RankedPlan,
+    Section,
+    TensorParallelSection,
+    TimeBreakdown,
+    section_dict,
+    section_or_none,
+)
 
 REPORT_SCHEMA_VERSION = 1
 BREAKDOWN_PARTS = (
@@ -38,11 +55,29 @@ BREAKDOWN_PARTS = (
     "batchnorm_sync",
     "pipeline_bubble",
 )
+_REQUIRED_SECTIONS: dict[str, type[Section]] = {
+    "flops_by_phase": PhaseFlops,
+    "breakdown_s": TimeBreakdown,
+    "phase_time_s": PhaseTimes,
+    "memory_bytes_per_chip": MemoryBytes,
+}
+_OPTIONAL_SECTIONS: dict[str, type[Section]] = {
+    "communication": GradientCommunication,
+    "memory_strategy": MemoryStrategy,
+    "pipeline": PipelineSection,
+    "tensor_parallel": TensorParallelSection,
+    "batchnorm_sync": BatchnormSync,
+    "ingest": IngestSection,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
 class Report:
-    """Simulated figures of one training step of ``workload`` on ``num_chips`` chips."""
+    """Simulated figures of one training step of ``workload`` on ``num_chips`` chips.
+
+    The sections are frozen records (:mod:`hwmodel.step.sections`); an optional one is None where
+    the step has none (its JSON is ``{}``).
+    """
 
     workload: str
     chip: str
@@ -54,48 +89,59 @@ class Report:
     step_time_s: float
     samples_per_s: float
     flops_total: float
-    flops_by_phase: dict[str, float]
+    flops_by_phase: PhaseFlops
     achieved_flops_per_s: float
     peak_flops_per_s: float
     mfu: float
     bound: str
-    breakdown_s: dict[str, float]
-    phase_time_s: dict[str, float]
+    breakdown_s: TimeBreakdown
+    phase_time_s: PhaseTimes
     sram_peak_bytes_per_chip: float
-    memory_bytes_per_chip: dict[str, float]
+    memory_bytes_per_chip: MemoryBytes
     spilled_bytes_per_chip: float
-    communication: dict[str, Any]
+    communication: GradientCommunication | None
     unmodeled_ops: dict[str, int]
     top_modules: list[tuple[str, float]] = field(default_factory=list)
     top_ops: list[tuple[str, float]] = field(default_factory=list)
     parameter_count: int = 0
-    memory_strategy: dict[str, Any] = field(default_factory=dict)
-    """How the working set fits: ``strategy`` (none/spill/recompute/recompute+spill), bytes and seconds."""
-    pipeline: dict[str, Any] = field(default_factory=dict)
+    memory_strategy: MemoryStrategy | None = None
+    """How the working set fits: strategy (none/spill/recompute/recompute+spill), bytes and seconds."""
+    pipeline: PipelineSection | None = None
     """Pipeline stages: their per-micro-batch times, the bubble (seconds and fraction), transfers."""
-    tensor_parallel: dict[str, Any] = field(default_factory=dict)
+    tensor_parallel: TensorParallelSection | None = None
     """Tensor-parallel collectives per step on a chip of the critical class (the busiest stage under
     pipelining): their count, blocking seconds and the share of the parameters each chip holds."""
-    batchnorm_sync: dict[str, Any] = field(default_factory=dict)
+    batchnorm_sync: BatchnormSync | None = None
     """Synchronised batch norm: whether on, the captured norm ops, and the all-reduces and blocking
     seconds per step on a chip of the critical class."""
     link_utilization: list[list[float]] = field(default_factory=list)
     """Per chip (rows x cols) busy fraction of its busiest link over the step; empty if not modelled."""
-    ingest: dict[str, Any] = field(default_factory=dict)
+    ingest: IngestSection | None = None
     """Ingest of the step's samples when a data feed is modelled: seconds, bytes, bound, exposed part."""
-    plan_ranking: list[dict[str, Any]] = field(default_factory=list)
+    plan_ranking: tuple[RankedPlan, ...] = ()
     """For ``plan="auto"``: every plan tried, fastest first (plan, step time, samples/s, or why not)."""
     schema_version: int = REPORT_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; :meth:`from_dict` inverts it."""
-        data = asdict(self)
-        data["top_modules"] = [list(item) for item in self.top_modules]
-        data["top_ops"] = [list(item) for item in self.top_ops]
+        data: dict[str, Any] = {}
+        for spec_field in fields(self):
+            value = getattr(self, spec_field.name)
+            if spec_field.name in _REQUIRED_SECTIONS or spec_field.name in _OPTIONAL_SECTIONS:
+                value = section_dict(value)
+            elif spec_field.name in ("top_modules", "top_ops"):
+                value = [list(item) for item in value]
+            elif spec_field.name == "plan_ranking":
+                value = [entry.to_dict() for entry in value]
+            elif spec_field.name in ("unmodeled_ops",):
+                value = dict(value)
+            elif spec_field.name == "link_utilization":
+                value = [list(row) for row in value]
+            data[spec_field.name] = value
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Report:
+    def from_dict(cls, data: Mapping[str, Any]) -> Report:
         """Rebuild a report from :meth:`to_dict` output; other schema versions are refused."""
         version = data.get("schema_version")
         if version != REPORT_SCHEMA_VERSION:
@@ -108,8 +154,15 @@ class Report:
             raise WorkloadError(f"report has unknown keys: {', '.join(unknown)}")
         try:
             values = dict(data)
+            for name, kind in _REQUIRED_SECTIONS.items():
+                if name in data:
+                    values[name] = kind.from_dict(data[name])
+            for name, kind in _OPTIONAL_SECTIONS.items():
+                if name in data:
+                    values[name] = section_or_none(kind, data[name])
             values["top_modules"] = [(str(name), float(seconds)) for name, seconds in data.get("top_modules", [])]
             values["top_ops"] = [(str(name), float(seconds)) for name, seconds in data.get("top_ops", [])]
+            values["plan_ranking"] = tuple(RankedPlan.from_dict(entry) for entry in data.get("plan_ranking", []))
             return cls(**values)
         except (TypeError, ValueError) as error:
             raise WorkloadError(f"malformed report: {error}") from None

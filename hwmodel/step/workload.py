@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from hwmodel.errors import WorkloadError
+from hwmodel.step.derived import WORKLOAD_CACHE
 
 SCHEMA_VERSION = 1
 PHASES = ("forward", "backward", "optimizer")
@@ -108,7 +109,6 @@ class Workload:
     parameters: tuple[ParameterRecord, ...] = ()
     optimizer: str = "AdamW"
     schema_version: int = SCHEMA_VERSION
-    _flops_by_phase: dict[str, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -118,20 +118,22 @@ class Workload:
                 f"workload {self.name}: schema version {self.schema_version} is not supported "
                 f"(this pytest-dojo reads version {SCHEMA_VERSION}); capture it again"
             )
+
+    def _sum_flops_by_phase(self) -> dict[str, float]:
         by_phase = dict.fromkeys(PHASES, 0.0)
         for op in self.ops:
             by_phase[op.phase] += op.flops
-        object.__setattr__(self, "_flops_by_phase", by_phase)
+        return by_phase
 
     @property
     def flops_total(self) -> float:
         """FLOPs of one step over all phases."""
-        return sum(self._flops_by_phase.values())
+        return sum(WORKLOAD_CACHE.get(self, "flops_by_phase", self._sum_flops_by_phase).values())
 
     @property
     def flops_by_phase(self) -> dict[str, float]:
         """FLOPs of one step per phase (forward, backward, optimizer)."""
-        return dict(self._flops_by_phase)
+        return dict(WORKLOAD_CACHE.get(self, "flops_by_phase", self._sum_flops_by_phase))
 
     @property
     def parameter_count(self) -> int:

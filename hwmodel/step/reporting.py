@@ -1,0 +1,262 @@
+"""The report stage of a simulated step: the step time, its breakdown and bound, and the report.
+
+The step is the compute makespan, plus gradient communication not hidden behind it, plus the
+optimizer, plus the memory remedy (spill and recompute, not overlapped), plus the part of the
+ingest (prefetched during the step, when a data feed is modelled) that the step does not hide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import numpy.typing as npt
+
+from hwmodel.collectives.linkloads import link_loads
+from hwmodel.ops.cost import ordered_sum
+from hwmodel.search.plans import GroupShape
+from hwmodel.spec.chip import ChipSpec
+from hwmodel.step.derived import WORKLOAD_CACHE
+from hwmodel.step.intervals import memory_intervals
+from hwmodel.step.op_times import OpTimes, batchnorm_mask
+from hwmodel.step.placement import MemoryFit, StagePlacement
+from hwmodel.step.report import Report
+from hwmodel.step.resolve import StepContext
+from hwmodel.step.schedule import StepSchedule
+from hwmodel.step.sections import (
+    BatchnormSync,
+    GradientCommunication,
+    IngestSection,
+    MemoryBytes,
+    MemoryStrategy,
+    PhaseFlops,
+    PhaseTimes,
+    TensorParallelSection,
+    TimeBreakdown,
+)
+from hwmodel.step.timeline import Timeline
+from hwmodel.step.workload import Workload
+from hwmodel.studies.ingest import ingest
+
+FloatArray = npt.NDArray[np.float64]
+TOP_ENTRIES = 10
+
+
+def step_time(
+    context: StepContext, schedule: StepSchedule, fit: MemoryFit
+) -> tuple[TimeBreakdown, float, IngestSection | None]:
+    """The breakdown of the step, its time in seconds, and the ingest section (None without a feed)."""
+    total = schedule.compute_end_s + schedule.exposed_s + schedule.optimizer_s + fit.remedy_s
+    parts = schedule.parts
+    breakdown = TimeBreakdown(
+        compute_s=parts["compute"],
+        memory_s=parts["memory"],
+        overhead_s=parts["overhead"],
+        communication_s=schedule.exposed_s,
+        spill_s=fit.memory.spill_s,
+        recompute_s=fit.memory.recompute_s,
+        tensor_parallel_s=parts["tensor_parallel"],
+        batchnorm_sync_s=parts["batchnorm_sync"],
+        pipeline_bubble_s=schedule.bubble_s,
+    )
+    feed = context.options.ingest
+    if feed is None:
+        return breakdown, total, None
+    cost = ingest(feed, context.global_batch)
+    hidden = max(0.0, cost.time_s - total)
+    section = IngestSection(time_s=cost.time_s, bytes_per_step=cost.bytes_per_step, bound=cost.bound, exposed_s=hidden)
+    return replace(breakdown, ingest_s=hidden), total + hidden, section
+
+
+def bound_of(breakdown: TimeBreakdown, chip: ChipSpec, ingest_section: IngestSection | None) -> str:
+    """The largest part of the step in hardware terms (ties: the later part name)."""
+    names = {
+        "compute": "compute",
+        "memory": chip.local_memory_kind,
+        "overhead": "latency",
+        "communication": "link",
+        "spill": "hbm",
+        "recompute": "compute",
+        "tensor_parallel": "link",
+        "batchnorm_sync": "latency",
+        "pipeline_bubble": "pipeline",
+        "ingest": ingest_section.bound if ingest_section is not None else "ingest",
+    }
+    parts = breakdown.parts()
+    return names[max(parts, key=lambda part: (parts[part], part))]
+
+
+def top_totals(names: tuple[str, ...], index: npt.NDArray[np.int64], time_s: FloatArray) -> list[tuple[str, float]]:
+    """The :data:`TOP_ENTRIES` largest totals by name (ties: first seen first)."""
+    totals = np.bincount(index, weights=time_s, minlength=len(names))
+    order = np.argsort(-totals, kind="stable")[:TOP_ENTRIES]
+    return [(names[i], float(totals[i])) for i in order.tolist() if totals[i] > 0]
+
+
+def describe_group(group: GroupShape) -> str:
+    """``RxC``, with `` stride RxC`` for a strided group."""
+    text = f"{group.rows}x{group.cols}"
+    if group.row_stride > 1 or group.col_stride > 1:
+        text += f" stride {group.row_stride}x{group.col_stride}"
+    return text
+
+
+def unmodeled_ops(workload: Workload) -> dict[str, int]:
+    """Op name -> count of the ops without a FLOP formula."""
+    return dict(WORKLOAD_CACHE.get(workload, "unmodeled_ops", lambda: workload.unmodeled_ops))
+
+
+def phase_times(context: StepContext, placement: StagePlacement, schedule: StepSchedule) -> PhaseTimes:
+    """Seconds per phase of the critical chip: the busiest stage's micro-batches under pipelining."""
+    if context.single_stage:
+        row = placement.per_stage_phase_s[0]
+        return PhaseTimes(forward_s=float(row[0]), backward_s=float(row[1]), optimizer_s=float(row[2]))
+    micro_batches, busiest = context.plan.micro_batches, schedule.busiest_stage
+    return PhaseTimes(
+        forward_s=micro_batches * float(placement.forward_s[busiest]),
+        backward_s=micro_batches * float(placement.backward_s[busiest]),
+        optimizer_s=schedule.optimizer_s,
+    )
+
+
+def phase_flops(context: StepContext) -> PhaseFlops:
+    """FLOPs of the whole step (every replica and micro-batch) per phase."""
+    splits = context.plan.data_parallel * context.plan.micro_batches
+    by_phase = context.workload.flops_by_phase
+    return PhaseFlops(
+        forward_flops=by_phase["forward"] * splits,
+        backward_flops=by_phase["backward"] * splits,
+        optimizer_flops=by_phase["optimizer"] * splits,
+    )
+
+
+def memory_strategy(fit: MemoryFit) -> MemoryStrategy:
+    memory = fit.memory
+    return MemoryStrategy(
+        strategy=memory.strategy,
+        stage=fit.stage,
+        working_set_bytes=memory.total_bytes,
+        local_capacity_bytes=memory.local_capacity_bytes,
+        spilled_bytes=memory.spilled_bytes,
+        spill_s=memory.spill_s,
+        recomputed_bytes=memory.recomputed_bytes,
+        recompute_fraction=memory.recompute_fraction,
+        recompute_s=memory.recompute_s,
+    )
+
+
+def memory_bytes(fit: MemoryFit) -> MemoryBytes:
+    memory = fit.memory
+    return MemoryBytes(
+        weights_bytes=memory.weights_bytes,
+        gradients_bytes=memory.gradients_bytes,
+        optimizer_state_bytes=memory.optimizer_state_bytes,
+        buffers_bytes=memory.buffers_bytes,
+        activations_peak_bytes=memory.activations_peak_bytes,
+    )
+
+
+def communication(context: StepContext, schedule: StepSchedule) -> GradientCommunication:
+    return GradientCommunication(
+        gradient_bytes=context.gradient_bytes,
+        buckets=schedule.buckets,
+        all_reduce_algorithm=schedule.all_reduce_algorithm,
+        all_reduce_total_s=schedule.all_reduce_total_s,
+        exposed_s=schedule.exposed_s,
+        data_parallel_group=describe_group(context.layout.data_group),
+        tensor_parallel_group=describe_group(context.layout.tensor_group),
+    )
+
+
+def collective_sections(
+    context: StepContext, times: OpTimes, schedule: StepSchedule, breakdown: TimeBreakdown
+) -> tuple[TensorParallelSection | None, BatchnormSync]:
+    """The tensor-parallel section (None without tensor parallelism) and the batch-norm one."""
+    plan, critical = context.plan, schedule.critical
+    tensor_parallel = None
+    if plan.tensor_parallel > 1:
+        tensor_parallel = TensorParallelSection(
+            degree=plan.tensor_parallel,
+            collectives=int(np.count_nonzero(times.tensor_parallel_s[critical])) * plan.micro_batches,
+            blocking_s=breakdown.tensor_parallel_s,
+            parameter_fraction=context.tp_parameter_fraction,
+        )
+    batchnorm = BatchnormSync(
+        enabled=bool(context.sync_batchnorm and plan.data_parallel > 1),
+        norm_ops=int(batchnorm_mask(context.workload).sum()),
+        all_reduces=int(np.count_nonzero(times.batchnorm_s[critical])) * plan.micro_batches,
+        blocking_s=breakdown.batchnorm_sync_s,
+    )
+    return tensor_parallel, batchnorm
+
+
+def build_report(
+    context: StepContext, times: OpTimes, placement: StagePlacement, fit: MemoryFit, schedule: StepSchedule
+) -> Report:
+    """The report of one simulated step (link utilisation is added with the timeline)."""
+    breakdown, total_s, ingest_section = step_time(context, schedule, fit)
+    system, arrays = context.system, context.arrays
+    flops = phase_flops(context)
+    flops_total = ordered_sum(np.array([flops.forward_flops, flops.backward_flops, flops.optimizer_flops]))
+    peak = system.peak_bf16_flops_per_s
+    achieved = flops_total / total_s if total_s > 0 else 0.0
+    tensor_parallel, batchnorm = collective_sections(context, times, schedule, breakdown)
+    return Report(
+        workload=context.workload.name,
+        chip=system.chip.name,
+        mesh=str(system.mesh),
+        num_chips=system.num_chips,
+        plan=str(context.plan),
+        precision=context.precision.compute_dtype,
+        global_batch=context.global_batch,
+        step_time_s=total_s,
+        samples_per_s=context.global_batch / total_s if total_s > 0 else 0.0,
+        flops_total=flops_total,
+        flops_by_phase=flops,
+        achieved_flops_per_s=achieved,
+        peak_flops_per_s=peak,
+        mfu=achieved / peak,
+        bound=bound_of(breakdown, system.chip, ingest_section),
+        breakdown_s=breakdown,
+        phase_time_s=phase_times(context, placement, schedule),
+        sram_peak_bytes_per_chip=fit.local_peak_bytes,
+        memory_bytes_per_chip=memory_bytes(fit),
+        spilled_bytes_per_chip=fit.memory.spilled_bytes,
+        communication=communication(context, schedule),
+        unmodeled_ops=unmodeled_ops(context.workload),
+        top_modules=top_totals(arrays.module_names, arrays.module_index, times.busy_s),
+        top_ops=top_totals(arrays.op_names, arrays.op_name_index, times.busy_s),
+        parameter_count=context.memory.parameter_count,
+        memory_strategy=memory_strategy(fit),
+        pipeline=schedule.pipeline,
+        tensor_parallel=tensor_parallel,
+        batchnorm_sync=batchnorm,
+        ingest=ingest_section,
+    )
+
+
+def link_utilization(context: StepContext, step_time_s: float) -> list[list[float]]:
+    """Per chip, the busy fraction of its busiest link over the step from the gradient all-reduce.
+
+    Mapped (with :mod:`hwmodel.collectives.linkloads`) when the data-parallel group is the whole
+    mesh of a ``mesh2d`` fabric; empty otherwise. Built with the timeline only: mapping a large
+    mesh costs more than simulating the step.
+    """
+    system, group = context.system, context.layout.data_group
+    whole = group.rows == system.mesh.rows and group.cols == system.mesh.cols
+    if not whole or system.fabric.topology != "mesh2d" or step_time_s <= 0 or system.num_chips == 1:
+        return []
+    loads = link_loads("all_reduce", system, context.gradient_bytes)
+    busy = np.asarray(loads.busy_s_per_link).max(axis=2) / step_time_s
+    return [[float(value) for value in row] for row in busy]
+
+
+def build_timeline(context: StepContext, schedule: StepSchedule, fit: MemoryFit, report: Report) -> Timeline:
+    """The step's timeline: the schedule's intervals, then the memory remedy after the step."""
+    pp, num_chips = context.plan.pipeline_parallel, context.system.num_chips
+    track = "chip/memory" if context.single_stage else f"stage {fit.stage}/memory"
+    ingest_s = report.breakdown_s.ingest_s or 0.0
+    start = report.step_time_s - fit.remedy_s - ingest_s
+    intervals = [*schedule.intervals, *memory_intervals(track, start, fit.memory)]
+    classes = {"chip": num_chips} if context.single_stage else {f"stage {s}": num_chips // pp for s in range(pp)}
+    return Timeline(step_time_s=report.step_time_s, intervals=tuple(intervals), classes=classes)

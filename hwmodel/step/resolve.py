@@ -1,0 +1,130 @@
+"""The first stage of a simulated step: resolve what is simulated into a :class:`StepContext`.
+
+The workload of one micro-batch of one replica, the plan's groups on the mesh, the efficiency row,
+the precision, and the per-op arrays every later stage reads (:mod:`hwmodel.ops.cost`,
+:mod:`hwmodel.step.memory`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hwmodel.errors import PlanError
+from hwmodel.ops.cost import WorkloadArrays, workload_arrays
+from hwmodel.ops.efficiency import EfficiencyTable, efficiency_for
+from hwmodel.search.plans import Plan, PlanLayout, plan_layout
+from hwmodel.spec.precision import MIXED_BF16, Precision
+from hwmodel.spec.system import System
+from hwmodel.step.memory import MemoryArrays, memory_arrays
+from hwmodel.step.workload import Workload, WorkloadSource
+from hwmodel.studies.ingest import DataFeed
+
+DEFAULT_BUCKET_BYTES = 25e6
+"""Gradient bucket size: PyTorch DDP's default ``bucket_cap_mb=25``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepOptions:
+    """What else shapes a step besides the workload, the system and the plan.
+
+    Attributes:
+        precision: the mixed-precision policy.
+        efficiency: fractions of peak per op class (default: the row the chip names).
+        bucket_bytes: gradient bucket size of the data-parallel all-reduce.
+        sync_batchnorm: synchronise batch-norm statistics across data-parallel replicas; ``None``
+            follows the chip (:attr:`~hwmodel.spec.chip.ChipSpec.sync_batchnorm`).
+        recompute: allow activation recomputation as a remedy when memory does not fit.
+        ingest: the data feed whose per-step ingest is overlapped with the step (None: free).
+    """
+
+    precision: Precision = MIXED_BF16
+    efficiency: EfficiencyTable | None = None
+    bucket_bytes: float = DEFAULT_BUCKET_BYTES
+    sync_batchnorm: bool | None = None
+    recompute: bool = True
+    ingest: DataFeed | None = None
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class StepContext:
+    """Everything the later stages of a step read, resolved once.
+
+    Attributes:
+        workload: one micro-batch of one replica.
+        global_batch: samples per step over every replica and micro-batch.
+        tp_parameter_fraction: share of the parameters one chip of a tensor-parallel group holds
+            (matrix weights split ``tp`` ways, the rest replicated).
+        sync_batchnorm: whether batch-norm statistics are all-reduced over the data-parallel group.
+        gradient_bytes: gradient bytes one chip all-reduces per step (its parameter share).
+    """
+
+    workload: Workload
+    global_batch: int
+    system: System
+    plan: Plan
+    layout: PlanLayout
+    options: StepOptions
+    table: EfficiencyTable
+    arrays: WorkloadArrays
+    memory: MemoryArrays
+    tp_parameter_fraction: float
+    sync_batchnorm: bool
+    gradient_bytes: float
+    keep_timeline: bool
+
+    @property
+    def precision(self) -> Precision:
+        return self.options.precision
+
+    @property
+    def single_stage(self) -> bool:
+        """One stage and one micro-batch: the data-parallel (and tensor-parallel) schedule."""
+        return self.plan.pipeline_parallel == 1 and self.plan.micro_batches == 1
+
+
+def micro_batch_workload(source: Workload | WorkloadSource, plan: Plan) -> tuple[Workload, int]:
+    """The workload of one micro-batch of one replica under ``plan``, and the global batch.
+
+    A :class:`Workload` given directly is taken as one micro-batch of one replica; a
+    :class:`WorkloadSource` is asked for ``global_batch / (data_parallel x micro_batches)``.
+    """
+    splits = plan.data_parallel * plan.micro_batches
+    if isinstance(source, Workload):
+        return source, source.batch_size * splits
+    global_batch = source.global_batch
+    if global_batch % splits:
+        raise PlanError(
+            f"plan {plan}: global batch {global_batch} does not split into {plan.data_parallel} replicas x "
+            f"{plan.micro_batches} micro-batches; use a batch that is a multiple of {splits}"
+        )
+    return source.workload(global_batch // splits), global_batch
+
+
+def resolve(
+    source: Workload | WorkloadSource, system: System, plan: Plan, options: StepOptions, *, keep_timeline: bool
+) -> StepContext:
+    """The context of one step of ``source`` on ``system`` under ``plan``."""
+    layout = plan_layout(plan, system.mesh)
+    workload, global_batch = micro_batch_workload(source, plan)
+    memory = memory_arrays(workload)
+    matrix_fraction = 0.0
+    if memory.parameter_bytes > 0:
+        matrix_fraction = memory.matrix_parameter_bytes / memory.parameter_bytes
+    sync_batchnorm = options.sync_batchnorm if options.sync_batchnorm is not None else system.chip.sync_batchnorm
+    tp_parameter_fraction = 1.0 - matrix_fraction + matrix_fraction / plan.tensor_parallel
+    gradient_bytes = float(memory.parameter_count * options.precision.gradient_bytes_per_parameter)
+    return StepContext(
+        workload=workload,
+        global_batch=global_batch,
+        system=system,
+        plan=plan,
+        layout=layout,
+        options=options,
+        table=options.efficiency or efficiency_for(system.chip.efficiency_row),
+        arrays=workload_arrays(workload),
+        memory=memory,
+        tp_parameter_fraction=tp_parameter_fraction,
+        sync_batchnorm=sync_batchnorm,
+        gradient_bytes=gradient_bytes * tp_parameter_fraction,
+        keep_timeline=keep_timeline,
+    )

@@ -1,0 +1,213 @@
+"""The schedule stage of a simulated step: when the ops and the gradient all-reduces run.
+
+Without pipelining (one stage, one micro-batch), one chip runs its ops in capture order and
+all-reduces its gradients over the data-parallel group in buckets (PyTorch DDP, 25 MB by default)
+in the order the backward pass finishes them, overlapping the rest of it; the optimizer starts
+when every bucket is reduced. With pipelining, each stage runs the 1F1B schedule on micro-batches,
+activations (and their gradients) cross stage boundaries point to point, and a stage's gradients
+are all-reduced once its last backward is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from hwmodel.collectives.pricing import group_collective
+from hwmodel.ops.cost import ordered_sum
+from hwmodel.search.plans import GroupShape
+from hwmodel.step.derived import WORKLOAD_CACHE
+from hwmodel.step.intervals import gradient_intervals, op_intervals, pipeline_intervals
+from hwmodel.step.op_times import OPTIMIZER, OpTimes, add_parts, parts
+from hwmodel.step.placement import StagePlacement, boundary_bytes
+from hwmodel.step.resolve import StepContext
+from hwmodel.step.sections import PipelineSection
+from hwmodel.step.timeline import Interval, bucket_schedule, one_f_one_b
+from hwmodel.step.workload import Workload
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class StepSchedule:
+    """When one step's work runs on a chip of the critical class.
+
+    Attributes:
+        compute_end_s: end of the last forward or backward op (the pipeline's makespan).
+        exposed_s: gradient all-reduce time beyond it.
+        optimizer_s: the optimizer step of the chip (the largest stage's under pipelining).
+        bubble_s: time the busiest stage waits (0 without pipelining).
+        parts: per-op breakdown parts (compute, memory, overhead, tensor_parallel,
+            batchnorm_sync) of the critical chip's ops.
+        critical: the ops of the critical chip's forward and backward passes.
+        busiest_stage: the stage with the most work (0 without pipelining).
+        all_reduce_algorithm / all_reduce_total_s / buckets: the gradient all-reduces.
+        pipeline: the pipeline section of the report (None without pipelining).
+    """
+
+    compute_end_s: float
+    exposed_s: float
+    optimizer_s: float
+    bubble_s: float
+    parts: dict[str, float]
+    critical: npt.NDArray[np.bool_]
+    busiest_stage: int
+    all_reduce_algorithm: str
+    all_reduce_total_s: float
+    buckets: int
+    pipeline: PipelineSection | None = None
+    intervals: list[Interval] = field(default_factory=list)
+
+
+def gradient_buckets(workload: Workload, bytes_per_element: float, bucket_bytes: float) -> list[tuple[int, float]]:
+    """(op index after which the bucket is ready, bucket bytes), in backward order.
+
+    Parameters that receive no gradient (unused in the step) are skipped.
+    """
+
+    def build() -> list[tuple[int, float]]:
+        ready = sorted(
+            (p.grad_ready_op, p.numel * bytes_per_element) for p in workload.parameters if p.grad_ready_op >= 0
+        )
+        buckets: list[tuple[int, float]] = []
+        pending_bytes = 0.0
+        for op_index, size in ready:
+            pending_bytes += size
+            if pending_bytes >= bucket_bytes:
+                buckets.append((op_index, pending_bytes))
+                pending_bytes = 0.0
+        if pending_bytes > 0:
+            buckets.append((ready[-1][0], pending_bytes))
+        return buckets
+
+    return WORKLOAD_CACHE.get(workload, ("gradient_buckets", bytes_per_element, bucket_bytes), build)
+
+
+def schedule_step(context: StepContext, times: OpTimes, placement: StagePlacement) -> StepSchedule:
+    """The data-parallel schedule for one stage and one micro-batch, the pipeline one otherwise."""
+    if context.single_stage:
+        return data_parallel_schedule(context, times, placement)
+    return pipeline_schedule(context, times, placement)
+
+
+def data_parallel_schedule(context: StepContext, times: OpTimes, placement: StagePlacement) -> StepSchedule:
+    """Ops in capture order; gradient buckets all-reduced as the backward pass readies them."""
+    optimizer = context.arrays.phase_index == OPTIMIZER
+    ends = np.cumsum(times.busy_s)
+    not_optimizer = np.flatnonzero(~optimizer)
+    backward_end = float(ends[not_optimizer[-1]]) if len(not_optimizer) else 0.0
+    buckets: list[tuple[int, float]] = []
+    if context.plan.data_parallel > 1:
+        precision = context.precision
+        buckets = gradient_buckets(
+            context.workload, precision.gradient_bytes_per_parameter, context.options.bucket_bytes
+        )
+    ready = np.array([float(ends[op]) for op, _ in buckets], dtype=np.float64)
+    sizes = [size * context.tp_parameter_fraction for _, size in buckets]
+    priced = [group_collective("all_reduce", context.system, context.layout.data_group, size) for size in sizes]
+    durations = np.array([price[0] for price in priced], dtype=np.float64)
+    starts, finishes = bucket_schedule(ready, durations)
+    exposed = max(0.0, float(finishes[-1]) - backward_end) if len(finishes) else 0.0
+    intervals: list[Interval] = []
+    if context.keep_timeline:
+        intervals.extend(op_intervals(context.workload, times, ends, optimizer, exposed, "chip"))
+        intervals.extend(gradient_intervals("chip/data-parallel", starts, durations, sizes))
+    return StepSchedule(
+        compute_end_s=backward_end,
+        exposed_s=exposed,
+        optimizer_s=placement.optimizer_s,
+        bubble_s=0.0,
+        parts=parts(times, None, 1.0),
+        critical=np.ones(len(times.busy_s), dtype=np.bool_),
+        busiest_stage=0,
+        all_reduce_algorithm=priced[-1][1] if priced else "none",
+        all_reduce_total_s=ordered_sum(durations),
+        buckets=len(buckets),
+        intervals=intervals,
+    )
+
+
+def _transfer(context: StepContext, placement: StagePlacement) -> tuple[float, float]:
+    """(bytes, seconds) of the largest activation transfer between neighbouring stages."""
+    pp, tp = context.plan.pipeline_parallel, context.plan.tensor_parallel
+    boundary = boundary_bytes(context.workload, placement.stage, pp) * (1.0 / tp)
+    boundary_dtype = context.precision.activation_scale("float32")
+    transfer_bytes = float(boundary.max()) * boundary_dtype if len(boundary) else 0.0
+    transfer_s = 0.0
+    if pp > 1 and transfer_bytes > 0:
+        hops = max(context.layout.pipeline_hops, 1)
+        pair = GroupShape(rows=1, cols=2)
+        transfer_s = group_collective("point_to_point", context.system, pair, transfer_bytes, hops)[0]
+    return transfer_bytes, transfer_s
+
+
+def pipeline_schedule(context: StepContext, times: OpTimes, placement: StagePlacement) -> StepSchedule:
+    """1F1B over the stages; each stage's gradients all-reduced after its last backward."""
+    plan, pp, micro_batches = context.plan, context.plan.pipeline_parallel, context.plan.micro_batches
+    optimizer = context.arrays.phase_index == OPTIMIZER
+    forward_s, backward_s = placement.forward_s, placement.backward_s
+    transfer_bytes, transfer_s = _transfer(context, placement)
+    schedule = one_f_one_b(forward_s, backward_s, transfer_s, micro_batches, keep_events=context.keep_timeline)
+    pipeline_s = schedule.makespan_s
+    stage_gradients = context.gradient_bytes * placement.parameter_share
+    group = context.layout.data_group
+    priced = [group_collective("all_reduce", context.system, group, float(size)) for size in stage_gradients]
+    durations = np.array([price[0] for price in priced], dtype=np.float64)
+    finishes = np.array(schedule.stage_end_s) + durations
+    exposed = max(0.0, float(finishes.max()) - pipeline_s)
+    busiest = int(np.argmax(forward_s + backward_s))
+    critical = ~optimizer & (placement.stage == busiest)
+    breakdown = parts(times, critical, float(micro_batches))
+    biggest = float(placement.parameter_share.max())
+    add_parts(breakdown, parts(times, optimizer, biggest))
+    bubble = pipeline_s - micro_batches * float(forward_s[busiest] + backward_s[busiest])
+    section = PipelineSection(
+        stages=pp,
+        micro_batches=micro_batches,
+        forward_s_per_micro_batch=tuple(forward_s.tolist()),
+        backward_s_per_micro_batch=tuple(backward_s.tolist()),
+        busiest_stage=busiest,
+        transfer_bytes=transfer_bytes,
+        transfer_s=transfer_s,
+        bubble_s=bubble,
+        bubble_fraction=bubble / pipeline_s if pipeline_s > 0 else 0.0,
+        ideal_bubble_fraction=(pp - 1) / (micro_batches + pp - 1),
+        pipeline_hops=context.layout.pipeline_hops,
+    )
+    intervals: list[Interval] = []
+    if context.keep_timeline:
+        intervals.extend(pipeline_intervals(schedule.events, transfer_s, pp))
+        sent = [s for s in range(pp) if durations[s] > 0]
+        intervals.extend(
+            interval
+            for s in sent
+            for interval in gradient_intervals(
+                f"stage {s}/data-parallel", [schedule.stage_end_s[s]], [durations[s]], [float(stage_gradients[s])]
+            )
+        )
+        intervals.extend(
+            Interval(
+                track=f"stage {s}/compute",
+                name="optimizer",
+                category="optimizer",
+                start_s=pipeline_s + exposed,
+                duration_s=placement.optimizer_s * float(placement.parameter_share[s]),
+            )
+            for s in range(pp)
+        )
+    return StepSchedule(
+        compute_end_s=pipeline_s,
+        exposed_s=exposed,
+        optimizer_s=placement.optimizer_s * biggest,
+        bubble_s=bubble,
+        parts=breakdown,
+        critical=critical,
+        busiest_stage=busiest,
+        all_reduce_algorithm=next((price[1] for price in priced if price[1] != "none"), "none"),
+        all_reduce_total_s=ordered_sum(durations),
+        buckets=pp if plan.data_parallel > 1 else 0,
+        pipeline=section,
+        intervals=intervals,
+    )

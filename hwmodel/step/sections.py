@@ -1,0 +1,211 @@
+"""The sections of a :class:`~hwmodel.step.report.Report`: frozen records with units in their names.
+
+Each section writes the JSON keys reports have always had (:meth:`Section.to_dict`) and reads them
+back (:meth:`Section.from_dict`). Where a field name carries a unit the JSON key leaves out (the
+keys of ``breakdown_s`` are seconds, those of ``flops_by_phase`` FLOPs), the section's
+``json_suffix`` says which. A field that is None is left out of the JSON; an empty section is
+``{}``.
+
+>>> PhaseTimes(forward_s=1.0, backward_s=2.0, optimizer_s=0.5).to_dict()
+{'forward': 1.0, 'backward': 2.0, 'optimizer': 0.5}
+>>> PhaseTimes.from_dict({'forward': 1.0, 'backward': 2.0, 'optimizer': 0.5}).backward_s
+2.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, TypeVar
+
+from hwmodel.errors import WorkloadError
+
+S = TypeVar("S", bound="Section")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """A report section; subclasses are frozen keyword-only dataclasses."""
+
+    json_suffix: ClassVar[str] = ""
+    tuple_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict under the report's keys; None fields are left out."""
+        data: dict[str, Any] = {}
+        for spec_field in fields(self):
+            value = getattr(self, spec_field.name)
+            if value is None:
+                continue
+            data[spec_field.name.removesuffix(self.json_suffix)] = list(value) if isinstance(value, tuple) else value
+        return data
+
+    @classmethod
+    def from_dict(cls: type[S], data: Mapping[str, Any]) -> S:
+        """Read :meth:`to_dict` output; an unknown key is a one-line error."""
+        names = {spec_field.name.removesuffix(cls.json_suffix): spec_field.name for spec_field in fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise WorkloadError(f"report section {cls.__name__} has unknown keys: {', '.join(unknown)}")
+        values = {names[key]: tuple(value) if names[key] in cls.tuple_fields else value for key, value in data.items()}
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise WorkloadError(f"malformed report section {cls.__name__}: {error}") from None
+
+
+def section_or_none(kind: type[S], data: Mapping[str, Any] | None) -> S | None:
+    """``kind.from_dict(data)``, or None for an empty (or missing) section."""
+    return kind.from_dict(data) if data else None
+
+
+def section_dict(section: Section | None) -> dict[str, Any]:
+    """``section.to_dict()``, or ``{}`` for a missing section."""
+    return section.to_dict() if section is not None else {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseFlops(Section):
+    """FLOPs of the step per phase (JSON ``flops_by_phase``)."""
+
+    json_suffix: ClassVar[str] = "_flops"
+    forward_flops: float
+    backward_flops: float
+    optimizer_flops: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseTimes(Section):
+    """Seconds per phase on the critical chip (JSON ``phase_time_s``)."""
+
+    json_suffix: ClassVar[str] = "_s"
+    forward_s: float
+    backward_s: float
+    optimizer_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimeBreakdown(Section):
+    """Disjoint parts of the step time (JSON ``breakdown_s``; see :mod:`hwmodel.step.report`).
+
+    ``ingest_s`` is None unless a data feed was modelled.
+    """
+
+    json_suffix: ClassVar[str] = "_s"
+    compute_s: float = 0.0
+    memory_s: float = 0.0
+    overhead_s: float = 0.0
+    communication_s: float = 0.0
+    spill_s: float = 0.0
+    recompute_s: float = 0.0
+    tensor_parallel_s: float = 0.0
+    batchnorm_sync_s: float = 0.0
+    pipeline_bubble_s: float = 0.0
+    ingest_s: float | None = None
+
+    def parts(self) -> dict[str, float]:
+        """Part name -> seconds, the parts a step has (ingest only when modelled)."""
+        return {key: float(value) for key, value in self.to_dict().items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryBytes(Section):
+    """Bytes per chip by category (JSON ``memory_bytes_per_chip``)."""
+
+    json_suffix: ClassVar[str] = "_bytes"
+    weights_bytes: float
+    gradients_bytes: float
+    optimizer_state_bytes: float
+    buffers_bytes: float
+    activations_peak_bytes: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientCommunication(Section):
+    """The data-parallel gradient all-reduce and the groups (JSON ``communication``)."""
+
+    gradient_bytes: float
+    buckets: int
+    all_reduce_algorithm: str
+    all_reduce_total_s: float
+    exposed_s: float
+    data_parallel_group: str
+    tensor_parallel_group: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryStrategy(Section):
+    """How the working set fits (JSON ``memory_strategy``): none, spill, recompute or both."""
+
+    strategy: str
+    stage: int
+    working_set_bytes: float
+    local_capacity_bytes: float
+    spilled_bytes: float
+    spill_s: float
+    recomputed_bytes: float
+    recompute_fraction: float
+    recompute_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineSection(Section):
+    """Pipeline stages: per-micro-batch times, the bubble and the transfers (JSON ``pipeline``)."""
+
+    tuple_fields: ClassVar[frozenset[str]] = frozenset({"forward_s_per_micro_batch", "backward_s_per_micro_batch"})
+    stages: int
+    micro_batches: int
+    forward_s_per_micro_batch: tuple[float, ...]
+    backward_s_per_micro_batch: tuple[float, ...]
+    busiest_stage: int
+    transfer_bytes: float
+    transfer_s: float
+    bubble_s: float
+    bubble_fraction: float
+    ideal_bubble_fraction: float
+    pipeline_hops: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorParallelSection(Section):
+    """Tensor-parallel collectives per step on a chip of the critical class (JSON ``tensor_parallel``)."""
+
+    degree: int
+    collectives: int
+    blocking_s: float
+    parameter_fraction: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchnormSync(Section):
+    """Synchronised batch norm on a chip of the critical class (JSON ``batchnorm_sync``)."""
+
+    enabled: bool
+    norm_ops: int
+    all_reduces: int
+    blocking_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestSection(Section):
+    """Ingest of the step's samples when a data feed is modelled (JSON ``ingest``)."""
+
+    time_s: float
+    bytes_per_step: float
+    bound: str
+    exposed_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankedPlan(Section):
+    """One plan tried by ``plan="auto"`` (JSON ``plan_ranking`` entries): its figures, or why not."""
+
+    plan: str
+    fits: bool
+    step_time_s: float | None = None
+    samples_per_s: float | None = None
+    global_batch: int | None = None
+    mfu: float | None = None
+    bound: str | None = None
+    memory_strategy: str | None = None
+    reason: str | None = None
