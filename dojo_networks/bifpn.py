@@ -19,18 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import ConvNormActivation, separable_conv_layers
+from .blocks import conv_norm_activation, separable_conv
 
 __all__ = ["BiFPN", "BiFPNLayer"]
 
 FUSION_EPSILON = 1e-4  # EfficientDet section 3.3: keeps the normalized weights finite.
-
-
-class SeparableConvBatchNorm(nn.Sequential):
-    """Depthwise 3x3, pointwise 1x1, BatchNorm: EfficientDet's BiFPN node convolution."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__(*separable_conv_layers(channels, pointwise_bias=False))
 
 
 class FastNormalizedFusion(nn.Module):
@@ -39,7 +32,8 @@ class FastNormalizedFusion(nn.Module):
     def __init__(self, num_inputs: int, channels: int) -> None:
         super().__init__()
         self.weights = nn.Parameter(torch.ones(num_inputs))
-        self.convolution = SeparableConvBatchNorm(channels)
+        # EfficientDet's node convolution: depthwise 3x3, pointwise 1x1, BatchNorm.
+        self.convolution = separable_conv(channels, pointwise_bias=False)
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         weights = F.relu(self.weights)
@@ -115,10 +109,10 @@ class BiFPN(nn.Module):
         self.channels = channels
         self.num_levels = len(in_channels) + extra_levels
         self.input_projections = nn.ModuleList(
-            ConvNormActivation(width, channels, 1, activation=None) for width in in_channels
+            conv_norm_activation(width, channels, 1, activation=None) for width in in_channels
         )
         self.extra_projection: nn.Module = (
-            ConvNormActivation(in_channels[-1], channels, 1, activation=None) if extra_levels > 0 else nn.Identity()
+            conv_norm_activation(in_channels[-1], channels, 1, activation=None) if extra_levels > 0 else nn.Identity()
         )
         self.extra_levels = extra_levels
         self.layers = nn.ModuleList(BiFPNLayer(self.num_levels, channels) for _ in range(repeats))

@@ -1,13 +1,14 @@
 """Convolution building blocks shared by the networks, in 2D and 3D.
 
-* :func:`conv_norm_layers` / :class:`ConvNormActivation`: a bias-free convolution with "same"
-  padding, BatchNorm, and an activation (in-place ReLU unless told otherwise, or none);
-* :func:`upsample_layers`: a stride-2 transposed convolution that doubles each axis, BatchNorm, ReLU;
-* :func:`separable_conv_layers`: EfficientDet's depthwise 3x3 then pointwise 1x1, BatchNorm.
+* :func:`conv_norm_activation`: a bias-free convolution with "same" padding, BatchNorm, and an
+  activation (in-place ReLU unless told otherwise, or none);
+* :func:`upsample`: a stride-2 transposed convolution that doubles each axis, BatchNorm, ReLU;
+* :func:`separable_conv`: EfficientDet's depthwise 3x3 then pointwise 1x1, BatchNorm.
 
-They return plain lists of layers (or an ``nn.Sequential`` of them), so a caller can splice several
-into one ``nn.Sequential`` and its children stay numbered in order: the module paths that reports
-show (``lane_guidance.3`` is the second convolution) are those of the layers, not of a wrapper.
+Each returns an ``nn.Sequential`` whose children are the layers, numbered in order. A caller that
+wants several blocks as one flat sequence splices them (``nn.Sequential(*block_a, *block_b)``), so
+the module paths that reports show (``lane_guidance.3`` is the second convolution) are those of the
+layers, with no wrapper in between.
 """
 
 from __future__ import annotations
@@ -16,15 +17,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = [
-    "Activation",
-    "ConvNormActivation",
-    "conv_norm_layers",
-    "depthwise_conv",
-    "relu",
-    "separable_conv_layers",
-    "upsample_layers",
-]
+__all__ = ["Activation", "conv_norm_activation", "depthwise_conv", "relu", "separable_conv", "upsample"]
 
 Activation = Callable[[], nn.Module]
 """Makes a fresh activation module (``nn.SiLU``, :func:`relu`, ...)."""
@@ -42,7 +35,7 @@ def relu() -> nn.Module:
     return nn.ReLU(inplace=True)
 
 
-def conv_norm_layers(
+def conv_norm_activation(
     in_channels: int,
     out_channels: int,
     kernel_size: int,
@@ -51,8 +44,9 @@ def conv_norm_layers(
     groups: int = 1,
     dims: int = 2,
     activation: Activation | None = relu,
-) -> list[nn.Module]:
-    """Convolution (no bias, padding ``kernel_size // 2``), BatchNorm, then ``activation()`` if any."""
+) -> nn.Sequential:
+    """Convolution (no bias, padding ``kernel_size // 2``), BatchNorm, then ``activation()`` if any:
+    children ``0``, ``1`` and ``2``."""
     layers: list[nn.Module] = [
         _CONVOLUTIONS[dims](
             in_channels,
@@ -67,44 +61,17 @@ def conv_norm_layers(
     ]
     if activation is not None:
         layers.append(activation())
-    return layers
+    return nn.Sequential(*layers)
 
 
-class ConvNormActivation(nn.Sequential):
-    """:func:`conv_norm_layers` as one module: ``0`` the convolution, ``1`` the norm, ``2`` the activation."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        *,
-        stride: int = 1,
-        groups: int = 1,
-        dims: int = 2,
-        activation: Activation | None = relu,
-    ) -> None:
-        super().__init__(
-            *conv_norm_layers(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride=stride,
-                groups=groups,
-                dims=dims,
-                activation=activation,
-            )
-        )
-
-
-def upsample_layers(in_channels: int, out_channels: int, kernel_size: int, *, dims: int = 2) -> list[nn.Module]:
+def upsample(in_channels: int, out_channels: int, kernel_size: int, *, dims: int = 2) -> nn.Sequential:
     """Transposed convolution of stride 2 (no bias, padding ``(kernel_size - 2) // 2``, so each axis
     doubles exactly), BatchNorm and in-place ReLU."""
-    return [
+    return nn.Sequential(
         _TRANSPOSED[dims](in_channels, out_channels, kernel_size, stride=2, padding=(kernel_size - 2) // 2, bias=False),
         _BATCH_NORMS[dims](out_channels),
         relu(),
-    ]
+    )
 
 
 def depthwise_conv(channels: int) -> nn.Conv2d:
@@ -112,9 +79,7 @@ def depthwise_conv(channels: int) -> nn.Conv2d:
     return nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
 
 
-def separable_conv_layers(
-    channels: int, *, pointwise_bias: bool, activation: Activation | None = None
-) -> list[nn.Module]:
+def separable_conv(channels: int, *, pointwise_bias: bool, activation: Activation | None = None) -> nn.Sequential:
     """Depthwise 3x3, pointwise 1x1, BatchNorm, then ``activation()`` if any (EfficientDet, section 3.3)."""
     layers: list[nn.Module] = [
         depthwise_conv(channels),
@@ -123,4 +88,4 @@ def separable_conv_layers(
     ]
     if activation is not None:
         layers.append(activation())
-    return layers
+    return nn.Sequential(*layers)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bifpn import BiFPN
-from .blocks import ConvNormActivation, depthwise_conv, separable_conv_layers
+from .blocks import conv_norm_activation, depthwise_conv, separable_conv
 from .registry import Batch, Device, network
 from .synthetic import SyntheticBatch
 
@@ -79,13 +79,13 @@ class MBConv(nn.Module):
         super().__init__()
         hidden = in_channels * expansion
         self.expand: nn.Module = (
-            ConvNormActivation(in_channels, hidden, 1, activation=nn.SiLU) if expansion != 1 else nn.Identity()
+            conv_norm_activation(in_channels, hidden, 1, activation=nn.SiLU) if expansion != 1 else nn.Identity()
         )
-        self.depthwise = ConvNormActivation(hidden, hidden, kernel, stride=stride, groups=hidden, activation=nn.SiLU)
+        self.depthwise = conv_norm_activation(hidden, hidden, kernel, stride=stride, groups=hidden, activation=nn.SiLU)
         squeezed = max(1, in_channels // 4)
         self.squeeze = nn.Conv2d(hidden, squeezed, 1)
         self.excite = nn.Conv2d(squeezed, hidden, 1)
-        self.project = ConvNormActivation(hidden, out_channels, 1, activation=None)
+        self.project = conv_norm_activation(hidden, out_channels, 1, activation=None)
         self.residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:
@@ -100,7 +100,7 @@ class EfficientNetB0(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = ConvNormActivation(3, 32, 3, stride=2, activation=nn.SiLU)
+        self.stem = conv_norm_activation(3, 32, 3, stride=2, activation=nn.SiLU)
         stages = []
         width = 32
         for expansion, kernel, stride, out_channels, blocks in EFFICIENTNET_B0_STAGES:
@@ -129,8 +129,7 @@ class HeadNetwork(nn.Module):
     def __init__(self, channels: int, layers: int, outputs: int, bias_prior: float = 0.0) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.Sequential(*separable_conv_layers(channels, pointwise_bias=True, activation=nn.SiLU))
-            for _ in range(layers)
+            separable_conv(channels, pointwise_bias=True, activation=nn.SiLU) for _ in range(layers)
         )
         self.depthwise = depthwise_conv(channels)
         self.output = nn.Conv2d(channels, outputs, 1)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import ConvNormActivation, upsample_layers
+from .blocks import conv_norm_activation, upsample
 from .layers import SMALL_CAMERA_TRUNK, CameraTrunk, published_camera_trunk, to_grid
 from .registry import Batch, Device, network, total_loss
 from .synthetic import SyntheticBatch
@@ -153,18 +153,18 @@ class HydraNet(nn.Module):
         self.video = ConvGRUCell(dim)
         channels = config.head_channels
         self.object_trunk = nn.Sequential(
-            ConvNormActivation(dim, channels, 3), ConvNormActivation(channels, channels, 3)
+            conv_norm_activation(dim, channels, 3), conv_norm_activation(channels, channels, 3)
         )
         self.object_heatmap = nn.Conv2d(channels, config.object_classes, 1)
         self.object_heatmap.bias = nn.Parameter(torch.full((config.object_classes,), HEATMAP_PRIOR_BIAS))
         self.object_boxes = nn.Conv2d(channels, BOX_PARAMETERS, 1)
-        self.traffic_control_trunk = ConvNormActivation(dim, channels, 3, stride=2)
+        self.traffic_control_trunk = conv_norm_activation(dim, channels, 3, stride=2)
         self.traffic_control_terminal = nn.Sequential(
             nn.Linear(channels, channels),
             nn.ReLU(inplace=True),
             nn.Linear(channels, config.traffic_control_classes),
         )
-        self.lane_trunk = nn.Sequential(ConvNormActivation(dim, channels, 3), *upsample_layers(channels, channels, 4))
+        self.lane_trunk = nn.Sequential(conv_norm_activation(dim, channels, 3), *upsample(channels, channels, 4))
         self.lane_terminal = nn.Conv2d(channels, config.lane_classes, 1)
 
     def forward(self, images: Tensor, feature_queue: Tensor, kinematics: Tensor) -> dict[str, Tensor]:

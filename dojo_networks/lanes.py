@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import conv_norm_layers
+from .blocks import conv_norm_activation
 from .layers import SMALL_CAMERA_TRUNK, CameraTrunk, DecoderBlock, published_camera_trunk, to_grid
 from .registry import Batch, Device, network, total_loss
 from .synthetic import SyntheticBatch
@@ -124,7 +124,7 @@ class LanesNetwork(nn.Module):
         dim = config.trunk.dim
         self.encoder = config.trunk.encoder()
         self.fusion = config.trunk.lifting((config.bev_height, config.bev_width))
-        self.lane_guidance = nn.Sequential(*conv_norm_layers(dim, dim, 3), *conv_norm_layers(dim, dim, 3))
+        self.lane_guidance = nn.Sequential(*conv_norm_activation(dim, dim, 3), *conv_norm_activation(dim, dim, 3))
         self.memory_norm = nn.LayerNorm(dim)
         self.token_embedding = nn.Embedding(config.vocabulary_size, dim)
         self.position_embedding = nn.Parameter(torch.randn(config.max_tokens, dim) * 0.02)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import ConvNormActivation, upsample_layers
+from .blocks import conv_norm_activation, upsample
 from .layers import SMALL_CAMERA_TRUNK, CameraTrunk, published_camera_trunk, sinusoidal_encoding, to_grid
 from .registry import Batch, Device, network, total_loss
 from .synthetic import SyntheticBatch
@@ -118,8 +118,8 @@ OCCUPANCY_CONFIGS: dict[str, OccupancyConfig] = {
 def _upsample3d(in_channels: int, out_channels: int) -> nn.Sequential:
     """Transposed 3D convolution doubling each axis, then a 3x3x3 convolution to smooth it."""
     return nn.Sequential(
-        *upsample_layers(in_channels, out_channels, 2, dims=3),
-        ConvNormActivation(out_channels, out_channels, 3, dims=3),
+        *upsample(in_channels, out_channels, 2, dims=3),
+        conv_norm_activation(out_channels, out_channels, 3, dims=3),
     )
 
 
@@ -135,7 +135,7 @@ class OccupancyNetwork(nn.Module):
         dim = config.trunk.dim
         self.encoder = config.trunk.encoder()
         self.lifting = config.trunk.lifting(config.voxel_grid)
-        self.temporal_fusion = ConvNormActivation(2 * dim, dim, 1, dims=3)
+        self.temporal_fusion = conv_norm_activation(2 * dim, dim, 1, dims=3)
         first, second = config.decoder_channels
         self.decoder = nn.Sequential(_upsample3d(dim, first), _upsample3d(first, second))
         self.occupancy_terminal = nn.Conv3d(second, 1, 1)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import ConvNormActivation
+from .blocks import conv_norm_activation
 
 __all__ = [
     "REGNET_CONFIGS",
@@ -210,8 +210,8 @@ class BottleneckBlock(nn.Module):
     ) -> None:
         super().__init__()
         bottleneck_channels = round(out_channels * bottleneck_multiplier)
-        self.reduce = ConvNormActivation(in_channels, bottleneck_channels, 1)
-        self.spatial = ConvNormActivation(
+        self.reduce = conv_norm_activation(in_channels, bottleneck_channels, 1)
+        self.spatial = conv_norm_activation(
             bottleneck_channels,
             bottleneck_channels,
             3,
@@ -223,9 +223,9 @@ class BottleneckBlock(nn.Module):
             if squeeze_excitation_ratio > 0
             else nn.Identity()
         )
-        self.expand = ConvNormActivation(bottleneck_channels, out_channels, 1, activation=None)
+        self.expand = conv_norm_activation(bottleneck_channels, out_channels, 1, activation=None)
         self.shortcut: nn.Module = (
-            ConvNormActivation(in_channels, out_channels, 1, stride=stride, activation=None)
+            conv_norm_activation(in_channels, out_channels, 1, stride=stride, activation=None)
             if stride != 1 or in_channels != out_channels
             else nn.Identity()
         )
@@ -247,7 +247,7 @@ class RegNet(nn.Module):
     def __init__(self, config: RegNetConfig) -> None:
         super().__init__()
         self.plan = plan_stages(config)
-        self.stem = ConvNormActivation(3, config.stem_width, 3, stride=2)
+        self.stem = conv_norm_activation(3, config.stem_width, 3, stride=2)
         stages: list[nn.Module] = []
         in_channels = config.stem_width
         for width, depth, group_width in zip(self.plan.widths, self.plan.depths, self.plan.group_widths, strict=True):

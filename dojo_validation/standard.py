@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dojo_networks import Batch, Device, NetworkSpec
-from dojo_networks.blocks import ConvNormActivation, conv_norm_layers
+from dojo_networks.blocks import conv_norm_activation
 from dojo_networks.synthetic import SyntheticBatch
 
 __all__ = ["STANDARD_NETWORKS"]
@@ -87,7 +87,7 @@ class BasicBlock(nn.Module):
         self.norm2 = nn.BatchNorm2d(width_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or width_in != width_out:
-            self.shortcut = ConvNormActivation(width_in, width_out, 1, stride=stride, activation=None)
+            self.shortcut = conv_norm_activation(width_in, width_out, 1, stride=stride, activation=None)
 
     def forward(self, x: Tensor) -> Tensor:
         y = F.relu(self.norm1(self.conv1(x)))
@@ -100,7 +100,9 @@ class ResNet18(nn.Module):
     def __init__(self, size: CnnSize) -> None:
         super().__init__()
         stem = size.widths[0]
-        self.stem = nn.Sequential(*conv_norm_layers(3, stem, 7, stride=2, activation=nn.ReLU), nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            *conv_norm_activation(3, stem, 7, stride=2, activation=nn.ReLU), nn.MaxPool2d(3, 2, 1)
+        )
         blocks: list[nn.Module] = []
         width_in = stem
         for index, width in enumerate(size.widths):
