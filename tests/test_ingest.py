@@ -13,7 +13,7 @@ from hwmodel.ops.classes import OP_CLASSES
 from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.step.workload import OpRecord
 from hwmodel.studies.ingest import AUTOPILOT_CAMERAS, CameraSample, DataFeed, IngestPath, dojo_ingest_path, ingest
-from hwmodel.studies.whatif import sensitivity
+from hwmodel.studies.sensitivity import sensitivity
 
 SAMPLE_BYTES = 8 * 1280 * 960 * 12 / 8  # 8 cameras x 1280 x 960 x 12 bit = 14,745,600 bytes
 

@@ -18,7 +18,9 @@ from hwmodel import HwModelError, Workload, make_system, parse_mesh
 from hwmodel.ops.classes import OP_CLASSES
 from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.step.workload import OpRecord, ParameterRecord
-from hwmodel.studies.whatif import KNOBS, compare_systems, knob_names, scaling_curve, sensitivity
+from hwmodel.studies.scaling import scaling_curve
+from hwmodel.studies.sensitivity import sensitivity
+from hwmodel.studies.whatif import KNOBS, compare_systems, knob_names
 
 PEAK_BF16 = 362e12  # D1 chip: BF16 peak [S]
 SRAM_READ = 354 * 400e9  # Node: 400 GB/s load x 354 nodes

@@ -1,6 +1,6 @@
 """Collectives on a 2D mesh without wraparound (or a switched GPU fabric), alpha-beta per hop and link.
 
-Notation (``shared/reference/collectives-and-capture.md``): ``p`` ranks, ``N`` bytes per rank
+Notation (``docs/reference/collectives.md``): ``p`` ranks, ``N`` bytes per rank
 (the full buffer: the input of a reduce-scatter, the output of an all-gather, the message of a
 broadcast or point-to-point), ``B`` link bandwidth per direction, ``alpha`` per-step latency
 (``FabricSpec.collective_step_latency_s``), ``h`` latency per hop.

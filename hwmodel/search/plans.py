@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from hwmodel.errors import PlanError
 from hwmodel.spec.mesh import Mesh
 
+_DEGREES = {"dp": "data_parallel", "tp": "tensor_parallel", "pp": "pipeline_parallel", "mb": "micro_batches"}
+
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
@@ -40,6 +42,23 @@ class Plan:
         if self.pipeline_parallel > 1:
             parts.append(f"pp={self.pipeline_parallel} mb={self.micro_batches}")
         return " ".join(parts)
+
+    @classmethod
+    def parse(cls, text: str) -> Plan:
+        """The plan of :meth:`__str__`'s text, as a report's JSON or a command line gives it.
+
+        >>> Plan.parse("dp=5 pp=5 mb=8")
+        Plan(data_parallel=5, tensor_parallel=1, pipeline_parallel=5, micro_batches=8)
+        """
+        degrees: dict[str, int] = {}
+        for part in text.split():
+            key, _, value = part.partition("=")
+            if key not in _DEGREES or not value.isdigit():
+                raise PlanError(f"cannot read the plan {text!r}: expected parts like dp=25 tp=5 pp=2 mb=8")
+            degrees[_DEGREES[key]] = int(value)
+        if "data_parallel" not in degrees:
+            raise PlanError(f"cannot read the plan {text!r}: it names no dp= degree")
+        return cls(**degrees)
 
     def check_fits(self, mesh: Mesh) -> None:
         """The plan must use exactly the chips of ``mesh``."""

@@ -3,7 +3,7 @@
 Chip ``i`` sits at ``(i // cols, i % cols)``. Routes are dimension ordered (X, then Y), so the hop
 count between two chips is their Manhattan distance.
 
-Named meshes follow the Dojo packaging (``shared/reference/dojo-hardware.md``, "Training tile" and
+Named meshes follow the Dojo packaging (``docs/reference/dojo-hardware.md``, "Training tile" and
 "DIP, host, system" tables); the tile counts are stated [S], the 2D arrangement of the trays and
 cabinets is not published, so the one below is ours [U]:
 

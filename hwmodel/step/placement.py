@@ -144,7 +144,8 @@ def boundary_bytes(workload: Workload, stage: IntArray, stages: int) -> FloatArr
     return np.asarray(np.cumsum(delta)[: stages - 1], dtype=np.float64)
 
 
-def _shares(weights: FloatArray, stages: int) -> FloatArray:
+def _shares(weights: npt.NDArray[np.float64] | npt.NDArray[np.int64], stages: int) -> FloatArray:
+    """Each stage's share of ``weights`` (equal shares when they are all zero)."""
     total = weights.sum()
     return np.asarray(weights / total if total > 0 else np.full(stages, 1 / stages), dtype=np.float64)
 
@@ -154,8 +155,8 @@ def place(context: StepContext, busy_s: FloatArray) -> StagePlacement:
     pp, arrays = context.plan.pipeline_parallel, context.arrays
     stage = stage_of_ops(context, busy_s, pp)
     # bincount adds its weights in index order: deterministic sums per (stage, phase)
-    per_stage_phase = np.bincount(stage * len(PHASES) + arrays.phase_index, weights=busy_s, minlength=pp * len(PHASES))
-    per_stage_phase = per_stage_phase.reshape(pp, len(PHASES))
+    sums = np.bincount(stage * len(PHASES) + arrays.phase_index, weights=busy_s, minlength=pp * len(PHASES))
+    per_stage_phase = np.asarray(sums.reshape(pp, len(PHASES)), dtype=np.float64)
     if pp > 1:
         memory = context.memory
         parameter_share = _shares(np.bincount(stage, weights=memory.parameter_bytes_by_op, minlength=pp), pp)

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from hwmodel.errors import SpecError
 from hwmodel.spec.units import GB_PER_S
 
-HARDWARE_REFERENCE = "shared/reference/dojo-hardware.md"
-NETWORKS_REFERENCE = "shared/reference/autopilot-networks.md"
+HARDWARE_REFERENCE = "docs/reference/dojo-hardware.md"
+NETWORKS_REFERENCE = "docs/reference/autopilot-networks.md"
 HOST_LINKS = ("pcie", "ethernet", "pcie+ethernet")
 
 DIP_PCIE_BYTES_PER_S = 32 * GB_PER_S

@@ -1,18 +1,11 @@
-"""What-if studies: which hardware change buys the most, and how throughput scales with the mesh.
+"""What-if hardware: the knobs a study may turn, and the same step on several systems.
 
-Three studies, all built on :func:`hwmodel.step.simulate` and plain data (no torch):
+A :class:`Knob` improves one hardware parameter by a factor (rates multiplied, latencies divided)
+through :func:`dataclasses.replace`; :func:`~hwmodel.studies.sensitivity.sensitivity` ranks them and
+:func:`~hwmodel.studies.scaling.scaling_curve` sweeps meshes. :func:`compare_systems` runs the same
+network on several systems (a Dojo tile, 8-GPU nodes) side by side, at a fixed per-chip batch.
 
-* :func:`sensitivity`: improve one hardware parameter at a time by a factor (2x FLOP/s, 2x link
-  bandwidth, half the hop latency...) and rank the parameters by the step-time speedup each buys.
-  Each variant is the baseline with one field changed through :func:`dataclasses.replace`.
-* :func:`scaling_curve`: throughput and scaling efficiency over a list of meshes, at a fixed global
-  batch (strong scaling) or a fixed per-chip batch (weak scaling).
-* :func:`compare_systems`: the same network on several systems (a Dojo tile, 8-GPU nodes) side by
-  side, at a fixed per-chip batch.
-
-Units: seconds, samples/s, FLOP/s. Speedup is ``baseline step time / variant step time`` (> 1 is
-faster). Scaling efficiency is samples/s per chip relative to the smallest mesh that ran:
-``(samples_per_s / chips) / (samples_per_s_ref / chips_ref)``; 1.0 is perfect scaling.
+Units: seconds, samples/s, FLOP/s.
 
 Not modelled: parameters that the simulator does not read cannot move a step (for instance the
 on-chip network inside a D1); a variant changes one parameter and leaves every efficiency as
@@ -21,24 +14,21 @@ calibrated for the baseline hardware.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from hwmodel.errors import HwModelError, PlanError, SpecError
+from hwmodel.errors import HwModelError, SpecError
 from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.search.auto import simulate
 from hwmodel.search.plans import Plan
 from hwmodel.spec.fabric import FabricSpec
-from hwmodel.spec.mesh import Mesh
 from hwmodel.spec.precision import MIXED_BF16, Precision
-from hwmodel.spec.presets import get_preset, make_system
+from hwmodel.spec.presets import get_preset
 from hwmodel.spec.system import System
 from hwmodel.step.report import Report
 from hwmodel.step.workload import Workload, WorkloadSource
 from hwmodel.studies.ingest import DataFeed
 
-DEFAULT_FACTOR = 2.0
 WorkloadAt = Callable[[int], Workload]
 """Gives the captured step of one replica at a per-replica batch size."""
 
@@ -176,7 +166,7 @@ def knob_names() -> tuple[str, ...]:
     return tuple(knob.name for knob in KNOBS)
 
 
-def _select_knobs(choice: Sequence[str | Knob] | None) -> tuple[Knob, ...]:
+def select_knobs(choice: Sequence[str | Knob] | None) -> tuple[Knob, ...]:
     """The knobs to try: every one, or those named (in :data:`KNOBS` order), then custom ones."""
     if choice is None:
         return KNOBS
@@ -189,58 +179,20 @@ def _select_knobs(choice: Sequence[str | Knob] | None) -> tuple[Knob, ...]:
     return tuple(knob for knob in KNOBS if knob.name in names) + custom
 
 
-def _factor_text(factor: float, lowers: bool) -> str:
-    text = f"{factor:g}x"
-    return f"1/{text}" if lowers else text
-
-
-@dataclass(frozen=True, kw_only=True)
-class SensitivityEntry:
-    """The step with one knob improved by ``factor``."""
-
-    knob: str
-    label: str
-    factor: float
-    lowers: bool
-    step_time_s: float
-    speedup: float
-    bound: str
-
-    def describe(self) -> str:
-        """``"2x FLOP/s: 1.95x faster (bound compute)"``."""
-        return f"{_factor_text(self.factor, self.lowers)} {self.label}: {self.speedup:.2f}x faster (bound {self.bound})"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Sensitivity:
-    """The baseline step and every applicable knob, ranked by speedup (largest first)."""
-
-    baseline: Report
-    factor: float
-    entries: tuple[SensitivityEntry, ...]
-
-    def ranked_lines(self) -> list[str]:
-        """One line per knob, best first."""
-        return [entry.describe() for entry in self.entries]
-
-    def summary(self, limit: int = 3) -> str:
-        """The ``limit`` best knobs on one line, separated by semicolons."""
-        return "; ".join(entry.describe() for entry in self.entries[:limit])
-
-
-def _simulate(
+def simulate_on(
     source: Workload | WorkloadSource,
     hardware: Hardware,
     plan: Plan | None,
     precision: Precision,
     efficiency: EfficiencyTable | None,
 ) -> Report:
+    """One step of ``source`` on ``hardware`` (its system, and its data feed if any)."""
     return simulate(
         source, hardware.system, plan=plan, precision=precision, efficiency=efficiency, ingest=hardware.feed
     )
 
 
-def _precision_for(system: System, precision: Precision | None) -> Precision:
+def precision_for(system: System, precision: Precision | None) -> Precision:
     """``precision``, or by default the one the chip's preset trains in (BF16 mixed for unknown chips)."""
     if precision is not None:
         return precision
@@ -248,183 +200,6 @@ def _precision_for(system: System, precision: Precision | None) -> Precision:
         return get_preset(system.chip.name).precision
     except SpecError:
         return MIXED_BF16
-
-
-def sensitivity(
-    source: Workload | WorkloadSource,
-    system: System,
-    *,
-    factor: float = DEFAULT_FACTOR,
-    knobs: Sequence[str | Knob] | None = None,
-    feed: DataFeed | None = None,
-    plan: Plan | None = None,
-    precision: Precision | None = None,
-    efficiency: EfficiencyTable | None = None,
-) -> Sensitivity:
-    """Step-time speedup from improving each hardware parameter by ``factor``, ranked.
-
-    ``knobs`` names knobs of :data:`KNOBS` and may add custom :class:`Knob` objects (a combined
-    change, say). ``precision`` defaults to the chip preset's. The efficiency table is the
-    baseline chip's for every variant. Ties keep the order of the knobs.
-    """
-    if not factor > 1:
-        raise SpecError(f"what-if factor must be > 1 (an improvement), got {factor}")
-    hardware = Hardware(system=system, feed=feed)
-    precision = _precision_for(system, precision)
-    baseline = _simulate(source, hardware, plan, precision, efficiency)
-    entries = []
-    for knob in _select_knobs(knobs):
-        if not knob.applies(hardware):
-            continue
-        variant = _simulate(source, knob.improve(hardware, factor), plan, precision, efficiency)
-        entries.append(
-            SensitivityEntry(
-                knob=knob.name,
-                label=knob.describe(hardware),
-                factor=factor,
-                lowers=knob.lowers,
-                step_time_s=variant.step_time_s,
-                speedup=baseline.step_time_s / variant.step_time_s,
-                bound=variant.bound,
-            )
-        )
-    ranked = sorted(enumerate(entries), key=lambda item: (-item[1].speedup, item[0]))
-    return Sensitivity(baseline=baseline, factor=factor, entries=tuple(entry for _, entry in ranked))
-
-
-_PLAN_DEGREES = {"dp": "data_parallel", "tp": "tensor_parallel", "pp": "pipeline_parallel", "mb": "micro_batches"}
-_PLAN_PART = re.compile(r"^(dp|tp|pp|mb)=(\d+)$")
-
-
-def plan_of(report: Report) -> Plan:
-    """The plan a report was simulated under, read back from ``Report.plan`` (``str(Plan)``).
-
-    Lets a what-if study rerun a step under the plan the simulator used (or chose, for
-    ``plan="auto"``) with only the report at hand.
-
-    >>> from hwmodel.search.plans import Plan
-    >>> str(Plan(data_parallel=5, pipeline_parallel=5, micro_batches=8))
-    'dp=5 pp=5 mb=8'
-    >>> _plan_from_text("dp=5 pp=5 mb=8")
-    Plan(data_parallel=5, tensor_parallel=1, pipeline_parallel=5, micro_batches=8)
-    """
-    return _plan_from_text(report.plan)
-
-
-def _plan_from_text(text: str) -> Plan:
-    degrees: dict[str, int] = {}
-    for part in text.split():
-        match = _PLAN_PART.match(part)
-        if match is None:
-            raise PlanError(f"cannot read the plan {text!r}: expected parts like dp=25 tp=5 pp=2 mb=8")
-        degrees[_PLAN_DEGREES[match.group(1)]] = int(match.group(2))
-    if "data_parallel" not in degrees:
-        raise PlanError(f"cannot read the plan {text!r}: it names no dp= degree")
-    return Plan(**degrees)
-
-
-SCALING_MODES = ("strong", "weak")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScalingPoint:
-    """One mesh of a scaling curve; ``report`` is None when the step cannot run there (``reason``)."""
-
-    label: str
-    mesh: str
-    num_chips: int
-    global_batch: int
-    per_chip_batch: int
-    report: Report | None
-    reason: str = ""
-    efficiency: float | None = None
-
-    @property
-    def samples_per_s(self) -> float | None:
-        """Simulated throughput, or None when the step did not run."""
-        return None if self.report is None else self.report.samples_per_s
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScalingCurve:
-    """Throughput over meshes of one chip, at a fixed global (strong) or per-chip (weak) batch."""
-
-    mode: str
-    chip: str
-    workload: str
-    points: tuple[ScalingPoint, ...]
-
-
-def _strong_batch(global_batch: int, num_chips: int) -> tuple[int, str]:
-    if global_batch % num_chips:
-        return 0, f"global batch {global_batch} does not split over {num_chips} chips"
-    return global_batch // num_chips, ""
-
-
-def scaling_curve(
-    workload_at: WorkloadAt,
-    chip: str,
-    meshes: Sequence[tuple[str, Mesh]],
-    *,
-    mode: str,
-    batch: int,
-    feed_for: Callable[[System], DataFeed | None] | None = None,
-    precision: Precision | None = None,
-    efficiency: EfficiencyTable | None = None,
-) -> ScalingCurve:
-    """Simulate data-parallel training on each ``(label, mesh)`` of ``chip`` preset chips.
-
-    ``mode="strong"``: ``batch`` is the global batch, split over the chips (a mesh it does not
-    divide is skipped with a reason). ``mode="weak"``: ``batch`` is the per-chip batch. A step that
-    does not fit a mesh's memory is kept as a point with its reason. ``feed_for(system)`` gives
-    the data feed of each system, or None to leave ingest out.
-
-    NB: strong-scaling efficiency can exceed 1 when fewer samples per chip stop a spill to backing
-    memory; it is reported as computed, never clamped.
-    """
-    if mode not in SCALING_MODES:
-        raise SpecError(f"scaling mode must be one of {SCALING_MODES}, got {mode!r}")
-    if batch < 1:
-        raise SpecError(f"scaling batch must be >= 1, got {batch}")
-    points = []
-    reference: tuple[float, int] | None = None
-    name = ""
-    for label, mesh in meshes:
-        system = make_system(chip, mesh)
-        chips = mesh.num_chips
-        if mode == "strong":
-            per_chip, reason = _strong_batch(batch, chips)
-            global_batch = batch
-        else:
-            per_chip, reason, global_batch = batch, "", batch * chips
-        report = None
-        if not reason:
-            try:
-                workload = workload_at(per_chip)
-                name = name or workload.name
-                feed = feed_for(system) if feed_for else None
-                hardware = Hardware(system=system, feed=feed)
-                report = _simulate(workload, hardware, None, _precision_for(system, precision), efficiency)
-            except HwModelError as error:
-                reason = str(error)
-        scaling_efficiency = None
-        if report is not None:
-            if reference is None:
-                reference = (report.samples_per_s, chips)
-            scaling_efficiency = (report.samples_per_s / chips) / (reference[0] / reference[1])
-        points.append(
-            ScalingPoint(
-                label=label,
-                mesh=str(mesh),
-                num_chips=chips,
-                global_batch=global_batch,
-                per_chip_batch=per_chip,
-                report=report,
-                reason=reason,
-                efficiency=scaling_efficiency,
-            )
-        )
-    return ScalingCurve(mode=mode, chip=chip, workload=name, points=tuple(points))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -463,11 +238,11 @@ def compare_systems(
     for label, system in systems:
         try:
             feed = feed_for(system) if feed_for else None
-            report = _simulate(
+            report = simulate_on(
                 workload_at(per_chip_batch),
                 Hardware(system=system, feed=feed),
                 None,
-                _precision_for(system, precision),
+                precision_for(system, precision),
                 efficiency,
             )
             rows.append(ComparisonRow(label=label, system=system, per_chip_batch=per_chip_batch, report=report))
@@ -476,3 +251,12 @@ def compare_systems(
                 ComparisonRow(label=label, system=system, per_chip_batch=per_chip_batch, report=None, reason=str(error))
             )
     return tuple(rows)
+
+
+def plan_of(report: Report) -> Plan:
+    """The plan a report was simulated under, read from ``Report.plan`` (a report's JSON text).
+
+    Lets a what-if study rerun a step under the plan the simulator used (or chose, for
+    ``plan="auto"``) with only the report at hand.
+    """
+    return Plan.parse(report.plan)
