@@ -60,7 +60,7 @@ class SimulatedStepTime(_FullNetworkOnMesh):
 
 
 class SimulatorSpeed(_FullNetworkOnMesh):
-    """Wall-clock of one ``hwmodel.step.simulate`` call on a workload it has not seen (cold).
+    """Wall-clock of one ``hwmodel.simulate`` call on a workload it has not seen (cold).
 
     hwmodel memoizes derived arrays on a workload object, so every timed call gets a fresh copy
     (asv re-runs ``setup`` before each timed call).
