@@ -84,7 +84,7 @@ def measure_all(
 
 def load_measured(path: Path) -> dict[str, Any]:
     """A measured-data document written by :func:`measure_all`."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     if data.get("format") != FORMAT:
         raise ValueError(f"{path} is not a host measurement ({FORMAT})")
     return data

@@ -61,7 +61,7 @@ class Step:
             outputs = self.model(**self.inputs)
             loss = self.loss(outputs, self.targets)
         self._phase("backward")
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         self._phase("optimizer")
         self.optimizer.step()
 
@@ -125,7 +125,7 @@ def time_steps(step: Step, *, warmup: int, repeats: int, budget_s: float) -> lis
     started = time.perf_counter()
     for _ in range(repeats):
         if step.device.type == "cuda":
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             begin.record()
             step.run()
             end.record()
@@ -141,11 +141,11 @@ def time_steps(step: Step, *, warmup: int, repeats: int, budget_s: float) -> lis
     return times
 
 
-class OpTimer(TorchDispatchMode):
+class OpTimer(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Times every non-view aten op dispatched inside it: ``(name, phase, seconds)`` per op."""
 
     def __init__(self, device: torch.device) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.device = device
         self.phase = "forward"
         self._cpu: list[tuple[str, str, float]] = []
@@ -161,7 +161,7 @@ class OpTimer(TorchDispatchMode):
         if name in IGNORED_OPS or func.is_view:
             return func(*args, **kwargs)
         if self.device.type == "cuda":
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             begin.record()
             out = func(*args, **kwargs)
             end.record()
@@ -224,7 +224,7 @@ def environment(device: torch.device) -> dict[str, Any]:
             gpu_memory_bytes=int(properties.total_memory),
             gpu_multiprocessors=int(properties.multi_processor_count),
             cuda=torch.version.cuda,
-            cudnn=torch.backends.cudnn.version(),
+            cudnn=torch.backends.cudnn.version(),  # type: ignore[no-untyped-call]
         )
     return info
 

@@ -156,7 +156,8 @@ class EncoderBlock(nn.Module):
         qkv = self.qkv(self.norm1(x)).view(batch, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
         x = x + self.projection(attended.transpose(1, 2).reshape(batch, tokens, dim))
-        return x + self.feed_forward(self.norm2(x))
+        output: Tensor = x + self.feed_forward(self.norm2(x))
+        return output
 
 
 class TransformerEncoder(nn.Module):
