@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import pkgutil
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,3 +119,23 @@ def test_every_module_of_the_package_is_imported_with_it() -> None:
     """So a network module dropped into ``dojo_networks/`` registers with no other edit."""
     modules = {f"dojo_networks.{module.name}" for module in pkgutil.iter_modules(dojo_networks.__path__)}
     assert modules <= set(sys.modules)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN_IMPORTS = {
+    "dojo_networks": ("suites", "dojo_validation", "pytest_dojo", "pytest", "_pytest"),
+    "dojo_validation": ("suites",),
+}
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(path for package in FORBIDDEN_IMPORTS for path in (ROOT / package).rglob("*.py")),
+    ids=lambda path: str(path.relative_to(ROOT)),
+)
+def test_networks_and_validation_never_import_the_layers_above(path: Path) -> None:
+    """The networks need only torch; validation uses the networks and the plugin's capture, never the suites."""
+    package = path.relative_to(ROOT).parts[0]
+    names = "|".join(FORBIDDEN_IMPORTS[package])
+    pattern = re.compile(rf"^\s*(import|from)\s+({names})\b", re.MULTILINE)
+    assert pattern.findall(path.read_text(encoding="utf-8")) == []
