@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -37,3 +38,67 @@ def test_no_hwmodel_module_imports_torch_or_pytest(path: Path) -> None:
     """Also catches imports that the fresh-interpreter test cannot see (lazy, inside functions)."""
     pattern = re.compile(r"^\s*(import|from)\s+(torch|pytest|_pytest|pytest_dojo|suites)\b", re.MULTILINE)
     assert pattern.findall(path.read_text(encoding="utf-8")) == []
+
+
+HWMODEL_MODULES = {
+    ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+    for path in sorted((ROOT / "hwmodel").rglob("*.py"))
+}
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _imported_modules(name: str, path: Path) -> set[str]:
+    """The hwmodel modules ``name`` imports, at module level or inside functions."""
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                imported.add(submodule if submodule in HWMODEL_MODULES else node.module)
+    return {module for module in imported if module in HWMODEL_MODULES and module != name}
+
+
+def test_no_import_cycle_among_hwmodel_modules() -> None:
+    graph = {name: _imported_modules(name, path) for name, path in HWMODEL_MODULES.items()}
+    done: set[str] = set()
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in trail:
+            cycle = " -> ".join((*trail[trail.index(name) :], name))
+            pytest.fail(f"import cycle: {cycle}")
+        if name in done:
+            return
+        for imported in sorted(graph[name]):
+            visit(imported, (*trail, name))
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, ())
+
+
+def test_no_hwmodel_module_imports_its_own_package_init() -> None:
+    """Inside hwmodel, names come from the module that defines them, never from a package ``__init__``."""
+    packages = {name for name, path in HWMODEL_MODULES.items() if path.name == "__init__.py"}
+    offenders = {
+        name: sorted(_imported_modules(name, path) & packages)
+        for name, path in HWMODEL_MODULES.items()
+        if path.name != "__init__.py" and _imported_modules(name, path) & packages
+    }
+    assert offenders == {}
+
+
+@pytest.mark.parametrize("name", sorted(HWMODEL_MODULES))
+def test_hwmodel_modules_and_functions_stay_small(name: str) -> None:
+    text = HWMODEL_MODULES[name].read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= MAX_MODULE_LINES
+    long_functions = [
+        f"{node.name}: {node.end_lineno - node.lineno + 1} lines"
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert long_functions == []

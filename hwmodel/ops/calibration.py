@@ -183,6 +183,58 @@ def fit_efficiency(
     return EfficiencyFit(table=table, classes=tuple(fits), networks=tuple(sample.name for sample in samples))
 
 
+@dataclass(frozen=True, eq=False)
+class _Objective:
+    """Weighted squared log error of one class's predicted against measured time, per sample.
+
+    Ops arrive grouped by sample (in sample order), so per-sample sums are segment sums from
+    ``starts``.
+    """
+
+    compute_s: npt.NDArray[np.float64]
+    memory_s: npt.NDArray[np.float64]
+    starts: npt.NDArray[np.int64]
+    overhead_by_sample_s: npt.NDArray[np.float64]
+    target_s: npt.NDArray[np.float64]
+    weights: npt.NDArray[np.float64]
+
+    def __call__(
+        self, compute_efficiency: float, memory_grid: npt.NDArray[np.float64], overhead_factor: float
+    ) -> npt.NDArray[np.float64]:
+        compute = (self.compute_s / compute_efficiency)[:, None]
+        per_op = np.maximum(compute, self.memory_s[:, None] / memory_grid[None, :])
+        predicted = (
+            np.add.reduceat(per_op, self.starts, axis=0) + (self.overhead_by_sample_s * overhead_factor)[:, None]
+        )
+        log_ratio = np.log(predicted / self.target_s[:, None])
+        values: npt.NDArray[np.float64] = (self.weights[:, None] * log_ratio**2).sum(axis=0)
+        return values
+
+    def search(
+        self, compute_grid: npt.NDArray[np.float64], memory_grid: npt.NDArray[np.float64], overheads: Sequence[float]
+    ) -> tuple[float, float, float, float]:
+        """(error, compute efficiency, memory efficiency, overhead factor) of the best grid point."""
+        best = (np.inf, 1.0, 1.0, 1.0)
+        for overhead_factor in overheads:
+            for compute_efficiency in compute_grid:
+                values = self(float(compute_efficiency), memory_grid, overhead_factor)
+                column = int(np.argmin(values))
+                if values[column] < best[0] - 1e-15:
+                    best = (
+                        float(values[column]),
+                        float(compute_efficiency),
+                        float(memory_grid[column]),
+                        overhead_factor,
+                    )
+        return best
+
+
+def _around(values: npt.NDArray[np.float64], value: float) -> npt.NDArray[np.float64]:
+    """The grid points within four steps of the one nearest ``value``."""
+    index = int(np.argmin(np.abs(values - value)))
+    return values[max(0, index - 4) : index + 5]
+
+
 def _fit_class(
     name: str,
     data: _ClassData,
@@ -198,52 +250,23 @@ def _fit_class(
     sample = np.concatenate(data.sample)
     measured_by_sample = np.bincount(sample, weights=measured_s, minlength=num_samples)
     present = np.flatnonzero(measured_by_sample > 0)
-    weights = measured_by_sample[present] / np.where(sample_totals[present] > 0, sample_totals[present], 1.0)
-    # Ops arrive grouped by sample (in sample order): per-sample sums are segment sums.
-    starts = np.searchsorted(sample, present)
     op_overhead_s = np.concatenate(data.overhead_s)
-    ops_by_sample = np.bincount(sample, weights=op_overhead_s, minlength=num_samples)[present]
-    target = measured_by_sample[present]
-
-    def objective(
-        compute_efficiency: float, memory_grid: npt.NDArray[np.float64], overhead_factor: float
-    ) -> npt.NDArray[np.float64]:
-        per_op = np.maximum((compute_s / compute_efficiency)[:, None], memory_s[:, None] / memory_grid[None, :])
-        predicted = np.add.reduceat(per_op, starts, axis=0) + (ops_by_sample * overhead_factor)[:, None]
-        log_ratio = np.log(predicted / target[:, None])
-        values: npt.NDArray[np.float64] = (weights[:, None] * log_ratio**2).sum(axis=0)
-        return values
-
-    def search(
-        compute_grid: npt.NDArray[np.float64], memory_grid: npt.NDArray[np.float64], overheads: Sequence[float]
-    ) -> tuple[float, float, float, float]:
-        best = (np.inf, 1.0, 1.0, 1.0)
-        for overhead_factor in overheads:
-            for compute_efficiency in compute_grid:
-                values = objective(float(compute_efficiency), memory_grid, overhead_factor)
-                column = int(np.argmin(values))
-                if values[column] < best[0] - 1e-15:
-                    best = (
-                        float(values[column]),
-                        float(compute_efficiency),
-                        float(memory_grid[column]),
-                        overhead_factor,
-                    )
-        return best
-
-    def around(values: npt.NDArray[np.float64], value: float) -> npt.NDArray[np.float64]:
-        index = int(np.argmin(np.abs(values - value)))
-        return values[max(0, index - 4) : index + 5]
-
+    objective = _Objective(
+        compute_s=compute_s,
+        memory_s=memory_s,
+        starts=np.searchsorted(sample, present),
+        overhead_by_sample_s=np.bincount(sample, weights=op_overhead_s, minlength=num_samples)[present],
+        target_s=measured_by_sample[present],
+        weights=measured_by_sample[present] / np.where(sample_totals[present] > 0, sample_totals[present], 1.0),
+    )
     # Coarse pass over every fourth efficiency and every overhead factor, then the full grids
     # around the coarse optimum.
     coarse = grid[::4]
-    overhead_grid = np.asarray(OVERHEAD_GRID)
-    _, compute_coarse, memory_coarse, overhead_coarse = search(coarse, coarse, OVERHEAD_GRID)
-    _, compute_efficiency, memory_efficiency, overhead_factor = search(
-        around(grid, compute_coarse),
-        around(grid, memory_coarse),
-        tuple(float(value) for value in around(overhead_grid, overhead_coarse)),
+    _, compute_coarse, memory_coarse, overhead_coarse = objective.search(coarse, coarse, OVERHEAD_GRID)
+    _, compute_efficiency, memory_efficiency, overhead_factor = objective.search(
+        _around(grid, compute_coarse),
+        _around(grid, memory_coarse),
+        tuple(float(value) for value in _around(np.asarray(OVERHEAD_GRID), overhead_coarse)),
     )
     per_op = np.maximum(compute_s / compute_efficiency, memory_s / memory_efficiency)
     per_op = per_op + op_overhead_s * overhead_factor

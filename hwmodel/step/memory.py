@@ -28,6 +28,7 @@ frees activations in proportion to forward time (uniform activation density over
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +87,31 @@ def memory_arrays(workload: Workload, cache: DerivedCache = WORKLOAD_CACHE) -> M
     return cache.get(workload, "memory_arrays", lambda: _memory_arrays(workload))
 
 
+def _bytes_by_op(
+    workload: Workload, parameter_kind: dict[int, float]
+) -> tuple[FloatArray, FloatArray, FloatArray, set[int]]:
+    """Per op: parameter bytes first read, activation bytes written, smallest output; and the
+    parameters that forward matrix ops read."""
+    count = len(workload.ops)
+    parameter_by_op = np.zeros(max(count, 1), dtype=np.float64)
+    activation_out = np.zeros(max(count, 1), dtype=np.float64)
+    smallest_out = np.zeros(max(count, 1), dtype=np.float64)
+    kind_of = {tensor.tensor_id: (tensor.kind, float(tensor.nbytes)) for tensor in workload.tensors}
+    matrix_ids: set[int] = set()
+    seen: set[int] = set()
+    for index, op in enumerate(workload.ops):
+        outputs = [kind_of[tensor_id] for tensor_id in op.output_ids if tensor_id in kind_of]
+        activation_out[index] = sum(size for kind, size in outputs if kind == "activation")
+        smallest_out[index] = min((size for _, size in outputs), default=0.0)
+        for tensor_id in op.input_ids:
+            if tensor_id in parameter_kind and tensor_id not in seen:
+                seen.add(tensor_id)
+                parameter_by_op[index] += parameter_kind[tensor_id]
+            if tensor_id in parameter_kind and op.phase == "forward" and op_class(op.name) in MATRIX_CLASSES:
+                matrix_ids.add(tensor_id)
+    return parameter_by_op, activation_out, smallest_out, matrix_ids
+
+
 def _memory_arrays(workload: Workload) -> MemoryArrays:
     count = len(workload.ops)
     phase_of = [PHASES.index(op.phase) for op in workload.ops]
@@ -118,22 +144,7 @@ def _memory_arrays(workload: Workload) -> MemoryArrays:
             parameter_kind[tensor.tensor_id] = float(tensor.nbytes)
         elif tensor.kind in static:
             static[tensor.kind] += tensor.nbytes
-    parameter_by_op = np.zeros(max(count, 1), dtype=np.float64)
-    activation_out = np.zeros(max(count, 1), dtype=np.float64)
-    smallest_out = np.zeros(max(count, 1), dtype=np.float64)
-    kind_of = {tensor.tensor_id: (tensor.kind, float(tensor.nbytes)) for tensor in workload.tensors}
-    matrix_ids: set[int] = set()
-    seen: set[int] = set()
-    for index, op in enumerate(workload.ops):
-        outputs = [kind_of[tensor_id] for tensor_id in op.output_ids if tensor_id in kind_of]
-        activation_out[index] = sum(size for kind, size in outputs if kind == "activation")
-        smallest_out[index] = min((size for _, size in outputs), default=0.0)
-        for tensor_id in op.input_ids:
-            if tensor_id in parameter_kind and tensor_id not in seen:
-                seen.add(tensor_id)
-                parameter_by_op[index] += parameter_kind[tensor_id]
-            if tensor_id in parameter_kind and op.phase == "forward" and op_class(op.name) in MATRIX_CLASSES:
-                matrix_ids.add(tensor_id)
+    parameter_by_op, activation_out, smallest_out, matrix_ids = _bytes_by_op(workload, parameter_kind)
     arrays = MemoryArrays(
         activation_first=np.array(firsts, dtype=np.int64),
         activation_last=np.array(lasts, dtype=np.int64),
@@ -264,6 +275,25 @@ def spill_bytes_per_s(fabric: FabricSpec, mesh: Mesh | None = None) -> float:
     return min(share, fabric.link_bytes_per_s * links_in / interior)
 
 
+def _remedies(
+    excess: float, backing: float, activations: float, share: ChipShare, spill_time: Callable[[float], float]
+) -> list[tuple[float, str, float, float, float]]:
+    """(seconds, strategy, recomputed bytes, spilled bytes, recompute seconds) of each remedy that fits."""
+    if excess == 0:
+        return [(0.0, "none", 0.0, 0.0, 0.0)]
+    options: list[tuple[float, str, float, float, float]] = []
+    if excess <= backing:
+        options.append((spill_time(excess), "spill", 0.0, excess, 0.0))
+    if share.recompute_forward_s > 0 and activations > 0:
+        recomputed = min(excess, activations)
+        rest = excess - recomputed
+        if rest <= backing:
+            recompute_s = recomputed / activations * share.recompute_forward_s
+            strategy = "recompute" if rest == 0 else "recompute+spill"
+            options.append((recompute_s + spill_time(rest), strategy, recomputed, rest, recompute_s))
+    return options
+
+
 def footprint(
     workload: Workload,
     chip: ChipSpec,
@@ -289,26 +319,12 @@ def footprint(
     def spill_time(spilled: float) -> float:
         return 2.0 * spilled / bandwidth if spilled > 0 else 0.0
 
-    options: list[tuple[float, str, float, float, float]] = []  # (time, strategy, recomputed, spilled, recompute_s)
-    if excess == 0:
-        options.append((0.0, "none", 0.0, 0.0, 0.0))
-    else:
-        if excess <= backing:
-            options.append((spill_time(excess), "spill", 0.0, excess, 0.0))
-        if share.recompute_forward_s > 0 and activations > 0:
-            recomputed = min(excess, activations)
-            rest = excess - recomputed
-            if rest <= backing:
-                recompute_s = recomputed / activations * share.recompute_forward_s
-                strategy = "recompute" if rest == 0 else "recompute+spill"
-                options.append((recompute_s + spill_time(rest), strategy, recomputed, rest, recompute_s))
+    options = _remedies(excess, backing, activations, share, spill_time)
     if not options:
         where = f"{capacity / 1e6:.0f} MB {chip.local_memory_kind.upper()}"
         if backing > 0:
             where += f" + {backing / 1e9:.1f} GB backing memory"
-        over = excess - backing
-        if share.recompute_forward_s > 0:
-            over -= activations
+        over = excess - backing - (activations if share.recompute_forward_s > 0 else 0.0)
         raise MemoryCapacityError(
             f"{workload.name} at batch {workload.batch_size} needs {total / 1e9:.2f} GB per chip "
             f"(weights {weights / 1e9:.2f}, gradients {gradients / 1e9:.2f}, optimizer state "

@@ -24,7 +24,7 @@ from hwmodel.step.op_times import OPTIMIZER, OpTimes, add_parts, parts
 from hwmodel.step.placement import StagePlacement, boundary_bytes
 from hwmodel.step.resolve import StepContext
 from hwmodel.step.sections import PipelineSection
-from hwmodel.step.timeline import Interval, bucket_schedule, one_f_one_b
+from hwmodel.step.timeline import Interval, PipelineSchedule, bucket_schedule, one_f_one_b
 from hwmodel.step.workload import Workload
 
 FloatArray = npt.NDArray[np.float64]
@@ -143,6 +143,35 @@ def _transfer(context: StepContext, placement: StagePlacement) -> tuple[float, f
     return transfer_bytes, transfer_s
 
 
+def _pipeline_timeline(
+    placement: StagePlacement,
+    schedule: PipelineSchedule,
+    transfer_s: float,
+    durations: FloatArray,
+    stage_gradients: FloatArray,
+    exposed_s: float,
+) -> list[Interval]:
+    """The 1F1B passes and transfers, each stage's gradient all-reduce, then every stage's optimizer."""
+    pp = len(durations)
+    intervals = pipeline_intervals(schedule.events, transfer_s, pp)
+    for s in range(pp):
+        if durations[s] > 0:
+            track = f"stage {s}/data-parallel"
+            sizes = [float(stage_gradients[s])]
+            intervals.extend(gradient_intervals(track, [schedule.stage_end_s[s]], [durations[s]], sizes))
+    intervals.extend(
+        Interval(
+            track=f"stage {s}/compute",
+            name="optimizer",
+            category="optimizer",
+            start_s=schedule.makespan_s + exposed_s,
+            duration_s=placement.optimizer_s * float(placement.parameter_share[s]),
+        )
+        for s in range(pp)
+    )
+    return intervals
+
+
 def pipeline_schedule(context: StepContext, times: OpTimes, placement: StagePlacement) -> StepSchedule:
     """1F1B over the stages; each stage's gradients all-reduced after its last backward."""
     plan, pp, micro_batches = context.plan, context.plan.pipeline_parallel, context.plan.micro_batches
@@ -178,25 +207,7 @@ def pipeline_schedule(context: StepContext, times: OpTimes, placement: StagePlac
     )
     intervals: list[Interval] = []
     if context.keep_timeline:
-        intervals.extend(pipeline_intervals(schedule.events, transfer_s, pp))
-        sent = [s for s in range(pp) if durations[s] > 0]
-        intervals.extend(
-            interval
-            for s in sent
-            for interval in gradient_intervals(
-                f"stage {s}/data-parallel", [schedule.stage_end_s[s]], [durations[s]], [float(stage_gradients[s])]
-            )
-        )
-        intervals.extend(
-            Interval(
-                track=f"stage {s}/compute",
-                name="optimizer",
-                category="optimizer",
-                start_s=pipeline_s + exposed,
-                duration_s=placement.optimizer_s * float(placement.parameter_share[s]),
-            )
-            for s in range(pp)
-        )
+        intervals = _pipeline_timeline(placement, schedule, transfer_s, durations, stage_gradients, exposed)
     return StepSchedule(
         compute_end_s=pipeline_s,
         exposed_s=exposed,

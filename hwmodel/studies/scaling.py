@@ -58,6 +58,13 @@ def _strong_batch(global_batch: int, num_chips: int) -> tuple[int, str]:
     return global_batch // num_chips, ""
 
 
+def _efficiency(report: Report | None, chips: int, reference: tuple[float, int] | None) -> float | None:
+    """Samples/s per chip against the reference mesh's (None when the step did not run)."""
+    if report is None or reference is None:
+        return None
+    return (report.samples_per_s / chips) / (reference[0] / reference[1])
+
+
 def scaling_curve(
     workload_at: WorkloadAt,
     chip: str,
@@ -99,26 +106,21 @@ def scaling_curve(
             try:
                 workload = workload_at(per_chip)
                 name = name or workload.name
-                feed = feed_for(system) if feed_for else None
-                hardware = Hardware(system=system, feed=feed)
+                hardware = Hardware(system=system, feed=feed_for(system) if feed_for else None)
                 report = simulate_on(workload, hardware, None, precision_for(system, precision), efficiency)
             except HwModelError as error:
                 reason = str(error)
-        scaling_efficiency = None
-        if report is not None:
-            if reference is None:
-                reference = (report.samples_per_s, chips)
-            scaling_efficiency = (report.samples_per_s / chips) / (reference[0] / reference[1])
-        points.append(
-            ScalingPoint(
-                label=label,
-                mesh=str(mesh),
-                num_chips=chips,
-                global_batch=global_batch,
-                per_chip_batch=per_chip,
-                report=report,
-                reason=reason,
-                efficiency=scaling_efficiency,
-            )
+        if report is not None and reference is None:
+            reference = (report.samples_per_s, chips)
+        point = ScalingPoint(
+            label=label,
+            mesh=str(mesh),
+            num_chips=chips,
+            global_batch=global_batch,
+            per_chip_batch=per_chip,
+            report=report,
+            reason=reason,
+            efficiency=_efficiency(report, chips, reference),
         )
+        points.append(point)
     return ScalingCurve(mode=mode, chip=chip, workload=name, points=tuple(points))
