@@ -200,6 +200,7 @@ def test_thresholds_command_writes_floors_under_the_slowest_step(tmp_path: Path)
         "asv-publish",
         "asv-gate",
         "asv-check-page",
+        "noise-study",
     ],
 )
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:

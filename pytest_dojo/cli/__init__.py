@@ -2,12 +2,13 @@
 
 Each subcommand is one module of this package with a ``register(commands)`` function that adds
 its parser and sets ``run``, the function that does the work and returns the exit status. Heavy
-imports (torch, the hardware model, asv, the validation package) happen inside ``run``, so
-``pytest-dojo SUBCOMMAND --help`` is instant.
+imports (torch, asv, the validation package) happen inside ``run``, so ``pytest-dojo --help`` does
+not pay for them.
 
 * results files: ``compare`` (gate NEW against OLD), ``thresholds`` (floors from a results file);
 * studies and the host model: ``whatif``, ``calibrate``, ``validate``;
-* ASV history: ``asv-record``, ``asv-backfill``, ``asv-publish``, ``asv-gate``, ``asv-check-page``.
+* ASV history: ``asv-record``, ``asv-backfill``, ``asv-publish``, ``asv-gate``, ``asv-check-page``;
+* the wall-clock rule on this machine: ``noise-study``.
 
 Exit status: 0 on success, 1 on a regression (the gates), 2 on bad input (one line, no traceback).
 """
@@ -33,6 +34,7 @@ SUBCOMMAND_MODULES = (
     "asv_publish",
     "asv_gate",
     "asv_check_page",
+    "noise_study",
 )
 """Modules of :mod:`pytest_dojo.cli`, one per subcommand, in the order ``--help`` lists them."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dojo.cli.asv_record import DEFAULT_MACHINE
-from pytest_dojo.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, error_line, project_root
+from pytest_dojo.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, add_command, error_line, project_root
 
 NAME = "asv_backfill"
 
@@ -34,16 +34,16 @@ def _count(text: str) -> int:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "asv-backfill",
-        help="record the last N commits of a branch into the ASV history, one worktree each",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run,
+        summary="record the last N commits of a branch into the ASV history, one worktree each",
+        doc=__doc__,
     )
     parser.add_argument("count", nargs="?", type=_count, default=10, metavar="N", help="commits (default: 10)")
     parser.add_argument("rev", nargs="?", default="HEAD", metavar="REV", help="branch or commit (default: HEAD)")
     parser.add_argument("asv_arguments", nargs=argparse.REMAINDER, metavar="ASV_RUN_OPTIONS", help="passed to asv run")
-    parser.set_defaults(run=run)
 
 
 def _git(root: Path, *arguments: str) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from pytest_dojo.cli.common import project_root
+from pytest_dojo.cli.common import add_command, project_root
 
 DEFAULT_BENCHMARK = "simulated.SimulatedThroughput.track_samples_per_s"
 PROBE_PATH = "/__dojo_probe__.html"
@@ -190,11 +190,12 @@ def check_page(
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "asv-check-page",
-        help="load the published ASV page in headless Chromium and count the plotted points",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run,
+        summary="load the published ASV page in headless Chromium and count the plotted points",
+        doc=__doc__,
     )
     parser.add_argument("--html-dir", type=Path, default=None, help="published page (default: .asv/html)")
     parser.add_argument("--benchmark", default=DEFAULT_BENCHMARK, help="graph to open (default: %(default)s)")
@@ -202,7 +203,6 @@ def register(commands: Any) -> None:
     parser.add_argument("--min-commits", type=int, default=3, help="points required (default: %(default)s)")
     parser.add_argument("--screenshot", type=Path, default=None, help="save a PNG of the graph here")
     parser.add_argument("--chromium", default=None, help="browser binary (default: chromium on PATH)")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_dojo.cli.common import project_root
+from pytest_dojo.cli.common import add_command, project_root
 
 HIGHER_IS_BETTER_UNITS = frozenset({"samples/s"})
 """Units of benchmarks where a larger value is better; all others are lower-is-better (asv's view)."""
@@ -207,24 +207,17 @@ def _verdict(
     use_stats: bool,
 ) -> Verdict:
     if base_value is None or head_value is None:
+        ratio = math.nan
         regressed = base_value is not None and head_value is None
-        return Verdict(
-            name=name,
-            params=params,
-            unit=unit,
-            base_value=base_value,
-            head_value=head_value,
-            ratio=math.nan,
-            regressed=regressed,
-            improved=base_value is None and head_value is not None,
-        )
-    ratio = head_value / base_value if base_value else math.inf
-    if higher_is_better:
+        improved = base_value is None and head_value is not None
+    elif higher_is_better:
+        ratio = head_value / base_value if base_value else math.inf
         # Compare the reciprocals: asv's "smaller is better" test then reads "larger is better".
         better, worse = (1 / head_value if head_value else math.inf), (1 / base_value if base_value else math.inf)
         improved = _is_result_better(better, worse, head_stats, base_stats, factor, use_stats)
         regressed = _is_result_better(worse, better, base_stats, head_stats, factor, use_stats)
     else:
+        ratio = head_value / base_value if base_value else math.inf
         improved = _is_result_better(head_value, base_value, head_stats, base_stats, factor, use_stats)
         regressed = _is_result_better(base_value, head_value, base_stats, head_stats, factor, use_stats)
     return Verdict(
@@ -250,11 +243,8 @@ def _factor(text: str) -> float:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "asv-gate",
-        help="exit 1 when HEAD regressed against BASE in the ASV history",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        commands, "asv-gate", run, summary="exit 1 when HEAD regressed against BASE in the ASV history", doc=__doc__
     )
     parser.add_argument("base", help="reference commit (e.g. origin/main)")
     parser.add_argument("head", help="commit under test (e.g. HEAD)")
@@ -272,7 +262,6 @@ def register(commands: Any) -> None:
     parser.add_argument("--bench", default=None, metavar="REGEX", help="only benchmarks whose name matches")
     parser.add_argument("--no-stats", action="store_true", help="compare wall-clock by factor alone, as track_")
     parser.add_argument("--quiet", action="store_true", help="do not print asv compare's table")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

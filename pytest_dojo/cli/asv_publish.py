@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dojo.cli.asv_config import config_copy
-from pytest_dojo.cli.common import EXIT_USAGE, project_root
+from pytest_dojo.cli.common import EXIT_USAGE, add_command, project_root
 
 VENDOR_CACHE = Path(".asv") / "vendor"
 """Where ``npm pack`` tarballs are kept, under the project root."""
@@ -144,17 +144,17 @@ def vendor(html_dir: Path, cache: Path) -> list[str]:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "asv-publish",
-        help="build the ASV history page (asv publish) with its scripts vendored for offline viewing",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run,
+        summary="build the ASV history page (asv publish) with its scripts vendored for offline viewing",
+        doc=__doc__,
     )
     parser.add_argument("--config", type=Path, default=None, help="asv configuration (default: asv.conf.json)")
     parser.add_argument("--html-dir", type=Path, default=None, help="output (default: html_dir of the configuration)")
     parser.add_argument("--results-dir", type=Path, default=None, help="input (default: results_dir of the config)")
     parser.add_argument("--no-vendor", action="store_true", help="keep asv's CDN links")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dojo.cli.asv_config import config_copy
-from pytest_dojo.cli.common import EXIT_USAGE, error_line, project_root
+from pytest_dojo.cli.common import EXIT_USAGE, add_command, error_line, project_root
 
 NAME = "asv_record"
 DEFAULT_MACHINE = "dojo-ci"
@@ -44,15 +44,15 @@ class RecordError(Exception):
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "asv-record",
-        help="record one commit's ASV benchmarks in the existing environment, under a fixed machine name",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run,
+        summary="record one commit's ASV benchmarks in the existing environment, under a fixed machine name",
+        doc=__doc__,
     )
     parser.add_argument("commit", nargs="?", default="HEAD", help="commit to record (default: HEAD)")
     parser.add_argument("asv_arguments", nargs=argparse.REMAINDER, metavar="ASV_RUN_OPTIONS", help="passed to asv run")
-    parser.set_defaults(run=run)
 
 
 def git(directory: Path, *arguments: str) -> str:

@@ -23,20 +23,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pytest_dojo.cli.common import EXIT_OK, project_root
+from pytest_dojo.cli.common import EXIT_OK, add_command, project_root
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "calibrate",
-        help="fit the host preset's per-op-class efficiencies on measured networks",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run,
+        summary="fit the host preset's per-op-class efficiencies on measured networks",
+        doc=__doc__,
     )
     parser.add_argument("--measure", action="store_true", help="re-measure host rates and networks first")
     parser.add_argument("--data", type=Path, default=None, help="measured JSON (default: newest committed)")
     parser.add_argument("--dry-run", action="store_true", help="print the row instead of writing it")
-    parser.set_defaults(run=run)
 
 
 def _shown(path: Path, root: Path) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
@@ -53,3 +54,15 @@ def text_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[st
         return "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)).rstrip()
 
     return [line(columns), line(["-" * w for w in widths]), *(line(row) for row in rows)]
+
+
+def add_command(
+    commands: Any, name: str, run: Callable[[argparse.Namespace], int], *, summary: str, doc: str | None
+) -> argparse.ArgumentParser:
+    """A subcommand's parser: ``summary`` in ``pytest-dojo --help``, the module's docstring ``doc``
+    (kept as written) in its own ``--help``, and ``run`` as what it does."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.set_defaults(run=run)
+    return parser

@@ -14,14 +14,14 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_dojo.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, percent
+from pytest_dojo.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, add_command, percent
 from pytest_dojo.plugin import gate, noise
 from pytest_dojo.plugin.results_json import ResultsFile, ResultsFileError, key_of, load_results, sort_key
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "compare", help="gate NEW results against OLD; exit 1 on a regression", description=__doc__.splitlines()[0]
+    parser = add_command(
+        commands, "compare", run, summary="gate NEW results against OLD; exit 1 on a regression", doc=__doc__
     )
     parser.add_argument("old", metavar="OLD.json", help="baseline results file")
     parser.add_argument("new", metavar="NEW.json", help="results file to check")
@@ -42,7 +42,6 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--require-all", action="store_true", help="fail when a step of OLD is missing from NEW. Default: off"
     )
-    parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:

@@ -12,17 +12,19 @@ import math
 import sys
 from typing import Any
 
-from pytest_dojo.cli.common import EXIT_OK, EXIT_USAGE, percent
+from pytest_dojo.cli.common import EXIT_OK, EXIT_USAGE, add_command, percent
 from pytest_dojo.plugin.results_json import ResultsFileError, load_results
 
 DEFAULT_FLOOR_MARGIN_PCT = 10.0
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "thresholds",
-        help="print a thresholds TOML with samples/s floors from a results file",
-        description=__doc__.splitlines()[0],
+        run,
+        summary="print a thresholds TOML with samples/s floors from a results file",
+        doc=__doc__,
     )
     parser.add_argument("results", metavar="RESULTS.json", help="results file (--dojo-json output)")
     parser.add_argument(
@@ -33,7 +35,6 @@ def register(commands: Any) -> None:
         help=f"floor = simulated samples/s x (1 - PCT/100), 3 significant figures, rounded down. "
         f"Default: {DEFAULT_FLOOR_MARGIN_PCT}",
     )
-    parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:

@@ -16,6 +16,8 @@ import argparse
 import importlib
 from typing import Any
 
+from pytest_dojo.cli.common import add_command
+
 TARGETS = {
     "host": "dojo_validation.validate_host",
     "published": "dojo_validation.published",
@@ -24,15 +26,15 @@ TARGETS = {
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "validate",
-        help="predictions against measured and published steps (host, published, h200)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run,
+        summary="predictions against measured and published steps (host, published, h200)",
+        doc=__doc__,
     )
     parser.add_argument("target", choices=tuple(TARGETS), help="what to validate")
     parser.add_argument("arguments", nargs=argparse.REMAINDER, metavar="ARGS", help="passed to the target")
-    parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:

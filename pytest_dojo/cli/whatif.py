@@ -23,8 +23,10 @@ from typing import Any
 
 from hwmodel import HwModelError, System, Workload, make_system, parse_mesh
 from hwmodel.studies.ingest import AUTOPILOT_CAMERAS, HOST_LINKS, DataFeed, dojo_ingest_path, ingest
-from hwmodel.studies.whatif import compare_systems, scaling_curve, sensitivity
-from pytest_dojo.cli.common import EXIT_OK, EXIT_USAGE, error_line, progress, text_table
+from hwmodel.studies.scaling import scaling_curve
+from hwmodel.studies.sensitivity import sensitivity
+from hwmodel.studies.whatif import compare_systems
+from pytest_dojo.cli.common import EXIT_OK, EXIT_USAGE, add_command, error_line, progress, text_table
 from pytest_dojo.cli.whatif_report import plot_scaling, plot_sensitivity, print_scaling, print_sensitivity, rate
 
 DEFAULT_MESHES = "1x1,2x2,5x5,tray,exapod"
@@ -227,11 +229,13 @@ def run_compare(args: argparse.Namespace) -> None:
 
 
 def register(commands_of_cli: Any) -> None:
-    main = commands_of_cli.add_parser(
-        "whatif", help="what-if studies: sensitivity, scaling, ingest, Dojo against GPUs", description=__doc__
+    main = add_command(
+        commands_of_cli,
+        "whatif",
+        run,
+        summary="what-if studies: sensitivity, scaling, ingest, Dojo against GPUs",
+        doc=__doc__,
     )
-    main.formatter_class = argparse.RawDescriptionHelpFormatter
-    main.set_defaults(run=run)
     commands = main.add_subparsers(dest="study", required=True, metavar="STUDY")
 
     def network_options(command: argparse.ArgumentParser) -> None:

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hwmodel.studies.whatif import ScalingCurve, Sensitivity
+from hwmodel.studies.scaling import ScalingCurve
+from hwmodel.studies.sensitivity import Sensitivity
 from pytest_dojo.cli.common import text_table
 
 

@@ -5,7 +5,6 @@ The hardware model and the capture are imported when a test first calls :meth:`D
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,9 +13,11 @@ from pytest_dojo.errors import CaptureError
 from pytest_dojo.plugin.session import DOJO_SESSION_KEY, DojoSession
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from hwmodel import ChipSpec, Mesh, Plan, Precision, Report, System
     from pytest_dojo.plugin.report_dir import StepArtifacts
-    from pytest_dojo.plugin.steps import CapturedStep
+    from pytest_dojo.plugin.steps import CapturedStep, StepArguments
 
 
 class Dojo:
@@ -40,68 +41,46 @@ class Dojo:
         """The chip preset under simulation."""
         return self._session.system.chip
 
-    def capture(
-        self,
-        model: Any,
-        example_inputs: Any,
-        *,
-        targets: Any = None,
-        loss_fn: Callable[..., Any] | None = None,
-        optimizer: Callable[..., Any] | None = None,
-        name: str | None = None,
-    ) -> CapturedStep:
-        """The (cached) captured step of ``model`` on one global batch ``example_inputs``."""
-        from pytest_dojo.plugin.steps import CapturedStep, step_key
+    def capture(self, model: Any, example_inputs: Any, **step: Unpack[StepArguments]) -> CapturedStep:
+        """The (cached) captured step of ``model`` on one global batch ``example_inputs``
+        (keyword arguments: :class:`~pytest_dojo.plugin.steps.StepArguments`)."""
+        from pytest_dojo.plugin.steps import CapturedStep, check_step_arguments, step_key
 
-        key = step_key(model, example_inputs, targets, loss_fn, optimizer, name)
-        step = self._session.captures.get(key)
-        if step is None:
+        check_step_arguments("capture", step)
+        key = step_key(model, example_inputs, **step)
+        if key not in self._session.captures:
             # A chip measured on this machine (host) names its calibration's intra-op threads:
             # capture with them, so that ATen's kernel choices match the ones the rates belong to.
             threads = self.system.chip.measured_threads
-            step = CapturedStep(
-                model,
-                example_inputs,
-                targets=targets,
-                loss_fn=loss_fn,
-                optimizer=optimizer,
-                name=name,
-                intra_op_threads=threads,
-            )
-            self._session.captures[key] = step
-        return step
+            captured = CapturedStep(model, example_inputs, intra_op_threads=threads, **step)
+            self._session.captures[key] = captured
+            return captured
+        return self._session.captures[key]
 
     def train_step(
-        self,
-        model: Any,
-        example_inputs: Any,
-        *,
-        targets: Any = None,
-        loss_fn: Callable[..., Any] | None = None,
-        optimizer: Callable[..., Any] | None = None,
-        plan: Plan | str | None = None,
-        name: str | None = None,
+        self, model: Any, example_inputs: Any, *, plan: Plan | str | None = None, **step: Unpack[StepArguments]
     ) -> Report:
         """Capture ``model``'s training step on one global batch and simulate it on the mesh.
 
         ``example_inputs``: a tensor, tuple or dict (passed as ``model(x)``, ``model(*x)``,
         ``model(**x)``), real or on the meta device. ``loss_fn(outputs, targets)`` defaults to the
         sum of the means of the outputs; ``optimizer`` is a factory taking the parameters
-        (default AdamW). The report is also kept for the run's summary.
+        (default AdamW); ``name`` names the network in reports. ``plan``: a :class:`hwmodel.Plan`,
+        ``"auto"`` (search) or None (data parallel). The report is also kept for the run's summary.
         """
 
         from hwmodel import HwModelError, simulate
 
         try:
-            step = self.capture(model, example_inputs, targets=targets, loss_fn=loss_fn, optimizer=optimizer, name=name)
-            report = simulate(step, self.system, plan=plan, precision=self._session.options.precision)
+            captured = self.capture(model, example_inputs, **step)
+            report = simulate(captured, self.system, plan=plan, precision=self._session.options.precision)
         except (CaptureError, HwModelError) as error:
             message = str(error)
         else:
-            result = self._session.add_result(step.name, report, step.capture_s)
+            result = self._session.add_result(captured.name, report, captured.capture_s)
             if self._session.options.report_dir is not None:
                 self._session.artifacts[result.key] = step_artifacts(
-                    step, self.system, plan, report, self._session.options.precision
+                    captured, self.system, plan, report, self._session.options.precision
                 )
             return report
         pytest.fail(message, pytrace=False)

@@ -11,7 +11,7 @@ misses real slowdowns. A wall-clock regression needs all three:
    (exact distribution of U for small samples, normal approximation above
    :data:`EXACT_LIMIT` pairs; rounds are floats, so ties are not corrected for).
 
-Units: seconds per step. ``python -m pytest_dojo.noise_study`` measures the false-alarm rate on an
+Units: seconds per step. ``pytest-dojo noise-study`` measures the false-alarm rate on an
 unchanged step and the detection of a planted slowdown on this machine.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 ALPHA = 0.01
 SIGMAS = 3.0
-"""Chosen with ``python -m pytest_dojo.noise_study`` (docs/gating.md, "Measured behaviour"): on a
+"""Chosen with ``pytest-dojo noise-study`` (docs/gating.md, "Measured behaviour"): on a
 shared 2-core host, 15 rounds on thread CPU time, (3, 0.01) kept false alarms at 1.7-2.5 % while
 (2, 0.05) rose to 8 % under load, for detection of +20 % of 77-85 % against 92 %."""
 EXACT_LIMIT = 2500

@@ -8,8 +8,9 @@ valid) when a test first uses the plugin. Files named by options are read (thres
 checked for writing (JSON, baseline, report directory) there too. This module imports
 :mod:`hwmodel` only inside :func:`parse_options`, so registering the options costs nothing.
 
-To add an option: one ``group.addoption`` (and ``parser.addini``) in :func:`register` and its dest
-in :data:`OPTION_DESTS`, one field in :class:`DojoOptions`, one parse step in :func:`parse_options`.
+To add an option: one entry in :data:`OPTIONS` (and a ``parser.addini`` in :func:`register` with
+its default in :data:`INI_DEFAULTS`), one field in :class:`DojoOptions`, one parse step in
+:func:`parse_options`.
 """
 
 from __future__ import annotations
@@ -33,110 +34,82 @@ if TYPE_CHECKING:
 
 DEFAULT_MESH = "5x5"
 DEFAULT_CHIP = "d1"
-OPTION_DESTS = (
-    "dojo_mesh",
-    "dojo_chip",
-    "dojo_precision",
-    "dojo_thresholds",
-    "dojo_baseline",
-    "dojo_save_baseline",
-    "dojo_max_regression",
-    "dojo_require_baseline",
-    "dojo_json",
-    "dojo_report_dir",
-    "dojo_sensitivity",
-)
 PLOTS_HINT = 'pip install "pytest-dojo[plots]"'
+
+
+OPTIONS: tuple[tuple[str, str, str], ...] = (
+    (
+        "--dojo-mesh",
+        "ROWSxCOLS",
+        "Mesh of chips to simulate, e.g. 5x5 (one Dojo training tile) or 2x8 (two 8-GPU nodes), or a named "
+        f"mesh such as tile or exapod (a wrong name lists them all). Default: {DEFAULT_MESH!r}",
+    ),
+    (
+        "--dojo-chip",
+        "NAME",
+        f"Chip preset, such as d1, a100, h100 or host (a wrong name lists them all). Default: {DEFAULT_CHIP!r}",
+    ),
+    (
+        "--dojo-precision",
+        "NAME",
+        "Training precision, bf16 (BF16 compute, FP32 master weights and optimizer state) or fp32. "
+        "Default: the chip preset's (bf16; fp32 for host)",
+    ),
+    (
+        "--dojo-thresholds",
+        "PATH",
+        "TOML file of per-test floors/ceilings keyed by test node id and mesh. Default: none",
+    ),
+    (
+        "--dojo-baseline",
+        "PATH",
+        "Results JSON to compare each test's simulated samples/s with. Default: none",
+    ),
+    (
+        "--dojo-save-baseline",
+        "PATH",
+        "Write every simulated report to PATH as a baseline (JSON). Default: none",
+    ),
+    (
+        "--dojo-max-regression",
+        "PCT",
+        "Largest drop of samples/s against the baseline that passes, in percent. "
+        f"Default: {DEFAULT_MAX_REGRESSION_PCT!r}",
+    ),
+    (
+        "--dojo-require-baseline",
+        "FLAG",
+        "Fail a test whose step has no entry in --dojo-baseline (otherwise it is only reported). Default: False",
+    ),
+    (
+        "--dojo-json",
+        "PATH",
+        "Write the run's results (machine, commit, chip, mesh, every report) to PATH. Default: none",
+    ),
+    (
+        "--dojo-report-dir",
+        "DIR",
+        "Write a Chrome/Perfetto trace and PNG plots per simulated step into DIR. Default: none",
+    ),
+    (
+        "--dojo-sensitivity",
+        "FLAG",
+        "After the summary, rank hardware changes (2x FLOP/s, 2x link bandwidth, 1/2 hop latency...) "
+        "by the step-time speedup each buys, per simulated step. Default: False",
+    ),
+)
+"""Every option: its flag, its metavar (``FLAG`` for an on/off switch) and its help."""
 
 
 def register(parser: pytest.Parser) -> None:
     """Add the ``dojo`` option group and its ini keys."""
     group = parser.getgroup("dojo", "pytest-dojo: simulated training throughput on a modeled accelerator mesh")
-    group.addoption(
-        "--dojo-mesh",
-        dest="dojo_mesh",
-        metavar="ROWSxCOLS",
-        default=None,
-        help=(
-            "Mesh of chips to simulate, e.g. 5x5 (one Dojo training tile) or 2x8 (two 8-GPU nodes), or a named "
-            f"mesh such as tile or exapod (a wrong name lists them all). Default: {DEFAULT_MESH!r}"
-        ),
-    )
-    group.addoption(
-        "--dojo-chip",
-        dest="dojo_chip",
-        metavar="NAME",
-        default=None,
-        help=f"Chip preset, such as d1, a100, h100 or host (a wrong name lists them all). Default: {DEFAULT_CHIP!r}",
-    )
-    group.addoption(
-        "--dojo-precision",
-        dest="dojo_precision",
-        metavar="NAME",
-        default=None,
-        help=(
-            "Training precision, bf16 (BF16 compute, FP32 master weights and optimizer state) or fp32. "
-            "Default: the chip preset's (bf16; fp32 for host)"
-        ),
-    )
-    group.addoption(
-        "--dojo-thresholds",
-        dest="dojo_thresholds",
-        metavar="PATH",
-        default=None,
-        help="TOML file of per-test floors/ceilings keyed by test node id and mesh. Default: none",
-    )
-    group.addoption(
-        "--dojo-baseline",
-        dest="dojo_baseline",
-        metavar="PATH",
-        default=None,
-        help="Results JSON to compare each test's simulated samples/s with. Default: none",
-    )
-    group.addoption(
-        "--dojo-save-baseline",
-        dest="dojo_save_baseline",
-        metavar="PATH",
-        default=None,
-        help="Write every simulated report to PATH as a baseline (JSON). Default: none",
-    )
-    group.addoption(
-        "--dojo-max-regression",
-        dest="dojo_max_regression",
-        metavar="PCT",
-        default=None,
-        help="Largest drop of samples/s against the baseline that passes, in percent. "
-        f"Default: {DEFAULT_MAX_REGRESSION_PCT!r}",
-    )
-    group.addoption(
-        "--dojo-require-baseline",
-        dest="dojo_require_baseline",
-        action="store_true",
-        default=False,
-        help="Fail a test whose step has no entry in --dojo-baseline (otherwise it is only reported). Default: False",
-    )
-    group.addoption(
-        "--dojo-json",
-        dest="dojo_json",
-        metavar="PATH",
-        default=None,
-        help="Write the run's results (machine, commit, chip, mesh, every report) to PATH. Default: none",
-    )
-    group.addoption(
-        "--dojo-report-dir",
-        dest="dojo_report_dir",
-        metavar="DIR",
-        default=None,
-        help="Write a Chrome/Perfetto trace and PNG plots per simulated step into DIR. Default: none",
-    )
-    group.addoption(
-        "--dojo-sensitivity",
-        dest="dojo_sensitivity",
-        action="store_true",
-        default=False,
-        help="After the summary, rank hardware changes (2x FLOP/s, 2x link bandwidth, 1/2 hop latency...) "
-        "by the step-time speedup each buys, per simulated step. Default: False",
-    )
+    for flag, metavar, help_text in OPTIONS:
+        dest = flag.removeprefix("--").replace("-", "_")
+        if metavar == "FLAG":
+            group.addoption(flag, dest=dest, action="store_true", default=False, help=help_text)
+        else:
+            group.addoption(flag, dest=dest, metavar=metavar, default=None, help=help_text)
     # Registered without defaults, so that ``getini`` tells a key set in the ini file (in use) from
     # an unset one; the defaults apply in :func:`_setting`.
     parser.addini("dojo_mesh", help=f"Default for --dojo-mesh. Default: {DEFAULT_MESH!r}", default=None)
@@ -220,7 +193,8 @@ def check_writable_dir(option: str, directory: Path) -> Path:
 
 def options_in_use(config: pytest.Config) -> bool:
     """Whether any dojo option is on the command line or any dojo ini key in the ini file."""
-    if any(config.getoption(dest) not in (None, False) for dest in OPTION_DESTS):
+    dests = (flag.removeprefix("--").replace("-", "_") for flag, _, _ in OPTIONS)
+    if any(config.getoption(dest) not in (None, False) for dest in dests):
         return True
     return any(config.getini(key) is not None for key in INI_DEFAULTS)
 

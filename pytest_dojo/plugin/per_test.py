@@ -94,10 +94,11 @@ def rank_sensitivity(config: pytest.Config, session: DojoSession, nodeid: str) -
 
 
 def _sensitivity(session: DojoSession, result: TestResult) -> list[str]:
-    """The step re-simulated with each hardware parameter 2x better (:func:`hwmodel.studies.whatif.sensitivity`),
+    """The step re-simulated with each hardware parameter 2x better (:func:`hwmodel.studies.sensitivity.sensitivity`),
     under the plan the report used; the step is the latest capture of that network and global batch."""
     from hwmodel import HwModelError
-    from hwmodel.studies.whatif import plan_of, sensitivity
+    from hwmodel.studies.sensitivity import sensitivity
+    from hwmodel.studies.whatif import plan_of
 
     steps = [
         step

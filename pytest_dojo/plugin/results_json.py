@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pytest_dojo.errors import DojoError
+from pytest_dojo.errors import DojoError, read_text_file
 
 
 def file_mode() -> int:
@@ -174,12 +174,7 @@ def key_of(entry: Mapping[str, Any]) -> tuple[str, str, int, str, str]:
 def load_results(path: str | Path) -> ResultsFile:
     """Read and check a results file; every problem is one :class:`ResultsFileError` line."""
     where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ResultsFileError(f"{where}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ResultsFileError(f"{where}: cannot read: {error}") from None
+    text = read_text_file(path, ResultsFileError)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:

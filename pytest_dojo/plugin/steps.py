@@ -8,11 +8,34 @@ once (torch is imported only then) and keeps it for the rest of the run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 if TYPE_CHECKING:
     from hwmodel import Workload
+
+
+class StepArguments(TypedDict, total=False):
+    """What defines a training step besides the model and its inputs: the keyword arguments that
+    ``dojo.train_step``, ``dojo.capture`` and ``dojo_wallclock.train_step`` share.
+
+    ``targets`` go to ``loss_fn(outputs, targets)`` (default: the sum of the outputs' means);
+    ``optimizer`` is a factory taking the parameters (default: AdamW); ``name`` names the network in
+    reports (default: the model's class name).
+    """
+
+    targets: Any
+    loss_fn: Callable[..., Any] | None
+    optimizer: Callable[..., Any] | None
+    name: str | None
+
+
+def check_step_arguments(where: str, arguments: Mapping[str, Any]) -> None:
+    """A keyword that is not a :class:`StepArguments` key raises ``TypeError``, as a misspelt
+    keyword argument does."""
+    unknown = sorted(set(arguments) - set(StepArguments.__annotations__))
+    if unknown:
+        raise TypeError(f"{where}() got an unexpected keyword argument {unknown[0]!r}")
 
 
 class CapturedStep:
@@ -27,21 +50,19 @@ class CapturedStep:
         model: Any,
         example_inputs: Any,
         *,
-        targets: Any = None,
-        loss_fn: Callable[..., Any] | None = None,
-        optimizer: Callable[..., Any] | None = None,
         global_batch: int | None = None,
-        name: str | None = None,
         intra_op_threads: int | None = None,
+        **step: Unpack[StepArguments],
     ) -> None:
         from pytest_dojo import capture
 
+        check_step_arguments("CapturedStep", step)
         self.model = model
         self.example_inputs = example_inputs
-        self.targets = targets
-        self.loss_fn = loss_fn
-        self.optimizer = optimizer
-        self.name = name or type(model).__name__
+        self.targets = step.get("targets")
+        self.loss_fn = step.get("loss_fn")
+        self.optimizer = step.get("optimizer")
+        self.name = step.get("name") or type(model).__name__
         self.intra_op_threads = intra_op_threads
         self._global_batch = global_batch or capture.leading_batch(example_inputs)
         self._workloads: dict[int, Workload] = {}
@@ -75,8 +96,10 @@ class CapturedStep:
         return workload
 
 
-def step_key(model: Any, example_inputs: Any, targets: Any, loss_fn: Any, optimizer: Any, name: str | None) -> Any:
+def step_key(model: Any, example_inputs: Any, **step: Unpack[StepArguments]) -> Any:
     """A hashable key for the capture cache: same network structure, shapes, loss and optimizer."""
     from pytest_dojo import capture
 
-    return capture.structural_key(model, example_inputs, targets, loss_fn, optimizer, name)
+    return capture.structural_key(
+        model, example_inputs, step.get("targets"), step.get("loss_fn"), step.get("optimizer"), step.get("name")
+    )

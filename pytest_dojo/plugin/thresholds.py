@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_dojo.errors import DojoError
+from pytest_dojo.errors import DojoError, read_text_file
 
 THRESHOLDS_SCHEMA_VERSION = 1
 ANY_MESH = "*"
@@ -124,12 +124,7 @@ class ThresholdsFile:
 def load_thresholds(path: str | Path) -> ThresholdsFile:
     """Read and check a thresholds file; every problem is one :class:`ThresholdError` line."""
     where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ThresholdError(f"{where}: thresholds file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ThresholdError(f"{where}: cannot read thresholds file: {error}") from None
+    text = read_text_file(path, ThresholdError, "thresholds")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

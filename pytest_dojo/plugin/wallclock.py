@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, Unpack
 
 import pytest
 
 from pytest_dojo.plugin.session import DOJO_SESSION_KEY, DojoSession
+from pytest_dojo.plugin.steps import StepArguments, check_step_arguments
 
 DEFAULT_ROUNDS = 15
 DEFAULT_WARMUP_ROUNDS = 2
@@ -59,28 +60,22 @@ def _call(model: Any, inputs: Any) -> Any:
     return model(inputs)
 
 
-def make_real_step(
-    model: Any,
-    inputs: Any,
-    *,
-    targets: Any = None,
-    loss_fn: Callable[..., Any] | None = None,
-    optimizer: Callable[..., Any] | None = None,
-) -> Callable[[], None]:
+def make_real_step(model: Any, inputs: Any, **step: Unpack[StepArguments]) -> Callable[[], None]:
     """A function running one real training step of ``model`` on ``inputs`` (on their device)."""
     from pytest_dojo import capture
 
+    targets, loss_fn, optimizer = step.get("targets"), step.get("loss_fn"), step.get("optimizer")
     loss = loss_fn or capture.default_loss
     step_optimizer = (optimizer or capture.default_optimizer)(list(model.parameters()))
 
-    def step() -> None:
+    def run_step() -> None:
         step_optimizer.zero_grad(set_to_none=True)
         outputs = _call(model, inputs)
         value = loss(outputs, targets) if targets is not None or loss_fn is not None else loss(outputs)
         value.backward()
         step_optimizer.step()
 
-    return step
+    return run_step
 
 
 class Wallclock:
@@ -96,33 +91,66 @@ class Wallclock:
         model: Any,
         example_inputs: Any,
         *,
-        targets: Any = None,
-        loss_fn: Callable[..., Any] | None = None,
-        optimizer: Callable[..., Any] | None = None,
         rounds: int = DEFAULT_ROUNDS,
         warmup_rounds: int = DEFAULT_WARMUP_ROUNDS,
         threads: int = DEFAULT_THREADS,
-        name: str | None = None,
         simulate: bool = True,
+        **step: Unpack[StepArguments],
     ) -> WallclockResult:
         """Time ``rounds`` real steps after ``warmup_rounds``, with ``threads`` torch threads.
 
-        With ``simulate`` (default), the step is also simulated on the run's mesh (it appears in
-        the summary) and its figures go into the benchmark's ``extra_info``.
+        Keyword arguments of the step (targets, loss, optimizer, name): as ``dojo.train_step``'s
+        (:class:`~pytest_dojo.plugin.steps.StepArguments`). With ``simulate`` (default), the step is
+        also simulated on the run's mesh (it appears in the summary) and its figures go into the
+        benchmark's ``extra_info``.
         """
-        import torch
-
         from pytest_dojo import capture
         from pytest_dojo.plugin.fixtures import Dojo
 
-        for label, value, low in (("rounds", rounds, 1), ("warmup_rounds", warmup_rounds, 0), ("threads", threads, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                pytest.fail(
-                    f"dojo_wallclock.train_step: {label} must be an integer >= {low}, got {value!r}", pytrace=False
-                )
-        network = name or type(model).__name__
-        batch = capture.leading_batch(example_inputs)
-        step = make_real_step(model, example_inputs, targets=targets, loss_fn=loss_fn, optimizer=optimizer)
+        check_step_arguments("train_step", step)
+        _check_counts(rounds=rounds, warmup_rounds=warmup_rounds, threads=threads)
+        real_step = make_real_step(
+            model,
+            example_inputs,
+            targets=step.get("targets"),
+            loss_fn=step.get("loss_fn"),
+            optimizer=step.get("optimizer"),
+        )
+        times, cpu_times = self._time_rounds(real_step, rounds, warmup_rounds, threads)
+        network = step.get("name") or type(model).__name__
+        result = WallclockResult(
+            network=network,
+            batch=capture.leading_batch(example_inputs),
+            threads=threads,
+            round_s=times,
+            round_cpu_s=cpu_times,
+        )
+        extra: dict[str, Any] = {
+            "dojo_measured_samples_per_s": result.median_samples_per_s,
+            "dojo_threads": threads,
+            "dojo_batch": result.batch,
+        }
+        if simulate:
+            named: StepArguments = {**step, "name": network}
+            report = Dojo(self._session).train_step(model, example_inputs, **named)
+            extra.update(
+                dojo_chip=report.chip,
+                dojo_mesh=report.mesh,
+                dojo_simulated_samples_per_s=report.samples_per_s,
+                dojo_simulated_step_ms=report.step_time_s * 1e3,
+                dojo_simulated_mfu=report.mfu,
+                dojo_simulated_bound=report.bound,
+            )
+        self._benchmark.extra_info.update(extra)
+        self._session.wallclock.append(self._entry(result))
+        return result
+
+    def _time_rounds(
+        self, step: Callable[[], None], rounds: int, warmup_rounds: int, threads: int
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Wall-clock and thread CPU seconds of each measured round (warm-up rounds left out)."""
+        import torch
+
         times: list[float] = []
         cpu_times: list[float] = []
 
@@ -140,47 +168,33 @@ class Wallclock:
                 timed()
         finally:
             torch.set_num_threads(previous_threads)
-        result = WallclockResult(
-            network=network,
-            batch=batch,
-            threads=threads,
-            round_s=tuple(times[warmup_rounds:]),
-            round_cpu_s=tuple(cpu_times[warmup_rounds:]),
-        )
-        extra: dict[str, Any] = {
-            "dojo_measured_samples_per_s": result.median_samples_per_s,
-            "dojo_threads": threads,
-            "dojo_batch": batch,
-        }
-        if simulate:
-            report = Dojo(self._session).train_step(
-                model, example_inputs, targets=targets, loss_fn=loss_fn, optimizer=optimizer, name=network
-            )
-            extra.update(
-                dojo_chip=report.chip,
-                dojo_mesh=report.mesh,
-                dojo_simulated_samples_per_s=report.samples_per_s,
-                dojo_simulated_step_ms=report.step_time_s * 1e3,
-                dojo_simulated_mfu=report.mfu,
-                dojo_simulated_bound=report.bound,
-            )
-        self._benchmark.extra_info.update(extra)
+        return tuple(times[warmup_rounds:]), tuple(cpu_times[warmup_rounds:])
+
+    def _entry(self, result: WallclockResult) -> dict[str, Any]:
+        """The results file's wall-clock entry of ``result``, numbered within the test."""
         ordinal = sum(
-            1 for entry in self._session.wallclock if entry["nodeid"] == self._nodeid and entry["network"] == network
+            1
+            for entry in self._session.wallclock
+            if entry["nodeid"] == self._nodeid and entry["network"] == result.network
         )
-        self._session.wallclock.append(
-            {
-                "nodeid": self._nodeid,
-                "network": network,
-                "ordinal": ordinal,
-                "batch": batch,
-                "threads": threads,
-                "round_s": list(result.round_s),
-                "round_cpu_s": list(result.round_cpu_s),
-                "median_samples_per_s": result.median_samples_per_s,
-            }
-        )
-        return result
+        return {
+            "nodeid": self._nodeid,
+            "network": result.network,
+            "ordinal": ordinal,
+            "batch": result.batch,
+            "threads": result.threads,
+            "round_s": list(result.round_s),
+            "round_cpu_s": list(result.round_cpu_s),
+            "median_samples_per_s": result.median_samples_per_s,
+        }
+
+
+def _check_counts(**counts: int) -> None:
+    """Rounds and threads are integers >= 1 (warm-up rounds >= 0); otherwise the test fails in one line."""
+    for label, value in counts.items():
+        low = 0 if label == "warmup_rounds" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            pytest.fail(f"dojo_wallclock.train_step: {label} must be an integer >= {low}, got {value!r}", pytrace=False)
 
 
 @pytest.fixture
