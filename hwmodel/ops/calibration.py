@@ -248,14 +248,16 @@ def _fit_class(
     memory_s = np.concatenate(data.memory_s)
     measured_s = np.concatenate(data.measured_s)
     sample = np.concatenate(data.sample)
-    measured_by_sample = np.bincount(sample, weights=measured_s, minlength=num_samples)
+    measured_by_sample = np.asarray(np.bincount(sample, weights=measured_s, minlength=num_samples), dtype=np.float64)
     present = np.flatnonzero(measured_by_sample > 0)
     op_overhead_s = np.concatenate(data.overhead_s)
     objective = _Objective(
         compute_s=compute_s,
         memory_s=memory_s,
         starts=np.searchsorted(sample, present),
-        overhead_by_sample_s=np.bincount(sample, weights=op_overhead_s, minlength=num_samples)[present],
+        overhead_by_sample_s=np.asarray(
+            np.bincount(sample, weights=op_overhead_s, minlength=num_samples)[present], dtype=np.float64
+        ),
         target_s=measured_by_sample[present],
         weights=measured_by_sample[present] / np.where(sample_totals[present] > 0, sample_totals[present], 1.0),
     )

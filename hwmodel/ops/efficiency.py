@@ -20,7 +20,6 @@ from hwmodel.errors import SpecError
 from hwmodel.ops.classes import OP_CLASSES
 
 EFFICIENCY_FILE = "efficiency.json"
-IDEAL_ROW = "ideal"
 MAX_OVERHEAD_FACTOR = 1000.0
 
 
@@ -38,11 +37,9 @@ class EfficiencyTable:
     compute: tuple[float, ...]
     memory: tuple[float, ...]
     calibration: str
-    overhead: tuple[float, ...] = ()
+    overhead: tuple[float, ...] = (1.0,) * len(OP_CLASSES)
 
     def __post_init__(self) -> None:
-        if not self.overhead:
-            object.__setattr__(self, "overhead", (1.0,) * len(OP_CLASSES))
         if len(self.overhead) != len(OP_CLASSES):
             raise SpecError(
                 f"efficiency {self.chip}: overhead needs {len(OP_CLASSES)} classes, got {len(self.overhead)}"

@@ -1,7 +1,7 @@
 """Unit constants. Internally everything is SI: seconds, bytes, FLOPs, bytes/s, FLOP/s.
 
 Datasheet units are converted once, where a preset is written, by multiplying with these.
-GB means 10**9 bytes (as vendors state bandwidth and capacity), never 2**30; GiB is spelled out.
+GB means 10**9 bytes (as vendors state bandwidth and capacity), never 2**30.
 
 >>> 2 * TB_PER_S / GB_PER_S
 2000.0
@@ -9,11 +9,9 @@ GB means 10**9 bytes (as vendors state bandwidth and capacity), never 2**30; GiB
 
 from __future__ import annotations
 
-KB = 1e3
 MB = 1e6
 GB = 1e9
 TB = 1e12
-GIB = float(2**30)
 
 GB_PER_S = 1e9
 TB_PER_S = 1e12
@@ -21,11 +19,9 @@ GBIT_PER_S = 1e9 / 8
 
 GFLOP_PER_S = 1e9
 TFLOP_PER_S = 1e12
-PFLOP_PER_S = 1e15
 
 NS = 1e-9
 US = 1e-6
-MS = 1e-3
 
 DTYPE_BYTES: dict[str, int] = {
     "float64": 8,

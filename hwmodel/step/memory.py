@@ -44,7 +44,6 @@ from hwmodel.step.derived import WORKLOAD_CACHE, DerivedCache
 from hwmodel.step.workload import PHASES, Workload
 
 FloatArray = npt.NDArray[np.float64]
-SPILL_STRATEGIES = ("none", "spill", "recompute", "recompute+spill")
 
 
 @dataclass(frozen=True, eq=False)

@@ -44,17 +44,6 @@ from hwmodel.step.sections import (
 )
 
 REPORT_SCHEMA_VERSION = 1
-BREAKDOWN_PARTS = (
-    "compute",
-    "memory",
-    "overhead",
-    "communication",
-    "spill",
-    "recompute",
-    "tensor_parallel",
-    "batchnorm_sync",
-    "pipeline_bubble",
-)
 _REQUIRED_SECTIONS: dict[str, type[Section]] = {
     "flops_by_phase": PhaseFlops,
     "breakdown_s": TimeBreakdown,

@@ -16,6 +16,7 @@ from hwmodel.collectives.linkloads import link_loads
 from hwmodel.ops.cost import ordered_sum
 from hwmodel.search.plans import GroupShape
 from hwmodel.spec.chip import ChipSpec
+from hwmodel.step import sections
 from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.intervals import memory_intervals
 from hwmodel.step.op_times import OpTimes, batchnorm_mask
@@ -23,17 +24,6 @@ from hwmodel.step.placement import MemoryFit, StagePlacement
 from hwmodel.step.report import Report
 from hwmodel.step.resolve import StepContext
 from hwmodel.step.schedule import StepSchedule
-from hwmodel.step.sections import (
-    BatchnormSync,
-    GradientCommunication,
-    IngestSection,
-    MemoryBytes,
-    MemoryStrategy,
-    PhaseFlops,
-    PhaseTimes,
-    TensorParallelSection,
-    TimeBreakdown,
-)
 from hwmodel.step.timeline import Timeline
 from hwmodel.step.workload import Workload
 from hwmodel.studies.ingest import ingest
@@ -44,11 +34,11 @@ TOP_ENTRIES = 10
 
 def step_time(
     context: StepContext, schedule: StepSchedule, fit: MemoryFit
-) -> tuple[TimeBreakdown, float, IngestSection | None]:
+) -> tuple[sections.TimeBreakdown, float, sections.IngestSection | None]:
     """The breakdown of the step, its time in seconds, and the ingest section (None without a feed)."""
     total = schedule.compute_end_s + schedule.exposed_s + schedule.optimizer_s + fit.remedy_s
     parts = schedule.parts
-    breakdown = TimeBreakdown(
+    breakdown = sections.TimeBreakdown(
         compute_s=parts["compute"],
         memory_s=parts["memory"],
         overhead_s=parts["overhead"],
@@ -64,11 +54,13 @@ def step_time(
         return breakdown, total, None
     cost = ingest(feed, context.global_batch)
     hidden = max(0.0, cost.time_s - total)
-    section = IngestSection(time_s=cost.time_s, bytes_per_step=cost.bytes_per_step, bound=cost.bound, exposed_s=hidden)
+    section = sections.IngestSection(
+        time_s=cost.time_s, bytes_per_step=cost.bytes_per_step, bound=cost.bound, exposed_s=hidden
+    )
     return replace(breakdown, ingest_s=hidden), total + hidden, section
 
 
-def bound_of(breakdown: TimeBreakdown, chip: ChipSpec, ingest_section: IngestSection | None) -> str:
+def bound_of(breakdown: sections.TimeBreakdown, chip: ChipSpec, ingest_section: sections.IngestSection | None) -> str:
     """The largest part of the step in hardware terms (ties: the later part name)."""
     names = {
         "compute": "compute",
@@ -106,33 +98,33 @@ def unmodeled_ops(workload: Workload) -> dict[str, int]:
     return dict(WORKLOAD_CACHE.get(workload, "unmodeled_ops", lambda: workload.unmodeled_ops))
 
 
-def phase_times(context: StepContext, placement: StagePlacement, schedule: StepSchedule) -> PhaseTimes:
+def phase_times(context: StepContext, placement: StagePlacement, schedule: StepSchedule) -> sections.PhaseTimes:
     """Seconds per phase of the critical chip: the busiest stage's micro-batches under pipelining."""
     if context.single_stage:
         row = placement.per_stage_phase_s[0]
-        return PhaseTimes(forward_s=float(row[0]), backward_s=float(row[1]), optimizer_s=float(row[2]))
+        return sections.PhaseTimes(forward_s=float(row[0]), backward_s=float(row[1]), optimizer_s=float(row[2]))
     micro_batches, busiest = context.plan.micro_batches, schedule.busiest_stage
-    return PhaseTimes(
+    return sections.PhaseTimes(
         forward_s=micro_batches * float(placement.forward_s[busiest]),
         backward_s=micro_batches * float(placement.backward_s[busiest]),
         optimizer_s=schedule.optimizer_s,
     )
 
 
-def phase_flops(context: StepContext) -> PhaseFlops:
+def phase_flops(context: StepContext) -> sections.PhaseFlops:
     """FLOPs of the whole step (every replica and micro-batch) per phase."""
     splits = context.plan.data_parallel * context.plan.micro_batches
     by_phase = context.workload.flops_by_phase
-    return PhaseFlops(
+    return sections.PhaseFlops(
         forward_flops=by_phase["forward"] * splits,
         backward_flops=by_phase["backward"] * splits,
         optimizer_flops=by_phase["optimizer"] * splits,
     )
 
 
-def memory_strategy(fit: MemoryFit) -> MemoryStrategy:
+def memory_strategy(fit: MemoryFit) -> sections.MemoryStrategy:
     memory = fit.memory
-    return MemoryStrategy(
+    return sections.MemoryStrategy(
         strategy=memory.strategy,
         stage=fit.stage,
         working_set_bytes=memory.total_bytes,
@@ -145,9 +137,9 @@ def memory_strategy(fit: MemoryFit) -> MemoryStrategy:
     )
 
 
-def memory_bytes(fit: MemoryFit) -> MemoryBytes:
+def memory_bytes(fit: MemoryFit) -> sections.MemoryBytes:
     memory = fit.memory
-    return MemoryBytes(
+    return sections.MemoryBytes(
         weights_bytes=memory.weights_bytes,
         gradients_bytes=memory.gradients_bytes,
         optimizer_state_bytes=memory.optimizer_state_bytes,
@@ -156,8 +148,8 @@ def memory_bytes(fit: MemoryFit) -> MemoryBytes:
     )
 
 
-def communication(context: StepContext, schedule: StepSchedule) -> GradientCommunication:
-    return GradientCommunication(
+def communication(context: StepContext, schedule: StepSchedule) -> sections.GradientCommunication:
+    return sections.GradientCommunication(
         gradient_bytes=context.gradient_bytes,
         buckets=schedule.buckets,
         all_reduce_algorithm=schedule.all_reduce_algorithm,
@@ -169,19 +161,19 @@ def communication(context: StepContext, schedule: StepSchedule) -> GradientCommu
 
 
 def collective_sections(
-    context: StepContext, times: OpTimes, schedule: StepSchedule, breakdown: TimeBreakdown
-) -> tuple[TensorParallelSection | None, BatchnormSync]:
+    context: StepContext, times: OpTimes, schedule: StepSchedule, breakdown: sections.TimeBreakdown
+) -> tuple[sections.TensorParallelSection | None, sections.BatchnormSync]:
     """The tensor-parallel section (None without tensor parallelism) and the batch-norm one."""
     plan, critical = context.plan, schedule.critical
     tensor_parallel = None
     if plan.tensor_parallel > 1:
-        tensor_parallel = TensorParallelSection(
+        tensor_parallel = sections.TensorParallelSection(
             degree=plan.tensor_parallel,
             collectives=int(np.count_nonzero(times.tensor_parallel_s[critical])) * plan.micro_batches,
             blocking_s=breakdown.tensor_parallel_s,
             parameter_fraction=context.tp_parameter_fraction,
         )
-    batchnorm = BatchnormSync(
+    batchnorm = sections.BatchnormSync(
         enabled=bool(context.sync_batchnorm and plan.data_parallel > 1),
         norm_ops=int(batchnorm_mask(context.workload).sum()),
         all_reduces=int(np.count_nonzero(times.batchnorm_s[critical])) * plan.micro_batches,

@@ -29,7 +29,6 @@ from hwmodel.errors import SpecError
 from hwmodel.spec.units import GB_PER_S
 
 HARDWARE_REFERENCE = "docs/reference/dojo-hardware.md"
-NETWORKS_REFERENCE = "docs/reference/autopilot-networks.md"
 HOST_LINKS = ("pcie", "ethernet", "pcie+ethernet")
 
 DIP_PCIE_BYTES_PER_S = 32 * GB_PER_S
@@ -90,7 +89,7 @@ class CameraSample:
 
 AUTOPILOT_CAMERAS = CameraSample(
     name="autopilot-8cam",
-    # autopilot-networks.md, Inputs: "8 surround cameras, 1280x960, 12-bit raw" [S].
+    # docs/reference/autopilot-networks.md, Inputs: "8 surround cameras, 1280x960, 12-bit raw" [S].
     cameras=8,
     width_pixels=1280,
     height_pixels=960,
