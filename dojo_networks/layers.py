@@ -167,7 +167,7 @@ class CameraEncoder(nn.Module):
         self.position_frequencies = position_frequencies
         self.backbone = RegNet(backbone)
         # Stages at strides 8, 16 and 32 feed the neck, which adds stride 64 (the levels quoted
-        # for HydraNet in the reference notes).
+        # for HydraNet: docs/reference/autopilot-networks.md, "HydraNet": backbone feature scales [U]).
         self.neck = BiFPN(self.backbone.stage_channels[1:], channels=neck_channels, repeats=neck_repeats)
         if not 1 <= token_levels <= self.neck.num_levels:
             raise ValueError(f"token_levels must be in [1, {self.neck.num_levels}], got {token_levels}")

@@ -2,7 +2,7 @@
 
     python -m dojo_validation.published
 
-Reference (``shared/reference/dojo-hardware.md``, "Published training throughput"): NVIDIA
+Reference (``docs/reference/dojo-hardware.md``, "Published training throughput"): NVIDIA
 DeepLearningExamples, PyTorch/Detection/Efficientdet README, DGX A100 80GB: 255 img/s on 1 GPU and
 1,835 on 8 (AMP, batch 150 per GPU); 170 and 1,213 (TF32, batch 80). The suite's
 ``efficientdet_d0`` (512x512, 90 classes) is captured at the per-GPU batch and simulated on
@@ -37,7 +37,7 @@ class PublishedPoint:
     images_per_s: float
 
 
-# dojo-hardware.md, "Published training throughput usable for calibration" (DeepLearningExamples).
+# docs/reference/dojo-hardware.md, "Published training throughput" (DeepLearningExamples).
 PUBLISHED = (
     PublishedPoint(precision_name="AMP", precision=MIXED_BF16, batch_per_gpu=150, gpus=1, images_per_s=255),
     PublishedPoint(precision_name="AMP", precision=MIXED_BF16, batch_per_gpu=150, gpus=8, images_per_s=1835),

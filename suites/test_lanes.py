@@ -9,7 +9,8 @@ if TYPE_CHECKING:
     from suites.conftest import SimulatedNetwork
 
 CAMERAS = 8
-# shared/reference/autopilot-networks.md: "At 1280x960 a backbone costs ~24.5x its 224x224 figure".
+# docs/reference/autopilot-networks.md, "Backbone reference costs": at 1280x960 a backbone costs ~24.5x
+# its 224x224 figure [D].
 PIXELS_OVER_IMAGENET = 1280 * 960 / 224**2
 REGNETY_1_6GF_MACS = 1.63e9  # timm table at 224x224, same reference
 

@@ -10,7 +10,7 @@ import pytest
 if TYPE_CHECKING:
     from suites.conftest import SimulatedNetwork
 
-# timm benchmark table at 224x224, quoted in shared/reference/autopilot-networks.md.
+# timm benchmark table at 224x224, in docs/reference/autopilot-networks.md, "Backbone reference costs".
 PUBLISHED_MACS = {"regnety_1_6gf": 1.63e9, "regnety_4_0gf": 4.0e9, "regnety_8_0gf": 8.0e9}
 
 

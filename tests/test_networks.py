@@ -107,7 +107,7 @@ def test_stage_plan_matches_published_design_points(
 @pytest.mark.parametrize(
     ("name", "parameters_millions", "gmacs"),
     [
-        # timm benchmark table at 224x224, quoted in shared/reference/autopilot-networks.md.
+        # timm benchmark table at 224x224, in docs/reference/autopilot-networks.md, "Backbone reference costs".
         ("regnety_1_6gf", 11.2, 1.63),
         ("regnety_4_0gf", 20.65, 4.0),
         ("regnety_8_0gf", 39.18, 8.0),

@@ -18,8 +18,8 @@ from typing import Any
 NETWORKS = ("hydranet", "occupancy", "lanes")
 """The Autopilot-style networks of ``dojo_networks`` whose history is recorded."""
 MESHES = ("1x1", "5x5", "10x15")
-"""One D1; one training tile (5x5); one system tray (2x3 tiles = 10x15 chips, dojo-hardware.md:
-"system tray 6 tiles (2x3)" [S])."""
+"""One D1; one training tile (5x5); one system tray (2x3 tiles = 10x15 chips: docs/reference/
+dojo-hardware.md, "System tray and cabinet": system tray [S])."""
 CHIP = "d1"
 FULL_BATCH_PER_CHIP = 1
 """Samples per chip of the simulated full-size step: every chip a data-parallel replica, as the
