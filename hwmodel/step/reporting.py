@@ -7,7 +7,7 @@ ingest (prefetched during the step, when a data feed is modelled) that the step 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -138,14 +138,9 @@ def memory_strategy(fit: MemoryFit) -> sections.MemoryStrategy:
 
 
 def memory_bytes(fit: MemoryFit) -> sections.MemoryBytes:
-    memory = fit.memory
-    return sections.MemoryBytes(
-        weights_bytes=memory.weights_bytes,
-        gradients_bytes=memory.gradients_bytes,
-        optimizer_state_bytes=memory.optimizer_state_bytes,
-        buffers_bytes=memory.buffers_bytes,
-        activations_peak_bytes=memory.activations_peak_bytes,
-    )
+    """Bytes per chip by category, from the footprint's fields of the same names."""
+    names = [spec_field.name for spec_field in fields(sections.MemoryBytes)]
+    return sections.MemoryBytes(**{name: getattr(fit.memory, name) for name in names})
 
 
 def communication(context: StepContext, schedule: StepSchedule) -> sections.GradientCommunication:

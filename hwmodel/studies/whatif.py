@@ -21,7 +21,6 @@ from hwmodel.errors import HwModelError, SpecError
 from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.search.auto import simulate
 from hwmodel.search.plans import Plan
-from hwmodel.spec.fabric import FabricSpec
 from hwmodel.spec.precision import MIXED_BF16, Precision
 from hwmodel.spec.presets import get_preset
 from hwmodel.spec.system import System
@@ -41,46 +40,38 @@ class Hardware:
     feed: DataFeed | None = None
 
 
-def _scale_flops(hardware: Hardware, factor: float) -> Hardware:
+def _chip_rates(hardware: Hardware, factor: float, *names: str) -> Hardware:
+    """The hardware with the chip's fields ``names`` multiplied by ``factor``."""
     chip = hardware.system.chip
-    chip = replace(
-        chip,
-        matrix_bf16_flops_per_s=chip.matrix_bf16_flops_per_s * factor,
-        matrix_fp32_flops_per_s=chip.matrix_fp32_flops_per_s * factor,
-        vector_flops_per_s=chip.vector_flops_per_s * factor,
-    )
+    chip = replace(chip, **{name: getattr(chip, name) * factor for name in names})
     return replace(hardware, system=replace(hardware.system, chip=chip))
 
 
-def _scale_memory_capacity(hardware: Hardware, factor: float) -> Hardware:
-    chip = replace(hardware.system.chip, local_memory_bytes=hardware.system.chip.local_memory_bytes * factor)
-    return replace(hardware, system=replace(hardware.system, chip=chip))
-
-
-def _scale_memory_bandwidth(hardware: Hardware, factor: float) -> Hardware:
-    chip = hardware.system.chip
-    chip = replace(
-        chip,
-        local_memory_read_bytes_per_s=chip.local_memory_read_bytes_per_s * factor,
-        local_memory_write_bytes_per_s=chip.local_memory_write_bytes_per_s * factor,
-    )
-    return replace(hardware, system=replace(hardware.system, chip=chip))
-
-
-def _with_fabric(hardware: Hardware, fabric: FabricSpec) -> Hardware:
+def _fabric_rates(hardware: Hardware, factor: float, *names: str) -> Hardware:
+    """The hardware with the fabric's fields ``names`` multiplied by ``factor``."""
+    fabric = hardware.system.fabric
+    fabric = replace(fabric, **{name: getattr(fabric, name) * factor for name in names})
     return replace(hardware, system=replace(hardware.system, fabric=fabric))
 
 
+def _scale_flops(hardware: Hardware, factor: float) -> Hardware:
+    return _chip_rates(hardware, factor, "matrix_bf16_flops_per_s", "matrix_fp32_flops_per_s", "vector_flops_per_s")
+
+
+def _scale_memory_capacity(hardware: Hardware, factor: float) -> Hardware:
+    return _chip_rates(hardware, factor, "local_memory_bytes")
+
+
+def _scale_memory_bandwidth(hardware: Hardware, factor: float) -> Hardware:
+    return _chip_rates(hardware, factor, "local_memory_read_bytes_per_s", "local_memory_write_bytes_per_s")
+
+
 def _scale_link(hardware: Hardware, factor: float) -> Hardware:
-    fabric = hardware.system.fabric
-    return _with_fabric(hardware, replace(fabric, link_bytes_per_s=fabric.link_bytes_per_s * factor))
+    return _fabric_rates(hardware, factor, "link_bytes_per_s")
 
 
 def _scale_inter_tile_link(hardware: Hardware, factor: float) -> Hardware:
-    fabric = hardware.system.fabric
-    return _with_fabric(
-        hardware, replace(fabric, inter_tile_link_bytes_per_s=fabric.inter_tile_link_bytes_per_s * factor)
-    )
+    return _fabric_rates(hardware, factor, "inter_tile_link_bytes_per_s")
 
 
 def _scale_latency(hardware: Hardware, factor: float) -> Hardware:
@@ -91,7 +82,7 @@ def _scale_latency(hardware: Hardware, factor: float) -> Hardware:
         inter_tile_hop_latency_s=fabric.inter_tile_hop_latency_s / factor,
         collective_step_latency_s=fabric.collective_step_latency_s / factor,
     )
-    return _with_fabric(hardware, faster)
+    return replace(hardware, system=replace(hardware.system, fabric=faster))
 
 
 def _scale_op_overhead(hardware: Hardware, factor: float) -> Hardware:
@@ -100,9 +91,7 @@ def _scale_op_overhead(hardware: Hardware, factor: float) -> Hardware:
 
 
 def _scale_backing_bandwidth(hardware: Hardware, factor: float) -> Hardware:
-    fabric = hardware.system.fabric
-    bandwidth = fabric.backing_memory_bytes_per_s_per_chip * factor
-    return _with_fabric(hardware, replace(fabric, backing_memory_bytes_per_s_per_chip=bandwidth))
+    return _fabric_rates(hardware, factor, "backing_memory_bytes_per_s_per_chip")
 
 
 def _scale_ingest(hardware: Hardware, factor: float) -> Hardware:
