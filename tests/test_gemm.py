@@ -13,7 +13,7 @@ from hwmodel import OpRecord, SpecError, Workload
 from hwmodel.errors import WorkloadError
 from hwmodel.ops.calibration import PEAK_TABLE
 from hwmodel.ops.classes import OP_CLASSES
-from hwmodel.ops.cost import class_indices, op_costs
+from hwmodel.ops.cost import op_costs
 from hwmodel.ops.flops import attention_backward_flops, attention_forward_flops, convolution_backward_flops
 from hwmodel.ops.gemm import (
     GemmRateTable,
@@ -21,6 +21,7 @@ from hwmodel.ops.gemm import (
     gemm_flops,
     per_sample_convolution_gemms,
 )
+from hwmodel.ops.matrix import class_indices
 from hwmodel.spec.precision import FP32, MIXED_BF16
 from hwmodel.spec.presets import get_preset
 

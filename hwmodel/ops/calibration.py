@@ -39,8 +39,9 @@ import numpy.typing as npt
 
 from hwmodel.errors import SpecError, WorkloadError
 from hwmodel.ops.classes import OP_CLASSES
-from hwmodel.ops.cost import class_indices, op_costs
+from hwmodel.ops.cost import op_costs
 from hwmodel.ops.efficiency import EfficiencyTable
+from hwmodel.ops.matrix import class_indices
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.precision import Precision
 from hwmodel.step.workload import Workload

@@ -12,7 +12,7 @@ For each op (vectorised over the whole workload with numpy):
   units (D1) only the occupied units' SRAM ports serve the op, so occupancy scales it too; with one
   shared HBM it does not. Full-duplex memory overlaps loads and stores (``max``), shared memory
   adds them.
-* GEMM shapes: on a chip with measured GEMM rates (``ChipSpec.gemm_rates``, the host), a matrix
+* GEMM shapes (:mod:`hwmodel.ops.matrix`): on a chip with measured GEMM rates (``ChipSpec.gemm_rates``), a matrix
   op whose GEMMs the capture recorded (``OpRecord.gemms``) takes their time at the measured rate of
   each shape instead of ``flops / peak``, and every op lowered to GEMMs (a per-sample convolution,
   CPU flash attention) is then a ``matmul``-class op: its kernel is BLAS calls.
@@ -27,95 +27,20 @@ sparsity.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from hwmodel.ops.classes import MATRIX_CLASSES, OP_CLASSES, op_class
+from hwmodel.ops.arrays import workload_arrays
 from hwmodel.ops.efficiency import EfficiencyTable
+from hwmodel.ops.matrix import class_indices, gemm_seconds
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.precision import Precision
-from hwmodel.spec.units import FLOAT_DTYPES
-from hwmodel.step.derived import WORKLOAD_CACHE, DerivedCache
 from hwmodel.step.workload import PHASES, Workload
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True, eq=False)
-class WorkloadArrays:
-    """The per-op columns of a workload as numpy arrays, built once per workload.
-
-    Module and op names are interned: ``module_index[i]`` indexes ``module_names``.
-    """
-
-    flops: FloatArray
-    bytes_read: FloatArray
-    bytes_written: FloatArray
-    output_elements: FloatArray
-    class_index: IntArray
-    phase_index: IntArray
-    is_matrix: npt.NDArray[np.bool_]
-    is_float: npt.NDArray[np.bool_]
-    dtype_names: tuple[str, ...]
-    dtype_index: IntArray
-    module_index: IntArray
-    module_names: tuple[str, ...]
-    op_name_index: IntArray
-    op_names: tuple[str, ...]
-    tensor_lists: FloatArray
-    has_gemms: npt.NDArray[np.bool_]
-    gemm_op_index: IntArray
-    gemm_shapes: FloatArray
-    """One row per recorded GEMM: ``gemm_op_index`` is its op, ``gemm_shapes`` its (count, m, n, k)."""
-
-
-def _intern(values: list[str]) -> tuple[IntArray, tuple[str, ...]]:
-    names: dict[str, int] = {}
-    indices = np.fromiter((names.setdefault(value, len(names)) for value in values), dtype=np.int64, count=len(values))
-    return indices, tuple(names)
-
-
-def workload_arrays(workload: Workload, cache: DerivedCache = WORKLOAD_CACHE) -> WorkloadArrays:
-    """Arrays of ``workload``, kept in ``cache`` for as long as the (immutable) workload lives."""
-    return cache.get(workload, "arrays", lambda: _workload_arrays(workload))
-
-
-def _workload_arrays(workload: Workload) -> WorkloadArrays:
-    ops = workload.ops
-    count = len(ops)
-    classes = [op_class(op.name) for op in ops]
-    dtype_index, dtype_names = _intern([op.dtype for op in ops])
-    module_index, module_names = _intern([op.module for op in ops])
-    op_name_index, op_names = _intern([op.name for op in ops])
-    arrays = WorkloadArrays(
-        flops=np.fromiter((op.flops for op in ops), dtype=np.float64, count=count),
-        bytes_read=np.fromiter((op.bytes_read for op in ops), dtype=np.float64, count=count),
-        bytes_written=np.fromiter((op.bytes_written for op in ops), dtype=np.float64, count=count),
-        output_elements=np.fromiter((op.output_elements for op in ops), dtype=np.float64, count=count),
-        class_index=np.fromiter((OP_CLASSES.index(c) for c in classes), dtype=np.int64, count=count),
-        phase_index=np.fromiter((PHASES.index(op.phase) for op in ops), dtype=np.int64, count=count),
-        is_matrix=np.fromiter((c in MATRIX_CLASSES for c in classes), dtype=np.bool_, count=count),
-        is_float=np.fromiter((op.dtype in FLOAT_DTYPES for op in ops), dtype=np.bool_, count=count),
-        dtype_names=dtype_names,
-        dtype_index=dtype_index,
-        module_index=module_index,
-        module_names=module_names,
-        op_name_index=op_name_index,
-        tensor_lists=np.fromiter(
-            (max(1, len(op.output_ids)) if op.name.startswith("aten._foreach_") else 1 for op in ops),
-            dtype=np.float64,
-            count=count,
-        ),
-        op_names=op_names,
-        has_gemms=np.fromiter((bool(op.gemms) for op in ops), dtype=np.bool_, count=count),
-        gemm_op_index=np.asarray([index for index, op in enumerate(ops) for _ in op.gemms], dtype=np.int64),
-        gemm_shapes=np.asarray([gemm for op in ops for gemm in op.gemms], dtype=np.float64).reshape(-1, 4),
-    )
-    return arrays
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,35 +89,6 @@ def tiered_bandwidth(chip: ChipSpec, footprint_bytes: FloatArray) -> tuple[Float
         read = np.where(fits, rate, read)
         write = np.where(fits, rate, write)
     return read, write
-
-
-def class_indices(workload: Workload, chip: ChipSpec) -> IntArray:
-    """Op class of every op on ``chip`` (indices into ``OP_CLASSES``): the op's own class, except that
-    on a chip with measured GEMM rates every op lowered to GEMMs (a per-sample convolution, CPU flash
-    attention) is a ``matmul``: its kernel is BLAS calls, timed by their shapes."""
-    arrays = workload_arrays(workload)
-    if chip.gemm_rates is None:
-        return arrays.class_index
-    classes: IntArray = np.where(arrays.has_gemms, OP_CLASSES.index("matmul"), arrays.class_index).astype(np.int64)
-    return classes
-
-
-def gemm_seconds(workload: Workload, chip: ChipSpec, dtype: str) -> FloatArray:
-    """Per op, the time of its recorded GEMMs at ``chip``'s measured rates (0 for ops without any).
-
-    NB: rates are measured in FP32; another compute dtype scales them by the ratio of the chip's
-    matrix peaks (a BF16 GEMM of each shape is assumed as much faster as the peak says).
-    """
-    arrays = workload_arrays(workload)
-    table = chip.gemm_rates
-    if table is None or not len(arrays.gemm_op_index):
-        return np.zeros(len(arrays.flops))
-    shapes = arrays.gemm_shapes
-    dtype_speedup = chip.matrix_flops_per_s(dtype) / chip.matrix_fp32_flops_per_s
-    rates = table.rates(shapes[:, 1], shapes[:, 2], shapes[:, 3]) * dtype_speedup
-    seconds = 2.0 * shapes[:, 0] * shapes[:, 1] * shapes[:, 2] * shapes[:, 3] / rates
-    per_op = np.bincount(arrays.gemm_op_index, weights=seconds, minlength=len(arrays.flops)).astype(np.float64)
-    return per_op
 
 
 def op_costs(
@@ -250,14 +146,9 @@ def op_costs(
     return OpCosts(compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s, time_s=time_s, flops=flops)
 
 
-def exact_sum(values: FloatArray) -> float:
-    """Correctly rounded sum: identical on every machine, whatever numpy's SIMD does."""
-    return math.fsum(values.tolist())
-
-
 def ordered_sum(values: FloatArray) -> float:
     """Sum in index order (``add.accumulate`` never reorders, unlike ``np.sum``'s pairwise SIMD
-    blocks): identical on every IEEE-754 machine, and several times faster than :func:`exact_sum`.
+    blocks): identical on every IEEE-754 machine, and several times faster than ``math.fsum``.
 
     >>> ordered_sum(np.array([1e16, 1.0, -1e16]))
     0.0

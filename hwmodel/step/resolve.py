@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hwmodel.errors import PlanError
-from hwmodel.ops.cost import WorkloadArrays, workload_arrays
+from hwmodel.ops.arrays import WorkloadArrays, workload_arrays
 from hwmodel.ops.efficiency import EfficiencyTable, efficiency_for
 from hwmodel.search.plans import Plan, PlanLayout, plan_layout
 from hwmodel.spec.precision import MIXED_BF16, Precision

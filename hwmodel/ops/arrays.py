@@ -1,0 +1,92 @@
+"""The per-op columns of a workload as numpy arrays: what every vectorised cost reads.
+
+Built once per workload (it is immutable) and kept in a :class:`~hwmodel.step.derived.DerivedCache`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from hwmodel.ops.classes import MATRIX_CLASSES, OP_CLASSES, op_class
+from hwmodel.spec.units import FLOAT_DTYPES
+from hwmodel.step.derived import WORKLOAD_CACHE, DerivedCache
+from hwmodel.step.workload import PHASES, Workload
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, eq=False)
+class WorkloadArrays:
+    """The per-op columns of a workload as numpy arrays, built once per workload.
+
+    Module and op names are interned: ``module_index[i]`` indexes ``module_names``.
+    """
+
+    flops: FloatArray
+    bytes_read: FloatArray
+    bytes_written: FloatArray
+    output_elements: FloatArray
+    class_index: IntArray
+    phase_index: IntArray
+    is_matrix: npt.NDArray[np.bool_]
+    is_float: npt.NDArray[np.bool_]
+    dtype_names: tuple[str, ...]
+    dtype_index: IntArray
+    module_index: IntArray
+    module_names: tuple[str, ...]
+    op_name_index: IntArray
+    op_names: tuple[str, ...]
+    tensor_lists: FloatArray
+    has_gemms: npt.NDArray[np.bool_]
+    gemm_op_index: IntArray
+    gemm_shapes: FloatArray
+    """One row per recorded GEMM: ``gemm_op_index`` is its op, ``gemm_shapes`` its (count, m, n, k)."""
+
+
+def _intern(values: list[str]) -> tuple[IntArray, tuple[str, ...]]:
+    names: dict[str, int] = {}
+    indices = np.fromiter((names.setdefault(value, len(names)) for value in values), dtype=np.int64, count=len(values))
+    return indices, tuple(names)
+
+
+def workload_arrays(workload: Workload, cache: DerivedCache = WORKLOAD_CACHE) -> WorkloadArrays:
+    """Arrays of ``workload``, kept in ``cache`` for as long as the (immutable) workload lives."""
+    return cache.get(workload, "arrays", lambda: _workload_arrays(workload))
+
+
+def _workload_arrays(workload: Workload) -> WorkloadArrays:
+    ops = workload.ops
+    count = len(ops)
+    classes = [op_class(op.name) for op in ops]
+    dtype_index, dtype_names = _intern([op.dtype for op in ops])
+    module_index, module_names = _intern([op.module for op in ops])
+    op_name_index, op_names = _intern([op.name for op in ops])
+    arrays = WorkloadArrays(
+        flops=np.fromiter((op.flops for op in ops), dtype=np.float64, count=count),
+        bytes_read=np.fromiter((op.bytes_read for op in ops), dtype=np.float64, count=count),
+        bytes_written=np.fromiter((op.bytes_written for op in ops), dtype=np.float64, count=count),
+        output_elements=np.fromiter((op.output_elements for op in ops), dtype=np.float64, count=count),
+        class_index=np.fromiter((OP_CLASSES.index(c) for c in classes), dtype=np.int64, count=count),
+        phase_index=np.fromiter((PHASES.index(op.phase) for op in ops), dtype=np.int64, count=count),
+        is_matrix=np.fromiter((c in MATRIX_CLASSES for c in classes), dtype=np.bool_, count=count),
+        is_float=np.fromiter((op.dtype in FLOAT_DTYPES for op in ops), dtype=np.bool_, count=count),
+        dtype_names=dtype_names,
+        dtype_index=dtype_index,
+        module_index=module_index,
+        module_names=module_names,
+        op_name_index=op_name_index,
+        tensor_lists=np.fromiter(
+            (max(1, len(op.output_ids)) if op.name.startswith("aten._foreach_") else 1 for op in ops),
+            dtype=np.float64,
+            count=count,
+        ),
+        op_names=op_names,
+        has_gemms=np.fromiter((bool(op.gemms) for op in ops), dtype=np.bool_, count=count),
+        gemm_op_index=np.asarray([index for index, op in enumerate(ops) for _ in op.gemms], dtype=np.int64),
+        gemm_shapes=np.asarray([gemm for op in ops for gemm in op.gemms], dtype=np.float64).reshape(-1, 4),
+    )
+    return arrays

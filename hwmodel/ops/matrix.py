@@ -1,0 +1,49 @@
+"""Matrix-class ops (matmul, convolution, attention) on a chip with measured GEMM rates.
+
+On such a chip (``ChipSpec.gemm_rates``: the host), every op the capture lowered to GEMMs
+(``OpRecord.gemms``: a per-sample convolution, CPU flash attention) is a ``matmul``-class op, since
+its kernel is BLAS calls, and takes the time of its GEMMs at the measured rate of each shape. Chips
+known by their datasheet time matrix ops by ``flops / peak`` in :mod:`hwmodel.ops.cost`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from hwmodel.ops.arrays import workload_arrays
+from hwmodel.ops.classes import OP_CLASSES
+from hwmodel.spec.chip import ChipSpec
+from hwmodel.step.workload import Workload
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+def class_indices(workload: Workload, chip: ChipSpec) -> IntArray:
+    """Op class of every op on ``chip`` (indices into ``OP_CLASSES``): the op's own class, except that
+    on a chip with measured GEMM rates every op lowered to GEMMs (a per-sample convolution, CPU flash
+    attention) is a ``matmul``: its kernel is BLAS calls, timed by their shapes."""
+    arrays = workload_arrays(workload)
+    if chip.gemm_rates is None:
+        return arrays.class_index
+    classes: IntArray = np.where(arrays.has_gemms, OP_CLASSES.index("matmul"), arrays.class_index).astype(np.int64)
+    return classes
+
+
+def gemm_seconds(workload: Workload, chip: ChipSpec, dtype: str) -> FloatArray:
+    """Per op, the time of its recorded GEMMs at ``chip``'s measured rates (0 for ops without any).
+
+    NB: rates are measured in FP32; another compute dtype scales them by the ratio of the chip's
+    matrix peaks (a BF16 GEMM of each shape is assumed as much faster as the peak says).
+    """
+    arrays = workload_arrays(workload)
+    table = chip.gemm_rates
+    if table is None or not len(arrays.gemm_op_index):
+        return np.zeros(len(arrays.flops))
+    shapes = arrays.gemm_shapes
+    dtype_speedup = chip.matrix_flops_per_s(dtype) / chip.matrix_fp32_flops_per_s
+    rates = table.rates(shapes[:, 1], shapes[:, 2], shapes[:, 3]) * dtype_speedup
+    seconds = 2.0 * shapes[:, 0] * shapes[:, 1] * shapes[:, 2] * shapes[:, 3] / rates
+    per_op = np.bincount(arrays.gemm_op_index, weights=seconds, minlength=len(arrays.flops)).astype(np.float64)
+    return per_op
