@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -78,12 +79,8 @@ def cpu_s(function: Callable[[], Any], repeats: int, inner: int = 1) -> float:
     return median_s(function, repeats, inner, clock=time.process_time)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per figure (median). Default: 7")
-    arguments = parser.parse_args()
-    repeats = arguments.repeats
-
+def _capture_all() -> dict[int, Workload]:
+    """The full network's step at per-replica batches 1, 5 and 25, with a line on what it holds."""
     workloads: dict[int, Workload] = {}
     capture_s: dict[int, float] = {}
     for batch in (1, 5, 25):
@@ -92,24 +89,28 @@ def main() -> None:
         workloads[batch] = capture(batch)
         capture_s[batch] = time.perf_counter() - start
     one = workloads[1]
-    tile = make_system("d1", "5x5")
     print(
         f"{NETWORK} full: {len(one.ops)} ops, {one.parameter_count / 1e6:.1f} M parameters, "
         f"{one.flops_total / 1e12:.2f} TFLOP per sample-step; capture "
         + ", ".join(f"batch {b}: {s:.1f} s" for b, s in capture_s.items())
     )
+    return workloads
 
+
+def _print_plan_evaluations(one: Workload, tile: Any, repeats: int) -> None:
     print("\nevaluations of one (workload at batch 1 per replica, 5x5 D1, plan) after capture:")
     print(f"  {'plan':<22} {'evals/s':>9} {'ms/eval':>8} {'cpu evals/s':>12} {'step ms':>9} {'samples/s':>10}")
     for plan in PLANS:
         report = simulate(one, tile, plan=plan)
-        per_eval = median_s(lambda plan=plan: simulate(one, tile, plan=plan), repeats, inner=50)
-        per_eval_cpu = cpu_s(lambda plan=plan: simulate(one, tile, plan=plan), repeats, inner=50)
+        per_eval = median_s(partial(simulate, one, tile, plan=plan), repeats, inner=50)
+        per_eval_cpu = cpu_s(partial(simulate, one, tile, plan=plan), repeats, inner=50)
         print(
             f"  {plan!s:<22} {1 / per_eval:>9,.0f} {per_eval * 1e3:>8.3f} {1 / per_eval_cpu:>12,.0f} "
             f"{report.step_time_s * 1e3:>9.3f} {report.samples_per_s:>10,.1f}"
         )
 
+
+def _print_scaling(one: Workload, repeats: int) -> None:
     print("\none evaluation (data parallel over every chip) against chips:")
     print(f"  {'mesh':<8} {'chips':>6} {'cold ms':>8} {'warm ms':>8} {'cpu ms':>7} {'warm us/chip':>13} {'step ms':>8}")
     for mesh, chips in SCALING_MESHES:
@@ -118,13 +119,15 @@ def main() -> None:
         start = time.perf_counter()
         report = simulate(one, system)
         cold = time.perf_counter() - start
-        warm = median_s(lambda system=system: simulate(one, system), repeats, inner=20)
-        warm_cpu = cpu_s(lambda system=system: simulate(one, system), repeats, inner=20)
+        warm = median_s(partial(simulate, one, system), repeats, inner=20)
+        warm_cpu = cpu_s(partial(simulate, one, system), repeats, inner=20)
         print(
             f"  {mesh:<8} {chips:>6} {cold * 1e3:>8.2f} {warm * 1e3:>8.3f} {warm_cpu * 1e3:>7.3f} "
             f"{warm / chips * 1e6:>13.3f} {report.step_time_s * 1e3:>8.3f}"
         )
 
+
+def _print_plan_search(workloads: dict[int, Workload], tile: Any, repeats: int) -> None:
     source = FixedWorkloads(by_batch=workloads, global_batch=GLOBAL_BATCH)
     progress("plan=auto over 5x5")
     clear_price_caches()
@@ -144,9 +147,11 @@ def main() -> None:
     for entry in fitted[:5]:
         print(
             f"  {entry.plan:<22} {entry.samples_per_s:>10,.1f} samples/s  "
-            f"step {entry.step_time_s * 1e3:8.3f} ms  {entry.bound:<8} {entry.memory_strategy}"
+            f"step {(entry.step_time_s or 0.0) * 1e3:8.3f} ms  {entry.bound:<8} {entry.memory_strategy}"
         )
 
+
+def _print_trace(one: Workload, tile: Any, repeats: int) -> None:
     plan = PLANS[0]
     trace_s = median_s(lambda: step_trace(one, tile, plan), max(repeats // 2, 1))
     document = step_trace(one, tile, plan)
@@ -155,6 +160,18 @@ def main() -> None:
         f"\ntimeline + Chrome trace of {plan} on 5x5: {trace_s * 1e3:.1f} ms, "
         f"{len(document['traceEvents'])} events, {'valid' if not problems else problems[:2]}"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per figure (median). Default: 7")
+    repeats = parser.parse_args().repeats
+    workloads = _capture_all()
+    tile = make_system("d1", "5x5")
+    _print_plan_evaluations(workloads[1], tile, repeats)
+    _print_scaling(workloads[1], repeats)
+    _print_plan_search(workloads, tile, repeats)
+    _print_trace(workloads[1], tile, repeats)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ from .synthetic import SyntheticBatch
 
 __all__ = ["EFFICIENTDET_CONFIGS", "EfficientDet", "build_efficientdet", "efficientdet_loss", "make_efficientdet_batch"]
 
+DESCRIPTION = "EfficientDet-D0: EfficientNet-B0 -> BiFPN (64 ch x 3) -> class/box heads, 512x512 (published)"
+"""One line for reports and docs: the network's spec carries it."""
+
 # EfficientNet-B0, table 1 of Tan and Le 2019: (expansion, kernel, stride, output channels, blocks).
 EFFICIENTNET_B0_STAGES = (
     (1, 3, 1, 16, 1),
@@ -229,11 +232,6 @@ def efficientdet_loss(outputs: dict[str, Tensor], targets: Any) -> Tensor:
     return class_total / positives + 50.0 * box_total / (4 * positives)
 
 
-@network(
-    "efficientdet_d0",
-    description="EfficientDet-D0: EfficientNet-B0 -> BiFPN (64 ch x 3) -> class/box heads, 512x512 (published)",
-    make_batch=make_efficientdet_batch,
-    loss=efficientdet_loss,
-)
+@network("efficientdet_d0", description=DESCRIPTION, make_batch=make_efficientdet_batch, loss=efficientdet_loss)
 def build_efficientdet(size: str) -> EfficientDet:
     return EfficientDet(EFFICIENTDET_CONFIGS[size])

@@ -48,6 +48,11 @@ __all__ = [
     "make_hydranet_batch",
 ]
 
+DESCRIPTION = (
+    "8 cameras -> RegNetY + BiFPN -> BEV transformer -> feature queue + ConvGRU -> objects, traffic controls, lanes"
+)
+"""One line for reports and docs: the network's spec carries it."""
+
 # Box parameters regressed at each object centre: sub-cell offset (x, y), height above ground,
 # log length, log width, log height, sin(yaw), cos(yaw).
 BOX_PARAMETERS = 8
@@ -254,13 +259,6 @@ def make_hydranet_batch(size: str, batch_size: int, device: Device, *, seed: int
     return inputs, targets
 
 
-@network(
-    "hydranet",
-    description=(
-        "8 cameras -> RegNetY + BiFPN -> BEV transformer -> feature queue + ConvGRU -> objects, traffic controls, lanes"
-    ),
-    make_batch=make_hydranet_batch,
-    loss=hydranet_loss,
-)
+@network("hydranet", description=DESCRIPTION, make_batch=make_hydranet_batch, loss=hydranet_loss)
 def build_hydranet(size: str) -> HydraNet:
     return HydraNet(HYDRANET_CONFIGS[size])

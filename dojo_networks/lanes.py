@@ -51,6 +51,12 @@ __all__ = [
     "make_lanes_batch",
 ]
 
+DESCRIPTION = (
+    "8 cameras -> RegNetY + BiFPN -> BEV transformer -> lane guidance -> "
+    "autoregressive lane-token decoder (teacher forcing)"
+)
+"""One line for reports and docs: the network's spec carries it."""
+
 PAD_TOKEN = 0
 START_TOKEN = 1
 END_TOKEN = 2
@@ -256,14 +262,6 @@ def make_lanes_batch(size: str, batch_size: int, device: Device, *, seed: int = 
     return inputs, targets
 
 
-@network(
-    "lanes",
-    description=(
-        "8 cameras -> RegNetY + BiFPN -> BEV transformer -> lane guidance -> "
-        "autoregressive lane-token decoder (teacher forcing)"
-    ),
-    make_batch=make_lanes_batch,
-    loss=lanes_loss,
-)
+@network("lanes", description=DESCRIPTION, make_batch=make_lanes_batch, loss=lanes_loss)
 def build_lanes(size: str) -> LanesNetwork:
     return LanesNetwork(LANES_CONFIGS[size])

@@ -47,6 +47,12 @@ __all__ = [
     "occupancy_losses",
 ]
 
+DESCRIPTION = (
+    "8 cameras -> RegNetY + BiFPN -> 3D voxel queries -> ego-motion-aligned fusion -> "
+    "3D deconvolution decoder -> occupancy, flow, implicit point head"
+)
+"""One line for reports and docs: the network's spec carries it."""
+
 DECODER_UPSAMPLING = 4  # two stride-2 transposed convolutions per axis
 
 
@@ -309,14 +315,6 @@ def make_occupancy_batch(size: str, batch_size: int, device: Device, *, seed: in
     return inputs, targets
 
 
-@network(
-    "occupancy",
-    description=(
-        "8 cameras -> RegNetY + BiFPN -> 3D voxel queries -> ego-motion-aligned fusion -> "
-        "3D deconvolution decoder -> occupancy, flow, implicit point head"
-    ),
-    make_batch=make_occupancy_batch,
-    loss=occupancy_loss,
-)
+@network("occupancy", description=DESCRIPTION, make_batch=make_occupancy_batch, loss=occupancy_loss)
 def build_occupancy(size: str) -> OccupancyNetwork:
     return OccupancyNetwork(OCCUPANCY_CONFIGS[size])

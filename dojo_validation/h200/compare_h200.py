@@ -29,7 +29,7 @@ from typing import Any
 
 from dojo_validation import host
 from hwmodel import get_preset, make_system, simulate
-from hwmodel.ops.calibration import CalibrationSample, efficiency_row, fit_efficiency, write_row
+from hwmodel.ops.calibration import CalibrationSample, EfficiencyFit, efficiency_row, fit_efficiency, write_row
 from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.spec.precision import MIXED_BF16
 
@@ -53,15 +53,11 @@ def _predict(sample: CalibrationSample, table: EfficiencyTable) -> float:
     return simulate(sample.workload, system, precision=MIXED_BF16, efficiency=table).step_time_s
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("measured", type=Path, help="h200_measured.json from measure_h200.py")
-    parser.add_argument("--write-row", action="store_true", help="store the fit on all networks as the h200 row")
-    args = parser.parse_args(argv)
-    document = json.loads(args.measured.read_text(encoding="utf-8"))
+def _print_measurement(path: Path, document: dict[str, Any]) -> None:
+    """The machine, the GPU's measured ceilings and the runs that failed."""
     environment = document.get("environment", {})
     print(
-        f"data: {args.measured}: {environment.get('gpu', '?')}, torch {environment.get('torch')}, "
+        f"data: {path}: {environment.get('gpu', '?')}, torch {environment.get('torch')}, "
         f"measured {environment.get('date_utc')}"
     )
     if "ceilings" in document:
@@ -76,13 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for run in document["runs"]:
         if "error" in run:
             print(f"not measured: {run['network']} {run['size']} b{run['batch_size']}: {run['error']}")
-    pairs = _samples(document)
-    if not pairs:
-        print("no measured network to compare")
-        return 1
+
+
+def _print_predictions(pairs: list[tuple[dict[str, Any], CalibrationSample]], all_fit: EfficiencyFit) -> None:
+    """Per network: measured, peak, fit-on-all and held-out step times with their errors."""
     chip = make_system("h200", "1x1").chip
     samples = [sample for _, sample in pairs]
-    all_fit = fit_efficiency(samples, chip, MIXED_BF16, calibration="h200: all measured networks")
     preset_table = get_preset("h200").efficiency
     columns = " ".join(f"{title:>9} {'err':>7}" for title in ("peak ms", "fit-all", "held-out"))
     header = f"{'network':<28} {'measured ms':>12} {columns}"
@@ -107,16 +102,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "fit on all: " + ", ".join(f"{item.op_class} {item.compute:.3g}/{item.memory:.3g}" for item in all_fit.classes)
     )
+
+
+def _write_h200_row(measured: Path, environment: dict[str, Any], all_fit: EfficiencyFit) -> None:
+    path = Path(str(resources.files("hwmodel.ops").joinpath("efficiency.json")))
+    provenance = {
+        "what": "per-op CUDA-event times of bf16-autocast training steps, fitted per op class",
+        "when": environment.get("date_utc"),
+        "machine": f"{environment.get('gpu')}, torch {environment.get('torch')}, CUDA {environment.get('cuda')}",
+        "command": f"python -m dojo_validation.h200.compare_h200 {measured} --write-row",
+    }
+    write_row(path, "h200", efficiency_row(all_fit, provenance))
+    print(f"wrote the h200 row of {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("measured", type=Path, help="h200_measured.json from measure_h200.py")
+    parser.add_argument("--write-row", action="store_true", help="store the fit on all networks as the h200 row")
+    args = parser.parse_args(argv)
+    document = json.loads(args.measured.read_text(encoding="utf-8"))
+    _print_measurement(args.measured, document)
+    pairs = _samples(document)
+    if not pairs:
+        print("no measured network to compare")
+        return 1
+    samples = [sample for _, sample in pairs]
+    chip = make_system("h200", "1x1").chip
+    all_fit = fit_efficiency(samples, chip, MIXED_BF16, calibration="h200: all measured networks")
+    _print_predictions(pairs, all_fit)
     if args.write_row:
-        path = Path(str(resources.files("hwmodel.ops").joinpath("efficiency.json")))
-        provenance = {
-            "what": "per-op CUDA-event times of bf16-autocast training steps, fitted per op class",
-            "when": environment.get("date_utc"),
-            "machine": f"{environment.get('gpu')}, torch {environment.get('torch')}, CUDA {environment.get('cuda')}",
-            "command": f"python -m dojo_validation.h200.compare_h200 {args.measured} --write-row",
-        }
-        write_row(path, "h200", efficiency_row(all_fit, provenance))
-        print(f"wrote the h200 row of {path}")
+        _write_h200_row(args.measured, document.get("environment", {}), all_fit)
     return 0
 
 
