@@ -71,13 +71,33 @@ def candidate_plans(source: Workload | WorkloadSource, system: System) -> list[P
     return plans
 
 
+def _rank(
+    plan: Plan, source: Workload | WorkloadSource, system: System, options: StepOptions | None
+) -> tuple[RankedPlan, Report | None]:
+    """The ranking entry of one plan, and its report (None when the plan does not fit)."""
+    try:
+        report = evaluate(source, system, plan, options).report
+    except HwModelError as error:
+        return RankedPlan(plan=str(plan), fits=False, reason=str(error)), None
+    strategy = report.memory_strategy.strategy if report.memory_strategy is not None else "none"
+    entry = RankedPlan(
+        plan=str(plan),
+        fits=True,
+        step_time_s=report.step_time_s,
+        samples_per_s=report.samples_per_s,
+        global_batch=report.global_batch,
+        mfu=report.mfu,
+        bound=report.bound,
+        memory_strategy=strategy,
+    )
+    return entry, report
+
+
 def search_plans(
     source: Workload | WorkloadSource, system: System, *, options: StepOptions | None = None
 ) -> PlanRanking:
     """Simulate every candidate plan and rank them; a one-line error if none fits."""
     requested: list[int] = []
-    entries: list[RankedPlan] = []
-    reports: dict[str, Report] = {}
 
     class _Recording:
         """Passes requests through to ``source`` and notes the batch sizes asked for."""
@@ -91,33 +111,14 @@ def search_plans(
             return source.workload(batch_size)
 
     wrapped: Workload | WorkloadSource = source if isinstance(source, Workload) else _Recording()
-    for plan in candidate_plans(source, system):
-        try:
-            report = evaluate(wrapped, system, plan, options).report
-        except HwModelError as error:
-            entries.append(RankedPlan(plan=str(plan), fits=False, reason=str(error)))
-            continue
-        reports[str(plan)] = report
-        strategy = report.memory_strategy.strategy if report.memory_strategy is not None else "none"
-        entries.append(
-            RankedPlan(
-                plan=str(plan),
-                fits=True,
-                step_time_s=report.step_time_s,
-                samples_per_s=report.samples_per_s,
-                global_batch=report.global_batch,
-                mfu=report.mfu,
-                bound=report.bound,
-                memory_strategy=strategy,
-            )
-        )
-    if not reports:
-        reasons = "; ".join(f"{entry.plan}: {entry.reason}" for entry in entries[:3])
+    ranked = [_rank(plan, wrapped, system, options) for plan in candidate_plans(source, system)]
+    if not any(entry.fits for entry, _ in ranked):
+        reasons = "; ".join(f"{entry.plan}: {entry.reason}" for entry, _ in ranked[:3])
         raise PlanError(f"no plan fits {system.num_chips} chips of {system.chip.name} on mesh {system.mesh}: {reasons}")
-    entries.sort(key=lambda entry: (not entry.fits, -(entry.samples_per_s or 0.0), entry.plan))
-    best = reports[entries[0].plan]
+    ranked.sort(key=lambda pair: (not pair[0].fits, -(pair[0].samples_per_s or 0.0), pair[0].plan))
+    entries = tuple(entry for entry, _ in ranked)
+    best = ranked[0][1]
+    assert best is not None  # the first entry fits: fitting plans sort first
     return PlanRanking(
-        report=replace(best, plan_ranking=tuple(entries)),
-        entries=tuple(entries),
-        batch_sizes_requested=tuple(requested),
+        report=replace(best, plan_ranking=entries), entries=entries, batch_sizes_requested=tuple(requested)
     )
