@@ -22,7 +22,6 @@ never imports pytest: bad input raises :class:`ThresholdError` with one line.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +123,8 @@ class ThresholdsFile:
 def load_thresholds(path: str | Path) -> ThresholdsFile:
     """Read and check a thresholds file; every problem is one :class:`ThresholdError` line."""
     where = str(path)
+    import tomllib  # only where a thresholds file is read: the plugin's import stays light
+
     text = read_text_file(path, ThresholdError, "thresholds")
     try:
         data = tomllib.loads(text)

@@ -15,7 +15,6 @@ pytest-benchmark switches itself off; the fixture still times its own rounds.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +44,8 @@ class WallclockResult:
 
     @property
     def median_step_s(self) -> float:
+        import statistics
+
         return statistics.median(self.round_s)
 
     @property
