@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from hwmodel.collectives.algorithms import collective
 from hwmodel.collectives.routing import ChipGroup
 from hwmodel.errors import SpecError
+from hwmodel.ops.efficiency import efficiency_for
+from hwmodel.spec.fabric import FabricSpec
 from hwmodel.spec.mesh import parse_mesh
-from hwmodel.spec.presets import Preset, get_preset, make_system, preset_names, register_preset
+from hwmodel.spec.presets import Preset, get_preset, make_system, parse_preset, preset_names, register_preset
 
 
 def test_the_four_chips_are_registered() -> None:
@@ -104,3 +110,50 @@ def test_dojo_tile_links_add_up_to_the_published_tile_figures() -> None:
     assert fabric.tile_cols * fabric.inter_tile_link_bytes_per_s == pytest.approx(9e12)
     assert system.num_chips * chip.local_memory_bytes == pytest.approx(11e9)
     assert parse_mesh("exapod").num_chips * chip.local_memory_bytes == pytest.approx(1.3e12, rel=0.02)
+
+
+def _d1_document() -> dict[str, Any]:
+    from importlib import resources
+
+    text = resources.files("hwmodel.spec").joinpath("presets", "d1.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def test_a_preset_file_builds_the_registered_preset() -> None:
+    preset = parse_preset("d1.toml", _d1_document(), {})
+    assert preset == get_preset("d1")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda doc: doc["chip"].update(clock_hz={"value": 2, "unit": "GHz", "source": "x"}), "unknown field"),
+        (lambda doc: doc["fabric"].update(colour="blue"), "unknown field"),
+        (lambda doc: doc["preset"].update(vendor="Tesla"), "unknown field"),
+        (lambda doc: doc["chip"]["compute_units"].pop("source"), "needs a value and a source"),
+        (lambda doc: doc["chip"]["local_memory_bytes"].update(unit="MiB"), "unknown unit 'MiB'"),
+        (lambda doc: doc["chip"].pop("efficiency_row"), "efficiency_row"),
+        (lambda doc: doc.update(extra={}), "unknown table"),
+    ],
+)
+def test_a_bad_preset_file_is_one_line(edit: Callable[[dict[str, Any]], object], message: str) -> None:
+    document = _d1_document()
+    edit(document)
+    with pytest.raises(SpecError, match=message) as raised:
+        parse_preset("d1.toml", document, {})
+    assert "\n" not in str(raised.value)
+
+
+def test_a_fabric_defined_twice_is_refused() -> None:
+    fabrics: dict[str, FabricSpec] = {}
+    parse_preset("d1.toml", _d1_document(), fabrics)
+    with pytest.raises(SpecError, match="fabric 'dojo-tile-mesh' is defined twice"):
+        parse_preset("d1-again.toml", _d1_document(), fabrics)
+
+
+def test_presets_name_their_efficiency_row_and_the_ideal_row_is_explicit() -> None:
+    for name in preset_names():
+        assert get_preset(name).chip.efficiency_row in ("ideal", "host")
+    assert "not fitted" in efficiency_for("ideal").calibration
+    with pytest.raises(SpecError, match="unknown efficiency row 'default'"):
+        efficiency_for("default")
