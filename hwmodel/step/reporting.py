@@ -7,7 +7,7 @@ ingest (prefetched during the step, when a data feed is modelled) that the step 
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -139,8 +139,8 @@ def memory_strategy(fit: MemoryFit) -> sections.MemoryStrategy:
 
 def memory_bytes(fit: MemoryFit) -> sections.MemoryBytes:
     """Bytes per chip by category, from the footprint's fields of the same names."""
-    names = [spec_field.name for spec_field in fields(sections.MemoryBytes)]
-    return sections.MemoryBytes(**{name: getattr(fit.memory, name) for name in names})
+    names = sections.json_names(sections.MemoryBytes)
+    return sections.MemoryBytes(**{name: getattr(fit.memory, name) for _, name in names})
 
 
 def communication(context: StepContext, schedule: StepSchedule) -> sections.GradientCommunication:

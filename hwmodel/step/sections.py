@@ -33,17 +33,16 @@ class Section:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict under the report's keys; None fields are left out."""
         data: dict[str, Any] = {}
-        for spec_field in fields(self):
-            value = getattr(self, spec_field.name)
-            if value is None:
-                continue
-            data[spec_field.name.removesuffix(self.json_suffix)] = list(value) if isinstance(value, tuple) else value
+        for key, name in json_names(type(self)):
+            value = getattr(self, name)
+            if value is not None:
+                data[key] = list(value) if isinstance(value, tuple) else value
         return data
 
     @classmethod
     def from_dict(cls: type[S], data: Mapping[str, Any]) -> S:
         """Read :meth:`to_dict` output; an unknown key is a one-line error."""
-        names = {spec_field.name.removesuffix(cls.json_suffix): spec_field.name for spec_field in fields(cls)}
+        names = dict(json_names(cls))
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise WorkloadError(f"report section {cls.__name__} has unknown keys: {', '.join(unknown)}")
@@ -52,6 +51,19 @@ class Section:
             return cls(**values)
         except TypeError as error:
             raise WorkloadError(f"malformed report section {cls.__name__}: {error}") from None
+
+
+_JSON_NAMES: dict[type[Section], tuple[tuple[str, str], ...]] = {}
+
+
+def json_names(kind: type[Section]) -> tuple[tuple[str, str], ...]:
+    """(JSON key, field name) of every field of a section class, in field order (worked out once)."""
+    names = _JSON_NAMES.get(kind)
+    if names is None:
+        names = _JSON_NAMES[kind] = tuple(
+            (spec_field.name.removesuffix(kind.json_suffix), spec_field.name) for spec_field in fields(kind)
+        )
+    return names
 
 
 def section_or_none(kind: type[S], data: Mapping[str, Any] | None) -> S | None:
