@@ -11,8 +11,10 @@ that the recorded figures equal what the plugin reports for the same network and
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 NETWORKS = ("hydranet", "occupancy", "lanes")
@@ -28,23 +30,39 @@ SMALL_BATCH = 2
 """Samples of the real ``small`` step timed on the host."""
 
 
-def networks_module() -> Any:
-    """The commit's network package: ``dojo_networks``, or ``suites.networks`` in commits from before
-    the package (their checkout is on the path in both of asv's modes: asv.conf.json)."""
+def commit_module(name: str, before: str) -> Any:
+    """The commit's package ``name``, or the module ``before`` in commits from before that package.
+
+    A package counts only if it sits beside the ``hwmodel`` under test: in ``-E existing`` mode the
+    project's own environment also has today's packages installed (editable), and an older commit's
+    checkout on ``ASV_PYTHONPATH`` must not be measured with today's networks. Older layouts
+    (``suites.networks``, ``validation``) come from the commit's checkout, which is on the path in
+    both of asv's modes (asv.conf.json).
+    """
     try:
-        import dojo_networks
+        import hwmodel
+    except ImportError as error:
+        raise NotImplementedError(f"this commit has no hwmodel ({error})") from None
+    try:
+        package = importlib.import_module(name)
     except ImportError:
-        try:
-            from suites import networks  # type: ignore[attr-defined, unused-ignore]
-        except ImportError as error:
-            raise NotImplementedError(f"this commit has no dojo_networks ({error})") from None
-        return networks
-    return dojo_networks
+        package = None
+    if package is not None and _root(package) == _root(hwmodel):
+        return package
+    try:
+        return importlib.import_module(before)
+    except ImportError as error:
+        raise NotImplementedError(f"this commit has no {name} ({error})") from None
+
+
+def _root(module: Any) -> Path:
+    """The directory that holds the package ``module`` (a checkout, or site-packages)."""
+    return Path(module.__file__).resolve().parent.parent
 
 
 def suite_network(name: str) -> Any:
     """The commit's spec of the network called ``name``, or ``NotImplementedError`` if it has none."""
-    networks = networks_module()
+    networks = commit_module("dojo_networks", before="suites.networks")
     registry = getattr(networks, "NETWORKS", {})
     if name not in registry:
         raise NotImplementedError(f"this commit's networks have no network {name!r}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _project
+
 
 class HostPredictionError:
     """Leave-one-out median absolute relative error of the host model's step-time predictions."""
@@ -21,7 +23,7 @@ class HostPredictionError:
     version = "1"
 
     def setup(self) -> None:
-        host = _host_module()
+        host = _project.commit_module("dojo_validation.host", before="validation.host")
         if not hasattr(host, "host_median_error"):
             raise NotImplementedError("this commit's host validation has no host_median_error")
         try:
@@ -36,15 +38,3 @@ class HostPredictionError:
     def track_host_worst_error(self) -> float:
         comparisons = self.host.leave_one_out(self.host.load_measured(self.measured))
         return float(max(abs(item.error) for item in comparisons))
-
-
-def _host_module() -> Any:
-    """The commit's ``dojo_validation.host``, or ``validation.host`` in commits from before the package."""
-    try:
-        from dojo_validation import host
-    except ImportError:
-        try:
-            from validation import host  # type: ignore[import-not-found, no-redef]
-        except ImportError as error:
-            raise NotImplementedError(f"this commit has no dojo_validation.host ({error})") from None
-    return host
