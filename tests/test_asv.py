@@ -46,6 +46,19 @@ def _asv_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _dojo(env: dict[str, str], *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``pytest-dojo ARGS`` from the repository root, as CI runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_dojo.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def _git(*args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=True
@@ -59,24 +72,15 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, d
     tmp_path = tmp_path_factory.mktemp("asv")
     env = _asv_env(tmp_path)
     commit = _git("rev-parse", "HEAD")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest_dojo.cli",
-            "asv-record",
-            "HEAD",
-            "--quick",
-            "--show-stderr",
-            "--bench",
-            r"simulated\.Simulated(Throughput|StepTime)\.track_",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    completed = _dojo(
+        env,
+        "asv-record",
+        "HEAD",
+        "--quick",
+        "--show-stderr",
+        "--bench",
+        r"simulated\.Simulated(Throughput|StepTime)\.track_",
         timeout=900,
-        check=False,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     yield tmp_path / "results", env, commit
@@ -182,29 +186,8 @@ def _fake_base_commit(results_dir: Path, head: str, base: str, throughput_factor
 
 
 def _gate(env: dict[str, str], results_dir: Path, base: str, head: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest_dojo.cli",
-            "asv-gate",
-            base,
-            head,
-            "--factor",
-            "1.05",
-            "--machine",
-            MACHINE,
-            "--results-dir",
-            str(results_dir),
-            "--quiet",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    arguments = ["--factor", "1.05", "--machine", MACHINE, "--results-dir", str(results_dir), "--quiet"]
+    return _dojo(env, "asv-gate", base, head, *arguments, timeout=300)
 
 
 def test_gate_fails_on_a_throughput_drop_and_passes_on_a_gain(
@@ -245,44 +228,10 @@ def test_gate_fails_on_a_throughput_drop_and_passes_on_a_gain(
     if chromium is None:
         pytest.skip("chromium is not installed (apt-get install chromium): page check not run")
     html_dir = tmp_path / "html"
-    published = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest_dojo.cli",
-            "asv-publish",
-            "--results-dir",
-            str(copy),
-            "--html-dir",
-            str(html_dir),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    published = _dojo(env, "asv-publish", "--results-dir", str(copy), "--html-dir", str(html_dir), timeout=600)
     assert published.returncode == 0, published.stdout[-2000:] + published.stderr[-2000:]
-    checked = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest_dojo.cli",
-            "asv-check-page",
-            "--html-dir",
-            str(html_dir),
-            "--min-commits",
-            "2",
-            "--chromium",
-            chromium,
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    checked = _dojo(
+        env, "asv-check-page", "--html-dir", str(html_dir), "--min-commits", "2", "--chromium", chromium, timeout=600
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "network-hydranet: 2" in checked.stdout
