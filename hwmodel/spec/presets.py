@@ -163,7 +163,9 @@ def _preset_table(where: str, data: dict[str, Any]) -> dict[str, Any]:
         raise SpecError(f"{where}: [preset] has unknown field(s) {', '.join(extra)}")
     if table.get("rates") not in RATE_SOURCES:
         raise SpecError(f"{where}: [preset] rates must be one of {RATE_SOURCES}, got {table.get('rates')!r}")
-    if ("fabric" in table) == ("fabric" in data) and table.get("rates") == "datasheet":
+    if table["rates"] == "host_calibration" and ("fabric" in table or "fabric" in data):
+        raise SpecError(f"{where}: a measured preset's fabric comes from its calibration; remove the fabric")
+    if table["rates"] == "datasheet" and ("fabric" in table) == ("fabric" in data):
         raise SpecError(f"{where}: give either a [fabric] table or [preset] fabric = NAME, not both or neither")
     return table
 
