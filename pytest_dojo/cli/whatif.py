@@ -228,6 +228,18 @@ def run_compare(args: argparse.Namespace) -> None:
             print(f"  {row.label}: not run: {row.reason}")
 
 
+def _network_options(command: argparse.ArgumentParser) -> None:
+    """The options that pick the captured network and its ingest."""
+    command.add_argument("--network", default="hydranet", help="suite network (default: %(default)s)")
+    command.add_argument("--size", default="full", choices=("small", "full"), help="default: %(default)s")
+    command.add_argument(
+        "--ingest",
+        choices=HOST_LINKS,
+        default=None,
+        help="model camera ingest over this host link (D1 only); default: left out",
+    )
+
+
 def register(commands_of_cli: Any) -> None:
     main = add_command(
         commands_of_cli,
@@ -238,18 +250,8 @@ def register(commands_of_cli: Any) -> None:
     )
     commands = main.add_subparsers(dest="study", required=True, metavar="STUDY")
 
-    def network_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--network", default="hydranet", help="suite network (default: %(default)s)")
-        command.add_argument("--size", default="full", choices=("small", "full"), help="default: %(default)s")
-        command.add_argument(
-            "--ingest",
-            choices=HOST_LINKS,
-            default=None,
-            help="model camera ingest over this host link (D1 only); default: left out",
-        )
-
     sens = commands.add_parser("sensitivity", help="rank hardware changes by the speedup they buy")
-    network_options(sens)
+    _network_options(sens)
     sens.add_argument("--chip", default="d1")
     sens.add_argument("--mesh", default="5x5", metavar="ROWSxCOLS")
     sens.add_argument("--per-chip-batch", type=int, default=1)
@@ -258,7 +260,7 @@ def register(commands_of_cli: Any) -> None:
     sens.set_defaults(study_run=run_sensitivity)
 
     scale = commands.add_parser("scaling", help="throughput and efficiency against mesh size")
-    network_options(scale)
+    _network_options(scale)
     scale.add_argument("--chip", default="d1")
     scale.add_argument("--meshes", default=DEFAULT_MESHES, help="comma-separated (default: %(default)s)")
     scale.add_argument("--mode", choices=("strong", "weak", "both"), default="both")
@@ -284,7 +286,7 @@ def register(commands_of_cli: Any) -> None:
     feed.set_defaults(study_run=run_ingest)
 
     compare = commands.add_parser("compare", help="the same step on several systems, side by side")
-    network_options(compare)
+    _network_options(compare)
     compare.add_argument("--systems", default="d1:tile,a100:1x8,h100:1x8", help="CHIP:MESH,... (default: %(default)s)")
     compare.add_argument("--per-chip-batch", type=int, default=1)
     compare.set_defaults(study_run=run_compare)
