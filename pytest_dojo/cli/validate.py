@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from typing import Any
 
 from pytest_dojo.cli.common import add_command
@@ -39,5 +40,10 @@ def register(commands: Any) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     module = importlib.import_module(TARGETS[arguments.target])
-    status: int = module.main(arguments.arguments)
+    program = sys.argv[0]
+    sys.argv[0] = f"pytest-dojo validate {arguments.target}"  # the target's usage line names this command
+    try:
+        status: int = module.main(arguments.arguments)
+    finally:
+        sys.argv[0] = program
     return status
