@@ -56,11 +56,6 @@ class EfficiencyTable:
                 if not 0 < value <= 1:
                     raise SpecError(f"efficiency {self.chip}.{op_class}.{label} must be in (0, 1], got {value}")
 
-    def for_class(self, op_class: str) -> tuple[float, float]:
-        """(compute, memory) efficiency of one op class."""
-        index = OP_CLASSES.index(op_class)
-        return self.compute[index], self.memory[index]
-
 
 def table_from_row(chip: str, row: dict[str, Any]) -> EfficiencyTable:
     """Build a table from one chip's JSON row; missing classes are a one-line error."""

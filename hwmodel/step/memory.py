@@ -237,16 +237,6 @@ class MemoryFootprint:
         """Peak bytes in local memory: the working set less what is recomputed, capped at capacity."""
         return min(self.total_bytes - self.recomputed_bytes, self.local_capacity_bytes)
 
-    def by_category(self) -> dict[str, float]:
-        """Category -> bytes, for reports."""
-        return {
-            "weights": self.weights_bytes,
-            "gradients": self.gradients_bytes,
-            "optimizer_state": self.optimizer_state_bytes,
-            "buffers": self.buffers_bytes,
-            "activations_peak": self.activations_peak_bytes,
-        }
-
 
 def spill_bytes_per_s(fabric: FabricSpec, mesh: Mesh | None = None) -> float:
     """Per-chip bandwidth to backing memory when every chip spills at once.

@@ -123,6 +123,7 @@ def phase_flops(context: StepContext) -> sections.PhaseFlops:
 
 
 def memory_strategy(fit: MemoryFit) -> sections.MemoryStrategy:
+    """How the reported stage's working set fits: the remedy, its bytes and seconds."""
     memory = fit.memory
     return sections.MemoryStrategy(
         strategy=memory.strategy,
@@ -144,6 +145,7 @@ def memory_bytes(fit: MemoryFit) -> sections.MemoryBytes:
 
 
 def communication(context: StepContext, schedule: StepSchedule) -> sections.GradientCommunication:
+    """The gradient all-reduce of the step and the groups it runs over."""
     return sections.GradientCommunication(
         gradient_bytes=context.gradient_bytes,
         buckets=schedule.buckets,

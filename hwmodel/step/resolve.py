@@ -74,6 +74,7 @@ class StepContext:
 
     @property
     def precision(self) -> Precision:
+        """The mixed-precision policy of the step."""
         return self.options.precision
 
     @property
