@@ -110,3 +110,14 @@ def test_integer_inputs_into_a_float_layer_are_refused(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(
         ["cannot capture Linear: RuntimeError in the forward phase *operands must have the same dtype*int64*"]
     )
+
+
+def test_a_misspelt_step_keyword_is_a_type_error() -> None:
+    """The step's keyword arguments are one TypedDict; a name that is not one of them is refused
+    as Python refuses an unexpected keyword argument."""
+    import torch
+
+    from pytest_dojo.plugin.steps import CapturedStep
+
+    with pytest.raises(TypeError, match="unexpected keyword argument 'targt'"):
+        CapturedStep(torch.nn.Linear(2, 2), torch.randn(3, 2), targt=None)  # type: ignore[call-arg]
