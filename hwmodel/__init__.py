@@ -2,6 +2,17 @@
 
 Pure Python and numpy: this package never imports torch, pytest or the plugin. Workloads come in as
 plain data (:class:`Workload`), reports go out as plain data (:class:`Report`).
+
+Subpackages, each depending only on those above it in this list (``tests/test_layers.py`` keeps
+the module graph acyclic):
+
+* :mod:`hwmodel.spec`: chips, fabrics, meshes, precisions, systems; the presets as cited data files.
+* :mod:`hwmodel.ops`: op classes, FLOP formulas, GEMM rates, efficiencies and their fit, op costs.
+* :mod:`hwmodel.collectives`: routes, link loads, collective algorithms, the prices a plan pays.
+* :mod:`hwmodel.step`: the workload, memory, timeline and report, and the simulation of one step
+  (resolve, op times, placement, schedule, report).
+* :mod:`hwmodel.search`: parallel plans and the search for the fastest that fits (``plan="auto"``).
+* :mod:`hwmodel.studies`: what-if knobs, sensitivity, scaling, ingest.
 """
 
 from __future__ import annotations
