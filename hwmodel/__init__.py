@@ -3,8 +3,8 @@
 Pure Python and numpy: this package never imports torch, pytest or the plugin. Workloads come in as
 plain data (:class:`Workload`), reports go out as plain data (:class:`Report`).
 
-Subpackages, each depending only on those above it in this list (``tests/test_layers.py`` keeps
-the module graph acyclic):
+Subpackages, one concept per module; no module imports its own package's ``__init__`` and the
+import graph between modules has no cycle (``tests/test_layers.py``):
 
 * :mod:`hwmodel.spec`: chips, fabrics, meshes, precisions, systems; the presets as cited data files.
 * :mod:`hwmodel.ops`: op classes, FLOP formulas, GEMM rates, efficiencies and their fit, op costs.
