@@ -34,13 +34,14 @@ class DerivedCache:
 
     def get(self, owner: object, key: Hashable, build: Callable[[], T]) -> T:
         """The value of ``key`` for ``owner``, built by ``build()`` the first time it is asked for."""
-        entries = self._entries.get(id(owner))
-        if entries is None:
-            entries = self._entries[id(owner)] = {}
-            weakref.finalize(owner, self._entries.pop, id(owner), None)
-        if key not in entries:
-            entries[key] = build()
-        value: T = entries[key]
+        try:
+            value: T = self._entries[id(owner)][key]
+        except KeyError:
+            entries = self._entries.get(id(owner))
+            if entries is None:
+                entries = self._entries[id(owner)] = {}
+                weakref.finalize(owner, self._entries.pop, id(owner), None)
+            value = entries[key] = build()
         return value
 
     def __len__(self) -> int:

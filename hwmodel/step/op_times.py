@@ -43,7 +43,7 @@ STATISTICS_PER_CHANNEL = 2
 PER_OP_PARTS = ("compute", "memory", "overhead", "tensor_parallel", "batchnorm_sync")
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class OpTimes:
     """Per-op seconds on the compute stream of one chip, by what fills them."""
 

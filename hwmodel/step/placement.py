@@ -24,7 +24,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
+@dataclass(eq=False, kw_only=True, slots=True)
 class StagePlacement:
     """Ops on pipeline stages (one stage without pipelining) and what each stage holds.
 
@@ -46,7 +46,7 @@ class StagePlacement:
     saved_share: FloatArray
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
+@dataclass(eq=False, kw_only=True, slots=True)
 class MemoryFit:
     """The stage whose working set costs most to fit, and the peak local bytes of any stage."""
 

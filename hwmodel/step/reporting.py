@@ -7,8 +7,6 @@ ingest (prefetched during the step, when a data feed is modelled) that the step 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import numpy.typing as npt
 
@@ -32,35 +30,45 @@ FloatArray = npt.NDArray[np.float64]
 TOP_ENTRIES = 10
 
 
-def step_time(
+def step_parts(
     context: StepContext, schedule: StepSchedule, fit: MemoryFit
-) -> tuple[sections.TimeBreakdown, float, sections.IngestSection | None]:
-    """The breakdown of the step, its time in seconds, and the ingest section (None without a feed)."""
+) -> tuple[dict[str, float], float, sections.IngestSection | None]:
+    """The disjoint parts of the step (seconds, by breakdown name), its time, and the ingest section."""
+    parts = dict(schedule.parts)
+    parts["communication"] = schedule.exposed_s
+    parts["spill"] = fit.memory.spill_s
+    parts["recompute"] = fit.memory.recompute_s
+    parts["pipeline_bubble"] = schedule.bubble_s
     total = schedule.compute_end_s + schedule.exposed_s + schedule.optimizer_s + fit.remedy_s
-    parts = schedule.parts
-    breakdown = sections.TimeBreakdown(
-        compute_s=parts["compute"],
-        memory_s=parts["memory"],
-        overhead_s=parts["overhead"],
-        communication_s=schedule.exposed_s,
-        spill_s=fit.memory.spill_s,
-        recompute_s=fit.memory.recompute_s,
-        tensor_parallel_s=parts["tensor_parallel"],
-        batchnorm_sync_s=parts["batchnorm_sync"],
-        pipeline_bubble_s=schedule.bubble_s,
-    )
     feed = context.options.ingest
     if feed is None:
-        return breakdown, total, None
+        return parts, total, None
     cost = ingest(feed, context.global_batch)
     hidden = max(0.0, cost.time_s - total)
+    parts["ingest"] = hidden
     section = sections.IngestSection(
         time_s=cost.time_s, bytes_per_step=cost.bytes_per_step, bound=cost.bound, exposed_s=hidden
     )
-    return replace(breakdown, ingest_s=hidden), total + hidden, section
+    return parts, total + hidden, section
 
 
-def bound_of(breakdown: sections.TimeBreakdown, chip: ChipSpec, ingest_section: sections.IngestSection | None) -> str:
+def breakdown_of(parts: dict[str, float]) -> sections.TimeBreakdown:
+    """The report's breakdown section of :func:`step_parts`' parts."""
+    return sections.TimeBreakdown(
+        compute_s=parts["compute"],
+        memory_s=parts["memory"],
+        overhead_s=parts["overhead"],
+        communication_s=parts["communication"],
+        spill_s=parts["spill"],
+        recompute_s=parts["recompute"],
+        tensor_parallel_s=parts["tensor_parallel"],
+        batchnorm_sync_s=parts["batchnorm_sync"],
+        pipeline_bubble_s=parts["pipeline_bubble"],
+        ingest_s=parts.get("ingest"),
+    )
+
+
+def bound_of(parts: dict[str, float], chip: ChipSpec, ingest_section: sections.IngestSection | None) -> str:
     """The largest part of the step in hardware terms (ties: the later part name)."""
     names = {
         "compute": "compute",
@@ -74,7 +82,6 @@ def bound_of(breakdown: sections.TimeBreakdown, chip: ChipSpec, ingest_section: 
         "pipeline_bubble": "pipeline",
         "ingest": ingest_section.bound if ingest_section is not None else "ingest",
     }
-    parts = breakdown.parts()
     return names[max(parts, key=lambda part: (parts[part], part))]
 
 
@@ -82,7 +89,7 @@ def top_totals(names: tuple[str, ...], index: npt.NDArray[np.int64], time_s: Flo
     """The :data:`TOP_ENTRIES` largest totals by name (ties: first seen first)."""
     totals = np.bincount(index, weights=time_s, minlength=len(names))
     order = np.argsort(-totals, kind="stable")[:TOP_ENTRIES]
-    return [(names[i], float(totals[i])) for i in order.tolist() if totals[i] > 0]
+    return [(names[i], total) for i, total in zip(order.tolist(), totals[order].tolist(), strict=True) if total > 0]
 
 
 def describe_group(group: GroupShape) -> str:
@@ -139,9 +146,15 @@ def memory_strategy(fit: MemoryFit) -> sections.MemoryStrategy:
 
 
 def memory_bytes(fit: MemoryFit) -> sections.MemoryBytes:
-    """Bytes per chip by category, from the footprint's fields of the same names."""
-    names = sections.json_names(sections.MemoryBytes)
-    return sections.MemoryBytes(**{name: getattr(fit.memory, name) for _, name in names})
+    """Bytes per chip by category."""
+    memory = fit.memory
+    return sections.MemoryBytes(
+        weights_bytes=memory.weights_bytes,
+        gradients_bytes=memory.gradients_bytes,
+        optimizer_state_bytes=memory.optimizer_state_bytes,
+        buffers_bytes=memory.buffers_bytes,
+        activations_peak_bytes=memory.activations_peak_bytes,
+    )
 
 
 def communication(context: StepContext, schedule: StepSchedule) -> sections.GradientCommunication:
@@ -183,7 +196,8 @@ def build_report(
     context: StepContext, times: OpTimes, placement: StagePlacement, fit: MemoryFit, schedule: StepSchedule
 ) -> Report:
     """The report of one simulated step (link utilisation is added with the timeline)."""
-    breakdown, total_s, ingest_section = step_time(context, schedule, fit)
+    parts, total_s, ingest_section = step_parts(context, schedule, fit)
+    breakdown = breakdown_of(parts)
     system, arrays = context.system, context.arrays
     flops = phase_flops(context)
     flops_total = ordered_sum(np.array([flops.forward_flops, flops.backward_flops, flops.optimizer_flops]))
@@ -205,7 +219,7 @@ def build_report(
         achieved_flops_per_s=achieved,
         peak_flops_per_s=peak,
         mfu=achieved / peak,
-        bound=bound_of(breakdown, system.chip, ingest_section),
+        bound=bound_of(parts, system.chip, ingest_section),
         breakdown_s=breakdown,
         phase_time_s=phase_times(context, placement, schedule),
         sram_peak_bytes_per_chip=fit.local_peak_bytes,

@@ -45,7 +45,7 @@ class StepOptions:
     ingest: DataFeed | None = None
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
+@dataclass(eq=False, kw_only=True, slots=True)
 class StepContext:
     """Everything the later stages of a step read, resolved once.
 

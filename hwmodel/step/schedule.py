@@ -30,7 +30,7 @@ from hwmodel.step.workload import Workload
 FloatArray = npt.NDArray[np.float64]
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
+@dataclass(eq=False, kw_only=True, slots=True)
 class StepSchedule:
     """When one step's work runs on a chip of the critical class.
 

@@ -38,6 +38,11 @@ the workload and plan, :func:`~hwmodel.step.op_times.op_times` (cost every op),
 :func:`~hwmodel.step.schedule.schedule_step`, and :func:`~hwmodel.step.reporting.build_report`.
 
 The same inputs give the same report, bit for bit: every sum is sequential or correctly rounded.
+
+The records passed between the stages (:class:`~hwmodel.step.resolve.StepContext`,
+:class:`~hwmodel.step.op_times.OpTimes`, :class:`~hwmodel.step.placement.StagePlacement`, ...) are
+built once per evaluation and only read afterwards; they are slotted rather than frozen because a
+frozen dataclass costs measurably more to build, and thousands of evaluations run per plan search.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ from hwmodel.step.workload import Workload, WorkloadSource
 
 __all__ = ["DEFAULT_BUCKET_BYTES", "StepOptions", "StepResult", "evaluate"]
 
+DEFAULT_OPTIONS = StepOptions()
+"""The options of a step when none are given (frozen: shared by every such evaluation)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class StepResult:
@@ -75,7 +83,7 @@ def evaluate(
     keep_timeline: bool = False,
 ) -> StepResult:
     """Simulate one step of ``source`` on ``system`` under ``plan``; the timeline only on request."""
-    context = resolve(source, system, plan, options or StepOptions(), keep_timeline=keep_timeline)
+    context = resolve(source, system, plan, options or DEFAULT_OPTIONS, keep_timeline=keep_timeline)
     times = op_times(context)
     placement = place(context, times.busy_s)
     fit = fit_memory(context, placement)
