@@ -23,6 +23,7 @@ The pieces, each exact for its dependencies and deterministic:
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,14 +61,15 @@ def balance_stages(weights: FloatArray, stages: int) -> list[int]:
     count = len(weights)
     if stages <= 1 or count == 0:
         return [0] * max(stages, 1)
-    prefix = np.concatenate(([0.0], np.cumsum(weights)))
+    # a list of Python floats: bisect on it finds what np.searchsorted(side="right") would, faster
+    prefix: list[float] = np.concatenate(([0.0], np.cumsum(weights))).tolist()
 
     def cuts_for(limit: float) -> list[int] | None:
         starts = [0]
         begin = 0
         for _ in range(stages - 1):
             # the furthest end that keeps this stage within limit, leaving an item for each later stage
-            end = int(np.searchsorted(prefix, prefix[begin] + limit, side="right")) - 1
+            end = bisect.bisect_right(prefix, prefix[begin] + limit) - 1
             end = max(end, begin + 1)
             end = min(end, count - (stages - len(starts)))
             if end <= begin:
@@ -91,6 +93,11 @@ def balance_stages(weights: FloatArray, stages: int) -> list[int]:
         else:
             high, best = middle, candidate
     return best
+
+
+def _after(end_s: float | None, transfer_s: float) -> float | None:
+    """When a pass that ended at ``end_s`` has reached the next stage (None: it has not run)."""
+    return None if end_s is None else end_s + transfer_s
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,8 +131,11 @@ def one_f_one_b(
             sequence.append(("B", next_backward))
             next_backward += 1
         order.append(sequence)
-    forward_end = np.full((stages, micro_batches), np.nan)
-    backward_end = np.full((stages, micro_batches), np.nan)
+    forward_times: list[float] = np.asarray(forward_s, dtype=np.float64).tolist()
+    backward_times: list[float] = np.asarray(backward_s, dtype=np.float64).tolist()
+    # end of each (stage, micro-batch) pass; None until it has run
+    forward_end: list[list[float | None]] = [[None] * micro_batches for _ in range(stages)]
+    backward_end: list[list[float | None]] = [[None] * micro_batches for _ in range(stages)]
     position = [0] * stages
     free_at = [0.0] * stages
     events: list[tuple[int, str, int, float, float]] = []
@@ -135,21 +145,22 @@ def one_f_one_b(
         for stage in range(stages):
             while position[stage] < len(order[stage]):
                 kind, batch = order[stage][position[stage]]
+                ready: float | None
                 if kind == "F":
-                    dependency = 0.0 if stage == 0 else forward_end[stage - 1, batch] + transfer_s
-                    duration = float(forward_s[stage])
+                    ready = 0.0 if stage == 0 else _after(forward_end[stage - 1][batch], transfer_s)
+                    duration = forward_times[stage]
+                elif stage == stages - 1:
+                    ready = forward_end[stage][batch]
+                    duration = backward_times[stage]
                 else:
-                    if stage == stages - 1:
-                        dependency = forward_end[stage, batch]
-                    else:
-                        dependency = backward_end[stage + 1, batch] + transfer_s
-                    duration = float(backward_s[stage])
-                if np.isnan(dependency):
+                    ready = _after(backward_end[stage + 1][batch], transfer_s)
+                    duration = backward_times[stage]
+                if ready is None:
                     break
-                start = max(free_at[stage], float(dependency))
+                start = max(free_at[stage], ready)
                 end = start + duration
                 free_at[stage] = end
-                (forward_end if kind == "F" else backward_end)[stage, batch] = end
+                (forward_end if kind == "F" else backward_end)[stage][batch] = end
                 if keep_events:
                     events.append((stage, kind, batch, start, end))
                 position[stage] += 1
