@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from hwmodel.errors import PlanError
 from hwmodel.spec.mesh import Mesh
@@ -140,8 +141,10 @@ def _run_group(length: int, stride: int, mesh: Mesh, what: str, plan: Plan) -> G
     )
 
 
+@cache
 def plan_layout(plan: Plan, mesh: Mesh) -> PlanLayout:
-    """The group shapes of ``plan`` on ``mesh`` (which it must fit)."""
+    """The group shapes of ``plan`` on ``mesh`` (which it must fit); a pure function, cached, so
+    that a plan's groups are the same objects every step (cheap keys for the collective prices)."""
     plan.check_fits(mesh)
     tensor = _run_group(plan.tensor_parallel, 1, mesh, "tensor-parallel", plan)
     inner = plan.tensor_parallel * plan.pipeline_parallel

@@ -38,15 +38,15 @@ def bucket_schedule(ready_s: FloatArray, duration_s: FloatArray) -> tuple[FloatA
     >>> bucket_schedule(np.array([1.0, 2.0, 2.5]), np.array([2.0, 1.0, 1.0]))
     (array([1., 3., 4.]), array([3., 4., 5.]))
     """
-    starts = np.empty(len(ready_s), dtype=np.float64)
-    ends = np.empty(len(ready_s), dtype=np.float64)
+    starts: list[float] = []
+    ends: list[float] = []
     previous = 0.0
-    for index in range(len(ready_s)):
-        start = max(float(ready_s[index]), previous)
-        previous = start + float(duration_s[index])
-        starts[index] = start
-        ends[index] = previous
-    return starts, ends
+    for ready, duration in zip(ready_s.tolist(), duration_s.tolist(), strict=True):
+        start = max(ready, previous)
+        previous = start + duration
+        starts.append(start)
+        ends.append(previous)
+    return np.array(starts, dtype=np.float64), np.array(ends, dtype=np.float64)
 
 
 def balance_stages(weights: FloatArray, stages: int) -> list[int]:
