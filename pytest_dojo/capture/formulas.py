@@ -1,12 +1,12 @@
 """FLOPs, bytes and GEMMs of one dispatched aten op, from its arguments' shapes.
 
-* FLOPs: ``torch.utils.flop_counter``'s registry first, then :mod:`hwmodel.flops` (CPU attention,
+* FLOPs: ``torch.utils.flop_counter``'s registry first, then :mod:`hwmodel.ops.flops` (CPU attention,
   norms, softmax, pointwise, reductions, foreach optimizer ops). An op with neither counts 0 FLOPs
   and is marked ``unmodeled``: the hardware model costs it by its bytes and lists it in the report.
 * Bytes: every element of every distinct input read once, every output written once.
 * GEMMs: for matrix multiplies, and for the kernels ATen's CPU backend lowers to GEMM calls
   (convolutions it runs one sample at a time, flash attention), the products the kernel runs
-  (:mod:`hwmodel.gemm`), so that a chip with measured GEMM rates can time them by shape. Which
+  (:mod:`hwmodel.ops.gemm`), so that a chip with measured GEMM rates can time them by shape. Which
   convolution kernel ATen picks is asked of ATen itself (``torch._C._select_conv_backend``): it
   depends on the shapes and on the intra-op thread count at capture time.
 """

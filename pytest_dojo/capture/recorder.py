@@ -1,4 +1,4 @@
-"""The dispatch-level recorder: one :class:`hwmodel.workload.OpRecord` per aten op that does work.
+"""The dispatch-level recorder: one :class:`hwmodel.step.workload.OpRecord` per aten op that does work.
 
 A ``TorchDispatchMode`` sees every aten op after autograd, so forward, backward and the optimizer's
 ops all pass through :meth:`Recorder.record`. Views move no data and are not recorded; copies are.
