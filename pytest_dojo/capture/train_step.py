@@ -144,12 +144,14 @@ def capture_train_step(
             raise
         except Exception as error:
             raise CaptureError(_explain(network, recorder, error)) from None
+    # The parameter records mark the gradients' storages, so they come before the tensor table.
+    parameter_records = _parameter_records(recorder, parameters)
     return Workload(
         name=network,
         batch_size=step.replica_batch,
         ops=tuple(recorder.ops),
         tensors=recorder.table.records(),
-        parameters=_parameter_records(recorder, parameters),
+        parameters=parameter_records,
         optimizer=type(optimizer_used).__name__,
     )
 
