@@ -177,6 +177,14 @@ def test_gradients_are_ready_after_their_backward_op() -> None:
     assert ready["2.weight"] < ready["0.weight"], "the last layer's gradient is ready first"
 
 
+def test_gradients_are_gradient_storages_not_activations() -> None:
+    """Each of the four parameters' gradients is one FP32 storage of kind ``gradient``: 9,610
+    parameters x 4 bytes = 38,440 bytes, none of it counted among the activations."""
+    workload = capture_train_step(mlp(), torch.randn(BATCH, IN))
+    gradient_bytes = sum(t.nbytes for t in workload.tensors if t.kind == "gradient")
+    assert gradient_bytes == 4 * (IN * HIDDEN + HIDDEN + HIDDEN * OUT + OUT)
+
+
 def test_optimizer_state_exists_before_the_step() -> None:
     """The recorded step is a steady-state step: AdamW's moments are not created inside it."""
     workload = capture_train_step(mlp(), torch.randn(BATCH, IN))
