@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
+from synthetic_workloads import chain_workload
 
+from hwmodel import simulate
 from hwmodel.collectives.algorithms import collective
 from hwmodel.collectives.routing import ChipGroup
 from hwmodel.errors import SpecError
 from hwmodel.ops.efficiency import efficiency_for
+from hwmodel.spec import presets
 from hwmodel.spec.fabric import FabricSpec
 from hwmodel.spec.mesh import parse_mesh
-from hwmodel.spec.presets import Preset, get_preset, make_system, parse_preset, preset_names, register_preset
+from hwmodel.spec.presets import (
+    Preset,
+    get_preset,
+    make_system,
+    parse_preset,
+    preset_names,
+    register_preset,
+    register_preset_file,
+)
 
 
 def test_the_four_chips_are_registered() -> None:
@@ -157,3 +170,20 @@ def test_presets_name_their_efficiency_row_and_the_ideal_row_is_explicit() -> No
     assert "not fitted" in efficiency_for("ideal").calibration
     with pytest.raises(SpecError, match="unknown efficiency row 'default'"):
         efficiency_for("default")
+
+
+def test_a_new_chip_is_one_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chip that ships with no code: a TOML file that names a shipped fabric, then simulated."""
+    monkeypatch.setattr(presets, "_PRESETS", dict(presets._PRESETS))
+    h100 = (resources.files("hwmodel.spec") / "presets" / "h100.toml").read_text(encoding="utf-8")
+    chip_only = h100.split("[fabric]")[0].replace('name = "h100"', 'name = "x1"')
+    chip_only = chip_only.replace('rates = "datasheet"', 'rates = "datasheet"\nfabric = "dgx-h100-nvswitch-ndr"')
+    chip_file = tmp_path / "x1.toml"
+    chip_file.write_text(chip_only.replace("value = 989,", "value = 1978,", 1), encoding="utf-8")
+    preset = register_preset_file(chip_file)
+    assert preset.chip.matrix_bf16_flops_per_s == 2 * get_preset("h100").chip.matrix_bf16_flops_per_s
+    assert preset.fabric is get_preset("h100").fabric
+    workload = chain_workload(layers=2, batch=8, width=64, batchnorm=False)
+    report = simulate(workload, make_system("x1", "1x8"))
+    assert report.chip == "x1"
+    assert report.step_time_s <= simulate(workload, make_system("h100", "1x8")).step_time_s

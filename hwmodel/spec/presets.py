@@ -7,6 +7,8 @@ unit converts it to SI once, here (:data:`UNITS`; GB means 10**9 bytes), and the
 ``docs/reference/`` with its tag ([S] stated, [D] derived, [U] uncertain). An unknown or missing
 field, an unknown unit and a duplicate name are each a one-line :class:`~hwmodel.errors.SpecError`.
 
+:func:`register_preset_file` adds a chip from a file of the same format outside the package.
+
 ``rates = "host_calibration"`` (the ``host`` preset) takes the measured fields of the chip, and the
 fabric, from this machine's calibration (:mod:`hwmodel.spec.host`); a missing or broken
 calibration leaves the other presets usable and says why in one warning.
@@ -19,6 +21,7 @@ import warnings
 from dataclasses import dataclass, fields
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from hwmodel.errors import SpecError
@@ -72,6 +75,7 @@ class Preset:
 
 
 _PRESETS: dict[str, Preset] = {}
+_FABRICS: dict[str, FabricSpec] = {}
 
 
 def register_preset(preset: Preset) -> Preset:
@@ -192,12 +196,16 @@ def parse_preset(where: str, data: dict[str, Any], fabrics: dict[str, FabricSpec
     return Preset(chip=chip, fabric=fabric, description=str(table.get("description", "")), precision=precision)
 
 
-def _read(name: str) -> dict[str, Any]:
-    text = resources.files("hwmodel.spec").joinpath(PRESET_DIRECTORY, name).read_text(encoding="utf-8")
+def _parse_toml(name: str, text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"preset file {name}: {error}") from None
+
+
+def _read(name: str) -> dict[str, Any]:
+    text = resources.files("hwmodel.spec").joinpath(PRESET_DIRECTORY, name).read_text(encoding="utf-8")
+    return _parse_toml(name, text)
 
 
 @cache
@@ -207,11 +215,10 @@ def _load_shipped() -> None:
     files = sorted(entry.name for entry in directory.iterdir() if entry.name.endswith(".toml"))
     documents = {name: _read(name) for name in files}
     order = sorted(files, key=lambda name: "fabric" in documents[name].get("preset", {}))
-    fabrics: dict[str, FabricSpec] = {}
     parsed: dict[str, Preset] = {}
     for name in order:
         try:
-            parsed[name] = parse_preset(name, documents[name], fabrics)
+            parsed[name] = parse_preset(name, documents[name], _FABRICS)
         except SpecError as error:
             if documents[name].get("preset", {}).get("rates") != "host_calibration":
                 raise
@@ -224,3 +231,20 @@ def _load_shipped() -> None:
 def measured_chip_fields(name: str = "host") -> dict[str, Any]:
     """The fields of a measured preset's chip that its data file gives (what no calibration measures)."""
     return _record(f"{name}.toml.chip", _read(f"{name}.toml").get("chip"), _chip_fields())
+
+
+def register_preset_file(path: Path) -> Preset:
+    """Read a preset file outside the package (same format as the shipped ones) and register it.
+
+    The way to add a chip without touching code: one TOML file with ``[preset]``, ``[chip]`` and a
+    ``[fabric]`` table, or ``fabric = NAME`` for a fabric a shipped preset defines.
+    """
+    _load_shipped()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError(f"cannot read the preset file {path}: {error.strerror}") from None
+    fabrics = dict(_FABRICS)
+    preset = register_preset(parse_preset(path.name, _parse_toml(path.name, text), fabrics))
+    _FABRICS.update(fabrics)
+    return preset
