@@ -28,6 +28,7 @@ from hwmodel.spec.presets import (
     register_preset,
     register_preset_file,
 )
+from hwmodel.studies.ingest import ingest_path_for
 
 
 def test_the_four_chips_are_registered() -> None:
@@ -187,3 +188,11 @@ def test_a_new_chip_is_one_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     report = simulate(workload, make_system("x1", "1x8"))
     assert report.chip == "x1"
     assert report.step_time_s <= simulate(workload, make_system("h100", "1x8")).step_time_s
+
+
+def test_only_the_dojo_fabric_feeds_its_chips_through_dips() -> None:
+    assert {name: get_preset(name).fabric.host_ingest for name in preset_names()} == dict.fromkeys(
+        preset_names(), "none"
+    ) | {"d1": "dip"}
+    assert ingest_path_for(make_system("d1", "5x5")) is not None
+    assert ingest_path_for(make_system("h100", "1x8")) is None

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from hwmodel.errors import SpecError
 
 TOPOLOGIES = ("mesh2d", "switch")
+HOST_INGEST_PATHS = ("dip", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +48,9 @@ class FabricSpec:
         backing_memory_pool_chips: chips that share one tile's worth of backing memory once a mesh
             spans more than one tile (a Dojo tray: 150 chips behind 20 DIPs); 0 if every tile keeps
             its own.
+        host_ingest: how training samples reach the chips from the hosts: ``"dip"`` through the
+            DIPs at the tile edges (:func:`hwmodel.studies.ingest.ingest_path_for`), ``"none"``
+            where ingest is not modelled.
         source: where the figures come from.
 
     Not modelled here: the routes themselves (see :mod:`hwmodel.collectives.routing`), oversubscribed
@@ -65,9 +69,14 @@ class FabricSpec:
     backing_memory_bytes_per_chip: float = 0.0
     backing_memory_bytes_per_s_per_chip: float = 0.0
     backing_memory_pool_chips: int = 0
+    host_ingest: str
     source: str = ""
 
     def __post_init__(self) -> None:
+        if self.host_ingest not in HOST_INGEST_PATHS:
+            raise SpecError(
+                f"fabric {self.name}: host_ingest must be one of {HOST_INGEST_PATHS}, got {self.host_ingest!r}"
+            )
         if self.topology not in TOPOLOGIES:
             raise SpecError(f"fabric {self.name}: topology must be one of {TOPOLOGIES}, got {self.topology!r}")
         for name in ("link_bytes_per_s", "inter_tile_link_bytes_per_s"):
@@ -102,7 +111,7 @@ class FabricSpec:
 
         >>> fabric = FabricSpec(name="f", topology="mesh2d", link_bytes_per_s=1.0, hop_latency_s=0.0,
         ...     collective_step_latency_s=0.0, tile_rows=5, tile_cols=5, inter_tile_link_bytes_per_s=1.0,
-        ...     inter_tile_hop_latency_s=0.0, backing_memory_pool_chips=150)
+        ...     inter_tile_hop_latency_s=0.0, backing_memory_pool_chips=150, host_ingest="none")
         >>> [round(fabric.backing_share(n), 4) for n in (1, 25, 50, 150, 3000)]
         [1.0, 1.0, 0.5, 0.1667, 0.1667]
         """

@@ -204,6 +204,7 @@ def host_fabric(calibration: HostCalibration) -> FabricSpec:
         tile_cols=1,
         inter_tile_link_bytes_per_s=link,
         inter_tile_hop_latency_s=calibration.op_overhead_s,
+        host_ingest="none",
         source=f"derived from the host calibration: {calibration.describe()}",
     )
 

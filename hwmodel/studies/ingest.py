@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hwmodel.errors import SpecError
+from hwmodel.spec.system import System
 from hwmodel.spec.units import GB_PER_S
 
 HARDWARE_REFERENCE = "docs/reference/dojo-hardware.md"
@@ -155,6 +156,14 @@ def dojo_ingest_path(num_chips: int, host_link: str = "pcie") -> IngestPath:
         dip_link_bytes_per_s=dips * DIP_LINK_BYTES_PER_S,
         source=f"{HARDWARE_REFERENCE}: DIP, host, system table",
     )
+
+
+def ingest_path_for(system: System, host_link: str = "pcie") -> IngestPath | None:
+    """The ingest path of ``system`` as its fabric gives it (``host_ingest``), or None where ingest
+    is not modelled."""
+    if system.fabric.host_ingest != "dip":
+        return None
+    return dojo_ingest_path(system.num_chips, host_link)
 
 
 @dataclass(frozen=True, kw_only=True)

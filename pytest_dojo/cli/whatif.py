@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hwmodel import HwModelError, System, Workload, make_system, parse_mesh
-from hwmodel.studies.ingest import AUTOPILOT_CAMERAS, HOST_LINKS, DataFeed, dojo_ingest_path, ingest
+from hwmodel.studies.ingest import AUTOPILOT_CAMERAS, HOST_LINKS, DataFeed, dojo_ingest_path, ingest, ingest_path_for
 from hwmodel.studies.scaling import scaling_curve
 from hwmodel.studies.sensitivity import sensitivity
 from hwmodel.studies.whatif import compare_systems
@@ -73,8 +73,8 @@ class NetworkSteps:
 
 
 def feed_factory(host_link: str | None, steps: NetworkSteps) -> Callable[[System], DataFeed | None] | None:
-    """Dojo ingest for D1 systems over ``host_link``: the 8 camera frames of a sample plus the
-    network's other inputs and targets. None leaves ingest out."""
+    """Ingest over ``host_link`` for systems whose fabric feeds the chips through DIPs (Dojo): the 8
+    camera frames of a sample plus the network's other inputs and targets. None leaves ingest out."""
     if host_link is None:
         return None
     sample = replace(AUTOPILOT_CAMERAS, other_bytes_per_sample=steps.other_input_bytes_per_sample())
@@ -84,9 +84,8 @@ def feed_factory(host_link: str | None, steps: NetworkSteps) -> Callable[[System
     )
 
     def feed_for(system: System) -> DataFeed | None:
-        if system.chip.name != "d1":
-            return None
-        return DataFeed(sample=sample, path=dojo_ingest_path(system.num_chips, host_link))
+        path = ingest_path_for(system, host_link)
+        return None if path is None else DataFeed(sample=sample, path=path)
 
     return feed_for
 
