@@ -39,7 +39,6 @@ CHIP = ChipSpec(
     local_memory_kind="dram",
     op_overhead_s=OVERHEAD_S,
     multi_tensor_kernels=True,
-    execution_mode="eager",
     sync_batchnorm=False,
     efficiency_row="ideal",
 )

@@ -13,7 +13,6 @@ from hwmodel.errors import SpecError
 from hwmodel.ops.gemm import GemmRateTable
 
 LOCAL_MEMORY_KINDS = ("sram", "hbm", "dram")
-EXECUTION_MODES = ("eager", "compiled")
 _NON_RATE_FIELDS = frozenset(
     {
         "name",
@@ -23,7 +22,6 @@ _NON_RATE_FIELDS = frozenset(
         "cache_tiers",
         "multi_tensor_kernels",
         "gemm_rates",
-        "execution_mode",
         "sync_batchnorm",
         "efficiency_row",
         "measured_threads",
@@ -61,8 +59,6 @@ class ChipSpec:
         gemm_rates: measured FLOP/s of matrix multiplies by shape (:mod:`hwmodel.ops.gemm`): a
             matrix op whose GEMMs the capture recorded runs at these rates instead of the matrix
             peak. None for chips known only by their datasheet (every preset but ``host``).
-        execution_mode: "eager" (PyTorch launches every op) or "compiled" (a compiler schedules
-            the step: a D1). Recorded for the reports; NB: pointwise fusion is not modelled yet.
         sync_batchnorm: True if batch-norm statistics are synchronised across data-parallel
             replicas by default (Dojo); False where each device keeps its own (PyTorch's default).
         efficiency_row: the row of ``hwmodel/ops/efficiency.json`` whose fractions of peak apply
@@ -88,7 +84,6 @@ class ChipSpec:
     local_memory_kind: str
     op_overhead_s: float
     multi_tensor_kernels: bool
-    execution_mode: str
     sync_batchnorm: bool
     efficiency_row: str
     cache_tiers: tuple[tuple[float, float], ...] = ()
@@ -111,10 +106,6 @@ class ChipSpec:
         sizes = [size for size, _ in self.cache_tiers]
         if sizes != sorted(set(sizes)) or any(not (size > 0 and rate > 0) for size, rate in self.cache_tiers):
             raise SpecError(f"chip {self.name}: cache_tiers must be (bytes, bytes/s) > 0 with rising sizes")
-        if self.execution_mode not in EXECUTION_MODES:
-            raise SpecError(
-                f"chip {self.name}: execution_mode must be one of {EXECUTION_MODES}, got {self.execution_mode!r}"
-            )
         if not self.efficiency_row:
             raise SpecError(f"chip {self.name}: efficiency_row must name a row of the efficiency table")
         if self.local_memory_kind not in LOCAL_MEMORY_KINDS:
