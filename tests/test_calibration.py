@@ -41,6 +41,7 @@ CHIP = ChipSpec(
     multi_tensor_kernels=True,
     sync_batchnorm=False,
     efficiency_row="ideal",
+    default_precision="bf16",
 )
 MATMUL_COMPUTE = 10**-0.3  # on the fit's grid (10^(-k/40), k = 12)
 ELEMENTWISE_MEMORY = 10**-0.6  # k = 24

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 
 from hwmodel.errors import SpecError
 from hwmodel.ops.gemm import GemmRateTable
+from hwmodel.spec.precision import PRECISIONS
 
 LOCAL_MEMORY_KINDS = ("sram", "hbm", "dram")
 _NON_RATE_FIELDS = frozenset(
@@ -24,6 +25,7 @@ _NON_RATE_FIELDS = frozenset(
         "gemm_rates",
         "sync_batchnorm",
         "efficiency_row",
+        "default_precision",
         "measured_threads",
     }
 )
@@ -61,6 +63,8 @@ class ChipSpec:
             peak. None for chips known only by their datasheet (every preset but ``host``).
         sync_batchnorm: True if batch-norm statistics are synchronised across data-parallel
             replicas by default (Dojo); False where each device keeps its own (PyTorch's default).
+        default_precision: the precision policy a step on this chip trains in unless told
+            otherwise (``"bf16"`` or ``"fp32"``, :data:`hwmodel.spec.precision.PRECISIONS`).
         efficiency_row: the row of ``hwmodel/ops/efficiency.json`` whose fractions of peak apply
             (named, never implied: ``"ideal"`` is the unfitted row of 1.0).
         measured_threads: for a chip measured on this machine (``host``), the intra-op threads of
@@ -86,6 +90,7 @@ class ChipSpec:
     multi_tensor_kernels: bool
     sync_batchnorm: bool
     efficiency_row: str
+    default_precision: str
     cache_tiers: tuple[tuple[float, float], ...] = ()
     gemm_rates: GemmRateTable | None = None
     measured_threads: int | None = None
@@ -106,6 +111,11 @@ class ChipSpec:
         sizes = [size for size, _ in self.cache_tiers]
         if sizes != sorted(set(sizes)) or any(not (size > 0 and rate > 0) for size, rate in self.cache_tiers):
             raise SpecError(f"chip {self.name}: cache_tiers must be (bytes, bytes/s) > 0 with rising sizes")
+        if self.default_precision not in PRECISIONS:
+            raise SpecError(
+                f"chip {self.name}: default_precision must be one of {', '.join(PRECISIONS)}, "
+                f"got {self.default_precision!r}"
+            )
         if not self.efficiency_row:
             raise SpecError(f"chip {self.name}: efficiency_row must name a row of the efficiency table")
         if self.local_memory_kind not in LOCAL_MEMORY_KINDS:

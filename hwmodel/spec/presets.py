@@ -1,6 +1,6 @@
 """Named chips and fabrics, read from the data files in ``hwmodel/spec/presets/``.
 
-One TOML file per preset: a ``[preset]`` table (description, default precision, where the rates
+One TOML file per preset: a ``[preset]`` table (description, where the rates
 come from), a ``[chip]`` table and a ``[fabric]`` table (or ``fabric = "NAME"`` naming a fabric
 another preset defines). Every constant is ``{ value = ..., unit = "...", source = "..." }``: the
 unit converts it to SI once, here (:data:`UNITS`; GB means 10**9 bytes), and the source cites
@@ -30,7 +30,7 @@ from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.fabric import FabricSpec
 from hwmodel.spec.host import HostCalibrationWarning, host_chip_and_fabric
 from hwmodel.spec.mesh import Mesh, parse_mesh
-from hwmodel.spec.precision import MIXED_BF16, Precision, parse_precision
+from hwmodel.spec.precision import Precision, parse_precision
 from hwmodel.spec.system import System
 from hwmodel.spec.units import GB, GB_PER_S, GBIT_PER_S, GFLOP_PER_S, MB, NS, TB_PER_S, TFLOP_PER_S, US
 
@@ -54,7 +54,7 @@ UNITS: dict[str, float] = {
     "ns": NS,
 }
 """Datasheet units a preset may quote, as multiples of the SI unit."""
-_PRESET_KEYS = frozenset({"description", "precision", "rates", "fabric"})
+_PRESET_KEYS = frozenset({"description", "rates", "fabric"})
 _CONSTANT_KEYS = frozenset({"value", "unit", "source"})
 
 
@@ -66,7 +66,11 @@ class Preset:
     chip: ChipSpec
     fabric: FabricSpec
     description: str
-    precision: Precision = MIXED_BF16
+
+    @property
+    def precision(self) -> Precision:
+        """The precision policy the chip trains in by default (its ``default_precision``)."""
+        return parse_precision(self.chip.default_precision)
 
     @property
     def efficiency(self) -> EfficiencyTable:
@@ -177,7 +181,6 @@ def _preset_table(where: str, data: dict[str, Any]) -> dict[str, Any]:
 def parse_preset(where: str, data: dict[str, Any], fabrics: dict[str, FabricSpec]) -> Preset:
     """The preset of one parsed data file; ``fabrics`` holds (and receives) fabrics by name."""
     table = _preset_table(where, data)
-    precision = parse_precision(str(_constant(f"{where}.preset", "precision", table.get("precision"))))
     if table["rates"] == "host_calibration":
         static = _record(f"{where}.chip", data.get("chip"), _chip_fields())
         chip, fabric = host_chip_and_fabric(static)
@@ -193,7 +196,7 @@ def parse_preset(where: str, data: dict[str, Any], fabrics: dict[str, FabricSpec
             if fabric.name in fabrics:
                 raise SpecError(f"{where}: fabric {fabric.name!r} is defined twice")
             fabrics[fabric.name] = fabric
-    return Preset(chip=chip, fabric=fabric, description=str(table.get("description", "")), precision=precision)
+    return Preset(chip=chip, fabric=fabric, description=str(table.get("description", "")))
 
 
 def _parse_toml(name: str, text: str) -> dict[str, Any]:

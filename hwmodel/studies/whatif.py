@@ -21,8 +21,7 @@ from hwmodel.errors import HwModelError, SpecError
 from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.search.auto import simulate
 from hwmodel.search.plans import Plan
-from hwmodel.spec.precision import MIXED_BF16, Precision
-from hwmodel.spec.presets import get_preset
+from hwmodel.spec.precision import Precision, parse_precision
 from hwmodel.spec.system import System
 from hwmodel.step.report import Report
 from hwmodel.step.workload import Workload, WorkloadSource
@@ -182,13 +181,10 @@ def simulate_on(
 
 
 def precision_for(system: System, precision: Precision | None) -> Precision:
-    """``precision``, or by default the one the chip's preset trains in (BF16 mixed for unknown chips)."""
+    """``precision``, or by default the one the chip trains in (its ``default_precision``)."""
     if precision is not None:
         return precision
-    try:
-        return get_preset(system.chip.name).precision
-    except SpecError:
-        return MIXED_BF16
+    return parse_precision(system.chip.default_precision)
 
 
 @dataclass(frozen=True, kw_only=True)
