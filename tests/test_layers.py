@@ -40,16 +40,19 @@ def test_no_hwmodel_module_imports_torch_or_pytest(path: Path) -> None:
     assert pattern.findall(path.read_text(encoding="utf-8")) == []
 
 
-HWMODEL_MODULES = {
+PACKAGES = ("hwmodel", "pytest_dojo", "dojo_networks", "dojo_validation")
+PROJECT_MODULES = {
     ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
-    for path in sorted((ROOT / "hwmodel").rglob("*.py"))
+    for package in PACKAGES
+    for path in sorted((ROOT / package).rglob("*.py"))
 }
+HWMODEL_MODULES = {name: path for name, path in PROJECT_MODULES.items() if name.split(".")[0] == "hwmodel"}
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
 
 def _imported_modules(name: str, path: Path) -> set[str]:
-    """The hwmodel modules ``name`` imports, at module level or inside functions."""
+    """The project modules ``name`` imports, at module level or inside functions."""
     imported: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -57,12 +60,13 @@ def _imported_modules(name: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for alias in node.names:
                 submodule = f"{node.module}.{alias.name}"
-                imported.add(submodule if submodule in HWMODEL_MODULES else node.module)
-    return {module for module in imported if module in HWMODEL_MODULES and module != name}
+                imported.add(submodule if submodule in PROJECT_MODULES else node.module)
+    return {module for module in imported if module in PROJECT_MODULES and module != name}
 
 
-def test_no_import_cycle_among_hwmodel_modules() -> None:
-    graph = {name: _imported_modules(name, path) for name, path in HWMODEL_MODULES.items()}
+def test_no_import_cycle_among_project_modules() -> None:
+    """No cycle among the modules of every package, counting imports inside functions too."""
+    graph = {name: _imported_modules(name, path) for name, path in PROJECT_MODULES.items()}
     done: set[str] = set()
 
     def visit(name: str, trail: tuple[str, ...]) -> None:
@@ -90,9 +94,9 @@ def test_no_hwmodel_module_imports_its_own_package_init() -> None:
     assert offenders == {}
 
 
-@pytest.mark.parametrize("name", sorted(HWMODEL_MODULES))
-def test_hwmodel_modules_and_functions_stay_small(name: str) -> None:
-    text = HWMODEL_MODULES[name].read_text(encoding="utf-8")
+@pytest.mark.parametrize("name", sorted(PROJECT_MODULES))
+def test_modules_and_functions_stay_small(name: str) -> None:
+    text = PROJECT_MODULES[name].read_text(encoding="utf-8")
     assert len(text.splitlines()) <= MAX_MODULE_LINES
     long_functions = [
         f"{node.name}: {node.end_lineno - node.lineno + 1} lines"
@@ -102,3 +106,16 @@ def test_hwmodel_modules_and_functions_stay_small(name: str) -> None:
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert long_functions == []
+
+
+def test_no_module_edits_sys_path() -> None:
+    """Everything imports through the installed packages; nothing reaches into the tree by path."""
+    directories = (*PACKAGES, "tests", "suites", "benchmarks")
+    pattern = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*(\+=|=)")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for directory in directories
+        for path in sorted((ROOT / directory).rglob("*.py"))
+        if pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []

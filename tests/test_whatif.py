@@ -1,7 +1,7 @@
 """What-if studies: sensitivity ranking, scaling curves and side-by-side systems.
 
 Every expected figure is derived by hand from the D1 datasheet numbers in
-``shared/reference/dojo-hardware.md`` (written out below, not read from the presets), with every
+``docs/reference/dojo-hardware.md`` (written out below, not read from the presets), with every
 efficiency at 1.0 so that no calibration can move them.
 """
 
