@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 
 SIMPLE_TEST = """
@@ -55,6 +57,7 @@ def test_command_line_overrides_ini(pytester: pytest.Pytester) -> None:
         ("--dojo-mesh=abc", "ERROR: --dojo-mesh: mesh must be ROWSxCOLS*got 'abc'"),
         ("--dojo-mesh=-1x3", "ERROR: --dojo-mesh: mesh must be ROWSxCOLS*got '-1x3'"),
         ("--dojo-chip=tpu9", "ERROR: --dojo-chip: unknown chip 'tpu9'; known chips: *d1*"),
+        ("--dojo-chip=missing.toml", "ERROR: --dojo-chip: cannot read the preset file *missing.toml: *"),
     ],
 )
 def test_bad_option_is_one_usage_line(pytester: pytest.Pytester, option: str, expected: str) -> None:
@@ -139,3 +142,29 @@ def test_unknown_precision_is_one_usage_line(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--dojo-precision=fp8")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --dojo-precision: unknown precision 'fp8'; known: bf16, fp32"])
+
+
+def _chip_file_text(name: str) -> str:
+    """The shipped H100 preset as a user's own chip: renamed, on the H100's fabric, twice the BF16 peak."""
+    h100 = (resources.files("hwmodel.spec") / "presets" / "h100.toml").read_text(encoding="utf-8")
+    chip_only = h100.split("[fabric]")[0].replace('name = "h100"', f'name = "{name}"')
+    chip_only = chip_only.replace('rates = "datasheet"', 'rates = "datasheet"\nfabric = "dgx-h100-nvswitch-ndr"')
+    return chip_only.replace("value = 989,", "value = 1978,", 1)
+
+
+def test_a_chip_data_file_is_a_chip_option(pytester: pytest.Pytester) -> None:
+    """``--dojo-chip=FILE.toml``: a chip of the user's own, one data file, no code."""
+    pytester.path.joinpath("x2.toml").write_text(_chip_file_text("x2"), encoding="utf-8")
+    pytester.makepyfile(test_step="import pytest\n" + SIMPLE_TEST)
+    result = pytester.runpytest("--dojo-chip=x2.toml", "--dojo-mesh=1x2")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["pytest-dojo: chip x2, mesh 1x2 (2 chips, fabric dgx-h100-nvswitch-ndr)*"])
+
+
+def test_a_chip_data_file_in_the_ini_is_relative_to_the_rootdir(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("chips").joinpath("x3.toml").write_text(_chip_file_text("x3"), encoding="utf-8")
+    pytester.makeini("[pytest]\ndojo_chip = chips/x3.toml\ndojo_mesh = 1x2\n")
+    pytester.makepyfile(test_step="import pytest\n" + SIMPLE_TEST)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["pytest-dojo: chip x3, mesh 1x2*"])

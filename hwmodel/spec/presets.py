@@ -237,7 +237,8 @@ def measured_chip_fields(name: str = "host") -> dict[str, Any]:
 
 
 def register_preset_file(path: Path) -> Preset:
-    """Read a preset file outside the package (same format as the shipped ones) and register it.
+    """Read a preset file outside the package (same format as the shipped ones) and register it
+    (once: the same file read again returns the preset already registered).
 
     The way to add a chip without touching code: one TOML file with ``[preset]``, ``[chip]`` and a
     ``[fabric]`` table, or ``fabric = NAME`` for a fabric a shipped preset defines.
@@ -248,6 +249,19 @@ def register_preset_file(path: Path) -> Preset:
     except OSError as error:
         raise SpecError(f"cannot read the preset file {path}: {error.strerror}") from None
     fabrics = dict(_FABRICS)
-    preset = register_preset(parse_preset(path.name, _parse_toml(path.name, text), fabrics))
+    preset = parse_preset(path.name, _parse_toml(path.name, text), fabrics)
+    if _PRESETS.get(preset.chip.name) == preset:
+        return _PRESETS[preset.chip.name]
+    register_preset(preset)
     _FABRICS.update(fabrics)
     return preset
+
+
+def preset_by_name_or_file(chip: str, directory: Path) -> Preset:
+    """The preset called ``chip``, or the one in the file ``chip`` names (``*.toml``, relative to
+    ``directory`` unless absolute), registered under its chip's name. Reading the same file again
+    returns the preset registered from it; another preset under that name is an error."""
+    if not chip.endswith(".toml"):
+        return get_preset(chip)
+    path = Path(chip)
+    return register_preset_file(path if path.is_absolute() else directory / path)

@@ -46,8 +46,10 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "--dojo-chip",
-        "NAME",
-        f"Chip preset, such as d1, a100, h100 or host (a wrong name lists them all). Default: {DEFAULT_CHIP!r}",
+        "NAME|FILE.toml",
+        "Chip preset, such as d1, a100, h100 or host (a wrong name lists them all), or a preset data file "
+        "of the format of hwmodel/spec/presets/*.toml (relative to the current directory, or to the "
+        f"rootdir in the ini key). Default: {DEFAULT_CHIP!r}",
     ),
     (
         "--dojo-precision",
@@ -200,15 +202,17 @@ def options_in_use(config: pytest.Config) -> bool:
 
 
 def _system_settings(config: pytest.Config) -> tuple[Mesh, str, Precision]:
-    from hwmodel import HwModelError, get_preset, parse_mesh
+    from hwmodel import HwModelError, parse_mesh
     from hwmodel.spec.precision import parse_precision
+    from hwmodel.spec.presets import preset_by_name_or_file
 
     try:
         mesh = parse_mesh(_setting(config, "dojo_mesh"))
     except HwModelError as error:
         raise pytest.UsageError(f"--dojo-mesh: {error}") from None
     try:
-        preset = get_preset(_setting(config, "dojo_chip"))
+        directory = config.invocation_params.dir if config.getoption("dojo_chip") else config.rootpath
+        preset = preset_by_name_or_file(str(_setting(config, "dojo_chip")), directory)
     except HwModelError as error:
         raise pytest.UsageError(f"--dojo-chip: {error}") from None
     precision_text = config.getoption("dojo_precision") or config.getini("dojo_precision")
