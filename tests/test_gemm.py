@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hwmodel import OpRecord, SpecError, Workload
 from hwmodel.errors import WorkloadError
-from hwmodel.ops.calibration import PEAK_TABLE
+from hwmodel.ops.calibration import peak_table
 from hwmodel.ops.classes import OP_CLASSES
 from hwmodel.ops.cost import op_costs
 from hwmodel.ops.flops import attention_backward_flops, attention_forward_flops, convolution_backward_flops
@@ -161,17 +161,17 @@ def test_a_chip_with_gemm_rates_times_recorded_gemms_by_shape() -> None:
     7,225,344 / 1e10 = 722.5 us, where the D1 peak alone would give a tiny fraction of that."""
     workload = Workload(name="w", batch_size=8, ops=(_op("aten.convolution.default", ((8, 336, 4, 336),)),))
     chip = replace(D1, gemm_rates=_table(1e10), compute_units=1)
-    costs = op_costs(workload, chip, PEAK_TABLE, FP32)
+    costs = op_costs(workload, chip, peak_table(), FP32)
     assert costs.compute_s[0] == pytest.approx(7_225_344 / 1e10)
     # BF16 scales the measured FP32 rates by the ratio of the chip's matrix peaks.
-    bf16 = op_costs(workload, chip, PEAK_TABLE, MIXED_BF16)
+    bf16 = op_costs(workload, chip, peak_table(), MIXED_BF16)
     ratio = chip.matrix_bf16_flops_per_s / chip.matrix_fp32_flops_per_s
     assert bf16.compute_s[0] == pytest.approx(7_225_344 / 1e10 / ratio)
     # Lowered to GEMMs, the convolution is a matmul-class op there, a convolution elsewhere.
     assert class_indices(workload, chip).tolist() == [OP_CLASSES.index("matmul")]
     assert class_indices(workload, D1).tolist() == [OP_CLASSES.index("convolution")]
     # A chip without measured rates ignores the shapes: FLOPs over the peak, as before.
-    plain = op_costs(workload, replace(D1, compute_units=1), PEAK_TABLE, FP32)
+    plain = op_costs(workload, replace(D1, compute_units=1), peak_table(), FP32)
     assert plain.compute_s[0] == pytest.approx(7_225_344 / D1.matrix_fp32_flops_per_s)
 
 
@@ -179,8 +179,8 @@ def test_a_chip_with_gemm_rates_times_recorded_gemms_by_shape() -> None:
 @given(factor=st.floats(min_value=1.0, max_value=100.0), m=dims_strategy, n=dims_strategy, k=dims_strategy)
 def test_faster_gemms_never_slow_an_op(factor: float, m: int, n: int, k: int) -> None:
     workload = Workload(name="w", batch_size=1, ops=(_op("aten.mm.default", ((1, m, n, k),)),))
-    slow = op_costs(workload, replace(D1, gemm_rates=_table(1e10)), PEAK_TABLE, FP32)
-    fast = op_costs(workload, replace(D1, gemm_rates=_table(1e10 * factor)), PEAK_TABLE, FP32)
+    slow = op_costs(workload, replace(D1, gemm_rates=_table(1e10)), peak_table(), FP32)
+    fast = op_costs(workload, replace(D1, gemm_rates=_table(1e10 * factor)), peak_table(), FP32)
     assert fast.time_s[0] <= slow.time_s[0]
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from hwmodel.ops.classes import MATRIX_CLASSES, OP_CLASSES, op_class
+from hwmodel.ops.classes.registry import OpClassSet, op_classes
 from hwmodel.spec.units import FLOAT_DTYPES
 from hwmodel.step.derived import WORKLOAD_CACHE, DerivedCache
 from hwmodel.step.workload import PHASES, Workload
@@ -54,14 +54,19 @@ def _intern(values: list[str]) -> tuple[IntArray, tuple[str, ...]]:
 
 
 def workload_arrays(workload: Workload, cache: DerivedCache = WORKLOAD_CACHE) -> WorkloadArrays:
-    """Arrays of ``workload``, kept in ``cache`` for as long as the (immutable) workload lives."""
-    return cache.get(workload, "arrays", lambda: _workload_arrays(workload))
+    """Arrays of ``workload``, kept in ``cache`` for as long as the (immutable) workload lives.
+
+    Class indices follow the registered op classes, so the entry is kept per registry version.
+    """
+    classes = op_classes()
+    return cache.get(workload, ("arrays", classes.version), lambda: _workload_arrays(workload, classes))
 
 
-def _workload_arrays(workload: Workload) -> WorkloadArrays:
+def _workload_arrays(workload: Workload, op_class_set: OpClassSet) -> WorkloadArrays:
     ops = workload.ops
     count = len(ops)
-    classes = [op_class(op.name) for op in ops]
+    class_index = [op_class_set.index(op.name) for op in ops]
+    matrix = [op_class_set.names[index] in op_class_set.matrix for index in class_index]
     dtype_index, dtype_names = _intern([op.dtype for op in ops])
     module_index, module_names = _intern([op.module for op in ops])
     op_name_index, op_names = _intern([op.name for op in ops])
@@ -70,9 +75,9 @@ def _workload_arrays(workload: Workload) -> WorkloadArrays:
         bytes_read=np.fromiter((op.bytes_read for op in ops), dtype=np.float64, count=count),
         bytes_written=np.fromiter((op.bytes_written for op in ops), dtype=np.float64, count=count),
         output_elements=np.fromiter((op.output_elements for op in ops), dtype=np.float64, count=count),
-        class_index=np.fromiter((OP_CLASSES.index(c) for c in classes), dtype=np.int64, count=count),
+        class_index=np.asarray(class_index, dtype=np.int64).reshape(count),
         phase_index=np.fromiter((PHASES.index(op.phase) for op in ops), dtype=np.int64, count=count),
-        is_matrix=np.fromiter((c in MATRIX_CLASSES for c in classes), dtype=np.bool_, count=count),
+        is_matrix=np.asarray(matrix, dtype=np.bool_).reshape(count),
         is_float=np.fromiter((op.dtype in FLOAT_DTYPES for op in ops), dtype=np.bool_, count=count),
         dtype_names=dtype_names,
         dtype_index=dtype_index,

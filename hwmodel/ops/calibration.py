@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hwmodel.errors import SpecError, WorkloadError
-from hwmodel.ops.classes import OP_CLASSES
+from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.cost import op_costs
 from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.ops.matrix import class_indices
@@ -55,9 +55,11 @@ EFFICIENCY_GRID = tuple(float(value) for value in np.geomspace(1.0, 1e-3, 121))
 OVERHEAD_GRID = tuple(10 ** (step / 10) for step in range(-13, 18))
 """Candidate factors on the chip's per-op overhead: 10^(k/10) from 0.05x to 50x, 1.0 among them."""
 
-PEAK_TABLE = EfficiencyTable(
-    chip="peak", compute=(1.0,) * len(OP_CLASSES), memory=(1.0,) * len(OP_CLASSES), calibration="peak ceilings"
-)
+
+def peak_table() -> EfficiencyTable:
+    """Efficiency 1.0 for every registered op class: the model's times at peak."""
+    ones = (1.0,) * len(op_classes().names)
+    return EfficiencyTable(chip="peak", compute=ones, memory=ones, calibration="peak ceilings")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,14 +155,16 @@ def fit_efficiency(
     """Per-class (compute, memory) efficiencies of ``chip`` that best explain ``samples``."""
     if not samples:
         raise SpecError("calibration needs at least one network")
-    data = {name: _ClassData([], [], [], [], []) for name in OP_CLASSES}
+    names = op_classes().names
+    peak_efficiency = peak_table()
+    data = {name: _ClassData([], [], [], [], []) for name in names}
     sample_totals = np.zeros(len(samples))
     for sample_index, sample in enumerate(samples):
         pairing = pair_ops(sample.workload, sample.measured_ops)
-        peak = op_costs(sample.workload, chip, PEAK_TABLE, precision)
+        peak = op_costs(sample.workload, chip, peak_efficiency, precision)
         classes = class_indices(sample.workload, chip)[pairing.op_index]
         sample_totals[sample_index] = float(pairing.measured_s.sum())
-        for class_index, name in enumerate(OP_CLASSES):
+        for class_index, name in enumerate(names):
             mask = classes == class_index
             if not mask.any():
                 continue
@@ -172,7 +176,7 @@ def fit_efficiency(
             data[name].sample.append(np.full(int(mask.sum()), sample_index, dtype=np.int64))
     grid = np.asarray(EFFICIENCY_GRID)
     fits = []
-    for name in OP_CLASSES:
+    for name in names:
         fits.append(_fit_class(name, data[name], grid, sample_totals, len(samples)))
     table = EfficiencyTable(
         chip=chip.name,
@@ -180,6 +184,7 @@ def fit_efficiency(
         memory=tuple(fit.memory for fit in fits),
         overhead=tuple(fit.overhead for fit in fits),
         calibration=calibration,
+        classes=names,
     )
     return EfficiencyFit(table=table, classes=tuple(fits), networks=tuple(sample.name for sample in samples))
 

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hwmodel.ops.arrays import workload_arrays
+from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.ops.matrix import class_indices, gemm_seconds
 from hwmodel.spec.chip import ChipSpec
@@ -103,6 +104,7 @@ def op_costs(
     ``work_scale`` (per op) is the share of each op one chip runs: a tensor-parallel group of ``k``
     splits a matrix op's FLOPs, bytes and output ``k`` ways (and so its occupancy too).
     """
+    efficiency.check_classes(op_classes().names)
     arrays = workload_arrays(workload)
     optimizer = arrays.phase_index == PHASES.index("optimizer")
     # Forward and backward tensors are stored in the compute dtype; the optimizer works on the

@@ -11,7 +11,8 @@ tanh, erf, sqrt, division) count as one FLOP each, as in the MLPerf and PaLM acc
 every unit we model issues them at one result per lane per cycle or close to it.
 
 Copies and data movement (``cat``, ``clone``, pads, index ops...) do no arithmetic: they are costed
-by their bytes, and get a formula of 0 FLOPs so that they are not reported as unmodeled.
+by their bytes, and count 0 FLOPs so that they are not reported as unmodeled. Which packets they
+are is said by the op classes (``OpClass.data_movement``, :mod:`hwmodel.ops.classes`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import math
 from collections.abc import Callable, Sequence
 
 from hwmodel.errors import SpecError
-from hwmodel.ops.classes import DATA_MOVEMENT_OPS, packet_name
+from hwmodel.ops.classes.base import packet_name
+from hwmodel.ops.classes.registry import op_classes
 
 Shape = tuple[int, ...]
 ShapeArg = Shape | tuple[Shape, ...] | None
@@ -59,7 +61,10 @@ def flop_count(
     ``pointwise`` says the op is tagged pointwise by torch: such an op without a formula of its own
     is counted at one FLOP per output element.
     """
-    formula = _FORMULAS.get(packet_name(op_name))
+    packet = packet_name(op_name)
+    formula = _FORMULAS.get(packet)
+    if formula is None and packet in op_classes().data_movement:
+        return 0.0
     if formula is None and pointwise:
         formula = _FORMULAS[POINTWISE_FALLBACK]
     if formula is None:
@@ -245,9 +250,6 @@ register_flop_formula("_foreach_norm")(_per_list_element(2.0))
 # weight decay (2), update (2) = 15.
 register_flop_formula("_fused_adamw_", "_fused_adam_", "_fused_adamw", "_fused_adam")(_per_list_element(15.0))
 register_flop_formula("_fused_sgd_", "_fused_sgd")(_per_list_element(4.0))
-
-# Data movement: no arithmetic. Costed by bytes.
-register_flop_formula(*sorted(DATA_MOVEMENT_OPS))(_per_output_element(0.0))
 
 # Pooling: one compare/add per window element of the output; a 3x3 window is 9 per output element.
 # We do not see kernel sizes as shapes, so count per input element (each input enters ~1 window

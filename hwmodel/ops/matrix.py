@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hwmodel.ops.arrays import workload_arrays
-from hwmodel.ops.classes import OP_CLASSES
+from hwmodel.ops.classes.registry import op_classes
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.step.workload import Workload
 
@@ -21,13 +21,14 @@ IntArray = npt.NDArray[np.int64]
 
 
 def class_indices(workload: Workload, chip: ChipSpec) -> IntArray:
-    """Op class of every op on ``chip`` (indices into ``OP_CLASSES``): the op's own class, except that
+    """Op class of every op on ``chip`` (indices into ``op_classes().names``): the op's own class, except that
     on a chip with measured GEMM rates every op lowered to GEMMs (a per-sample convolution, CPU flash
     attention) is a ``matmul``: its kernel is BLAS calls, timed by their shapes."""
     arrays = workload_arrays(workload)
     if chip.gemm_rates is None:
         return arrays.class_index
-    classes: IntArray = np.where(arrays.has_gemms, OP_CLASSES.index("matmul"), arrays.class_index).astype(np.int64)
+    matmul = op_classes().names.index("matmul")
+    classes: IntArray = np.where(arrays.has_gemms, matmul, arrays.class_index).astype(np.int64)
     return classes
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hwmodel.errors import MemoryCapacityError
-from hwmodel.ops.classes import MATRIX_CLASSES, op_class
+from hwmodel.ops.classes.registry import MATRIX_CLASSES, op_class, op_classes
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.fabric import FabricSpec
 from hwmodel.spec.mesh import Mesh
@@ -83,7 +83,7 @@ class MemoryArrays:
 
 def memory_arrays(workload: Workload, cache: DerivedCache = WORKLOAD_CACHE) -> MemoryArrays:
     """The memory arrays of ``workload``, kept in ``cache`` for as long as the workload lives."""
-    return cache.get(workload, "memory_arrays", lambda: _memory_arrays(workload))
+    return cache.get(workload, ("memory_arrays", op_classes().version), lambda: _memory_arrays(workload))
 
 
 def _bytes_by_op(

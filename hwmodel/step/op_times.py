@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hwmodel.collectives.pricing import group_collectives_s
-from hwmodel.ops.classes import packet_name
+from hwmodel.ops.classes.base import packet_name
 from hwmodel.ops.cost import OpCosts, op_costs
 from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.resolve import StepContext
