@@ -28,6 +28,7 @@ CHIP = ChipSpec(
     name="testchip",
     matrix_bf16_flops_per_s=2e11,
     matrix_fp32_flops_per_s=1e11,
+    matrix_tf32_flops_per_s=1e11,
     vector_flops_per_s=1e10,
     compute_units=1,
     matrix_tile_output_elements=64,

@@ -50,6 +50,7 @@ def _faster_chip(system: System, factor: float) -> System:
         system.chip,
         matrix_bf16_flops_per_s=system.chip.matrix_bf16_flops_per_s * factor,
         matrix_fp32_flops_per_s=system.chip.matrix_fp32_flops_per_s * factor,
+        matrix_tf32_flops_per_s=system.chip.matrix_tf32_flops_per_s * factor,
         vector_flops_per_s=system.chip.vector_flops_per_s * factor,
     )
     return replace(system, chip=chip)

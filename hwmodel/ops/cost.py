@@ -3,7 +3,8 @@
 For each op (vectorised over the whole workload with numpy):
 
 * ``compute_s = flops / (peak x efficiency x occupancy)``: matrix ops (matmul, convolution,
-  attention) run on the matrix units at the compute dtype's rate, every other op on the vector units.
+  attention) run at the precision's matrix rate (:meth:`~hwmodel.spec.chip.ChipSpec.matrix_rate_for`:
+  BF16 on the matrix units, TF32 on them, or IEEE FP32), every other op on the vector units.
 * Occupancy: the op's output is cut into work tiles of ``*_tile_output_elements``; tiles are dealt to
   the chip's ``compute_units`` in waves, and the last wave leaves units idle:
   ``occupancy = tiles / (ceil(tiles / units) x units)``. An op too small to give every unit a tile
@@ -121,7 +122,7 @@ def op_costs(
         flops = flops * work_scale
         output_elements = output_elements * work_scale
 
-    matrix_rate = chip.matrix_flops_per_s(precision.compute_dtype)
+    _, matrix_rate = chip.matrix_rate_for(precision)
     uses_matrix = arrays.is_matrix & arrays.is_float & ~optimizer
     peak = np.where(uses_matrix, matrix_rate, chip.vector_flops_per_s)
     classes = class_indices(workload, chip)
@@ -133,7 +134,7 @@ def op_costs(
     compute_s = flops / (peak * compute_efficiency * busy)
     if chip.gemm_rates is not None:
         shaped = arrays.has_gemms & uses_matrix
-        gemm_s = gemm_seconds(workload, chip, precision.compute_dtype)
+        gemm_s = gemm_seconds(workload, chip, matrix_rate)
         if work_scale is not None:
             gemm_s = gemm_s * work_scale
         compute_s = np.where(shaped, gemm_s / (compute_efficiency * busy), compute_s)

@@ -32,18 +32,20 @@ def class_indices(workload: Workload, chip: ChipSpec) -> IntArray:
     return classes
 
 
-def gemm_seconds(workload: Workload, chip: ChipSpec, dtype: str) -> FloatArray:
-    """Per op, the time of its recorded GEMMs at ``chip``'s measured rates (0 for ops without any).
+def gemm_seconds(workload: Workload, chip: ChipSpec, matrix_flops_per_s: float) -> FloatArray:
+    """Per op, the time of its recorded GEMMs at ``chip``'s measured rates (0 for ops without any),
+    for matrix ops that run at a peak of ``matrix_flops_per_s``.
 
-    NB: rates are measured in FP32; another compute dtype scales them by the ratio of the chip's
-    matrix peaks (a BF16 GEMM of each shape is assumed as much faster as the peak says).
+    NB: rates are measured in IEEE FP32; another matrix rate (BF16, TF32) scales them by its ratio
+    to the chip's FP32 matrix peak (a BF16 GEMM of each shape is assumed as much faster as the
+    peak says).
     """
     arrays = workload_arrays(workload)
     table = chip.gemm_rates
     if table is None or not len(arrays.gemm_op_index):
         return np.zeros(len(arrays.flops))
     shapes = arrays.gemm_shapes
-    dtype_speedup = chip.matrix_flops_per_s(dtype) / chip.matrix_fp32_flops_per_s
+    dtype_speedup = matrix_flops_per_s / chip.matrix_fp32_flops_per_s
     rates = table.rates(shapes[:, 1], shapes[:, 2], shapes[:, 3]) * dtype_speedup
     seconds = 2.0 * shapes[:, 0] * shapes[:, 1] * shapes[:, 2] * shapes[:, 3] / rates
     per_op = np.bincount(arrays.gemm_op_index, weights=seconds, minlength=len(arrays.flops)).astype(np.float64)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, fields
 
 from hwmodel.errors import SpecError
 from hwmodel.ops.gemm import GemmRateTable
-from hwmodel.spec.precision import PRECISIONS
+from hwmodel.spec.precision import PRECISIONS, Precision
 
-LOCAL_MEMORY_KINDS = ("sram", "hbm", "dram")
+LOCAL_MEMORY_KINDS = ("sram", "hbm", "gddr", "dram")
 _NON_RATE_FIELDS = frozenset(
     {
         "name",
@@ -27,8 +27,18 @@ _NON_RATE_FIELDS = frozenset(
         "efficiency_row",
         "default_precision",
         "measured_threads",
+        "l2_cache_bytes",
+        "clock_hz",
+        "power_limit_w",
     }
 )
+HALF_DTYPES = frozenset({"bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"})
+"""Compute dtypes that run at the matrix units' BF16 rate."""
+MATRIX_RATE_LABELS = ("bf16-matrix", "tf32-matrix", "ieee-fp32-matrix")
+"""What a matrix op runs at: BF16 (or FP16) on the matrix units (a GPU's tensor cores), TF32 on
+them, or IEEE FP32 (a GPU's CUDA cores)."""
+VECTOR_RATE_LABEL = "fp32-vector"
+"""What every other op runs at: the vector units' FP32 rate."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,8 +47,12 @@ class ChipSpec:
 
     Attributes:
         matrix_bf16_flops_per_s: dense BF16 rate of the matrix units, whole chip.
-        matrix_fp32_flops_per_s: FP32 (or TF32) rate of the matrix units; a chip without FP32
-            matrix support gives its vector rate here.
+        matrix_fp32_flops_per_s: IEEE FP32 rate of matrix ops (matmuls, convolutions), what
+            PyTorch's default FP32 matmul runs at: on a GPU the CUDA-core FP32 peak (``sgemm``), not
+            the tensor cores; a chip without an FP32 matrix mode gives its vector rate here.
+        matrix_tf32_flops_per_s: rate of FP32 matrix ops run on the matrix units in TF32 (PyTorch's
+            ``allow_tf32``, the ``tf32`` precision); a chip without a TF32 mode (a D1, GPUs before
+            Ampere) gives its ``matrix_fp32_flops_per_s`` here.
         vector_flops_per_s: FP32 rate of the vector (SIMD) units, used by every non-matrix op.
         compute_units: units that work in parallel (D1 nodes, GPU SMs): an op with fewer work
             tiles than units cannot use the whole chip.
@@ -49,7 +63,8 @@ class ChipSpec:
         local_memory_read_bytes_per_s / local_memory_write_bytes_per_s: its bandwidths.
         local_memory_full_duplex: True if loads and stores have separate paths (D1 SRAM: 400 GB/s
             load and 270 GB/s store per node at once); False if they share one (HBM).
-        local_memory_kind: "sram", "hbm" or "dram": names the bound in reports.
+        local_memory_kind: "sram", "hbm", "gddr" (a GPU card's GDDR5/GDDR6) or "dram": names the
+            bound in reports.
         op_overhead_s: fixed cost of one op (kernel launch, dispatch, synchronisation).
         multi_tensor_kernels: True if an op over a list of tensors (``_foreach_*``) runs as one
             kernel (a GPU's multi-tensor apply, a compiled D1 step); False where it runs one kernel
@@ -69,14 +84,23 @@ class ChipSpec:
             (named, never implied: ``"ideal"`` is the unfitted row of 1.0).
         measured_threads: for a chip measured on this machine (``host``), the intra-op threads of
             the measurement, which a capture should use too; None for every other chip.
+        l2_cache_bytes: the last cache level in front of the local memory, shared by every
+            compute unit (a GPU's L2); 0 where there is none (a D1: its SRAM is the local memory).
+            Read by kernel models (working sets that fit it); the step cost itself uses
+            ``cache_tiers``.
+        clock_hz: the boost clock the datasheet peaks assume; None where it is not given (the
+            ``host``: a calibration measures rates, not clocks).
+        power_limit_w: the board power limit (TDP) under which sustained kernels may run below
+            ``clock_hz``; None where not given. Data only: no cost reads it.
         source: where the figures come from.
 
-    Not modelled: caches (D1 has none), clock throttling, power limits.
+    Not modelled: clock throttling under ``power_limit_w``.
     """
 
     name: str
     matrix_bf16_flops_per_s: float
     matrix_fp32_flops_per_s: float
+    matrix_tf32_flops_per_s: float
     vector_flops_per_s: float
     compute_units: int
     matrix_tile_output_elements: int
@@ -94,6 +118,9 @@ class ChipSpec:
     cache_tiers: tuple[tuple[float, float], ...] = ()
     gemm_rates: GemmRateTable | None = None
     measured_threads: int | None = None
+    l2_cache_bytes: float = 0.0
+    clock_hz: float | None = None
+    power_limit_w: float | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -108,6 +135,12 @@ class ChipSpec:
                     raise SpecError(f"chip {self.name}: op_overhead_s must be >= 0, got {value}")
             elif not value > 0:
                 raise SpecError(f"chip {self.name}: {spec_field.name} must be > 0, got {value}")
+        if not self.l2_cache_bytes >= 0:
+            raise SpecError(f"chip {self.name}: l2_cache_bytes must be >= 0, got {self.l2_cache_bytes}")
+        for name in ("clock_hz", "power_limit_w"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SpecError(f"chip {self.name}: {name} must be > 0 (or not given), got {value}")
         sizes = [size for size, _ in self.cache_tiers]
         if sizes != sorted(set(sizes)) or any(not (size > 0 and rate > 0) for size, rate in self.cache_tiers):
             raise SpecError(f"chip {self.name}: cache_tiers must be (bytes, bytes/s) > 0 with rising sizes")
@@ -124,8 +157,24 @@ class ChipSpec:
                 f"got {self.local_memory_kind!r}"
             )
 
-    def matrix_flops_per_s(self, dtype: str) -> float:
-        """Matrix-unit peak for a compute dtype: BF16/FP16/FP8 at the BF16 rate, else the FP32 rate."""
-        if dtype in ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"):
-            return self.matrix_bf16_flops_per_s
-        return self.matrix_fp32_flops_per_s
+    def matrix_flops_per_s(self, dtype: str, *, tf32: bool = False) -> float:
+        """Matrix peak for a compute dtype: BF16/FP16/FP8 at the BF16 rate, FP32 at the TF32 rate
+        when ``tf32``, else at the IEEE FP32 rate."""
+        return self.matrix_rate(dtype, tf32=tf32)[1]
+
+    def matrix_rate(self, dtype: str, *, tf32: bool = False) -> tuple[str, float]:
+        """The label (:data:`MATRIX_RATE_LABELS`) and FLOP/s of the rate matrix ops run at.
+
+        >>> from hwmodel.spec.presets import get_preset
+        >>> [get_preset("a100").chip.matrix_rate("float32", tf32=tf32) for tf32 in (False, True)]
+        [('ieee-fp32-matrix', 19500000000000.0), ('tf32-matrix', 156000000000000.0)]
+        """
+        if dtype in HALF_DTYPES:
+            return "bf16-matrix", self.matrix_bf16_flops_per_s
+        if tf32:
+            return "tf32-matrix", self.matrix_tf32_flops_per_s
+        return "ieee-fp32-matrix", self.matrix_fp32_flops_per_s
+
+    def matrix_rate_for(self, precision: Precision) -> tuple[str, float]:
+        """:meth:`matrix_rate` under a precision policy (its compute dtype, its TF32 setting)."""
+        return self.matrix_rate(precision.compute_dtype, tf32=precision.tf32_matmuls)

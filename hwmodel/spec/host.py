@@ -15,7 +15,10 @@ The host is modelled as one chip:
   (:class:`~hwmodel.ops.gemm.GemmRateTable`), for the ops whose GEMMs the capture records;
 * local memory: the machine's DRAM, one bandwidth shared by reads and writes: the ``copy_`` rate at
   the largest size the calibration measured; the smaller sizes are cache tiers (an op whose bytes
-  fit 2 MiB moves them at the 2 MiB copy rate);
+  fit 2 MiB moves them at the 2 MiB copy rate), and the largest of them stands for the chip's
+  ``l2_cache_bytes`` (the largest working set measured to run faster than DRAM; 0 without tiers);
+* TF32: a CPU has no TF32 mode, so ``tf32`` matmuls run at the FP32 ``torch.mm`` rate; the clock
+  is not measured (``clock_hz`` None), nor a power limit;
 * fabric: chips of a multi-host mesh would be processes on this machine exchanging through shared
   memory: a link moves half the copy bandwidth per direction and each hop costs one op overhead
   [D/U]. Only ``1x1`` was validated.
@@ -178,6 +181,7 @@ def host_chip(calibration: HostCalibration, static: Mapping[str, Any]) -> ChipSp
         **static,
         matrix_bf16_flops_per_s=calibration.matrix_bf16_flops_per_s,
         matrix_fp32_flops_per_s=calibration.matrix_fp32_flops_per_s,
+        matrix_tf32_flops_per_s=calibration.matrix_fp32_flops_per_s,
         vector_flops_per_s=calibration.vector_flops_per_s,
         compute_units=calibration.threads,
         local_memory_bytes=calibration.memory_capacity_bytes,
@@ -185,6 +189,7 @@ def host_chip(calibration: HostCalibration, static: Mapping[str, Any]) -> ChipSp
         local_memory_write_bytes_per_s=calibration.memory_bytes_per_s,
         op_overhead_s=calibration.op_overhead_s,
         cache_tiers=calibration.cache_tiers,
+        l2_cache_bytes=calibration.cache_tiers[-1][0] if calibration.cache_tiers else 0.0,
         gemm_rates=calibration.gemm_rates,
         measured_threads=calibration.threads,
         source=f"measured by pytest_dojo.hostbench: {calibration.describe()}",

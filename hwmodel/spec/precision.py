@@ -21,6 +21,10 @@ class Precision:
         compute_dtype: dtype of forward and backward arithmetic and of activations.
         master_weight_dtype: the optimizer's copy of the weights (also its update arithmetic).
         gradient_dtype: dtype in which gradients are kept and all-reduced.
+        tf32_matmuls: FP32 matrix ops (matmuls, convolutions) run on the matrix units in TF32, as
+            PyTorch does with ``torch.backends.cuda.matmul.allow_tf32`` and
+            ``torch.backends.cudnn.allow_tf32``; storage and every other op stay FP32. False: IEEE
+            FP32 (PyTorch's default for matmuls). No effect on a BF16 or FP16 compute dtype.
 
     A working copy of the weights in ``compute_dtype`` is kept beside the master copy when the two
     differ. Optimizer state is as captured (AdamW: two FP32 moments per parameter).
@@ -29,6 +33,7 @@ class Precision:
     compute_dtype: str = "bfloat16"
     master_weight_dtype: str = "float32"
     gradient_dtype: str = "float32"
+    tf32_matmuls: bool = False
 
     def __post_init__(self) -> None:
         for name in ("compute_dtype", "master_weight_dtype", "gradient_dtype"):
@@ -63,10 +68,13 @@ class Precision:
 
 
 FP32 = Precision(compute_dtype="float32", master_weight_dtype="float32", gradient_dtype="float32")
+TF32 = Precision(compute_dtype="float32", master_weight_dtype="float32", gradient_dtype="float32", tf32_matmuls=True)
 MIXED_BF16 = Precision()
 
-PRECISIONS: dict[str, Precision] = {"bf16": MIXED_BF16, "fp32": FP32}
-"""Named policies for options and presets: ``bf16`` mixed precision, ``fp32`` throughout."""
+PRECISIONS: dict[str, Precision] = {"bf16": MIXED_BF16, "fp32": FP32, "tf32": TF32}
+"""Named policies for options and presets, as PyTorch runs them: ``bf16`` mixed precision (BF16
+compute, FP32 master weights and optimizer state), ``fp32`` IEEE FP32 throughout, ``tf32`` FP32
+throughout with matmuls and convolutions in TF32 on the matrix units."""
 
 
 def parse_precision(name: str) -> Precision:

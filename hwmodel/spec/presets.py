@@ -1,11 +1,16 @@
 """Named chips and fabrics, read from the data files in ``hwmodel/spec/presets/``.
 
 One TOML file per preset: a ``[preset]`` table (description, where the rates
-come from), a ``[chip]`` table and a ``[fabric]`` table (or ``fabric = "NAME"`` naming a fabric
-another preset defines). Every constant is ``{ value = ..., unit = "...", source = "..." }``: the
+come from, other names it answers to), a ``[chip]`` table and a ``[fabric]`` table (or
+``fabric = "NAME"`` naming a fabric of ``hwmodel/spec/fabrics.toml`` or of another preset). The
+fabrics several presets share are defined once, as ``[[fabric]]`` tables of ``fabrics.toml``.
+Every constant is ``{ value = ..., unit = "...", source = "..." }``: the
 unit converts it to SI once, here (:data:`UNITS`; GB means 10**9 bytes), and the source cites
 ``docs/reference/`` with its tag ([S] stated, [D] derived, [U] uncertain). An unknown or missing
 field, an unknown unit and a duplicate name are each a one-line :class:`~hwmodel.errors.SpecError`.
+
+``aliases = ["a100-sxm4-80gb"]`` in ``[preset]``: :func:`get_preset` finds the preset under those
+names too; its chip (and every report) keeps the preset's own name (``a100``).
 
 :func:`register_preset_file` adds a chip from a file of the same format outside the package.
 
@@ -35,6 +40,7 @@ from hwmodel.spec.system import System
 from hwmodel.spec.units import GB, GB_PER_S, GBIT_PER_S, GFLOP_PER_S, MB, NS, TB_PER_S, TFLOP_PER_S, US
 
 PRESET_DIRECTORY = "presets"
+FABRICS_FILE = "fabrics.toml"
 RATE_SOURCES = ("datasheet", "host_calibration")
 UNITS: dict[str, float] = {
     "count": 1,
@@ -52,9 +58,13 @@ UNITS: dict[str, float] = {
     "s": 1,
     "us": US,
     "ns": NS,
+    "Hz": 1,
+    "MHz": 1e6,
+    "GHz": 1e9,
+    "W": 1,
 }
 """Datasheet units a preset may quote, as multiples of the SI unit."""
-_PRESET_KEYS = frozenset({"description", "rates", "fabric"})
+_PRESET_KEYS = frozenset({"description", "rates", "fabric", "aliases"})
 _CONSTANT_KEYS = frozenset({"value", "unit", "source"})
 
 
@@ -66,6 +76,8 @@ class Preset:
     chip: ChipSpec
     fabric: FabricSpec
     description: str
+    aliases: tuple[str, ...] = ()
+    """Other names :func:`get_preset` finds this preset under (``a100-sxm4-80gb`` for ``a100``)."""
 
     @property
     def precision(self) -> Precision:
@@ -79,31 +91,46 @@ class Preset:
 
 
 _PRESETS: dict[str, Preset] = {}
+_ALIASES: dict[str, str] = {}
 _FABRICS: dict[str, FabricSpec] = {}
 
 
 def register_preset(preset: Preset) -> Preset:
-    """Add a preset under its chip's name; a second preset of the same name is an error."""
+    """Add a preset under its chip's name and its aliases; a name (or alias) taken is an error."""
     name = preset.chip.name
-    if name in _PRESETS:
-        raise SpecError(f"preset {name!r} is already registered")
+    for taken in (name, *preset.aliases):
+        if taken in _PRESETS or taken in _ALIASES:
+            raise SpecError(f"preset {taken!r} is already registered")
+    if len(set(preset.aliases) | {name}) != len(preset.aliases) + 1:
+        raise SpecError(f"preset {name!r}: an alias repeats a name")
     _PRESETS[name] = preset
+    _ALIASES.update(dict.fromkeys(preset.aliases, name))
     return preset
 
 
 def preset_names() -> tuple[str, ...]:
-    """Registered preset names, in registration order (the data files in name order)."""
+    """Registered preset names, in registration order (the data files in name order); aliases are
+    in :func:`preset_aliases`."""
     _load_shipped()
     return tuple(_PRESETS)
 
 
-def get_preset(name: str) -> Preset:
-    """The preset called ``name``; an unknown name is a one-line error listing the known ones."""
+def preset_aliases() -> dict[str, str]:
+    """Alias -> the preset name it stands for (``{"a100-sxm4-80gb": "a100", ...}``)."""
     _load_shipped()
-    try:
-        return _PRESETS[name.strip().lower()]
-    except KeyError:
-        raise SpecError(f"unknown chip {name!r}; known chips: {', '.join(_PRESETS)}") from None
+    return dict(_ALIASES)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (or aliased so); an unknown name is a one-line error listing the
+    known ones."""
+    _load_shipped()
+    key = name.strip().lower()
+    found = _PRESETS.get(_ALIASES.get(key, key))
+    if found is None:
+        aliases = ", ".join(f"{alias} = {target}" for alias, target in _ALIASES.items())
+        raise SpecError(f"unknown chip {name!r}; known chips: {', '.join(_PRESETS)}; aliases: {aliases}")
+    return found
 
 
 def make_system(chip_name: str, mesh: Mesh | str) -> System:
@@ -196,7 +223,29 @@ def parse_preset(where: str, data: dict[str, Any], fabrics: dict[str, FabricSpec
             if fabric.name in fabrics:
                 raise SpecError(f"{where}: fabric {fabric.name!r} is defined twice")
             fabrics[fabric.name] = fabric
-    return Preset(chip=chip, fabric=fabric, description=str(table.get("description", "")))
+    aliases = table.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(alias, str) and alias for alias in aliases):
+        raise SpecError(f"{where}: [preset] aliases must be a list of names, got {aliases!r}")
+    return Preset(
+        chip=chip,
+        fabric=fabric,
+        description=str(table.get("description", "")),
+        aliases=tuple(alias.lower() for alias in aliases),
+    )
+
+
+def parse_fabrics(where: str, data: dict[str, Any], fabrics: dict[str, FabricSpec]) -> None:
+    """Add the ``[[fabric]]`` tables of a fabrics file to ``fabrics`` (a name defined twice is an error)."""
+    unknown = sorted(set(data) - {"fabric"})
+    tables = data.get("fabric", [])
+    if unknown or not isinstance(tables, list):
+        raise SpecError(f"{where}: expected only [[fabric]] tables")
+    for index, table in enumerate(tables):
+        at = f"{where}.fabric[{index}]"
+        fabric = _construct(FabricSpec, at, _record(at, table, _fabric_fields()))
+        if fabric.name in fabrics:
+            raise SpecError(f"{where}: fabric {fabric.name!r} is defined twice")
+        fabrics[fabric.name] = fabric
 
 
 def _parse_toml(name: str, text: str) -> dict[str, Any]:
@@ -213,7 +262,10 @@ def _read(name: str) -> dict[str, Any]:
 
 @cache
 def _load_shipped() -> None:
-    """Register every shipped preset once: defined fabrics first, so that others can name them."""
+    """Register every shipped preset once: the shared fabrics first, then presets that define a
+    fabric, then those that name one."""
+    fabrics_text = resources.files("hwmodel.spec").joinpath(FABRICS_FILE).read_text(encoding="utf-8")
+    parse_fabrics(FABRICS_FILE, _parse_toml(FABRICS_FILE, fabrics_text), _FABRICS)
     directory = resources.files("hwmodel.spec").joinpath(PRESET_DIRECTORY)
     files = sorted(entry.name for entry in directory.iterdir() if entry.name.endswith(".toml"))
     documents = {name: _read(name) for name in files}

@@ -54,7 +54,8 @@ def _fabric_rates(hardware: Hardware, factor: float, *names: str) -> Hardware:
 
 
 def _scale_flops(hardware: Hardware, factor: float) -> Hardware:
-    return _chip_rates(hardware, factor, "matrix_bf16_flops_per_s", "matrix_fp32_flops_per_s", "vector_flops_per_s")
+    rates = ("matrix_bf16_flops_per_s", "matrix_tf32_flops_per_s", "matrix_fp32_flops_per_s", "vector_flops_per_s")
+    return _chip_rates(hardware, factor, *rates)
 
 
 def _scale_memory_capacity(hardware: Hardware, factor: float) -> Hardware:
