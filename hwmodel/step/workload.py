@@ -59,7 +59,23 @@ class OpRecord:
     bytes and listed in the report). ``output_elements`` is what the op can be parallelised over
     (its occupancy of a chip's compute units). ``gemms`` lists the matrix multiplies its kernel
     runs, as ``(count, m, n, k)`` (:mod:`hwmodel.ops.gemm`), where the capture knows them: a chip with
-    measured GEMM rates times the op by their shapes; empty for every other op.
+    measured GEMM rates times the op by their shapes; empty for every other op. These are the host
+    CPU's lowering (per-sample ``slow_conv2d``, CPU flash attention blocks).
+
+    ``implicit_gemms`` are the matrix multiplies an accelerator runs for this op, also as
+    ``(count, m, n, k)``, whatever the host does: ``mm``/``addmm``/``bmm``/``baddbmm`` as they are; a
+    convolution as implicit GEMM, one per group (``count = groups``, ``N`` the batch): forward
+    ``M = N Ho Wo``, ``N = C_out/groups``, ``K = C_in/groups x kh kw``; input gradient ``M = N H W``,
+    ``N = C_in/groups``, ``K = C_out/groups x kh kw``; weight gradient ``M = C_out/groups``,
+    ``N = C_in/groups x kh kw``, ``K = N Ho Wo`` (only the gradients the backward computes; a
+    transposed convolution's forward is the input gradient of the convolution it inverts);
+    attention as its ``Q K^T`` and ``P V`` batched GEMMs forward, and ``Q K^T``, ``P^T dO``,
+    ``dO V^T``, ``dS K``, ``dS^T Q`` backward (``count`` = batch x heads). Empty for other ops.
+
+    ``row_elements`` is the length of the row a row-wise op reduces over (LayerNorm: the
+    normalised elements; softmax and log-softmax: the ``dim`` size; forward and backward) and
+    ``rows`` how many such rows its input holds (``rows x row_elements`` = the input's elements);
+    both 0 for other ops.
     """
 
     name: str
@@ -74,12 +90,18 @@ class OpRecord:
     input_ids: tuple[int, ...] = ()
     output_ids: tuple[int, ...] = ()
     gemms: tuple[tuple[int, int, int, int], ...] = ()
+    implicit_gemms: tuple[tuple[int, int, int, int], ...] = ()
+    rows: int = 0
+    row_elements: int = 0
 
     def __post_init__(self) -> None:
-        if any(len(gemm) != 4 or min(gemm) < 1 for gemm in self.gemms):
-            raise WorkloadError(
-                f"op {self.name}: every GEMM must be (count, m, n, k) of positive ints, got {self.gemms}"
-            )
+        for label, gemms in (("GEMM", self.gemms), ("implicit GEMM", self.implicit_gemms)):
+            if any(len(gemm) != 4 or min(gemm) < 1 for gemm in gemms):
+                raise WorkloadError(
+                    f"op {self.name}: every {label} must be (count, m, n, k) of positive ints, got {gemms}"
+                )
+        if self.rows < 0 or self.row_elements < 0:
+            raise WorkloadError(f"op {self.name}: rows and row_elements must be >= 0")
         if self.phase not in PHASES:
             raise WorkloadError(f"op {self.name}: phase must be one of {PHASES}, got {self.phase!r}")
         if self.flop_source not in FLOP_SOURCES:
@@ -174,7 +196,8 @@ class Workload:
                             **op,
                             "input_ids": tuple(op["input_ids"]),
                             "output_ids": tuple(op["output_ids"]),
-                            "gemms": tuple(tuple(int(d) for d in gemm) for gemm in op.get("gemms", ())),
+                            "gemms": _gemms(op.get("gemms", ())),
+                            "implicit_gemms": _gemms(op.get("implicit_gemms", ())),
                         }
                     )
                     for op in data["ops"]
@@ -202,6 +225,12 @@ class Workload:
         if not isinstance(data, dict):
             raise WorkloadError("workload JSON must be an object")
         return cls.from_dict(data)
+
+
+def _gemms(data: Any) -> tuple[tuple[int, int, int, int], ...]:
+    """GEMMs read from JSON lists; a GEMM of the wrong length is refused by :class:`OpRecord`."""
+    gemms: list[Any] = [tuple(int(d) for d in gemm) for gemm in data]
+    return tuple(gemms)
 
 
 class WorkloadSource(Protocol):

@@ -3,7 +3,9 @@
 * :mod:`~pytest_dojo.capture.train_step`: the step under ``FakeTensorMode`` (inputs, loss,
   optimizer, errors);
 * :mod:`~pytest_dojo.capture.recorder`: the ``TorchDispatchMode`` that records each aten op;
-* :mod:`~pytest_dojo.capture.formulas`: FLOPs, bytes and GEMMs of one op;
+* :mod:`~pytest_dojo.capture.formulas`: FLOPs, bytes and the host's GEMMs of one op;
+* :mod:`~pytest_dojo.capture.shapes`: what a device kernel model needs of one op (implicit GEMMs,
+  rows of row-wise ops, ops that move no data);
 * :mod:`~pytest_dojo.capture.storage`: storages, for dependencies, liveness and memory;
 * :mod:`~pytest_dojo.capture.keys`: the capture cache's key.
 

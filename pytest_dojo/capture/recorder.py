@@ -2,6 +2,9 @@
 
 A ``TorchDispatchMode`` sees every aten op after autograd, so forward, backward and the optimizer's
 ops all pass through :meth:`Recorder.record`. Views move no data and are not recorded; copies are.
+Allocations left uninitialised (``empty``...) and ``_unsafe_view`` (its input's storage under a new
+shape) are recorded, for the storages they create or share, with no bytes moved
+(:data:`~pytest_dojo.capture.shapes.NO_TRAFFIC_OPS`).
 The owning module is the innermost one ``torch.utils.module_tracker.ModuleTracker`` reports
 (``"Global"`` outside any module).
 """
@@ -20,6 +23,7 @@ from torch.utils.module_tracker import ModuleTracker
 from hwmodel import OpRecord
 from hwmodel.step.workload import ROOT_MODULE
 from pytest_dojo.capture.formulas import check_same_dtype, count_flops, gemms, nbytes
+from pytest_dojo.capture.shapes import NO_TRAFFIC_OPS, implicit_gemms, rows
 from pytest_dojo.capture.storage import Storage, StorageTable, dtype_name
 
 IGNORED_OPS = frozenset(
@@ -74,6 +78,8 @@ class Recorder:
         flops, source = count_flops(func, args, kwargs, out, outputs)
         everything = [*outputs, *inputs]
         reference = next((t for t in everything if t.is_floating_point()), everything[0] if everything else None)
+        moves_data = name not in NO_TRAFFIC_OPS
+        row_count, row_elements = rows(func, args, kwargs)
         self.ops.append(
             OpRecord(
                 name=name,
@@ -81,13 +87,16 @@ class Recorder:
                 module=self.module(),
                 flops=flops,
                 flop_source=source,
-                bytes_read=sum(nbytes(t) for t in inputs),
-                bytes_written=sum(nbytes(t) for t in outputs),
+                bytes_read=sum(nbytes(t) for t in inputs) if moves_data else 0,
+                bytes_written=sum(nbytes(t) for t in outputs) if moves_data else 0,
                 output_elements=sum(t.numel() for t in outputs),
                 dtype=dtype_name(reference.dtype) if reference is not None else "float32",
                 input_ids=input_ids,
                 output_ids=output_ids,
                 gemms=gemms(func, args, kwargs, out),
+                implicit_gemms=implicit_gemms(func, args, kwargs, out),
+                rows=row_count,
+                row_elements=row_elements,
             )
         )
 
