@@ -16,6 +16,11 @@ disjoint parts that add up to ``step_time_s``:
 
 Parts a plan does not use are 0.0.
 
+``op_class_rates`` says, per op class of the step, which peak its arithmetic ran at under the
+precision (``{"matmul": {"rate": "tf32-matrix", "flops_per_s": 1.56e14}, "elementwise": {"rate":
+"fp32-vector", ...}}``; :class:`~hwmodel.step.sections.OpClassRates`). A report written before the
+section existed reads back with it None.
+
 ``bound`` names the largest part in hardware terms: compute, sram/hbm, latency, link or hbm (spill).
 """
 
@@ -32,6 +37,7 @@ from hwmodel.step.sections import (
     IngestSection,
     MemoryBytes,
     MemoryStrategy,
+    OpClassRates,
     PhaseFlops,
     PhaseTimes,
     PipelineSection,
@@ -57,6 +63,7 @@ _OPTIONAL_SECTIONS: dict[str, type[Section]] = {
     "tensor_parallel": TensorParallelSection,
     "batchnorm_sync": BatchnormSync,
     "ingest": IngestSection,
+    "op_class_rates": OpClassRates,
 }
 
 
@@ -109,6 +116,8 @@ class Report:
     """Ingest of the step's samples when a data feed is modelled: seconds, bytes, bound, exposed part."""
     plan_ranking: tuple[RankedPlan, ...] = ()
     """For ``plan="auto"``: every plan tried, fastest first (plan, step time, samples/s, or why not)."""
+    op_class_rates: OpClassRates | None = None
+    """Per op class of the step, the peak its arithmetic ran at (``rate`` label and FLOP/s)."""
     schema_version: int = REPORT_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

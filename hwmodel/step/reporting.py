@@ -7,13 +7,17 @@ ingest (prefetched during the step, when a data feed is modelled) that the step 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import numpy.typing as npt
 
 from hwmodel.collectives.linkloads import link_loads
+from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.cost import ordered_sum
+from hwmodel.ops.matrix import class_indices
 from hwmodel.search.plans import GroupShape
-from hwmodel.spec.chip import ChipSpec
+from hwmodel.spec.chip import VECTOR_RATE_LABEL, ChipSpec
 from hwmodel.step import sections
 from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.intervals import memory_intervals
@@ -192,6 +196,35 @@ def collective_sections(
     return tensor_parallel, batchnorm
 
 
+def classes_present(workload: Workload, chip: ChipSpec) -> tuple[tuple[str, bool], ...]:
+    """The op classes ``workload``'s ops fall into on ``chip``, in class order, each with whether
+    it runs on the matrix units (kept per workload and class registry)."""
+    registry = op_classes()
+
+    def build() -> tuple[tuple[str, bool], ...]:
+        present = np.unique(class_indices(workload, chip)).tolist()
+        return tuple((registry.names[index], registry.names[index] in registry.matrix) for index in present)
+
+    key = ("classes_present", chip.gemm_rates is None, registry.version)
+    return WORKLOAD_CACHE.get(workload, key, build)
+
+
+@lru_cache(maxsize=256)
+def _class_rates(
+    classes: tuple[tuple[str, bool], ...], matrix: tuple[str, float], vector_flops_per_s: float
+) -> sections.OpClassRates:
+    vector = sections.ClassRate(rate=VECTOR_RATE_LABEL, flops_per_s=vector_flops_per_s)
+    by_unit = {True: sections.ClassRate(rate=matrix[0], flops_per_s=matrix[1]), False: vector}
+    return sections.OpClassRates(classes=tuple((name, by_unit[is_matrix]) for name, is_matrix in classes))
+
+
+def op_class_rates(context: StepContext) -> sections.OpClassRates:
+    """Per op class of the step, the peak its arithmetic runs at under the step's precision."""
+    chip = context.system.chip
+    classes = classes_present(context.workload, chip)
+    return _class_rates(classes, chip.matrix_rate_for(context.precision), chip.vector_flops_per_s)
+
+
 def build_report(
     context: StepContext, times: OpTimes, placement: StagePlacement, fit: MemoryFit, schedule: StepSchedule
 ) -> Report:
@@ -235,6 +268,7 @@ def build_report(
         tensor_parallel=tensor_parallel,
         batchnorm_sync=batchnorm,
         ingest=ingest_section,
+        op_class_rates=op_class_rates(context),
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from hwmodel.errors import WorkloadError
 
@@ -221,3 +221,46 @@ class RankedPlan(Section):
     bound: str | None = None
     memory_strategy: str | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassRate(Section):
+    """The peak an op class's arithmetic ran at: ``rate`` names it, ``flops_per_s`` is its value.
+
+    ``rate``: ``"bf16-matrix"`` (BF16 or FP16 on the matrix units: a GPU's tensor cores),
+    ``"tf32-matrix"`` (TF32 on them), ``"ieee-fp32-matrix"`` (IEEE FP32 matrix ops: a GPU's CUDA
+    cores) or ``"fp32-vector"`` (the vector units' FP32 rate, for every non-matrix class).
+    """
+
+    rate: str
+    flops_per_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpClassRates(Section):
+    """Per op class of the step, the rate its arithmetic ran at (JSON ``op_class_rates``).
+
+    The JSON is ``{class: {"rate": ..., "flops_per_s": ...}}`` for the classes the step's ops fall
+    into, in class order. ``flops_per_s`` is the ceiling before the class's efficiency and
+    occupancy. On a chip with measured GEMM rates (``host``) a matrix op whose GEMMs were recorded
+    runs at the measured rate of each shape, scaled by this rate over the chip's FP32 matrix rate.
+
+    >>> rates = OpClassRates(classes=(("matmul", ClassRate(rate="tf32-matrix", flops_per_s=1.56e14)),))
+    >>> rates.to_dict()
+    {'matmul': {'rate': 'tf32-matrix', 'flops_per_s': 156000000000000.0}}
+    >>> OpClassRates.from_dict(rates.to_dict()) == rates
+    True
+    """
+
+    classes: tuple[tuple[str, ClassRate], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{class: {"rate": ..., "flops_per_s": ...}}``."""
+        return {name: rate.to_dict() for name, rate in self.classes}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Read :meth:`to_dict` output; a malformed entry is a one-line error."""
+        if not isinstance(data, Mapping) or not all(isinstance(entry, Mapping) for entry in data.values()):
+            raise WorkloadError(f"report section {cls.__name__} must map op classes to {{rate, flops_per_s}}")
+        return cls(classes=tuple((str(name), ClassRate.from_dict(entry)) for name, entry in data.items()))

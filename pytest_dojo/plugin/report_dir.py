@@ -184,7 +184,10 @@ def plot_roofline(report: Report, system: System, artifacts: StepArtifacts) -> A
 
     figure, axis = pyplot.subplots(figsize=(7.5, 5.2), layout="constrained")
     chip = system.chip
-    peak = chip.matrix_flops_per_s(report.precision)
+    rates = dict(report.op_class_rates.classes) if report.op_class_rates is not None else {}
+    matrix = next((rate for rate in rates.values() if rate.rate.endswith("-matrix")), None)
+    peak = matrix.flops_per_s if matrix is not None else chip.matrix_flops_per_s(report.precision)
+    roof = matrix.rate if matrix is not None else report.precision
     bandwidth = chip.local_memory_read_bytes_per_s
     points = [op for op in (artifacts.ops or ()) if op.flops > 0 and op.bytes_moved > 0 and op.time_s > 0]
     if points:
@@ -217,8 +220,7 @@ def plot_roofline(report: Report, system: System, artifacts: StepArtifacts) -> A
         np.minimum(peak, bandwidth * x),
         color="black",
         linewidth=1.2,
-        label=f"roof: {peak / 1e12:.3g} TFLOP/s {report.precision}, {bandwidth / 1e12:.3g} TB/s "
-        f"{chip.local_memory_kind}",
+        label=f"roof: {peak / 1e12:.3g} TFLOP/s {roof}, {bandwidth / 1e12:.3g} TB/s {chip.local_memory_kind}",
     )
     axis.set_xscale("log")
     axis.set_yscale("log")
