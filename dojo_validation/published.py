@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from dojo_validation import host
 from hwmodel import get_preset, make_system, simulate
-from hwmodel.spec.precision import FP32, MIXED_BF16, Precision
+from hwmodel.spec.precision import MIXED_BF16, TF32, Precision
 from hwmodel.step.workload import FixedWorkloads
 
 
@@ -41,8 +41,8 @@ class PublishedPoint:
 PUBLISHED = (
     PublishedPoint(precision_name="AMP", precision=MIXED_BF16, batch_per_gpu=150, gpus=1, images_per_s=255),
     PublishedPoint(precision_name="AMP", precision=MIXED_BF16, batch_per_gpu=150, gpus=8, images_per_s=1835),
-    PublishedPoint(precision_name="TF32", precision=FP32, batch_per_gpu=80, gpus=1, images_per_s=170),
-    PublishedPoint(precision_name="TF32", precision=FP32, batch_per_gpu=80, gpus=8, images_per_s=1213),
+    PublishedPoint(precision_name="TF32", precision=TF32, batch_per_gpu=80, gpus=1, images_per_s=170),
+    PublishedPoint(precision_name="TF32", precision=TF32, batch_per_gpu=80, gpus=8, images_per_s=1213),
 )
 
 

@@ -78,3 +78,31 @@ def test_a_malformed_rate_section_is_one_line() -> None:
         OpClassRates.from_dict({"matmul": {"rate": "tf32-matrix", "peak": 1.0}})
     with pytest.raises(WorkloadError, match="must map op classes"):
         OpClassRates.from_dict({"matmul": 1.0})
+
+
+RATE_TEST = """
+import torch
+
+def test_rates(dojo):
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256))
+    report = dojo.train_step(model, torch.randn(8 * 16, 256))
+    rates = dict(report.op_class_rates.classes)
+    print("RUN", report.chip, report.precision, rates["matmul"].rate, rates["matmul"].flops_per_s)
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (("--dojo-chip=t4", "--dojo-precision=tf32"), "RUN t4 float32 tf32-matrix 8100000000000.0"),
+        (("--dojo-chip=t4",), "RUN t4 float32 ieee-fp32-matrix 8100000000000.0"),
+        (("--dojo-chip=a100-sxm4-80gb", "--dojo-precision=tf32"), "RUN a100 float32 tf32-matrix 156000000000000.0"),
+    ],
+)
+def test_gpu_presets_and_tf32_from_the_command_line(
+    pytester: pytest.Pytester, options: tuple[str, ...], expected: str
+) -> None:
+    pytester.makepyfile(test_rates=RATE_TEST)
+    result = pytester.runpytest("-s", "--dojo-mesh=1x8", *options)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*{expected}"])

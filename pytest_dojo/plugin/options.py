@@ -47,15 +47,17 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     (
         "--dojo-chip",
         "NAME|FILE.toml",
-        "Chip preset, such as d1, a100, h100 or host (a wrong name lists them all), or a preset data file "
+        "Chip preset, such as d1, a100 (the SXM4 80GB part), h100, t4, l4 or host (a wrong name lists them all), "
+        "or a preset data file "
         "of the format of hwmodel/spec/presets/*.toml (relative to the current directory, or to the "
         f"rootdir in the ini key). Default: {DEFAULT_CHIP!r}",
     ),
     (
         "--dojo-precision",
         "NAME",
-        "Training precision, bf16 (BF16 compute, FP32 master weights and optimizer state) or fp32. "
-        "Default: the chip preset's (bf16; fp32 for host)",
+        "Training precision, as PyTorch runs it: bf16 (BF16 compute, FP32 master weights and optimizer "
+        "state), fp32 (IEEE FP32 throughout) or tf32 (FP32, with matmuls and convolutions in TF32 on the "
+        "tensor cores). Default: the chip preset's (bf16; fp32 for host and GPUs before Ampere)",
     ),
     (
         "--dojo-thresholds",
