@@ -170,7 +170,7 @@ def candidate_seconds(
     compute = waves(ctas, device.num_sms) * tile_flops / rate
     partials = 0.0 if split == 1 else 2.0 * split * dims.batch * dims.m * dims.n * bytes_per_element
     moved = dims.bytes_moved(bytes_per_element) + partials
-    memory = moved / achieved_bandwidth(moved, ctas, moved / ctas, device, parameters)
+    memory = moved / achieved_bandwidth(moved, ctas, device, parameters)
     seconds = np.maximum(compute, memory)
     if split > 1:
         seconds = np.where(depth >= MIN_SPLIT_DEPTH, seconds, np.inf)

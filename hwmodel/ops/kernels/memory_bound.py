@@ -4,13 +4,14 @@ An elementwise kernel streams its inputs and its output once. Its time is the la
 the bytes at the achieved bandwidth, or the FP32 work at the vector peak when that is longer::
 
     time = launch + max(bytes / achieved_bandwidth, flops / fp32_peak)
-    achieved_bandwidth = min(sustained, bytes_in_flight / memory_latency)
+    achieved_bandwidth = sustained x min(1, CTAs / (SMs x saturating_ctas_per_sm))
     sustained = memory_bandwidth_fraction x datasheet bandwidth (x l2_bandwidth_multiple when
                 the working set fits L2, as it does when the same kernel runs again on warm data)
-    bytes_in_flight = resident CTAs x bytes per CTA (Little's law: few CTAs cannot fill the pipe)
 
-PyTorch's vectorized elementwise kernel gives each CTA 128 threads x 4 elements; an SM holds up to
-16 such CTAs. Not modelled: non-contiguous strides, broadcasting that re-reads an input (each input
+A grid of fewer CTAs than it takes to keep every SM's loads in flight reaches a proportional share
+of the bandwidth (Little's law at a fixed latency: bytes in flight scale with the CTAs).
+
+PyTorch's vectorized elementwise kernel gives each CTA 128 threads x 4 elements. Not modelled: non-contiguous strides, broadcasting that re-reads an input (each input
 is counted once at full size), type promotion.
 """
 
@@ -26,9 +27,6 @@ Array = NDArray[np.float64]
 
 ELEMENTS_PER_CTA = 512
 """PyTorch's ``vectorized_elementwise_kernel``: 128 threads x 4 elements each."""
-
-RESIDENT_CTAS_PER_SM = 16
-"""CTAs of 128 threads an SM holds at once (2,048 threads per SM on Pascal, Volta and Ampere)."""
 
 TENSORS_MOVED = {
     **dict.fromkeys(("add", "mul", "div", "pow"), 3),
@@ -56,14 +54,11 @@ def sustained_bandwidth(bytes_moved: Array, device: KernelDevice, parameters: Ke
     return np.where(bytes_moved <= device.l2_bytes, dram * parameters.l2_bandwidth_multiple, dram)
 
 
-def achieved_bandwidth(
-    bytes_moved: Array, ctas: Array, bytes_per_cta: Array, device: KernelDevice, parameters: KernelParameters
-) -> Array:
-    """Bytes/s with ``ctas`` CTAs of ``bytes_per_cta`` each: the sustained rate, or less when the
-    resident CTAs keep too few bytes in flight to cover the memory latency."""
-    resident = np.minimum(ctas, device.num_sms * RESIDENT_CTAS_PER_SM)
-    in_flight = resident * bytes_per_cta / parameters.memory_latency_s
-    return np.minimum(sustained_bandwidth(bytes_moved, device, parameters), in_flight)
+def achieved_bandwidth(bytes_moved: Array, ctas: Array, device: KernelDevice, parameters: KernelParameters) -> Array:
+    """Bytes/s of a kernel of ``ctas`` CTAs moving ``bytes_moved``: the sustained rate, or the share
+    of it that too few CTAs keep in flight."""
+    occupancy = np.minimum(1.0, ctas / (device.num_sms * parameters.saturating_ctas_per_sm))
+    return sustained_bandwidth(bytes_moved, device, parameters) * occupancy
 
 
 def elementwise_bytes(op: str, elements: Array, bytes_per_element: float = 4.0) -> Array:
@@ -81,8 +76,7 @@ def elementwise_seconds(
     """Time of ``op`` over ``elements`` elements (one value per row)."""
     elements = np.asarray(elements, dtype=np.float64)
     moved = elementwise_bytes(op, elements, bytes_per_element)
-    ctas = np.ceil(elements / ELEMENTS_PER_CTA)
-    per_cta = moved / np.maximum(ctas, 1.0)
-    memory = moved / achieved_bandwidth(moved, ctas, per_cta, device, parameters)
+    ctas = np.maximum(np.ceil(elements / ELEMENTS_PER_CTA), 1.0)
+    memory = moved / achieved_bandwidth(moved, ctas, device, parameters)
     compute = FLOPS_PER_ELEMENT[op] * elements / device.fp32_flops_per_s
     return parameters.elementwise_launch_s + np.maximum(memory, compute)
