@@ -3,9 +3,9 @@
 The parameters fall into groups that touch disjoint op classes, fitted one after the other in log
 space by a bounded Nelder–Mead search (:func:`nelder_mead`): the memory system on the elementwise
 rows, then the row reductions (LayerNorm, softmax) with the memory system fixed, then the GEMMs
-(``bmm``, ``linear``), then the convolution floor. The objective is the mean |log(predicted /
-measured)| with every (op, device) pair weighted alike, so no device or op dominates by its row
-count. Only rows with ``Split == "train-shapes"`` of the devices fitted on are used.
+(``bmm``, ``linear``), then the convolution floor. The objective is the mean relative error
+|predicted / measured - 1| (the figure validation reports) with every (op, device) pair weighted
+alike, so no device or op dominates by its row count. Only rows with ``Split == "train-shapes"`` of the devices fitted on are used.
 """
 
 from __future__ import annotations
@@ -132,12 +132,12 @@ def batches(
     return result
 
 
-def mean_log_error(parameters: KernelParameters, pairs: Sequence[Batch]) -> float:
-    """Mean over (op, device) pairs of the mean |log(predicted / measured)|."""
+def mean_relative_error(parameters: KernelParameters, pairs: Sequence[Batch]) -> float:
+    """Mean over (op, device) pairs of the mean |predicted / measured - 1|."""
     errors = []
     for pair in pairs:
         predicted = predict_seconds(pair.op, pair.shapes, pair.device, parameters)
-        errors.append(float(np.mean(np.abs(np.log(predicted / pair.latency_s)))))
+        errors.append(float(np.mean(np.abs(predicted / pair.latency_s - 1.0))))
     return float(np.mean(errors))
 
 
@@ -151,7 +151,7 @@ def fit_group(parameters: KernelParameters, group: Group, pairs: Sequence[Batch]
         return replace(parameters, **dict(zip(group.names, (float(v) for v in values), strict=True)))
 
     start = np.log([getattr(parameters, name) for name in group.names])
-    best = nelder_mead(lambda point: mean_log_error(with_values(point), pairs), start, iterations=iterations)
+    best = nelder_mead(lambda point: mean_relative_error(with_values(point), pairs), start, iterations=iterations)
     return with_values(best)
 
 
@@ -173,5 +173,5 @@ def fit(
         if not pairs:
             continue
         parameters = fit_group(parameters, group, pairs, iterations)
-        progress(f"  fitted {', '.join(group.names)}: mean |log error| {mean_log_error(parameters, pairs):.3f}")
+        progress(f"  fitted {', '.join(group.names)}: mean relative error {mean_relative_error(parameters, pairs):.3f}")
     return parameters

@@ -190,7 +190,7 @@ def write_parameters(parameters: KernelParameters, command: str, per_pair: int |
             "rows": f"Split == train-shapes; at most {per_pair} rows per (op, device), seeded sample",
             "devices": list(TRAIN_DEVICES),
             "conv_devices": list(CONV_DEVICES),
-            "objective": "mean |log(predicted / measured)| per (op, device), averaged",
+            "objective": "mean |predicted / measured - 1| per (op, device), averaged over the pairs",
             "command": command,
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "units": "SI: seconds, fractions, FLOP per byte, joules per FLOP per nm",
