@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import shutil
 import sys
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path

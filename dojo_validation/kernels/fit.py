@@ -5,7 +5,8 @@ space by a bounded Nelder–Mead search (:func:`nelder_mead`): the memory system
 rows, then the row reductions (LayerNorm, softmax) with the memory system fixed, then the GEMMs
 (``bmm``, ``linear``), then the convolution floor. The objective is the mean relative error
 |predicted / measured - 1| (the figure validation reports) with every (op, device) pair weighted
-alike, so no device or op dominates by its row count. Only rows with ``Split == "train-shapes"`` of the devices fitted on are used.
+alike, so no device or op dominates by its row count. Only rows with ``Split == "train-shapes"``
+of the devices fitted on are used.
 """
 
 from __future__ import annotations
@@ -73,7 +74,12 @@ def _silent(message: str) -> None:
 
 
 def nelder_mead(
-    objective: Callable[[Array], float], start: Array, *, step: float = 0.3, iterations: int = 200, tolerance: float = 1e-5
+    objective: Callable[[Array], float],
+    start: Array,
+    *,
+    step: float = 0.3,
+    iterations: int = 200,
+    tolerance: float = 1e-5,
 ) -> Array:
     """Minimise ``objective`` from ``start`` with the Nelder–Mead simplex (standard coefficients)."""
     size = len(start)
@@ -101,7 +107,8 @@ def nelder_mead(
             else:
                 simplex = [simplex[0] + 0.5 * (point - simplex[0]) for point in simplex]
                 values = [values[0], *(objective(point) for point in simplex[1:])]
-    return simplex[int(np.argmin(values))]
+    best: Array = simplex[int(np.argmin(values))]
+    return best
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,9 @@ def leave_one_device_out(
     results = {name: Scores() for name in CLASSES}
     for number, left_out in enumerate(folds, start=1):
         others = {name: devices[name] for name in TRAIN_DEVICES if name != left_out}
-        progress(f"fold {number}/{len(folds)}: {SHORT_NAMES.get(left_out, left_out)} left out, fitting on {len(others)}")
+        progress(
+            f"fold {number}/{len(folds)}: {SHORT_NAMES.get(left_out, left_out)} left out, fitting on {len(others)}"
+        )
         parameters = fit.fit(rows, others, per_pair=per_pair, iterations=iterations, progress=progress)
         conv_devices = {name: devices[name] for name in CONV_DEVICES if name != left_out}
         if "conv" in rows:
@@ -137,7 +139,16 @@ def leave_one_device_out(
 def table(results: Mapping[str, Scores]) -> list[str]:
     """The printed table: per class, mean / p90 / per-device means for the model and the roofline."""
     device_names = [name for name in (*TRAIN_DEVICES, TEST_ONLY_DEVICE)]
-    header = ["class", "rows", "mean", "p90", *(SHORT_NAMES[n] for n in device_names), "roofline", "roof p90", "NeuSight"]
+    header = [
+        "class",
+        "rows",
+        "mean",
+        "p90",
+        *(SHORT_NAMES[n] for n in device_names),
+        "roofline",
+        "roof p90",
+        "NeuSight",
+    ]
     lines = []
     for name, scores in results.items():
         pooled = scores.pooled()
@@ -147,8 +158,16 @@ def table(results: Mapping[str, Scores]) -> list[str]:
         per_device = [f"{scores.model[n].mean():.1%}" if n in scores.model else "-" for n in device_names]
         published = f"{NEUSIGHT[name]:.1%}" if name in NEUSIGHT else "-"
         lines.append(
-            [name, str(len(pooled)), f"{pooled.mean():.1%}", f"{np.percentile(pooled, 90):.1%}", *per_device,
-             f"{roof.mean():.1%}", f"{np.percentile(roof, 90):.1%}", published]
+            [
+                name,
+                str(len(pooled)),
+                f"{pooled.mean():.1%}",
+                f"{np.percentile(pooled, 90):.1%}",
+                *per_device,
+                f"{roof.mean():.1%}",
+                f"{np.percentile(roof, 90):.1%}",
+                published,
+            ]
         )
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
 
@@ -172,15 +191,18 @@ def final_fit(
     progress: fit.Progress = fit._silent,
 ) -> KernelParameters:
     """The parameters to ship: fitted on all five training devices (convolution: its five devices)."""
-    parameters = fit.fit(rows, {n: devices[n] for n in TRAIN_DEVICES}, per_pair=per_pair, iterations=iterations,
-                         progress=progress)
+    parameters = fit.fit(
+        rows, {n: devices[n] for n in TRAIN_DEVICES}, per_pair=per_pair, iterations=iterations, progress=progress
+    )
     if "conv" in rows:
         conv = {n: devices[n] for n in CONV_DEVICES}
         parameters = fit.fit({"conv": rows["conv"]}, conv, per_pair=per_pair, iterations=iterations, start=parameters)
     return parameters
 
 
-def write_parameters(parameters: KernelParameters, command: str, per_pair: int | None, path: Path = PARAMETERS_FILE) -> None:
+def write_parameters(
+    parameters: KernelParameters, command: str, per_pair: int | None, path: Path = PARAMETERS_FILE
+) -> None:
     """Record ``parameters`` with their provenance in ``path``."""
     document = {
         "parameters": {name: getattr(parameters, name) for name in PARAMETER_NAMES},
@@ -202,8 +224,12 @@ def write_parameters(parameters: KernelParameters, command: str, per_pair: int |
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--write-parameters", action="store_true", help="refit on all five devices and record it")
-    parser.add_argument("--per-pair", type=int, default=400, metavar="N", help="fit rows per (op, device). Default: 400")
-    parser.add_argument("--iterations", type=int, default=150, metavar="N", help="Nelder–Mead steps per group. Default: 150")
+    parser.add_argument(
+        "--per-pair", type=int, default=400, metavar="N", help="fit rows per (op, device). Default: 400"
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=150, metavar="N", help="Nelder–Mead steps per group. Default: 150"
+    )
     arguments = parser.parse_args(argv)
 
     def progress(message: str) -> None:
@@ -211,15 +237,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = data.load_all()
     devices = devices_by_name()
-    results = leave_one_device_out(rows, devices, per_pair=arguments.per_pair, iterations=arguments.iterations,
-                                   progress=progress)
+    results = leave_one_device_out(
+        rows, devices, per_pair=arguments.per_pair, iterations=arguments.iterations, progress=progress
+    )
     print("Leave one device out: mean |predicted / measured - 1| on the left-out devices' rows")
     for line in table(results):
         print(line)
     if arguments.write_parameters:
         progress("final fit on all five training devices")
-        parameters = final_fit(rows, devices, per_pair=arguments.per_pair, iterations=arguments.iterations,
-                               progress=progress)
+        parameters = final_fit(
+            rows, devices, per_pair=arguments.per_pair, iterations=arguments.iterations, progress=progress
+        )
         command = "pytest-dojo validate kernels --write-parameters" + (
             f" --per-pair {arguments.per_pair}" if arguments.per_pair != 400 else ""
         )

@@ -7,6 +7,7 @@ not pay for them.
 
 * results files: ``compare`` (gate NEW against OLD), ``thresholds`` (floors from a results file);
 * studies and the host model: ``whatif``, ``calibrate``, ``validate``;
+* GPU kernel latencies: ``predict-kernels``;
 * ASV history: ``asv-record``, ``asv-backfill``, ``asv-publish``, ``asv-gate``, ``asv-check-page``;
 * the wall-clock rule on this machine: ``noise-study``.
 
@@ -29,6 +30,7 @@ SUBCOMMAND_MODULES = (
     "whatif",
     "calibrate",
     "validate",
+    "predict_kernels",
     "asv_record",
     "asv_backfill",
     "asv_publish",

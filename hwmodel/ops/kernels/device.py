@@ -36,7 +36,11 @@ class KernelDevice:
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)
-            if field.name in ("name", "matrix_on_tensor_cores") or (field.name in ("power_limit_w", "process_nm") and value is None):
+            if field.name in ("name", "matrix_on_tensor_cores") or (
+                field.name in ("power_limit_w", "process_nm") and value is None
+            ):
+                continue
+            if field.name == "l2_bytes" and value == 0:
                 continue
             if not value > 0:
                 raise SpecError(f"KernelDevice {self.name!r}: {field.name} must be > 0, got {value!r}")

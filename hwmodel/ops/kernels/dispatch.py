@@ -33,9 +33,7 @@ REQUIRED_COLUMNS = {
 """Shape columns each operator reads."""
 
 
-def predict_seconds(
-    op: str, shapes: Mapping[str, Array], device: KernelDevice, parameters: KernelParameters
-) -> Array:
+def predict_seconds(op: str, shapes: Mapping[str, Array], device: KernelDevice, parameters: KernelParameters) -> Array:
     """Seconds of ``op`` for each row of ``shapes`` (column name -> array) on ``device``."""
     if op not in REQUIRED_COLUMNS:
         raise HwModelError(f"unknown operator {op!r}; known: {', '.join(KNOWN_OPS)}")
@@ -48,7 +46,13 @@ def predict_seconds(
         return gemm.gemm_seconds(dims, device, parameters, launch_s=parameters.linear_launch_s)
     if op == "conv":
         conv = gemm.conv_dims(
-            s["B"], s["Input_Channel"], s["Output_Channel"], s["Kernel_Szie"], s["Input_Size"], s["Stride"], s["Padding"]
+            s["B"],
+            s["Input_Channel"],
+            s["Output_Channel"],
+            s["Kernel_Szie"],
+            s["Input_Size"],
+            s["Stride"],
+            s["Padding"],
         )
         return gemm.gemm_seconds(conv, device, parameters, launch_s=parameters.conv_launch_s)
     if op == "ln":
@@ -68,10 +72,17 @@ def roofline_seconds(op: str, shapes: Mapping[str, Array], device: KernelDevice)
             dims = gemm.linear_dims(s["B"], s["M"], s["N"], s["K"])
         else:
             dims = gemm.conv_dims(
-                s["B"], s["Input_Channel"], s["Output_Channel"], s["Kernel_Szie"], s["Input_Size"], s["Stride"],
+                s["B"],
+                s["Input_Channel"],
+                s["Output_Channel"],
+                s["Kernel_Szie"],
+                s["Input_Size"],
+                s["Stride"],
                 s["Padding"],
             )
-        result: Array = np.maximum(dims.flops / device.matrix_flops_per_s, dims.bytes_moved() / device.memory_bytes_per_s)
+        result: Array = np.maximum(
+            dims.flops / device.matrix_flops_per_s, dims.bytes_moved() / device.memory_bytes_per_s
+        )
         return result
     if op == "ln":
         moved = rowwise.layernorm_bytes(s["B"], s["H"])

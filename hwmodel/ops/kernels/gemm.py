@@ -83,7 +83,9 @@ def bmm_dims(batch: Array, m: Array, n: Array, k: Array) -> GemmDims:
 def linear_dims(batch: Array, rows: Array, in_features: Array, out_features: Array) -> GemmDims:
     """``nn.Linear(in_features, out_features)`` on ``(batch, rows, in_features)``: one GEMM with
     ``m = batch * rows`` (the bias is added in the GEMM's epilogue)."""
-    return GemmDims(np.ones_like(_array(batch)), _array(batch) * _array(rows), _array(out_features), _array(in_features))
+    return GemmDims(
+        np.ones_like(_array(batch)), _array(batch) * _array(rows), _array(out_features), _array(in_features)
+    )
 
 
 def conv_output_size(size: Array, kernel: Array, stride: Array, padding: Array) -> Array:
@@ -166,7 +168,11 @@ def candidate_seconds(
     ctas = tile_count(dims, tile_m, tile_n) * split
     depth = np.ceil(dims.k / split)
     tile_flops = 2.0 * tile_m * tile_n * depth
-    rate = sustained_matrix_flops_per_s(device, parameters) / device.num_sms * tile_efficiency(tile_m, tile_n, parameters, bytes_per_element)
+    rate = (
+        sustained_matrix_flops_per_s(device, parameters)
+        / device.num_sms
+        * tile_efficiency(tile_m, tile_n, parameters, bytes_per_element)
+    )
     compute = waves(ctas, device.num_sms) * tile_flops / rate
     partials = 0.0 if split == 1 else 2.0 * split * dims.batch * dims.m * dims.n * bytes_per_element
     moved = dims.bytes_moved(bytes_per_element) + partials

@@ -11,8 +11,9 @@ the bytes at the achieved bandwidth, or the FP32 work at the vector peak when th
 A grid of fewer CTAs than it takes to keep every SM's loads in flight reaches a proportional share
 of the bandwidth (Little's law at a fixed latency: bytes in flight scale with the CTAs).
 
-PyTorch's vectorized elementwise kernel gives each CTA 128 threads x 4 elements. Not modelled: non-contiguous strides, broadcasting that re-reads an input (each input
-is counted once at full size), type promotion.
+PyTorch's vectorized elementwise kernel gives each CTA 128 threads x 4 elements. Not modelled:
+non-contiguous strides, broadcasting that re-reads an input (each input is counted once at full
+size), type promotion.
 """
 
 from __future__ import annotations

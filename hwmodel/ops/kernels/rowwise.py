@@ -101,7 +101,8 @@ def rowwise_seconds(
     resident = np.maximum(np.floor(THREADS_PER_SM / threads_per_cta), 1.0)
     wave_count = np.ceil(ctas / (device.num_sms * resident))
     bandwidth = achieved_bandwidth(moved, ctas, device, parameters)
-    return launch_s + np.maximum(moved / bandwidth, wave_count * parameters.rowwise_wave_latency_s)
+    seconds: Array = launch_s + np.maximum(moved / bandwidth, wave_count * parameters.rowwise_wave_latency_s)
+    return seconds
 
 
 def layernorm_seconds(
