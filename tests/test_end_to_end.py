@@ -141,14 +141,13 @@ def test_unknown_precision_is_one_usage_line(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
     result = pytester.runpytest("--dojo-precision=fp8")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --dojo-precision: unknown precision 'fp8'; known: bf16, fp32"])
+    result.stderr.fnmatch_lines(["ERROR: --dojo-precision: unknown precision 'fp8'; known: bf16, fp32, tf32"])
 
 
 def _chip_file_text(name: str) -> str:
     """The shipped H100 preset as a user's own chip: renamed, on the H100's fabric, twice the BF16 peak."""
     h100 = (resources.files("hwmodel.spec") / "presets" / "h100.toml").read_text(encoding="utf-8")
-    chip_only = h100.split("[fabric]")[0].replace('name = "h100"', f'name = "{name}"')
-    chip_only = chip_only.replace('rates = "datasheet"', 'rates = "datasheet"\nfabric = "dgx-h100-nvswitch-ndr"')
+    chip_only = h100.replace('name = "h100"', f'name = "{name}"').replace('aliases = ["h100-sxm"]\n', "")
     return chip_only.replace("value = 989,", "value = 1978,", 1)
 
 
