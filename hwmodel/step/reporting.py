@@ -7,8 +7,6 @@ ingest (prefetched during the step, when a data feed is modelled) that the step 
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import numpy.typing as npt
 
@@ -198,31 +196,29 @@ def collective_sections(
 
 def classes_present(workload: Workload, chip: ChipSpec) -> tuple[tuple[str, bool], ...]:
     """The op classes ``workload``'s ops fall into on ``chip``, in class order, each with whether
-    it runs on the matrix units (kept per workload and class registry)."""
+    it runs on the matrix units."""
     registry = op_classes()
-
-    def build() -> tuple[tuple[str, bool], ...]:
-        present = np.unique(class_indices(workload, chip)).tolist()
-        return tuple((registry.names[index], registry.names[index] in registry.matrix) for index in present)
-
-    key = ("classes_present", chip.gemm_rates is None, registry.version)
-    return WORKLOAD_CACHE.get(workload, key, build)
-
-
-@lru_cache(maxsize=256)
-def _class_rates(
-    classes: tuple[tuple[str, bool], ...], matrix: tuple[str, float], vector_flops_per_s: float
-) -> sections.OpClassRates:
-    vector = sections.ClassRate(rate=VECTOR_RATE_LABEL, flops_per_s=vector_flops_per_s)
-    by_unit = {True: sections.ClassRate(rate=matrix[0], flops_per_s=matrix[1]), False: vector}
-    return sections.OpClassRates(classes=tuple((name, by_unit[is_matrix]) for name, is_matrix in classes))
+    present = np.unique(class_indices(workload, chip)).tolist()
+    return tuple((registry.names[index], registry.names[index] in registry.matrix) for index in present)
 
 
 def op_class_rates(context: StepContext) -> sections.OpClassRates:
-    """Per op class of the step, the peak its arithmetic runs at under the step's precision."""
+    """Per op class of the step, the peak its arithmetic runs at under the step's precision (kept
+    per workload, class registry and rates: a plan search asks for it thousands of times)."""
     chip = context.system.chip
-    classes = classes_present(context.workload, chip)
-    return _class_rates(classes, chip.matrix_rate_for(context.precision), chip.vector_flops_per_s)
+    matrix = chip.matrix_rate_for(context.precision)
+    vector = chip.vector_flops_per_s
+
+    def build() -> sections.OpClassRates:
+        rates = {
+            True: sections.ClassRate(rate=matrix[0], flops_per_s=matrix[1]),
+            False: sections.ClassRate(rate=VECTOR_RATE_LABEL, flops_per_s=vector),
+        }
+        classes = classes_present(context.workload, chip)
+        return sections.OpClassRates(classes=tuple((name, rates[is_matrix]) for name, is_matrix in classes))
+
+    key = ("op_class_rates", chip.gemm_rates is None, op_classes().version, matrix, vector)
+    return WORKLOAD_CACHE.get(context.workload, key, build)
 
 
 def build_report(
