@@ -36,7 +36,6 @@ START = KernelParameters(
     fp32_energy_per_flop_nm_j=1e-12,
     memory_bandwidth_fraction=0.8,
     l2_bandwidth_multiple=2.0,
-    saturating_ctas_per_sm=2.0,
     rowwise_wave_latency_s=2e-6,
 )
 """Where the search starts: round figures of the right order."""
@@ -53,7 +52,7 @@ class Group:
 
 GROUPS = (
     Group(
-        ("elementwise_launch_s", "memory_bandwidth_fraction", "l2_bandwidth_multiple", "saturating_ctas_per_sm"),
+        ("elementwise_launch_s", "memory_bandwidth_fraction", "l2_bandwidth_multiple"),
         ELEMENTWISE_OPS,
         "vector",
     ),

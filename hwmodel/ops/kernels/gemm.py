@@ -50,7 +50,7 @@ NB: measured ``torch.bmm`` in FP32 runs ``sgemm_128x128`` on A100 and ``sgemm_12
 P4 whatever the shape; Volta and Turing also pick 64 x 64 and 32 x 128 tiles, which this set omits."""
 
 MIN_SPLIT_DEPTH = 128
-"""Least depth of k a split keeps: shorter slices spend more on partial sums than they save."""
+"""Least depth of k a split's slice costs: a slice's K loop has a prologue and epilogue whatever its depth."""
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,11 @@ def candidate_seconds(
     parameters: KernelParameters,
     bytes_per_element: float = 4.0,
 ) -> Array:
-    """Time without the launch floor of one (tile, split-K) choice; ``inf`` where the split is too deep."""
+    """Time without the launch floor of one (tile, split-K) choice (a split's slices of k are at least
+    :data:`MIN_SPLIT_DEPTH` deep: a shallower slice is padded)."""
     tile_m, tile_n = tile
     ctas = tile_count(dims, tile_m, tile_n) * split
-    depth = np.ceil(dims.k / split)
+    depth = np.ceil(dims.k / split) if split == 1 else np.maximum(np.ceil(dims.k / split), MIN_SPLIT_DEPTH)
     tile_flops = 2.0 * tile_m * tile_n * depth
     rate = (
         sustained_matrix_flops_per_s(device, parameters)
@@ -176,10 +177,8 @@ def candidate_seconds(
     compute = waves(ctas, device.num_sms) * tile_flops / rate
     partials = 0.0 if split == 1 else 2.0 * split * dims.batch * dims.m * dims.n * bytes_per_element
     moved = dims.bytes_moved(bytes_per_element) + partials
-    memory = moved / achieved_bandwidth(moved, ctas, device, parameters)
-    seconds = np.maximum(compute, memory)
-    if split > 1:
-        seconds = np.where(depth >= MIN_SPLIT_DEPTH, seconds, np.inf)
+    memory = moved / achieved_bandwidth(moved, device, parameters)
+    seconds: Array = np.maximum(compute, memory)
     return seconds
 
 

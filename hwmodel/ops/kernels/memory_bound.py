@@ -4,14 +4,14 @@ An elementwise kernel streams its inputs and its output once. Its time is the la
 the bytes at the achieved bandwidth, or the FP32 work at the vector peak when that is longer::
 
     time = launch + max(bytes / achieved_bandwidth, flops / fp32_peak)
-    achieved_bandwidth = sustained x min(1, CTAs / (SMs x saturating_ctas_per_sm))
-    sustained = memory_bandwidth_fraction x datasheet bandwidth (x l2_bandwidth_multiple when
-                the working set fits L2, as it does when the same kernel runs again on warm data)
+    achieved_bandwidth = memory_bandwidth_fraction x datasheet bandwidth (x l2_bandwidth_multiple
+                         when the working set fits L2, as it does when the same kernel runs again
+                         on warm data)
 
-A grid of fewer CTAs than it takes to keep every SM's loads in flight reaches a proportional share
-of the bandwidth (Little's law at a fixed latency: bytes in flight scale with the CTAs).
+so the bandwidth a kernel reaches, bytes / time, rises with the bytes moved from nothing (a kernel
+that is all launch floor) to the sustained fraction of peak.
 
-PyTorch's vectorized elementwise kernel gives each CTA 128 threads x 4 elements. Not modelled:
+Not modelled: the CTAs of a small grid (they reach the bandwidth once past the launch floor),
 non-contiguous strides, broadcasting that re-reads an input (each input is counted once at full
 size), type promotion.
 """
@@ -48,18 +48,12 @@ FLOPS_PER_ELEMENT = {
 ``tanhf``, ``powf`` as ``exp2(y * log2(x))``; division as a reciprocal and a Newton step)."""
 
 
-def sustained_bandwidth(bytes_moved: Array, device: KernelDevice, parameters: KernelParameters) -> Array:
+def achieved_bandwidth(bytes_moved: Array, device: KernelDevice, parameters: KernelParameters) -> Array:
     """Bytes/s a streaming kernel sustains: the DRAM fraction, or the L2 multiple of it for a
     working set of at most the L2 size."""
     dram = parameters.memory_bandwidth_fraction * device.memory_bytes_per_s
-    return np.where(bytes_moved <= device.l2_bytes, dram * parameters.l2_bandwidth_multiple, dram)
-
-
-def achieved_bandwidth(bytes_moved: Array, ctas: Array, device: KernelDevice, parameters: KernelParameters) -> Array:
-    """Bytes/s of a kernel of ``ctas`` CTAs moving ``bytes_moved``: the sustained rate, or the share
-    of it that too few CTAs keep in flight."""
-    occupancy = np.minimum(1.0, ctas / (device.num_sms * parameters.saturating_ctas_per_sm))
-    return sustained_bandwidth(bytes_moved, device, parameters) * occupancy
+    bandwidth: Array = np.where(bytes_moved <= device.l2_bytes, dram * parameters.l2_bandwidth_multiple, dram)
+    return bandwidth
 
 
 def elementwise_bytes(op: str, elements: Array, bytes_per_element: float = 4.0) -> Array:
@@ -77,7 +71,6 @@ def elementwise_seconds(
     """Time of ``op`` over ``elements`` elements (one value per row)."""
     elements = np.asarray(elements, dtype=np.float64)
     moved = elementwise_bytes(op, elements, bytes_per_element)
-    ctas = np.maximum(np.ceil(elements / ELEMENTS_PER_CTA), 1.0)
-    memory = moved / achieved_bandwidth(moved, ctas, device, parameters)
+    memory = moved / achieved_bandwidth(moved, device, parameters)
     compute = FLOPS_PER_ELEMENT[op] * elements / device.fp32_flops_per_s
     return parameters.elementwise_launch_s + np.maximum(memory, compute)

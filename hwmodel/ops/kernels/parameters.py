@@ -50,9 +50,6 @@ class KernelParameters:
     l2_bandwidth_multiple: float = _parameter(
         "bandwidth of a working set that fits L2, as a multiple of the sustained memory bandwidth", "x", 1.0, 6.0
     )
-    saturating_ctas_per_sm: float = _parameter(
-        "CTAs per SM a streaming kernel needs in flight to reach the sustained bandwidth", "CTAs", 0.05, 16.0
-    )
     rowwise_wave_latency_s: float = _parameter(
         "dependent round trips of one wave of row-reduction CTAs (their reductions and barriers)", "us", 1e-8, 2e-5
     )

@@ -100,7 +100,7 @@ def rowwise_seconds(
     ctas = np.ceil(rows / rows_per_cta)
     resident = np.maximum(np.floor(THREADS_PER_SM / threads_per_cta), 1.0)
     wave_count = np.ceil(ctas / (device.num_sms * resident))
-    bandwidth = achieved_bandwidth(moved, ctas, device, parameters)
+    bandwidth = achieved_bandwidth(moved, device, parameters)
     seconds: Array = launch_s + np.maximum(moved / bandwidth, wave_count * parameters.rowwise_wave_latency_s)
     return seconds
 
