@@ -58,10 +58,10 @@ UNITS: dict[str, float] = {
     "s": 1,
     "us": US,
     "ns": NS,
-    "Hz": 1,
+    "Hz": 1.0,
     "MHz": 1e6,
     "GHz": 1e9,
-    "W": 1,
+    "W": 1.0,
 }
 """Datasheet units a preset may quote, as multiples of the SI unit."""
 _PRESET_KEYS = frozenset({"description", "rates", "fabric", "aliases"})
