@@ -70,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     table = get_preset(args.efficiency_from or "a100").efficiency
-    print(f"efficiency row: {table.chip} ({table.calibration})")
+    if table is None:
+        print("op costs: the chip's kernel models (hwmodel.ops.cost_model)")
+    else:
+        print(f"efficiency row: {table.chip} ({table.calibration})")
     print(f"{'precision':<9} {'batch/GPU':>9} {'GPUs':>5} {'published img/s':>16} {'predicted':>10} {'error':>8}")
     for point, predicted in predictions(efficiency_chip=args.efficiency_from):
         error = (predicted - point.images_per_s) / point.images_per_s

@@ -7,7 +7,9 @@ Layer ``l`` (width ``d``, batch ``b``, FP32 as a CPU capture records it):
   y[l], mean[l], invstd[l]``, ``relu(y[l]) -> h[l]``; then ``sum(h[L]) -> loss``;
 * backward, last layer first: ``threshold_backward``, ``native_batch_norm_backward -> dz[l],
   dg[l]``, ``mm(dz, h[l-1]) -> dW[l]`` (weight gradient), ``mm(dz, W) -> dh[l-1]`` (input
-  gradient, not for the first layer);
+  gradient, not for the first layer), each with its GEMM shape ``(1, m, n, k)`` as
+  ``OpRecord.implicit_gemms``: ``(1, b, d, d)`` forward and input gradient, ``(1, d, d, b)`` weight
+  gradient;
 * optimizer: one ``_foreach_add_`` over every parameter, gradient and the two moments.
 """
 
@@ -32,7 +34,15 @@ def chain_workload(
         sizes[tensor_id] = elements * FLOAT_BYTES
         return tensor_id
 
-    def op(name: str, phase: str, module: str, flops: float, inputs: list[int], outputs: list[int]) -> None:
+    def op(
+        name: str,
+        phase: str,
+        module: str,
+        flops: float,
+        inputs: list[int],
+        outputs: list[int],
+        gemm: tuple[int, int, int, int] | None = None,
+    ) -> None:
         ops.append(
             OpRecord(
                 name=name,
@@ -46,6 +56,7 @@ def chain_workload(
                 dtype="float32",
                 input_ids=tuple(inputs),
                 output_ids=tuple(outputs),
+                implicit_gemms=() if gemm is None else (gemm,),
             )
         )
 
@@ -59,7 +70,15 @@ def chain_workload(
     for layer in range(layers):
         module = f"layer{layer}"
         z = tensor("activation", activation)
-        op("aten.mm.default", "forward", module, 2 * batch * width * width, [hidden[-1], weights[layer]], [z])
+        op(
+            "aten.mm.default",
+            "forward",
+            module,
+            2 * batch * width * width,
+            [hidden[-1], weights[layer]],
+            [z],
+            (1, batch, width, width),
+        )
         y = z
         mean = invstd = -1
         if batchnorm:
@@ -102,12 +121,28 @@ def chain_workload(
             gradient_of[gammas[layer]] = dgamma
             grad_ready[gammas[layer]] = len(ops) - 1
         dw = tensor("gradient", width * width)
-        op("aten.mm.default", "backward", module, 2 * batch * width * width, [dz, hidden[layer]], [dw])
+        op(
+            "aten.mm.default",
+            "backward",
+            module,
+            2 * batch * width * width,
+            [dz, hidden[layer]],
+            [dw],
+            (1, width, width, batch),
+        )
         gradient_of[weights[layer]] = dw
         grad_ready[weights[layer]] = len(ops) - 1
         if layer > 0:
             upstream = tensor("activation", activation)
-            op("aten.mm.default", "backward", module, 2 * batch * width * width, [dz, weights[layer]], [upstream])
+            op(
+                "aten.mm.default",
+                "backward",
+                module,
+                2 * batch * width * width,
+                [dz, weights[layer]],
+                [upstream],
+                (1, batch, width, width),
+            )
     states = [gradient_of[p] for p in parameters] + moments
     total = sum(sizes[p] for p in parameters) // FLOAT_BYTES
     op("aten._foreach_add_.List", "optimizer", "Global", 10 * total, parameters + states, parameters + moments)

@@ -50,8 +50,8 @@ SYNTHETIC_CASES: list[tuple[str, str, str, str | None, Plan | str | None]] = [
 #: Fields of a results-file entry or report that describe the run, not the simulation.
 RUN_FIELDS = frozenset({"capture_s", "commit", "machine", "wallclock", "versions", "change_pct", "ordinal"})
 #: Report keys added after the references were written (new sections, not changed values):
-#: ``op_class_rates`` says which peak each op class ran at.
-NEW_FIELDS = frozenset({"op_class_rates"})
+#: ``op_class_rates`` says which peak each op class ran at, ``op_cost_model`` how the ops were costed.
+NEW_FIELDS = frozenset({"op_class_rates", "op_cost_model"})
 
 
 def synthetic_report(case: tuple[str, str, str, str | None, Plan | str | None]) -> dict[str, Any]:

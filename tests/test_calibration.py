@@ -41,7 +41,8 @@ CHIP = ChipSpec(
     op_overhead_s=OVERHEAD_S,
     multi_tensor_kernels=True,
     sync_batchnorm=False,
-    efficiency_row="ideal",
+    op_cost_model="efficiency",
+    efficiency_row="testchip",
     default_precision="bf16",
 )
 MATMUL_COMPUTE = 10**-0.3  # on the fit's grid (10^(-k/40), k = 12)
@@ -144,7 +145,7 @@ def test_row_round_trips_through_the_efficiency_file(tmp_path: Path) -> None:
     fit = fit_efficiency([_sample(0), _sample(1)], CHIP, FP32, calibration="synthetic fit")
     write_row(target, "testchip", efficiency_row(fit, {"what": "test", "command": "pytest"}))
     data = json.loads(target.read_text(encoding="utf-8"))
-    assert data["chips"]["ideal"] == json.loads(source.read_text(encoding="utf-8"))["chips"]["ideal"]
+    assert data["chips"]["host"] == json.loads(source.read_text(encoding="utf-8"))["chips"]["host"]
     table = table_from_row("testchip", data["chips"]["testchip"])
     assert table.compute == pytest.approx(fit.table.compute, rel=1e-5)
     assert table.memory == pytest.approx(fit.table.memory, rel=1e-5)

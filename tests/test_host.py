@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwmodel import OpRecord, SpecError, System, Workload, get_preset, parse_mesh, simulate
-from hwmodel.ops.efficiency import efficiency_for
+from hwmodel.ops.calibration import peak_table
 from hwmodel.spec.host import (
     CALIBRATION_ENV,
     HostCalibration,
@@ -87,7 +87,7 @@ def test_golden_mm_step_on_the_host() -> None:
     one wave on one thread (occupancy 1); step = max(20, 0.24) ms + 10 us overhead = 20.01 ms."""
     calibration = calibration_from_dict(_document())
     system = System(chip=host_chip(calibration, HOST_FIELDS), fabric=host_fabric(calibration), mesh=parse_mesh("1x1"))
-    report = simulate(_mm_workload(), system, precision=FP32, efficiency=efficiency_for("ideal"))
+    report = simulate(_mm_workload(), system, precision=FP32, efficiency=peak_table())
     assert report.step_time_s == pytest.approx(0.02001, rel=1e-12)
     assert report.bound == "compute"
 
@@ -125,7 +125,7 @@ def test_faster_host_never_predicts_a_slower_step(factor: float, field: str, flo
         ),
     )
     workload = Workload(name="w", batch_size=1, ops=ops)
-    table = efficiency_for("ideal")
+    table = peak_table()
 
     def step(document: dict[str, Any]) -> float:
         calibration = calibration_from_dict(document)

@@ -11,6 +11,7 @@ from types import ModuleType
 import pytest
 
 from hwmodel import OpRecord, SpecError, Workload, get_preset, make_system, simulate
+from hwmodel.ops.calibration import peak_table
 from hwmodel.ops.classes import (
     DATA_MOVEMENT_OPS,
     MATRIX_CLASSES,
@@ -21,8 +22,10 @@ from hwmodel.ops.classes import (
     register_op_class,
 )
 from hwmodel.ops.cost import op_costs
-from hwmodel.ops.efficiency import efficiency_for
+from hwmodel.ops.cost_model import kernel_op_costs
 from hwmodel.ops.flops import flop_count
+from hwmodel.ops.kernels.gemm import tile_efficiency
+from hwmodel.ops.kernels.parameters import load_parameters
 from hwmodel.ops.matrix import class_indices
 
 BUILT_IN = ("matmul", "convolution", "attention", "elementwise", "reduction", "normalization", "softmax", "copy")
@@ -83,11 +86,12 @@ def _one_op_workload() -> Workload:
 
 
 def test_an_op_class_added_as_one_module_runs_on_the_unit_it_declares(new_class_module: ModuleType) -> None:
-    """On D1 in BF16 the op's 362 GFLOP run at the matrix rate, 362 TFLOP/s: 1 ms. Its 354 x 64
-    output elements are one 64-element tile per node, so occupancy is 1 and the efficiency (the
-    ideal row) 1.0. Without the class the op is ``elementwise``, on the vector unit at 22.656 TFLOP/s:
-    362e9 / 22.656e12 = 15.98 ms. The same workload object is simulated before, during and after the
-    registration, so its cached class indices must follow the registry."""
+    """On D1 in BF16 the op's 362 GFLOP run at the matrix rate, 362 TFLOP/s: 1 ms at peak. Its 354 x 64
+    output elements are one 64-element tile per node, so occupancy is 1; with no GEMM shape recorded
+    the kernel model runs it at the fraction of peak of the node's 8 x 8 BF16 block. Without the class
+    the op is ``elementwise``, on the vector unit at 22.656 TFLOP/s: 362e9 / 22.656e12 = 15.98 ms.
+    The same workload object is simulated before, during and after the registration, so its cached
+    class indices must follow the registry."""
     workload = _one_op_workload()
     system = make_system("d1", "1x1")
     d1 = get_preset("d1")
@@ -99,10 +103,13 @@ def test_an_op_class_added_as_one_module_runs_on_the_unit_it_declares(new_class_
         assert OP_CLASSES[:] == (*BUILT_IN, "blocksparse")
         assert op_class(OP_NAME) == "blocksparse" and "blocksparse" in MATRIX_CLASSES
         assert class_indices(workload, d1.chip).tolist() == [OP_CLASSES.index("blocksparse")]
-        costs = op_costs(workload, d1.chip, d1.efficiency, d1.precision)
-        assert costs.compute_s.tolist() == pytest.approx([1e-3], rel=1e-12)
+        compute_s = 1e-3 / tile_efficiency(8, 8, load_parameters(), 2.0)
+        costs = kernel_op_costs(workload, d1.chip, d1.precision)
+        assert costs.compute_s.tolist() == pytest.approx([compute_s], rel=1e-12)
+        assert op_costs(workload, d1.chip, peak_table(), d1.precision).compute_s.tolist() == pytest.approx([1e-3])
         matrix = simulate(workload, system)
-        assert matrix.breakdown_s.compute_s == pytest.approx(1e-3, rel=1e-12)
+        assert matrix.breakdown_s.compute_s == pytest.approx(compute_s, rel=1e-12)
+        assert matrix.op_cost_model is not None and matrix.op_cost_model.fallback_ops == 1
         assert matrix.top_ops == [(OP_NAME, matrix.step_time_s)]
         assert flop_count("aten._dojo_block_gather.default", [], [(4, 4)]) == 0.0
         assert "_dojo_block_gather" in DATA_MOVEMENT_OPS
@@ -112,20 +119,18 @@ def test_an_op_class_added_as_one_module_runs_on_the_unit_it_declares(new_class_
     assert simulate(workload, system).to_dict() == vector.to_dict()
 
 
-def test_the_ideal_row_covers_a_new_class_and_a_fitted_row_refuses_it(new_class_module: ModuleType) -> None:
+def test_a_fitted_row_refuses_a_new_class_and_a_stale_table_is_refused(new_class_module: ModuleType) -> None:
     host = get_preset("host")
     with register_op_class(new_class_module.OP_CLASS):
-        ideal = efficiency_for("ideal")
-        assert ideal.classes[-1] == "blocksparse" and (ideal.compute[-1], ideal.memory[-1]) == (1.0, 1.0)
         with pytest.raises(SpecError) as refused:
             host.efficiency  # noqa: B018
         assert str(refused.value) == (
             "efficiency row 'host' has no entry for op class 'blocksparse'; "
             "re-fit it with `pytest-dojo calibrate` while the class is registered"
         )
-        stale = efficiency_for("ideal")
-    assert host.efficiency.classes == BUILT_IN
-    with pytest.raises(SpecError, match=r"^efficiency ideal was made for op classes \(.*blocksparse\)"):
+        stale = peak_table()
+    assert host.efficiency is not None and host.efficiency.classes == BUILT_IN
+    with pytest.raises(SpecError, match=r"^efficiency peak was made for op classes \(.*blocksparse\)"):
         op_costs(_one_op_workload(), host.chip, stale, host.precision)
 
 

@@ -154,7 +154,9 @@ def test_a_preset_file_builds_the_registered_preset() -> None:
         (lambda doc: doc["preset"].update(vendor="Tesla"), "unknown field"),
         (lambda doc: doc["chip"]["compute_units"].pop("source"), "needs a value and a source"),
         (lambda doc: doc["chip"]["local_memory_bytes"].update(unit="MiB"), "unknown unit 'MiB'"),
-        (lambda doc: doc["chip"].pop("efficiency_row"), "efficiency_row"),
+        (lambda doc: doc["chip"].pop("op_cost_model"), "op_cost_model"),
+        (lambda doc: doc["chip"]["op_cost_model"].update(value="ideal"), "op_cost_model must be one of"),
+        (lambda doc: doc["chip"]["op_cost_model"].update(value="efficiency"), "needs efficiency_row"),
         (lambda doc: doc.update(extra={}), "unknown table"),
     ],
 )
@@ -173,12 +175,15 @@ def test_a_fabric_defined_twice_is_refused() -> None:
         parse_preset("d1-again.toml", _d1_document(), fabrics)
 
 
-def test_presets_name_their_efficiency_row_and_the_ideal_row_is_explicit() -> None:
+def test_presets_name_their_cost_model_and_only_the_host_runs_on_an_efficiency_row() -> None:
+    """No chip runs on peak ceilings: every GPU and the D1 are costed by the kernel models; the
+    host by its measured row."""
     for name in preset_names():
-        assert get_preset(name).chip.efficiency_row in ("ideal", "host")
-    assert "not fitted" in efficiency_for("ideal").calibration
-    with pytest.raises(SpecError, match="unknown efficiency row 'default'"):
-        efficiency_for("default")
+        chip = get_preset(name).chip
+        expected = ("efficiency", "host") if name == "host" else ("kernels", None)
+        assert (chip.op_cost_model, chip.efficiency_row) == expected
+    with pytest.raises(SpecError, match="unknown efficiency row 'ideal'"):
+        efficiency_for("ideal")
 
 
 def test_a_new_chip_is_one_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

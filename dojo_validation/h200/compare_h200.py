@@ -6,8 +6,7 @@ Each measured (network, size, batch) is captured here with FakeTensorMode on the
 simulated on the ``h200`` preset, 1x1, mixed BF16 (as measured: autocast forward, FP32 master
 weights and AdamW state). Three predictions per network:
 
-* ``peak``: the efficiency row the preset has today (``default``: peak ceilings, unless an ``h200``
-  row exists);
+* ``preset``: the preset's own op cost model (the GPU kernel models);
 * ``fit-all``: per-class efficiencies fitted on every network's measured per-op times;
 * ``held-out``: fitted on every *other* network (leave-one-out), the honest figure. Target: median
   absolute error <= 15%.
@@ -48,7 +47,8 @@ def _samples(document: dict[str, Any]) -> list[tuple[dict[str, Any], Calibration
     return pairs
 
 
-def _predict(sample: CalibrationSample, table: EfficiencyTable) -> float:
+def _predict(sample: CalibrationSample, table: EfficiencyTable | None) -> float:
+    """Step time on one H200: with ``table`` on the roofline, or (None) by the preset's own kernel models."""
     system = make_system("h200", "1x1")
     return simulate(sample.workload, system, precision=MIXED_BF16, efficiency=table).step_time_s
 
@@ -75,11 +75,11 @@ def _print_measurement(path: Path, document: dict[str, Any]) -> None:
 
 
 def _print_predictions(pairs: list[tuple[dict[str, Any], CalibrationSample]], all_fit: EfficiencyFit) -> None:
-    """Per network: measured, peak, fit-on-all and held-out step times with their errors."""
+    """Per network: measured, preset, fit-on-all and held-out step times with their errors."""
     chip = make_system("h200", "1x1").chip
     samples = [sample for _, sample in pairs]
     preset_table = get_preset("h200").efficiency
-    columns = " ".join(f"{title:>9} {'err':>7}" for title in ("peak ms", "fit-all", "held-out"))
+    columns = " ".join(f"{title:>9} {'err':>7}" for title in ("preset ms", "fit-all", "held-out"))
     header = f"{'network':<28} {'measured ms':>12} {columns}"
     print(header)
     print("-" * len(header))

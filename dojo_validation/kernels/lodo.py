@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from dojo_validation.kernels import data, fit
 from dojo_validation.kernels.devices import kernel_device_from_record
+from hwmodel.ops.cost_model import LODO_ERRORS_FILE
 from hwmodel.ops.kernels.device import KernelDevice
 from hwmodel.ops.kernels.dispatch import predict_seconds, roofline_seconds
 from hwmodel.ops.kernels.parameters import PARAMETER_NAMES, PARAMETERS_FILE, KernelParameters
@@ -221,6 +222,20 @@ def write_parameters(
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
+def write_class_errors(results: Mapping[str, Scores], command: str, path: Path = LODO_ERRORS_FILE) -> None:
+    """Record each class's leave-one-device-out mean error in ``path``, beside the parameters: the
+    uncertainty a report states for the kernel models (:mod:`hwmodel.ops.cost_model`)."""
+    document = {
+        "class_mean_error": class_means(results),
+        "devices": list(TRAIN_DEVICES),
+        "conv_devices": list(CONV_DEVICES),
+        "what": "mean |predicted / measured - 1| per op class on the left-out devices' rows (docs/fidelity.md)",
+        "command": command,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--write-parameters", action="store_true", help="refit on all five devices and record it")
@@ -252,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" --per-pair {arguments.per_pair}" if arguments.per_pair != 400 else ""
         )
         write_parameters(parameters, command, arguments.per_pair)
-        print(f"wrote {PARAMETERS_FILE}")
+        write_class_errors(results, command)
+        print(f"wrote {PARAMETERS_FILE} and {LODO_ERRORS_FILE}")
     return 0
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from hwmodel.ops.arrays import workload_arrays
+from hwmodel.ops.arrays import WorkloadArrays, workload_arrays
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.ops.matrix import class_indices, gemm_seconds
@@ -93,6 +93,29 @@ def tiered_bandwidth(chip: ChipSpec, footprint_bytes: FloatArray) -> tuple[Float
     return read, write
 
 
+def scaled_work(
+    arrays: WorkloadArrays, precision: Precision, work_scale: FloatArray | None
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Bytes read, bytes written, FLOPs and output elements of each op on one chip.
+
+    Forward and backward tensors are stored in the compute dtype; the optimizer works on the FP32
+    master copy, as captured. ``work_scale`` (per op, or None) is the share one chip runs.
+    """
+    optimizer = arrays.phase_index == PHASES.index("optimizer")
+    dtype_scale = np.array([precision.activation_scale(name) for name in arrays.dtype_names])
+    bytes_scale = np.where(optimizer, 1.0, dtype_scale[arrays.dtype_index]) if len(arrays.flops) else np.ones(0)
+    bytes_read = arrays.bytes_read * bytes_scale
+    bytes_written = arrays.bytes_written * bytes_scale
+    flops = arrays.flops
+    output_elements = arrays.output_elements
+    if work_scale is not None:
+        bytes_read = bytes_read * work_scale
+        bytes_written = bytes_written * work_scale
+        flops = flops * work_scale
+        output_elements = output_elements * work_scale
+    return bytes_read, bytes_written, flops, output_elements
+
+
 def op_costs(
     workload: Workload,
     chip: ChipSpec,
@@ -108,19 +131,7 @@ def op_costs(
     efficiency.check_classes(op_classes().names)
     arrays = workload_arrays(workload)
     optimizer = arrays.phase_index == PHASES.index("optimizer")
-    # Forward and backward tensors are stored in the compute dtype; the optimizer works on the
-    # FP32 master copy, as captured.
-    dtype_scale = np.array([precision.activation_scale(name) for name in arrays.dtype_names])
-    bytes_scale = np.where(optimizer, 1.0, dtype_scale[arrays.dtype_index]) if len(arrays.flops) else np.ones(0)
-    bytes_read = arrays.bytes_read * bytes_scale
-    bytes_written = arrays.bytes_written * bytes_scale
-    flops = arrays.flops
-    output_elements = arrays.output_elements
-    if work_scale is not None:
-        bytes_read = bytes_read * work_scale
-        bytes_written = bytes_written * work_scale
-        flops = flops * work_scale
-        output_elements = output_elements * work_scale
+    bytes_read, bytes_written, flops, output_elements = scaled_work(arrays, precision, work_scale)
 
     _, matrix_rate = chip.matrix_rate_for(precision)
     uses_matrix = arrays.is_matrix & arrays.is_float & ~optimizer

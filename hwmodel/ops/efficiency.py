@@ -2,15 +2,14 @@
 
 Peak rates in a :class:`~hwmodel.spec.chip.ChipSpec` are ceilings; real kernels reach a fraction of them
 that depends on the kind of op. Those fractions live in ``hwmodel/ops/efficiency.json``, in named
-rows, each recording where its numbers come from; a chip names its row
-(:attr:`~hwmodel.spec.chip.ChipSpec.efficiency_row`), and an unknown name is an error, never a
-silent fallback. Rows are calibrated against measurements, never tuned inside a test.
+rows, each recording where its numbers come from; a chip costed by the roofline
+(``op_cost_model = "efficiency"``) names its row (:attr:`~hwmodel.spec.chip.ChipSpec.efficiency_row`),
+and an unknown name is an error, never a silent fallback. Rows are calibrated against
+measurements, never tuned inside a test; chips without measured per-op times are costed by the
+kernel models instead (:mod:`hwmodel.ops.cost_model`).
 
-A fitted row lists every op class (``"classes"``); a row that lacks a registered class, or names
-one that is not registered, is a one-line error (re-fit it with ``pytest-dojo calibrate``).
-``"ideal"`` is the row of 1.0 (peak ceilings, not fitted) that chips without measured kernels
-name: it gives the same numbers to every class (``"every_class"``), so a new class needs no edit
-there.
+A row lists every op class (``"classes"``); a row that lacks a registered class, or names one that
+is not registered, is a one-line error (re-fit it with ``pytest-dojo calibrate``).
 """
 
 from __future__ import annotations
@@ -85,12 +84,8 @@ def table_from_row(chip: str, row: dict[str, Any]) -> EfficiencyTable:
     A row that lacks a registered class, or names an unregistered one, is a one-line error.
     """
     names = op_classes().names
-    entries: Any
-    if isinstance(row, dict) and "every_class" in row:
-        entries = dict.fromkeys(names, row["every_class"])
-    else:
-        entries = row.get("classes") if isinstance(row, dict) else None
-        _check_row_classes(chip, names, entries)
+    entries: Any = row.get("classes") if isinstance(row, dict) else None
+    _check_row_classes(chip, names, entries)
     try:
         return EfficiencyTable(
             chip=chip,
@@ -106,7 +101,7 @@ def table_from_row(chip: str, row: dict[str, Any]) -> EfficiencyTable:
 
 def _check_row_classes(chip: str, names: tuple[str, ...], entries: Any) -> None:
     if not isinstance(entries, dict):
-        raise SpecError(f"efficiency row {chip!r} needs 'classes' (an object per op class) or 'every_class'")
+        raise SpecError(f"efficiency row {chip!r} needs 'classes' (an object per op class)")
     missing = [name for name in names if name not in entries]
     if missing:
         raise SpecError(

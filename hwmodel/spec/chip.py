@@ -14,6 +14,10 @@ from hwmodel.ops.gemm import GemmRateTable
 from hwmodel.spec.precision import PRECISIONS, Precision
 
 LOCAL_MEMORY_KINDS = ("sram", "hbm", "gddr", "dram")
+OP_COST_MODELS = ("kernels", "efficiency")
+"""How a chip's ops are costed (:attr:`ChipSpec.op_cost_model`): ``"kernels"``, the kernel models
+in hardware terms (:mod:`hwmodel.ops.kernel_costs`); ``"efficiency"``, the roofline scaled by a
+measured efficiency row (:mod:`hwmodel.ops.cost`)."""
 _NON_RATE_FIELDS = frozenset(
     {
         "name",
@@ -25,6 +29,7 @@ _NON_RATE_FIELDS = frozenset(
         "gemm_rates",
         "sync_batchnorm",
         "efficiency_row",
+        "op_cost_model",
         "default_precision",
         "measured_threads",
         "l2_cache_bytes",
@@ -80,8 +85,12 @@ class ChipSpec:
             replicas by default (Dojo); False where each device keeps its own (PyTorch's default).
         default_precision: the precision policy a step on this chip trains in unless told
             otherwise (``"bf16"`` or ``"fp32"``, :data:`hwmodel.spec.precision.PRECISIONS`).
-        efficiency_row: the row of ``hwmodel/ops/efficiency.json`` whose fractions of peak apply
-            (named, never implied: ``"ideal"`` is the unfitted row of 1.0).
+        op_cost_model: how every op is costed (:data:`OP_COST_MODELS`): ``"kernels"`` (the kernel
+            models in hardware terms: CTA or node tiles, waves, achieved bandwidth, fitted on
+            measured GPU kernels; every GPU preset and the D1) or ``"efficiency"`` (the roofline
+            scaled by a measured efficiency row and GEMM rates: the ``host``).
+        efficiency_row: for ``op_cost_model = "efficiency"``, the row of
+            ``hwmodel/ops/efficiency.json`` whose measured fractions of peak apply; None otherwise.
         measured_threads: for a chip measured on this machine (``host``), the intra-op threads of
             the measurement, which a capture should use too; None for every other chip.
         l2_cache_bytes: the last cache level in front of the local memory, shared by every
@@ -113,8 +122,9 @@ class ChipSpec:
     op_overhead_s: float
     multi_tensor_kernels: bool
     sync_batchnorm: bool
-    efficiency_row: str
+    op_cost_model: str
     default_precision: str
+    efficiency_row: str | None = None
     cache_tiers: tuple[tuple[float, float], ...] = ()
     gemm_rates: GemmRateTable | None = None
     measured_threads: int | None = None
@@ -149,8 +159,11 @@ class ChipSpec:
                 f"chip {self.name}: default_precision must be one of {', '.join(PRECISIONS)}, "
                 f"got {self.default_precision!r}"
             )
-        if not self.efficiency_row:
-            raise SpecError(f"chip {self.name}: efficiency_row must name a row of the efficiency table")
+        if self.op_cost_model not in OP_COST_MODELS:
+            known = ", ".join(OP_COST_MODELS)
+            raise SpecError(f"chip {self.name}: op_cost_model must be one of {known}, got {self.op_cost_model!r}")
+        if self.op_cost_model == "efficiency" and not self.efficiency_row:
+            raise SpecError(f"chip {self.name}: op_cost_model 'efficiency' needs efficiency_row, a row of the table")
         if self.local_memory_kind not in LOCAL_MEMORY_KINDS:
             raise SpecError(
                 f"chip {self.name}: local_memory_kind must be one of {LOCAL_MEMORY_KINDS}, "

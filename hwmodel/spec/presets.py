@@ -85,9 +85,9 @@ class Preset:
         return parse_precision(self.chip.default_precision)
 
     @property
-    def efficiency(self) -> EfficiencyTable:
-        """The efficiency row the chip names."""
-        return efficiency_for(self.chip.efficiency_row)
+    def efficiency(self) -> EfficiencyTable | None:
+        """The efficiency row the chip names; None for a chip costed by the kernel models."""
+        return None if self.chip.efficiency_row is None else efficiency_for(self.chip.efficiency_row)
 
 
 _PRESETS: dict[str, Preset] = {}

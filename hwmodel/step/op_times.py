@@ -1,6 +1,7 @@
 """The cost stage of a simulated step: seconds of every op on one chip's compute stream.
 
-Each op costs what :func:`~hwmodel.ops.cost.op_costs` says, with tensor parallelism splitting each
+Each op costs what its chip's model says (:func:`~hwmodel.ops.cost_model.step_op_costs`: the kernel
+models, or the roofline with an efficiency row), with tensor parallelism splitting each
 matrix op's work over the ``tp`` chips of a group and blocking it on an all-gather (forward) or a
 reduce-scatter (backward) of its output, and synchronised batch norm blocking each training batch
 norm on an all-reduce of its statistics (``2 x C`` FP32 values: sum and sum of squares forward,
@@ -16,7 +17,8 @@ import numpy.typing as npt
 
 from hwmodel.collectives.pricing import group_collectives_s
 from hwmodel.ops.classes.base import packet_name
-from hwmodel.ops.cost import OpCosts, op_costs
+from hwmodel.ops.cost import OpCosts
+from hwmodel.ops.cost_model import step_op_costs
 from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.resolve import StepContext
 from hwmodel.step.workload import PHASES, Workload
@@ -69,9 +71,8 @@ def op_times(context: StepContext) -> OpTimes:
     optimizer = arrays.phase_index == OPTIMIZER
     tp = plan.tensor_parallel
     split = arrays.is_matrix & ~optimizer
-    fraction = context.tp_parameter_fraction
-    work_scale = np.where(split, 1.0 / tp, np.where(optimizer, fraction, 1.0)) if tp > 1 else None
-    costs = op_costs(context.workload, system.chip, context.table, context.precision, work_scale)
+    shares = (1.0 / tp, context.tp_parameter_fraction) if tp > 1 else (1.0, 1.0)
+    costs = step_op_costs(context.workload, system.chip, context.precision, context.table, *shares)
     count = len(costs.time_s)
     tensor_parallel_s = np.zeros(count, dtype=np.float64)
     if tp > 1:

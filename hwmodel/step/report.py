@@ -21,6 +21,10 @@ precision (``{"matmul": {"rate": "tf32-matrix", "flops_per_s": 1.56e14}, "elemen
 "fp32-vector", ...}}``; :class:`~hwmodel.step.sections.OpClassRates`). A report written before the
 section existed reads back with it None.
 
+``op_cost_model`` says how the ops were costed (the kernel models or an efficiency row) and, for
+the kernel models, their leave-one-device-out error per op class
+(:class:`~hwmodel.step.sections.OpCostModel`); a report written before it reads back with it None.
+
 ``bound`` names the largest part in hardware terms: compute, sram/hbm, latency, link or hbm (spill).
 """
 
@@ -38,6 +42,7 @@ from hwmodel.step.sections import (
     MemoryBytes,
     MemoryStrategy,
     OpClassRates,
+    OpCostModel,
     PhaseFlops,
     PhaseTimes,
     PipelineSection,
@@ -64,6 +69,7 @@ _OPTIONAL_SECTIONS: dict[str, type[Section]] = {
     "batchnorm_sync": BatchnormSync,
     "ingest": IngestSection,
     "op_class_rates": OpClassRates,
+    "op_cost_model": OpCostModel,
 }
 
 
@@ -118,6 +124,8 @@ class Report:
     """For ``plan="auto"``: every plan tried, fastest first (plan, step time, samples/s, or why not)."""
     op_class_rates: OpClassRates | None = None
     """Per op class of the step, the peak its arithmetic ran at (``rate`` label and FLOP/s)."""
+    op_cost_model: OpCostModel | None = None
+    """How the ops were costed: the model, its description and its per-class uncertainty."""
     schema_version: int = REPORT_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

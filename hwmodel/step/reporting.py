@@ -13,6 +13,7 @@ import numpy.typing as npt
 from hwmodel.collectives.linkloads import link_loads
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.cost import ordered_sum
+from hwmodel.ops.cost_model import cost_model_section
 from hwmodel.ops.matrix import class_indices
 from hwmodel.search.plans import GroupShape
 from hwmodel.spec.chip import VECTOR_RATE_LABEL, ChipSpec
@@ -265,6 +266,7 @@ def build_report(
         batchnorm_sync=batchnorm,
         ingest=ingest_section,
         op_class_rates=op_class_rates(context),
+        op_cost_model=cost_model_section(system.chip, context.table, context.workload),
     )
 
 

@@ -1,6 +1,7 @@
 """The first stage of a simulated step: resolve what is simulated into a :class:`StepContext`.
 
-The workload of one micro-batch of one replica, the plan's groups on the mesh, the efficiency row,
+The workload of one micro-batch of one replica, the plan's groups on the mesh, the efficiency row
+(None where the kernel models cost the ops),
 the precision, and the per-op arrays every later stage reads (:mod:`hwmodel.ops.cost`,
 :mod:`hwmodel.step.memory`).
 """
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 
 from hwmodel.errors import PlanError
 from hwmodel.ops.arrays import WorkloadArrays, workload_arrays
-from hwmodel.ops.efficiency import EfficiencyTable, efficiency_for
+from hwmodel.ops.cost_model import chip_table
+from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.search.plans import Plan, PlanLayout, plan_layout
 from hwmodel.spec.precision import MIXED_BF16, Precision
 from hwmodel.spec.system import System
@@ -29,7 +31,8 @@ class StepOptions:
 
     Attributes:
         precision: the mixed-precision policy.
-        efficiency: fractions of peak per op class (default: the row the chip names).
+        efficiency: fractions of peak per op class that cost every op on the roofline (default:
+            the chip's own model, :attr:`~hwmodel.spec.chip.ChipSpec.op_cost_model`).
         bucket_bytes: gradient bucket size of the data-parallel all-reduce.
         sync_batchnorm: synchronise batch-norm statistics across data-parallel replicas; ``None``
             follows the chip (:attr:`~hwmodel.spec.chip.ChipSpec.sync_batchnorm`).
@@ -64,7 +67,7 @@ class StepContext:
     plan: Plan
     layout: PlanLayout
     options: StepOptions
-    table: EfficiencyTable
+    table: EfficiencyTable | None
     arrays: WorkloadArrays
     memory: MemoryArrays
     tp_parameter_fraction: float
@@ -121,7 +124,7 @@ def resolve(
         plan=plan,
         layout=layout,
         options=options,
-        table=options.efficiency or efficiency_for(system.chip.efficiency_row),
+        table=chip_table(system.chip, options.efficiency),
         arrays=workload_arrays(workload),
         memory=memory,
         tp_parameter_fraction=tp_parameter_fraction,

@@ -264,3 +264,51 @@ class OpClassRates(Section):
         if not isinstance(data, Mapping) or not all(isinstance(entry, Mapping) for entry in data.values()):
             raise WorkloadError(f"report section {cls.__name__} must map op classes to {{rate, flops_per_s}}")
         return cls(classes=tuple((str(name), ClassRate.from_dict(entry)) for name, entry in data.items()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpCostModel(Section):
+    """How the step's ops were costed (JSON ``op_cost_model``).
+
+    ``model``: ``"kernels"`` (the kernel models in hardware terms) or ``"efficiency"`` (the
+    roofline scaled by an efficiency row); ``description`` names it for people; ``calibration``
+    says where an efficiency row's numbers come from. For the kernel models, ``class_errors`` is
+    the leave-one-device-out mean error per op class of the GPU kernel models (a fraction) and
+    ``uncertainty`` says what it is (on a chip no kernel was measured on, a GPU-derived proxy);
+    ``fallback_ops`` counts matrix ops without GEMM shapes, costed by the roofline at the model's
+    fraction of peak.
+
+    >>> section = OpCostModel(model="kernels", description="d", uncertainty="u", class_errors=(("bmm", 0.13),))
+    >>> section.to_dict()["class_errors"]
+    {'bmm': 0.13}
+    >>> OpCostModel.from_dict(section.to_dict()) == section
+    True
+    """
+
+    model: str
+    description: str
+    calibration: str | None = None
+    uncertainty: str | None = None
+    class_errors: tuple[tuple[str, float], ...] = ()
+    fallback_ops: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; ``class_errors`` as ``{class: error}``."""
+        data = super().to_dict()
+        data["class_errors"] = dict(self.class_errors)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Read :meth:`to_dict` output; a malformed entry is a one-line error."""
+        values = dict(data)
+        errors = values.pop("class_errors", {})
+        if not isinstance(errors, Mapping):
+            raise WorkloadError(f"report section {cls.__name__}: class_errors must map op classes to fractions")
+        section = super().from_dict(values)
+        return cls(**{**section.__dict__, "class_errors": tuple((str(k), float(v)) for k, v in errors.items())})
+
+    def error_range(self) -> tuple[float, float] | None:
+        """Least and largest per-class error, or None without any."""
+        values = [error for _, error in self.class_errors]
+        return (min(values), max(values)) if values else None

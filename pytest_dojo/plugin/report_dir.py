@@ -282,11 +282,10 @@ def plot_links(report: Report, artifacts: StepArtifacts | None = None) -> Any:
 
 
 def replica_ops(workload: Any, system: System, precision: Any) -> tuple[OpPoint, ...]:
-    """The ops of one replica with their simulated times (``hwmodel.ops.cost.op_costs``)."""
-    from hwmodel.ops.cost import op_costs
-    from hwmodel.ops.efficiency import efficiency_for
+    """The ops of one replica with their simulated times (``hwmodel.ops.cost_model.step_op_costs``)."""
+    from hwmodel.ops.cost_model import chip_table, step_op_costs
 
-    costs = op_costs(workload, system.chip, efficiency_for(system.chip.efficiency_row), precision)
+    costs = step_op_costs(workload, system.chip, precision, chip_table(system.chip, None))
     return tuple(
         OpPoint(
             flops=float(costs.flops[index]),

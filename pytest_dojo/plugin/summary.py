@@ -99,6 +99,27 @@ def unmodeled_line(results: Sequence[TestResult]) -> str | None:
     return f"unmodeled ops (no FLOP formula, costed by bytes): {listed}"
 
 
+def cost_model_lines(results: Sequence[TestResult]) -> list[str]:
+    """One line per cost model the run's steps were priced with: what it is and its uncertainty."""
+    lines: list[str] = []
+    for result in results:
+        section = result.report.op_cost_model
+        if section is None:
+            continue
+        line = f"op costs: {section.description}"
+        spread = section.error_range()
+        if spread is not None:
+            low, high = (round(value * 100) for value in spread)
+            line += f" (uncertainty: {section.uncertainty}, {low}-{high}% per op class)"
+        elif section.calibration:
+            line += f" ({section.calibration})"
+        if section.fallback_ops:
+            line += f"; {section.fallback_ops} matrix op(s) without GEMM shapes on the roofline"
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
 def sensitivity_lines(ranked: Mapping[tuple[str, str, int], Sequence[str]]) -> list[str]:
     """``--dojo-sensitivity``: per step, the hardware changes ranked by the speedup each buys."""
     lines = []
@@ -125,6 +146,8 @@ def write_summary(
     write(header_line(session.system))
     with_baseline = options.baseline is not None
     for line in table_lines(result_rows(results, with_baseline=with_baseline), column_names(with_baseline)):
+        write(line)
+    for line in cost_model_lines(results):
         write(line)
     for line in note_lines(results):
         write(line, yellow=True)
