@@ -113,6 +113,49 @@ def test_rows_per_cta_of_softmax() -> None:
     assert threads.tolist() == [128, 128, 256, 512]
 
 
+def test_turing_holds_half_the_softmax_ctas_of_an_sm() -> None:
+    """2,048 threads per SM hold four CTAs of 512 threads; Turing's 1,024 hold two, and a CTA wider
+    than the SM's limit still runs one at a time."""
+    assert rowwise.resident_ctas(one(512), A100)[0] == 4
+    turing = replace(A100, max_threads_per_sm=1024)
+    assert rowwise.resident_ctas(one(512), turing)[0] == 2
+    assert rowwise.resident_ctas(one(4096), turing)[0] == 1
+
+
+def test_block_softmax_round_trips_count_vector_and_single_loads() -> None:
+    """A warp softmax loads its row once. 2,048 elements in 256 threads: two 4-element loads a
+    pass, three passes = 6. 1,280 in 256 threads: one vector load (1,024) and one single (256) a
+    pass = 6. 1,600: one vector, ceil(576 / 256) = 3 singles = 12. 1,279 (not a multiple of 4): one
+    vector, ceil(255 / 256) = 1 single and the unaligned head = 9."""
+    trips = rowwise.softmax_round_trips(np.array([768.0, 2048.0, 1280.0, 1600.0, 1279.0]))
+    assert trips.tolist() == [1, 6, 6, 12, 9]
+
+
+def test_block_softmax_rereads_follow_the_l1() -> None:
+    """H = 8,192 in CTAs of 512 threads, four per SM: 4 x 8,192 x 4 B = 128 KiB of rows per SM.
+    With 192 KiB of L1 at a share of 1/3 (64 KiB) they overflow twice over: both passes re-read
+    from memory (2); at a share of 1 they fit (0); at 1/1.5 (128 KiB) just fit; and half way
+    between (96 KiB: 128 / 96 - 1 = 1/3) a third of the re-reads miss. A warp softmax row (1,024)
+    is read once whatever the L1."""
+    width = one(8192)
+    for share, expected in ((1 / 3, 2.0), (1.0, 0.0), (1 / 1.5, 0.0), (0.5, 2.0 / 3.0)):
+        parameters = replace(PARAMETERS, l1_row_fraction=share)
+        device = replace(A100, l1_bytes_per_sm=192 * 2**10)
+        assert rowwise.softmax_rereads(width, device, 4.0, parameters)[0] == pytest.approx(expected)
+    assert rowwise.softmax_rereads(one(1024), replace(A100, l1_bytes_per_sm=1024.0), 4.0, PARAMETERS)[0] == 0
+
+
+def test_row_round_trips_add_to_the_streaming() -> None:
+    """1,080 rows of 2,048 in one CTA each on 108 SMs x 8 resident (256 threads) = 2 waves;
+    time = launch + bytes / bandwidth + 2 waves x 6 round trips x latency."""
+    rows, width = one(1080), one(2048)
+    moved = rowwise.softmax_bytes(rows, width)
+    bandwidth = memory_bound.achieved_bandwidth(moved, A100, PARAMETERS)[0]
+    expected = PARAMETERS.softmax_launch_s + moved[0] / bandwidth + 2 * 6 * PARAMETERS.rowwise_wave_latency_s
+    device = replace(A100, l1_bytes_per_sm=192 * 2**10)
+    assert rowwise.softmax_seconds(rows, width, device, PARAMETERS)[0] == pytest.approx(expected)
+
+
 def test_views_and_allocations_move_nothing() -> None:
     for name in ("aten._unsafe_view.default", "aten.view.default", "empty_like", "aten.empty.memory_format"):
         assert views.is_zero_traffic(name), name
@@ -138,7 +181,7 @@ def test_kernel_device_from_chip_follows_the_precision() -> None:
 
 
 def test_parameters_are_few_positive_and_documented() -> None:
-    assert len(PARAMETER_NAMES) <= 12
+    assert len(PARAMETER_NAMES) <= 13
     assert all(getattr(PARAMETERS, name) > 0 for name in PARAMETER_NAMES)
     assert display_value("gemm_launch_s", 2.5e-5) == "25 us"
     with pytest.raises(SpecError, match="gemm_peak_fraction must be > 0"):

@@ -36,7 +36,8 @@ START = KernelParameters(
     fp32_energy_per_flop_nm_j=1e-12,
     memory_bandwidth_fraction=0.8,
     l2_bandwidth_multiple=2.0,
-    rowwise_wave_latency_s=2e-6,
+    rowwise_wave_latency_s=1e-6,
+    l1_row_fraction=0.5,
 )
 """Where the search starts: round figures of the right order."""
 
@@ -56,7 +57,11 @@ GROUPS = (
         ELEMENTWISE_OPS,
         "vector",
     ),
-    Group(("layernorm_launch_s", "softmax_launch_s", "rowwise_wave_latency_s"), ("ln", "softmax"), "vector"),
+    Group(
+        ("layernorm_launch_s", "softmax_launch_s", "rowwise_wave_latency_s", "l1_row_fraction"),
+        ("ln", "softmax"),
+        "vector",
+    ),
     Group(
         ("gemm_launch_s", "linear_launch_s", "gemm_peak_fraction", "gemm_half_intensity", "fp32_energy_per_flop_nm_j"),
         ("bmm", "linear"),

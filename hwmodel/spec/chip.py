@@ -35,6 +35,8 @@ _NON_RATE_FIELDS = frozenset(
         "l2_cache_bytes",
         "clock_hz",
         "power_limit_w",
+        "max_threads_per_compute_unit",
+        "l1_cache_bytes_per_compute_unit",
     }
 )
 HALF_DTYPES = frozenset({"bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"})
@@ -101,6 +103,12 @@ class ChipSpec:
             ``host``: a calibration measures rates, not clocks).
         power_limit_w: the board power limit (TDP) under which sustained kernels may run below
             ``clock_hz``; None where not given. Data only: no cost reads it.
+        max_threads_per_compute_unit: the most threads one compute unit (a GPU's SM) holds at
+            once (2,048; 1,024 on Turing; 1,536 on Ada); None where not given. The GPU kernel
+            models read it (resident CTAs per SM).
+        l1_cache_bytes_per_compute_unit: the largest L1 data cache of one compute unit (bytes;
+            from Volta on, the unified L1 / shared memory less the least shared-memory carve-out);
+            0 where not given. The GPU kernel models read it (rows a softmax keeps between passes).
         source: where the figures come from.
 
     Not modelled: clock throttling under ``power_limit_w``.
@@ -131,6 +139,8 @@ class ChipSpec:
     l2_cache_bytes: float = 0.0
     clock_hz: float | None = None
     power_limit_w: float | None = None
+    max_threads_per_compute_unit: int | None = None
+    l1_cache_bytes_per_compute_unit: float = 0.0
     source: str = ""
 
     def __post_init__(self) -> None:

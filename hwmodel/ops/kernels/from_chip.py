@@ -2,8 +2,9 @@
 
 Matrix ops run at the rate the policy selects (:meth:`hwmodel.spec.chip.ChipSpec.matrix_rate_for`:
 IEEE FP32 on a GPU's CUDA cores for ``fp32``, the tensor cores for ``tf32`` on Ampere and later and
-for ``bf16``); everything else at the vector FP32 rate. The process feature size, which the power
-cap needs and the chip spec does not carry, comes from :data:`PROCESS_NM`.
+for ``bf16``); everything else at the vector FP32 rate. Resident threads and the L1 data cache per
+SM come from the preset (2,048 threads and no L1 figure where it gives none). The process feature
+size, which the power cap needs and the chip spec does not carry, comes from :data:`PROCESS_NM`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def kernel_device_from_chip(chip: ChipSpec, precision: Precision) -> KernelDevic
     >>> device = kernel_device_from_chip(get_preset("t4").chip, FP32)
     >>> device.num_sms, device.matrix_flops_per_s == device.fp32_flops_per_s, device.power_limit_w
     (40, True, 70.0)
+    >>> device.max_threads_per_sm, device.l1_bytes_per_sm
+    (1024, 65536.0)
     """
     _, matrix_rate = chip.matrix_rate_for(precision)
     return KernelDevice(
@@ -53,4 +56,6 @@ def kernel_device_from_chip(chip: ChipSpec, precision: Precision) -> KernelDevic
         power_limit_w=None if chip.power_limit_w is None else float(chip.power_limit_w),
         process_nm=PROCESS_NM.get(chip.name),
         matrix_on_tensor_cores=matrix_rate != chip.matrix_fp32_flops_per_s,
+        max_threads_per_sm=chip.max_threads_per_compute_unit or 2048,
+        l1_bytes_per_sm=float(chip.l1_cache_bytes_per_compute_unit),
     )

@@ -51,7 +51,13 @@ class KernelParameters:
         "bandwidth of a working set that fits L2, as a multiple of the sustained memory bandwidth", "x", 1.0, 6.0
     )
     rowwise_wave_latency_s: float = _parameter(
-        "dependent round trips of one wave of row-reduction CTAs (their reductions and barriers)", "us", 1e-8, 2e-5
+        "one dependent memory round trip of a wave of row-reduction CTAs (its load, reduction and barrier)",
+        "us",
+        1e-8,
+        2e-5,
+    )
+    l1_row_fraction: float = _parameter(
+        "share of an SM's L1 that keeps the rows of its resident softmax CTAs between their passes", "", 0.05, 2.0
     )
 
     def __post_init__(self) -> None:
