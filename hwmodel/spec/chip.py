@@ -97,12 +97,13 @@ class ChipSpec:
             the measurement, which a capture should use too; None for every other chip.
         l2_cache_bytes: the last cache level in front of the local memory, shared by every
             compute unit (a GPU's L2); 0 where there is none (a D1: its SRAM is the local memory).
-            Read by kernel models (working sets that fit it); the step cost itself uses
-            ``cache_tiers``.
+            Read by the kernel models (working sets that fit it stream at its bandwidth); the
+            roofline of an ``efficiency`` chip uses ``cache_tiers`` instead.
         clock_hz: the boost clock the datasheet peaks assume; None where it is not given (the
             ``host``: a calibration measures rates, not clocks).
         power_limit_w: the board power limit (TDP) under which sustained kernels may run below
-            ``clock_hz``; None where not given. Data only: no cost reads it.
+            ``clock_hz``; None where not given. The GPU kernel models cap the rate of long FP32
+            GEMMs on the CUDA cores by it (:mod:`hwmodel.ops.kernels.gemm`).
         max_threads_per_compute_unit: the most threads one compute unit (a GPU's SM) holds at
             once (2,048; 1,024 on Turing; 1,536 on Ada); None where not given. The GPU kernel
             models read it (resident CTAs per SM).
@@ -111,7 +112,7 @@ class ChipSpec:
             0 where not given. The GPU kernel models read it (rows a softmax keeps between passes).
         source: where the figures come from.
 
-    Not modelled: clock throttling under ``power_limit_w``.
+    Not modelled: clock throttling under ``power_limit_w`` beyond the FP32 GEMM cap of the kernel models.
     """
 
     name: str
