@@ -35,6 +35,7 @@ _NON_RATE_FIELDS = frozenset(
         "l2_cache_bytes",
         "clock_hz",
         "power_limit_w",
+        "process_node_nm",
         "max_threads_per_compute_unit",
         "l1_cache_bytes_per_compute_unit",
     }
@@ -104,6 +105,8 @@ class ChipSpec:
         power_limit_w: the board power limit (TDP) under which sustained kernels may run below
             ``clock_hz``; None where not given. The GPU kernel models cap the rate of long FP32
             GEMMs on the CUDA cores by it (:mod:`hwmodel.ops.kernels.gemm`).
+        process_node_nm: the silicon process's feature size (nm); None where not given. The GPU
+            kernel models' power cap scales the energy of an FP32 operation with it.
         max_threads_per_compute_unit: the most threads one compute unit (a GPU's SM) holds at
             once (2,048; 1,024 on Turing; 1,536 on Ada); None where not given. The GPU kernel
             models read it (resident CTAs per SM).
@@ -140,6 +143,7 @@ class ChipSpec:
     l2_cache_bytes: float = 0.0
     clock_hz: float | None = None
     power_limit_w: float | None = None
+    process_node_nm: float | None = None
     max_threads_per_compute_unit: int | None = None
     l1_cache_bytes_per_compute_unit: float = 0.0
     source: str = ""
@@ -158,7 +162,7 @@ class ChipSpec:
                 raise SpecError(f"chip {self.name}: {spec_field.name} must be > 0, got {value}")
         if not self.l2_cache_bytes >= 0:
             raise SpecError(f"chip {self.name}: l2_cache_bytes must be >= 0, got {self.l2_cache_bytes}")
-        for name in ("clock_hz", "power_limit_w"):
+        for name in ("clock_hz", "power_limit_w", "process_node_nm"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise SpecError(f"chip {self.name}: {name} must be > 0 (or not given), got {value}")

@@ -62,6 +62,7 @@ UNITS: dict[str, float] = {
     "MHz": 1e6,
     "GHz": 1e9,
     "W": 1.0,
+    "nm": 1.0,
 }
 """Datasheet units a preset may quote, as multiples of the SI unit."""
 _PRESET_KEYS = frozenset({"description", "rates", "fabric", "aliases"})

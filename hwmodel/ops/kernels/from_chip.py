@@ -4,7 +4,7 @@ Matrix ops run at the rate the policy selects (:meth:`hwmodel.spec.chip.ChipSpec
 IEEE FP32 on a GPU's CUDA cores for ``fp32``, the tensor cores for ``tf32`` on Ampere and later and
 for ``bf16``); everything else at the vector FP32 rate. Resident threads and the L1 data cache per
 SM come from the preset (2,048 threads and no L1 figure where it gives none). The process feature
-size, which the power cap needs and the chip spec does not carry, comes from :data:`PROCESS_NM`.
+size the power cap needs is the chip's ``process_node_nm``; a chip without it gets no power cap.
 """
 
 from __future__ import annotations
@@ -12,26 +12,6 @@ from __future__ import annotations
 from hwmodel.ops.kernels.device import KernelDevice
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.precision import Precision
-
-PROCESS_NM = {
-    "p100-pcie-16gb": 16.0,
-    "p4": 16.0,
-    "t4": 12.0,
-    "v100-pcie-32gb": 12.0,
-    "a100": 7.0,
-    "a100-pcie-40gb": 7.0,
-    "a100-pcie-80gb": 7.0,
-    "a100-sxm4-40gb": 7.0,
-    "a100-sxm4-80gb": 7.0,
-    "h100": 5.0,
-    "h100-sxm": 5.0,
-    "h200": 5.0,
-    "h200-sxm": 5.0,
-    "l4": 5.0,
-}
-"""Process feature size (nm) by preset: TSMC 16 nm FinFET (Pascal: WP-P100), 12 nm FFN (Volta,
-Turing: WP-V100, WP-Turing), 7 nm N7 (WP-A100), 4N, a 5 nm-class process (WP-H100, WP-Ada); the keys
-of docs/reference/gpus.md. A chip not listed gets no power cap."""
 
 
 def kernel_device_from_chip(chip: ChipSpec, precision: Precision) -> KernelDevice:
@@ -54,7 +34,7 @@ def kernel_device_from_chip(chip: ChipSpec, precision: Precision) -> KernelDevic
         memory_bytes_per_s=chip.local_memory_read_bytes_per_s,
         l2_bytes=chip.l2_cache_bytes,
         power_limit_w=None if chip.power_limit_w is None else float(chip.power_limit_w),
-        process_nm=PROCESS_NM.get(chip.name),
+        process_nm=chip.process_node_nm,
         matrix_on_tensor_cores=matrix_rate != chip.matrix_fp32_flops_per_s,
         max_threads_per_sm=chip.max_threads_per_compute_unit or 2048,
         l1_bytes_per_sm=float(chip.l1_cache_bytes_per_compute_unit),
