@@ -6,7 +6,8 @@ Reference (``docs/reference/dojo-hardware.md``, "Published training throughput")
 DeepLearningExamples, PyTorch/Detection/Efficientdet README, DGX A100 80GB: 255 img/s on 1 GPU and
 1,835 on 8 (AMP, batch 150 per GPU); 170 and 1,213 (TF32, batch 80). The suite's
 ``efficientdet_d0`` (512x512, 90 classes) is captured at the per-GPU batch and simulated on
-``a100`` meshes 1x1 and 1x8 (one NVSwitch node) with the preset's efficiency row. Nothing here is
+``a100`` meshes 1x1 and 1x8 (one NVSwitch node) with the preset's op-cost model (the GPU kernel
+models). Nothing here is
 fitted to these numbers: they are held out, and the error is reported whatever it is.
 
 NB: the reference run feeds real COCO images through NVIDIA's data loader with DALI, EMA weights and
@@ -22,6 +23,10 @@ from dataclasses import dataclass
 
 from dojo_validation import host
 from hwmodel import get_preset, make_system, simulate
+from hwmodel.ops.arrays import workload_arrays
+from hwmodel.ops.calibration import peak_table
+from hwmodel.ops.classes.registry import op_classes
+from hwmodel.ops.cost_model import step_op_costs
 from hwmodel.spec.precision import MIXED_BF16, TF32, Precision
 from hwmodel.step.workload import FixedWorkloads
 
@@ -46,41 +51,53 @@ PUBLISHED = (
 )
 
 
-def predictions(chip: str = "a100", efficiency_chip: str | None = None) -> list[tuple[PublishedPoint, float]]:
-    """(published point, predicted images/s) for every point of :data:`PUBLISHED`, with the
-    efficiency row of ``efficiency_chip`` (default: the chip's own)."""
-    table = get_preset(efficiency_chip or chip).efficiency
+def predictions(chip: str = "a100") -> list[tuple[PublishedPoint, float]]:
+    """(published point, predicted images/s) for every point of :data:`PUBLISHED`, with the chip's
+    own op-cost model."""
     results = []
     for point in PUBLISHED:
         workload = host.capture("efficientdet_d0", "full", point.batch_per_gpu)
         mesh = "1x1" if point.gpus == 1 else f"1x{point.gpus}"
         source = FixedWorkloads(by_batch={point.batch_per_gpu: workload}, global_batch=point.batch_per_gpu * point.gpus)
-        report = simulate(source, make_system(chip, mesh), precision=point.precision, efficiency=table)
+        report = simulate(source, make_system(chip, mesh), precision=point.precision)
         results.append((point, report.samples_per_s))
     return results
 
 
+def class_breakdown_ms(point: PublishedPoint, chip: str = "a100") -> dict[str, tuple[float, float]]:
+    """Per op class, one GPU's op time (ms) for ``point``'s step: (the chip's kernel models,
+    the roofline at peak that costed every GPU op before the kernel models)."""
+    workload = host.capture("efficientdet_d0", "full", point.batch_per_gpu)
+    spec = get_preset(chip).chip
+    modelled = step_op_costs(workload, spec, point.precision, None).time_s
+    at_peak = step_op_costs(workload, spec, point.precision, peak_table()).time_s
+    class_names = op_classes().names
+    classes = workload_arrays(workload).class_index
+    return {
+        name: (1e3 * float(modelled[classes == index].sum()), 1e3 * float(at_peak[classes == index].sum()))
+        for index, name in enumerate(class_names)
+        if (classes == index).any()
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--efficiency-from",
-        default=None,
-        metavar="CHIP",
-        help="use another chip's efficiency row, e.g. h200 once it is calibrated (default: a100's own)",
-    )
+    parser.add_argument("--breakdown", action="store_true", help="also print one GPU's op time by op class")
     args = parser.parse_args(argv)
-    table = get_preset(args.efficiency_from or "a100").efficiency
-    if table is None:
-        print("op costs: the chip's kernel models (hwmodel.ops.cost_model)")
-    else:
-        print(f"efficiency row: {table.chip} ({table.calibration})")
+    print(f"op costs: {get_preset('a100').chip.op_cost_model} model of the a100 preset")
     print(f"{'precision':<9} {'batch/GPU':>9} {'GPUs':>5} {'published img/s':>16} {'predicted':>10} {'error':>8}")
-    for point, predicted in predictions(efficiency_chip=args.efficiency_from):
+    for point, predicted in predictions():
         error = (predicted - point.images_per_s) / point.images_per_s
         print(
             f"{point.precision_name:<9} {point.batch_per_gpu:>9} {point.gpus:>5} {point.images_per_s:>16,.0f} "
             f"{predicted:>10,.0f} {error:>+8.1%}"
         )
+    if args.breakdown:
+        for point in (p for p in PUBLISHED if p.gpus == 1):
+            print(f"\n{point.precision_name}, batch {point.batch_per_gpu}, one GPU: op time by class (ms)")
+            print(f"{'class':<14} {'kernel models':>14} {'peak roofline':>14}")
+            for name, (modelled_ms, peak_ms) in class_breakdown_ms(point).items():
+                print(f"{name:<14} {modelled_ms:>14,.1f} {peak_ms:>14,.1f}")
     return 0
 
 

@@ -10,7 +10,11 @@ The workload's columns are adapted to the kernel functions; each op is one of:
 * **every other op** (elementwise, reductions, copies, optimizer lists, resampling): its bytes at
   the achieved bandwidth (L2 for a working set that fits it), or its FLOPs at the FP32 vector peak;
 * a matrix op without GEMM shapes: the roofline at the fraction of peak the GEMM model gives its
-  largest tile (counted in the report as a fallback).
+  largest tile (counted in the report as a fallback);
+* a **depthwise convolution** (one channel per group: every GEMM grouped, with ``m`` or ``n`` of
+  1): PyTorch runs it as a direct convolution on the vector units (``conv_depthwise2d``), not as a
+  GEMM, so it is costed like the streaming ops (NB: no measured depthwise kernel backs this; the
+  kernel data has dense convolutions only).
 
 On a GPU the tiles are CTAs over the SMs; on a chip whose local memory is SRAM spread over its
 compute units (a D1, :mod:`hwmodel.ops.node_costs`) they are the node's matrix-unit blocks over the
@@ -68,6 +72,7 @@ class KernelArrays:
     row_elements: FloatArray
     zero_traffic: BoolArray
     softmax: BoolArray
+    depthwise: BoolArray
 
     @property
     def has_gemms(self) -> BoolArray:
@@ -97,7 +102,18 @@ def _kernel_arrays(workload: Workload) -> KernelArrays:
         row_elements=np.fromiter((op.row_elements for op in ops), dtype=np.float64, count=count),
         zero_traffic=np.fromiter((is_zero_traffic(op.name) for op in ops), dtype=np.bool_, count=count),
         softmax=np.asarray(arrays.class_index == softmax_class, dtype=np.bool_).reshape(count),
+        depthwise=np.fromiter((is_depthwise(op.implicit_gemms) for op in ops), dtype=np.bool_, count=count),
     )
+
+
+def is_depthwise(gemms: tuple[tuple[int, int, int, int], ...]) -> bool:
+    """True for the GEMMs of a convolution with one channel per group: every GEMM grouped
+    (``count > 1``) with one output row or column (``min(m, n) == 1``).
+
+    >>> is_depthwise(((32, 25088, 1, 9),)), is_depthwise(((2, 25088, 16, 144),)), is_depthwise(((1, 64, 1, 9),))
+    (True, False, False)
+    """
+    return bool(gemms) and all(count > 1 and min(m, n) == 1 for count, m, n, _ in gemms)
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +130,7 @@ class OpKinds:
 def op_kinds(arrays: WorkloadArrays, kernels: KernelArrays) -> OpKinds:
     """Split the ops by the kernel model that costs them (see the module docstring)."""
     views = kernels.zero_traffic
-    matrix = arrays.is_matrix & (arrays.phase_index != OPTIMIZER) & ~views
+    matrix = arrays.is_matrix & (arrays.phase_index != OPTIMIZER) & ~views & ~kernels.depthwise
     gemm_ops = matrix & kernels.has_gemms
     fallback = matrix & ~kernels.has_gemms
     rows = ~views & ~matrix & (kernels.rows > 0) & (kernels.row_elements > 0)
