@@ -18,6 +18,7 @@ from hwmodel.ops.cost import op_costs
 from hwmodel.ops.cost_model import cost_model_section, kernel_op_costs
 from hwmodel.ops.kernels import gemm
 from hwmodel.ops.kernels.from_chip import kernel_device_from_chip
+from hwmodel.ops.kernels.memory_bound import achieved_bandwidth
 from hwmodel.ops.kernels.parameters import load_parameters
 from hwmodel.spec.precision import FP32, MIXED_BF16
 from hwmodel.step.sections import OpCostModel
@@ -186,3 +187,30 @@ def test_the_summary_says_which_model_costed_the_ops_in_one_line() -> None:
         "op costs: d1 hardware-term model (uncertainty: GPU leave-one-device-out proxy, 13-19% per op class)"
     ]
     assert math.isclose(section.error_range()[1], 0.191)  # type: ignore[index]
+
+
+def test_a_depthwise_convolution_is_a_streaming_kernel_and_a_batched_matvec_is_a_gemm() -> None:
+    """A depthwise 3x3 convolution of 32 channels on 1 x 32 x 112 x 112 (32 GEMMs of 12,544 x 1 x 9)
+    costs its bytes at the achieved bandwidth, like an elementwise op of the same traffic, plus one
+    launch; a batched matrix-vector product of the same GEMM shapes stays a GEMM (a 128 x 128 tile
+    for a one-column product: much slower)."""
+    pixels, channels = 112 * 112, 32
+    depthwise = OpRecord(
+        name="aten.convolution.default",
+        phase="forward",
+        module="m",
+        flops=2.0 * channels * pixels * 9,
+        flop_source="torch",
+        bytes_read=4 * (channels * pixels + channels * 9),
+        bytes_written=4 * channels * pixels,
+        output_elements=channels * pixels,
+        dtype="float32",
+        implicit_gemms=((channels, pixels, 1, 9),),
+    )
+    matvec = _mm(pixels, 1, 9, count=channels, name="aten.bmm.default")
+    costs = kernel_op_costs(_workload(depthwise, matvec), A100, FP32)
+    moved = float(depthwise.bytes_read + depthwise.bytes_written)
+    bandwidth = achieved_bandwidth(np.array([moved]), kernel_device_from_chip(A100, FP32), load_parameters())
+    assert costs.memory_s[0] == pytest.approx(moved / bandwidth[0], rel=1e-12)
+    assert costs.time_s[0] == pytest.approx(max(costs.compute_s[0], costs.memory_s[0]) + A100.op_overhead_s)
+    assert costs.time_s[1] > 10 * costs.time_s[0]

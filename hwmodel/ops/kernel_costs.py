@@ -11,10 +11,10 @@ The workload's columns are adapted to the kernel functions; each op is one of:
   the achieved bandwidth (L2 for a working set that fits it), or its FLOPs at the FP32 vector peak;
 * a matrix op without GEMM shapes: the roofline at the fraction of peak the GEMM model gives its
   largest tile (counted in the report as a fallback);
-* a **depthwise convolution** (one channel per group: every GEMM grouped, with ``m`` or ``n`` of
-  1): PyTorch runs it as a direct convolution on the vector units (``conv_depthwise2d``), not as a
-  GEMM, so it is costed like the streaming ops (NB: no measured depthwise kernel backs this; the
-  kernel data has dense convolutions only).
+* a **depthwise convolution** (a convolution-class op with one channel per group: every GEMM
+  grouped, with ``m`` or ``n`` of 1): PyTorch runs it as a direct convolution on the vector units
+  (``conv_depthwise2d``), not as a GEMM, so it is costed like the streaming ops (NB: no measured
+  depthwise kernel backs this; the kernel data has dense convolutions only).
 
 On a GPU the tiles are CTAs over the SMs; on a chip whose local memory is SRAM spread over its
 compute units (a D1, :mod:`hwmodel.ops.node_costs`) they are the node's matrix-unit blocks over the
@@ -91,6 +91,7 @@ def _kernel_arrays(workload: Workload) -> KernelArrays:
     shapes = np.asarray([gemm for op in ops for gemm in op.implicit_gemms], dtype=np.float64).reshape(-1, 4)
     arrays = workload_arrays(workload)
     softmax_class = op_classes().names.index("softmax") if "softmax" in op_classes().names else -1
+    convolution_class = op_classes().names.index("convolution") if "convolution" in op_classes().names else -1
     return KernelArrays(
         gemm_op=np.asarray([index for index, op in enumerate(ops) for _ in op.implicit_gemms], dtype=np.int64),
         gemm_count=shapes[:, 0],
@@ -102,12 +103,14 @@ def _kernel_arrays(workload: Workload) -> KernelArrays:
         row_elements=np.fromiter((op.row_elements for op in ops), dtype=np.float64, count=count),
         zero_traffic=np.fromiter((is_zero_traffic(op.name) for op in ops), dtype=np.bool_, count=count),
         softmax=np.asarray(arrays.class_index == softmax_class, dtype=np.bool_).reshape(count),
-        depthwise=np.fromiter((is_depthwise(op.implicit_gemms) for op in ops), dtype=np.bool_, count=count),
+        depthwise=np.asarray(arrays.class_index == convolution_class, dtype=np.bool_).reshape(count)
+        & np.fromiter((is_depthwise(op.implicit_gemms) for op in ops), dtype=np.bool_, count=count),
     )
 
 
 def is_depthwise(gemms: tuple[tuple[int, int, int, int], ...]) -> bool:
-    """True for the GEMMs of a convolution with one channel per group: every GEMM grouped
+    """True for the GEMMs of a convolution with one channel per group (asked of convolution-class
+    ops only; a batched matrix-vector product has the same shape): every GEMM grouped
     (``count > 1``) with one output row or column (``min(m, n) == 1``).
 
     >>> is_depthwise(((32, 25088, 1, 9),)), is_depthwise(((2, 25088, 16, 144),)), is_depthwise(((1, 64, 1, 9),))
