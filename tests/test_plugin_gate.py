@@ -125,6 +125,23 @@ def test_marked(dojo):
     pytester.runpytest().assert_outcomes(passed=2)
 
 
+def test_an_empty_thresholds_option_turns_the_ini_file_off(pytester: pytest.Pytester) -> None:
+    """The ini key's floor fails the step; ``--dojo-thresholds=`` runs the same step ungated."""
+    rate = simulated_rate(pytester)
+    pytester.makefile(
+        ".toml",
+        limits=f"""
+schema_version = 1
+["test_steps.py::test_mlp"]
+"*" = {{ min_samples_per_s = {rate * 2!r} }}
+""",
+    )
+    pytester.makeini("[pytest]\ndojo_thresholds = limits.toml\n")
+    write_tests(pytester)
+    pytester.runpytest().assert_outcomes(failed=1)
+    pytester.runpytest("--dojo-thresholds=").assert_outcomes(passed=1)
+
+
 def test_baseline_round_trip_and_attributed_regression(pytester: pytest.Pytester) -> None:
     write_tests(pytester, hidden=64)
     pytester.runpytest("--dojo-save-baseline=base.json").assert_outcomes(passed=1)

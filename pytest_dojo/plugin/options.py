@@ -62,7 +62,8 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     (
         "--dojo-thresholds",
         "PATH",
-        "TOML file of per-test floors/ceilings keyed by test node id and mesh. Default: none",
+        "TOML file of per-test floors/ceilings keyed by test node id and mesh; an empty value turns off "
+        "the dojo_thresholds ini key's file. Default: none",
     ),
     (
         "--dojo-baseline",
@@ -228,11 +229,13 @@ def _system_settings(config: pytest.Config) -> tuple[Mesh, str, Precision]:
 def _thresholds(config: pytest.Config) -> ThresholdsFile | None:
     from pytest_dojo.plugin.thresholds import ThresholdError, load_thresholds
 
-    thresholds_text = config.getoption("dojo_thresholds") or config.getini("dojo_thresholds")
+    option = config.getoption("dojo_thresholds")
+    # An empty --dojo-thresholds= turns the ini key's file off; without the option the ini key applies.
+    thresholds_text = option if option is not None else config.getini("dojo_thresholds")
     if not thresholds_text:
         return None
     thresholds_path = Path(thresholds_text)
-    if config.getoption("dojo_thresholds") is None and not thresholds_path.is_absolute():
+    if option is None and not thresholds_path.is_absolute():
         thresholds_path = config.rootpath / thresholds_path
     try:
         return load_thresholds(thresholds_path)
