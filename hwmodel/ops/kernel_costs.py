@@ -232,6 +232,21 @@ def gpu_op_costs(
         memory_s = np.where(kinds.rowwise, _gpu_rowwise_s(kernels, moved, device, parameters, element_bytes), memory_s)
 
     kernel_count = np.where(kinds.gemm, kernels.gemms_per_op, 1.0)
+    return launched_costs(arrays, kinds, chip, kernel_count, compute_s, memory_s, flops)
+
+
+def launched_costs(
+    arrays: WorkloadArrays,
+    kinds: OpKinds,
+    chip: ChipSpec,
+    kernel_count: FloatArray | float,
+    compute_s: FloatArray,
+    memory_s: FloatArray,
+    flops: FloatArray,
+) -> OpCosts:
+    """The op costs of kernels of ``compute_s`` and ``memory_s``, each op paying the chip's
+    ``op_overhead_s`` per kernel (``kernel_count``; per tensor of a list on a chip without
+    multi-tensor kernels); views and allocations cost nothing."""
     if not chip.multi_tensor_kernels:
         kernel_count = kernel_count * arrays.tensor_lists
     overhead_s = np.where(kinds.views, 0.0, chip.op_overhead_s * kernel_count)

@@ -37,6 +37,7 @@ from hwmodel.ops.arrays import WorkloadArrays
 from hwmodel.ops.cost import OpCosts, occupancy, scaled_work
 from hwmodel.ops.kernel_costs import (
     KernelArrays,
+    launched_costs,
     matrix_bytes_per_element,
     op_kinds,
     per_op_sum,
@@ -112,9 +113,4 @@ def node_op_costs(
     memory_s = np.maximum(read_s, write_s) if chip.local_memory_full_duplex else read_s + write_s
     compute_s = np.where(kinds.gemm, split_kernel_time(np.maximum(gemm_s, memory_s), ideal_s, memory_s), compute_s)
 
-    kernel_count = 1.0 if chip.multi_tensor_kernels else arrays.tensor_lists
-    overhead_s = np.where(kinds.views, 0.0, chip.op_overhead_s * kernel_count)
-    compute_s = np.where(kinds.views, 0.0, compute_s)
-    memory_s = np.where(kinds.views, 0.0, memory_s)
-    time_s = np.maximum(compute_s, memory_s) + overhead_s
-    return OpCosts(compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s, time_s=time_s, flops=flops)
+    return launched_costs(arrays, kinds, chip, 1.0, compute_s, memory_s, flops)

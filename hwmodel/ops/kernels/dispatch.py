@@ -39,22 +39,11 @@ def predict_seconds(op: str, shapes: Mapping[str, Array], device: KernelDevice, 
         raise HwModelError(f"unknown operator {op!r}; known: {', '.join(KNOWN_OPS)}")
     s = {name: np.asarray(shapes[name], dtype=np.float64) for name in REQUIRED_COLUMNS[op]}
     if op == "bmm":
-        dims = gemm.bmm_dims(s["B"], s["M"], s["K"], s["N"])
-        return gemm.gemm_seconds(dims, device, parameters, batched=True)
+        return gemm.gemm_seconds(_gemm_dims(op, s), device, parameters, batched=True)
     if op == "linear":
-        dims = gemm.linear_dims(s["B"], s["M"], s["N"], s["K"])
-        return gemm.gemm_seconds(dims, device, parameters, launch_s=parameters.linear_launch_s)
+        return gemm.gemm_seconds(_gemm_dims(op, s), device, parameters, launch_s=parameters.linear_launch_s)
     if op == "conv":
-        conv = gemm.conv_dims(
-            s["B"],
-            s["Input_Channel"],
-            s["Output_Channel"],
-            s["Kernel_Szie"],
-            s["Input_Size"],
-            s["Stride"],
-            s["Padding"],
-        )
-        return gemm.gemm_seconds(conv, device, parameters, launch_s=parameters.conv_launch_s)
+        return gemm.gemm_seconds(_gemm_dims(op, s), device, parameters, launch_s=parameters.conv_launch_s)
     if op == "ln":
         return rowwise.layernorm_seconds(s["B"], s["H"], device, parameters)
     if op == "softmax":
@@ -62,24 +51,23 @@ def predict_seconds(op: str, shapes: Mapping[str, Array], device: KernelDevice, 
     return memory_bound.elementwise_seconds(op, s["B"] * s["H"], device, parameters)
 
 
+def _gemm_dims(op: str, s: Mapping[str, Array]) -> gemm.GemmDims:
+    """The GEMM an operator of the matrix kind runs, from its shape columns (``bmm``: N is the
+    reduction dimension; ``conv`` as implicit GEMM)."""
+    if op == "bmm":
+        return gemm.bmm_dims(s["B"], s["M"], s["K"], s["N"])
+    if op == "linear":
+        return gemm.linear_dims(s["B"], s["M"], s["N"], s["K"])
+    return gemm.conv_dims(
+        s["B"], s["Input_Channel"], s["Output_Channel"], s["Kernel_Szie"], s["Input_Size"], s["Stride"], s["Padding"]
+    )
+
+
 def roofline_seconds(op: str, shapes: Mapping[str, Array], device: KernelDevice) -> Array:
     """The plain roofline: ``max(FLOPs / peak, bytes / datasheet bandwidth)``, nothing fitted."""
     s = {name: np.asarray(shapes[name], dtype=np.float64) for name in REQUIRED_COLUMNS[op]}
     if op in ("bmm", "linear", "conv"):
-        if op == "bmm":
-            dims = gemm.bmm_dims(s["B"], s["M"], s["K"], s["N"])
-        elif op == "linear":
-            dims = gemm.linear_dims(s["B"], s["M"], s["N"], s["K"])
-        else:
-            dims = gemm.conv_dims(
-                s["B"],
-                s["Input_Channel"],
-                s["Output_Channel"],
-                s["Kernel_Szie"],
-                s["Input_Size"],
-                s["Stride"],
-                s["Padding"],
-            )
+        dims = _gemm_dims(op, s)
         result: Array = np.maximum(
             dims.flops / device.matrix_flops_per_s, dims.bytes_moved() / device.memory_bytes_per_s
         )
