@@ -103,17 +103,22 @@ schema_version = 1
     )
 
 
-def test_thresholds_ini_key_and_marker_precedence(pytester: pytest.Pytester) -> None:
-    rate = simulated_rate(pytester)
+def ini_floor_file(pytester: pytest.Pytester, nodeid: str, floor: float) -> None:
+    """A thresholds file with one floor for ``nodeid`` on every mesh, named by the ini key."""
     pytester.makefile(
         ".toml",
         limits=f"""
 schema_version = 1
-["test_steps.py::test_marked"]
-"*" = {{ min_samples_per_s = {rate * 2!r} }}
+["{nodeid}"]
+"*" = {{ min_samples_per_s = {floor!r} }}
 """,
     )
     pytester.makeini("[pytest]\ndojo_thresholds = limits.toml\n")
+
+
+def test_thresholds_ini_key_and_marker_precedence(pytester: pytest.Pytester) -> None:
+    rate = simulated_rate(pytester)
+    ini_floor_file(pytester, "test_steps.py::test_marked", rate * 2)
     write_tests(
         pytester,
         extra=f"""
@@ -128,15 +133,7 @@ def test_marked(dojo):
 def test_an_empty_thresholds_option_turns_the_ini_file_off(pytester: pytest.Pytester) -> None:
     """The ini key's floor fails the step; ``--dojo-thresholds=`` runs the same step ungated."""
     rate = simulated_rate(pytester)
-    pytester.makefile(
-        ".toml",
-        limits=f"""
-schema_version = 1
-["test_steps.py::test_mlp"]
-"*" = {{ min_samples_per_s = {rate * 2!r} }}
-""",
-    )
-    pytester.makeini("[pytest]\ndojo_thresholds = limits.toml\n")
+    ini_floor_file(pytester, "test_steps.py::test_mlp", rate * 2)
     write_tests(pytester)
     pytester.runpytest().assert_outcomes(failed=1)
     pytester.runpytest("--dojo-thresholds=").assert_outcomes(passed=1)
