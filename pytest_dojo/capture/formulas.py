@@ -31,7 +31,7 @@ def nbytes(tensor: torch.Tensor) -> int:
 
 
 def shape(tensor: torch.Tensor) -> tuple[int, ...]:
-    return tuple(int(d) for d in tensor.shape)
+    return tuple(tensor.shape)
 
 
 def _shape_arg(arg: Any) -> hw_flops.ShapeArg:

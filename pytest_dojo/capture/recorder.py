@@ -11,16 +11,16 @@ The owning module is the innermost one ``torch.utils.module_tracker.ModuleTracke
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
-from hwmodel import OpRecord
+from hwmodel import OpRecord, TensorRecord
 from hwmodel.step.workload import ROOT_MODULE
 from pytest_dojo.capture.formulas import check_same_dtype, count_flops, gemms, nbytes
 from pytest_dojo.capture.shapes import NO_TRAFFIC_OPS, implicit_gemms, rows
@@ -36,6 +36,44 @@ IGNORED_OPS = frozenset(
     }
 )
 """Bookkeeping dispatches that do no work on the device."""
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """What the recorder needs of an op overload, read once from its schema and tags."""
+
+    name: str
+    recorded: bool
+    """False for views and :data:`IGNORED_OPS`."""
+    mutated: tuple[tuple[int, str], ...]
+    """``(position, name)`` of the arguments the op writes in place (its schema marks them)."""
+    skippable: bool
+    """An in-place ``_foreach_`` op that returns nothing: its record needs its arguments only."""
+
+    @classmethod
+    def of(cls, func: torch._ops.OpOverload) -> OpInfo:
+        info = _OP_INFO.get(func)
+        if info is None:
+            name = str(func)
+            schema = func._schema
+            mutated = tuple(
+                (position, argument.name)
+                for position, argument in enumerate(schema.arguments)
+                if argument.alias_info is not None and argument.alias_info.is_write
+            )
+            info = cls(
+                name=name,
+                recorded=name not in IGNORED_OPS and not func.is_view,
+                mutated=mutated,
+                skippable=(
+                    func._overloadpacket.__name__.startswith("_foreach_") and bool(mutated) and not schema.returns
+                ),
+            )
+            _OP_INFO[func] = info
+        return info
+
+
+_OP_INFO: dict[Any, OpInfo] = {}
 
 
 @dataclass
@@ -59,7 +97,7 @@ class Recorder:
     def _touch(self, tensors: Sequence[torch.Tensor], index: int, *, written: bool) -> tuple[int, ...]:
         ids = []
         for tensor in tensors:
-            storage = self.storage_of(tensor)
+            storage = self.table.of(tensor, "activation", index)
             storage.last_op = index
             if written:
                 storage.last_write_op = index
@@ -67,22 +105,25 @@ class Recorder:
         return tuple(ids)
 
     def record(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-        name = str(func)
-        if name in IGNORED_OPS or func.is_view:
+        info = OpInfo.of(func)
+        if not info.recorded:
             return
-        inputs = unique_tensors(pytree.tree_leaves((args, kwargs)))
-        outputs = unique_tensors([*pytree.tree_leaves(out), *mutated_arguments(func, args, kwargs)])
+        inputs = unique_tensors(tensor_leaves((args, kwargs)))
+        outputs = unique_tensors([*tensor_leaves(out), *mutated_arguments(info, args, kwargs)])
         index = len(self.ops)
         input_ids = self._touch(inputs, index, written=False)
         output_ids = self._touch(outputs, index, written=True)
         flops, source = count_flops(func, args, kwargs, out, outputs)
-        everything = [*outputs, *inputs]
-        reference = next((t for t in everything if t.is_floating_point()), everything[0] if everything else None)
-        moves_data = name not in NO_TRAFFIC_OPS
+        reference = next((t for t in outputs if t.is_floating_point()), None)
+        if reference is None:
+            reference = next((t for t in inputs if t.is_floating_point()), None)
+        if reference is None and (outputs or inputs):
+            reference = (outputs or inputs)[0]
+        moves_data = info.name not in NO_TRAFFIC_OPS
         row_count, row_elements = rows(func, args, kwargs)
         self.ops.append(
             OpRecord(
-                name=name,
+                name=info.name,
                 phase=self.phase,
                 module=self.module(),
                 flops=flops,
@@ -112,6 +153,78 @@ class Recorder:
         return index
 
 
+@dataclass(frozen=True)
+class OptimizerTail:
+    """The optimizer phase of one recorded step, and the forward and backward it followed.
+
+    The optimizer step sees parameters, gradients and its own state, never the batch. Another
+    batch's forward and backward that record the same ops on the same tensor ids, and see every
+    gradient, are followed by the same optimizer records: :meth:`splice` appends these to them.
+    """
+
+    prefix: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]
+    """``(name, input_ids, output_ids)`` of each forward and backward op."""
+    storages_before: int
+    """Storages seen before the optimizer phase: those the optimizer's records may refer to."""
+    ops: tuple[OpRecord, ...]
+    tensors: tuple[TensorRecord, ...]
+    """The whole tensor table of the recorded step (storages the optimizer made come last)."""
+
+    @classmethod
+    def of(cls, recorder: Recorder) -> OptimizerTail:
+        """The tail of a step recorded to its end (optimizer included)."""
+        start = next((i for i, op in enumerate(recorder.ops) if op.phase == "optimizer"), len(recorder.ops))
+        tensors = recorder.table.records()
+        return cls(
+            prefix=_signature(recorder.ops[:start]),
+            storages_before=sum(1 for t in tensors if t.first_op < start),
+            ops=tuple(recorder.ops[start:]),
+            tensors=tensors,
+        )
+
+    def fits(self, recorder: Recorder, gradients: Sequence[torch.Tensor]) -> bool:
+        """Whether ``recorder``, stopped after backward, touched what this tail's step touched."""
+        return (
+            len(recorder.table.storages) == self.storages_before
+            and all(recorder.table.has(gradient) for gradient in gradients)
+            and _signature(recorder.ops) == self.prefix
+        )
+
+    def splice(self, recorder: Recorder) -> tuple[tuple[OpRecord, ...], tuple[TensorRecord, ...]]:
+        """The ops and tensor table of ``recorder``'s step followed by this tail's optimizer step."""
+        start = len(self.prefix)
+        tensors = list(recorder.table.records())
+        for index, record in enumerate(tensors):
+            if self.tensors[index].last_op >= start:
+                tensors[index] = dataclasses.replace(record, last_op=self.tensors[index].last_op)
+        return (*recorder.ops, *self.ops), (*tensors, *self.tensors[self.storages_before :])
+
+
+def _signature(ops: Sequence[OpRecord]) -> tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]:
+    return tuple((op.name, op.input_ids, op.output_ids) for op in ops)
+
+
+def tensor_leaves(tree: Any) -> list[Any]:
+    """The leaves of nested tuples, lists and dicts, in ``torch.utils._pytree``'s order: all an aten
+    op's arguments and results are made of (a faster walk than the general pytree one)."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    leaves: list[Any] = []
+    _collect(tree, leaves)
+    return leaves
+
+
+def _collect(tree: Any, leaves: list[Any]) -> None:
+    if isinstance(tree, (tuple, list)):
+        for item in tree:
+            _collect(item, leaves)
+    elif isinstance(tree, dict):
+        for item in tree.values():
+            _collect(item, leaves)
+    elif tree is not None:
+        leaves.append(tree)
+
+
 def unique_tensors(leaves: Sequence[Any]) -> list[torch.Tensor]:
     """The tensors among ``leaves``, each once, in order."""
     seen: set[int] = set()
@@ -123,14 +236,12 @@ def unique_tensors(leaves: Sequence[Any]) -> list[torch.Tensor]:
     return unique
 
 
-def mutated_arguments(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
-    """Tensors an op writes in place (``add_``, ``_foreach_mul_``...): its schema marks them."""
+def mutated_arguments(info: OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """Tensors an op writes in place (``add_``, ``_foreach_mul_``...)."""
     mutated: list[Any] = []
-    for position, argument in enumerate(func._schema.arguments):
-        if argument.alias_info is None or not argument.alias_info.is_write:
-            continue
-        value = args[position] if position < len(args) else kwargs.get(argument.name)
-        mutated.extend(pytree.tree_leaves(value))
+    for position, name in info.mutated:
+        value = args[position] if position < len(args) else kwargs.get(name)
+        mutated.extend(tensor_leaves(value))
     return mutated
 
 
@@ -144,6 +255,24 @@ class DispatchRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         check_same_dtype(func, args)
-        out = func(*args, **kwargs)
+        if self.recorder.phase == "optimizer" and _runs_for_nothing(func, args, kwargs):
+            out = None
+        else:
+            out = func(*args, **kwargs)
         self.recorder.record(func, args, kwargs, out)
         return out
+
+
+def _runs_for_nothing(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether running ``func`` on fake tensors would change nothing the capture sees.
+
+    An optimizer's in-place ``_foreach_`` update returns nothing and changes no shape: its record
+    comes from its arguments alone, and on fake tensors it computes nothing. Running it still costs
+    FakeTensor's cache key over every tensor of its lists, or, on a miss, one meta kernel per
+    tensor. Writes to a tensor FakeTensorMode tracks as a constant (a step counter read back with
+    ``.item()``) do run, so the values Python code reads stay those of a real run.
+    """
+    info = OpInfo.of(func)
+    if not info.skippable:
+        return False
+    return not any(getattr(t, "constant", None) is not None for t in mutated_arguments(info, args, kwargs))

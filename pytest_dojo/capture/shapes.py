@@ -42,7 +42,7 @@ def _numel(dims: Sequence[int]) -> int:
 
 
 def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
-    return tuple(int(d) for d in tensor.shape)
+    return tuple(tensor.shape)
 
 
 def _arguments(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -71,5 +71,9 @@ class StorageTable:
             self.keep_alive.append(storage)
         return entry
 
+    def has(self, tensor: torch.Tensor) -> bool:
+        """Whether the storage of ``tensor`` has been seen."""
+        return tensor.untyped_storage()._cdata in self.storages
+
     def records(self) -> tuple[TensorRecord, ...]:
         return tuple(storage.record() for storage in self.storages.values())

@@ -8,8 +8,10 @@ autograd.
 * Parameters, buffers and inputs are replaced by fake tensors of the same shape and dtype, so the
   model may live on the CPU or on the ``meta`` device (build big models under
   ``with torch.device("meta")``); the caller's model is never modified.
-* The optimizer's state is created before recording (one step on zero gradients), so the captured
-  step is a steady-state step, not the first one that allocates the moments.
+* The optimizer's state is created before recording (:func:`create_optimizer_state`), so the
+  captured step is a steady-state step, not the first one that allocates the moments.
+* :func:`capture_train_steps` captures several batch sizes of one step, sharing what does not
+  depend on the batch (the fake parameters, the optimizer state and the optimizer's records).
 * What eager PyTorch refuses, the capture refuses (a float layer fed integer tensors), and a failure
   is one :class:`~pytest_dojo.errors.CaptureError` line with torch's own message: FakeTensor's
   internal error log is silenced while the step runs.
@@ -21,8 +23,10 @@ tensors: such a model needs a shape-static variant.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +36,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.module_tracker import ModuleTracker
 
 from hwmodel import ParameterRecord, Workload
-from pytest_dojo.capture.recorder import DispatchRecorder, Recorder
+from pytest_dojo.capture.recorder import DispatchRecorder, OptimizerTail, Recorder
 from pytest_dojo.capture.storage import dtype_name
 from pytest_dojo.errors import CaptureError
 
@@ -105,6 +109,12 @@ def torch_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+CAPTURE_PHASES = ("setup", "optimizer_state", "forward", "backward", "optimizer", "records")
+"""Where a capture's time goes (seconds, in ``phase_times``): fake parameters and optimizer, the
+optimizer's state, the recorded forward (with the loss), backward and optimizer step, and building
+the Workload."""
+
+
 def capture_train_step(
     model: torch.nn.Module,
     example_inputs: Any,
@@ -115,6 +125,7 @@ def capture_train_step(
     batch_size: int | None = None,
     name: str | None = None,
     intra_op_threads: int | None = None,
+    phase_times: dict[str, float] | None = None,
 ) -> Workload:
     """Capture one training step of ``model`` on ``example_inputs`` as a Workload.
 
@@ -125,79 +136,174 @@ def capture_train_step(
     targets) defaults to :func:`default_loss`; ``optimizer`` is a factory taking the parameters,
     defaulting to :func:`default_optimizer`. ``intra_op_threads`` sets torch's thread count for the
     capture (restored after): ATen picks some CPU kernels by it, and the recorded GEMMs follow.
+    ``phase_times``, if given, receives the seconds spent in each of :data:`CAPTURE_PHASES`.
+    """
+    (workload,) = capture_train_steps(
+        model,
+        example_inputs,
+        batch_sizes=(batch_size or leading_batch(example_inputs),),
+        targets=targets,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        name=name,
+        intra_op_threads=intra_op_threads,
+        phase_times=phase_times,
+    )
+    return workload
+
+
+def capture_train_steps(
+    model: torch.nn.Module,
+    example_inputs: Any,
+    *,
+    batch_sizes: Sequence[int],
+    targets: Any = None,
+    loss_fn: LossFunction | None = None,
+    optimizer: OptimizerFactory | None = None,
+    name: str | None = None,
+    intra_op_threads: int | None = None,
+    phase_times: dict[str, float] | None = None,
+) -> tuple[Workload, ...]:
+    """The step at each per-replica batch of ``batch_sizes``, each equal to what
+    :func:`capture_train_step` records at that size, for less than the cost of separate captures.
+
+    The fake parameters, the optimizer and its state are made once. The optimizer step sees only
+    parameters, gradients and state, none of which depends on the batch: after the first batch, a
+    batch whose forward and backward touch the same tensors in the same order reuses the first
+    batch's optimizer records instead of running the step again (any other batch runs it).
+    Arguments as for :func:`capture_train_step`.
     """
     check_model(model)
     global_batch = leading_batch(example_inputs)
+    if not batch_sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in batch_sizes):
+        raise CaptureError(f"batch_sizes must be one or more ints >= 1, got {tuple(batch_sizes)!r}")
+    network = name or type(model).__name__
+    times = dict.fromkeys(CAPTURE_PHASES, 0.0)
     step = _FakeStep(
         model=model,
-        replica_batch=batch_size or global_batch,
         global_batch=global_batch,
         loss=loss_fn or default_loss,
         with_targets=targets is not None,
+        times=times,
     )
-    network = name or type(model).__name__
-    recorder = Recorder(tracker=ModuleTracker())
+    workloads: list[Workload] = []
+    tail: OptimizerTail | None = None
     with torch_threads(intra_op_threads), quiet_torch_logs():
-        try:
-            parameters, optimizer_used = step.run(recorder, example_inputs, targets, optimizer or default_optimizer)
-        except CaptureError:
-            raise
-        except Exception as error:
-            raise CaptureError(_explain(network, recorder, error)) from None
-    # The parameter records mark the gradients' storages, so they come before the tensor table.
-    parameter_records = _parameter_records(recorder, parameters)
-    return Workload(
-        name=network,
-        batch_size=step.replica_batch,
-        ops=tuple(recorder.ops),
-        tensors=recorder.table.records(),
-        parameters=parameter_records,
-        optimizer=type(optimizer_used).__name__,
-    )
+        for batch in batch_sizes:
+            recorder = Recorder(tracker=ModuleTracker())
+            try:
+                state = step.state(optimizer or default_optimizer)
+                workload, tail = step.record(recorder, state, batch, (example_inputs, targets), network, tail)
+            except CaptureError:
+                raise
+            except Exception as error:
+                raise CaptureError(_explain(network, recorder, error)) from None
+            workloads.append(workload)
+    if phase_times is not None:
+        for phase, seconds in times.items():
+            phase_times[phase] = phase_times.get(phase, 0.0) + seconds
+    return tuple(workloads)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
+class _FakeState:
+    """Fake parameters and buffers of the model, and the optimizer over them with its state."""
+
+    mode: FakeTensorMode
+    parameters: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+
+
+@dataclass(kw_only=True)
 class _FakeStep:
-    """One training step of ``model`` on fake tensors, ``replica_batch`` samples of ``global_batch``."""
+    """Training steps of ``model`` on fake tensors, at per-replica shares of ``global_batch``."""
 
     model: torch.nn.Module
-    replica_batch: int
     global_batch: int
     loss: LossFunction
     with_targets: bool
+    times: dict[str, float]
+    made: _FakeState | None = None
 
-    def fake_like(self, tensor: torch.Tensor, resize: bool = False) -> torch.Tensor:
+    def fake_like(self, tensor: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """A fake CPU tensor with the shape and dtype of ``tensor`` (the batch dim resized if asked)."""
         shape = list(tensor.shape)
-        if resize and shape and shape[0] == self.global_batch:
-            shape[0] = self.replica_batch
+        if batch is not None and shape and shape[0] == self.global_batch:
+            shape[0] = batch
         return torch.empty(shape, dtype=tensor.dtype, device="cpu")
 
-    def run(
-        self, recorder: Recorder, example_inputs: Any, targets: Any, make_optimizer: OptimizerFactory
-    ) -> tuple[dict[str, torch.Tensor], torch.optim.Optimizer]:
-        """Record the step; returns the fake parameters (with their gradients) and the optimizer."""
-        fake_mode = FakeTensorMode()
-        with fake_mode:
+    def state(self, make_optimizer: OptimizerFactory) -> _FakeState:
+        """The fake parameters, buffers and optimizer (made on first use), gradients cleared."""
+        if self.made is not None:
+            for parameter in self.made.parameters.values():
+                parameter.grad = None
+            return self.made
+        start = time.perf_counter()
+        mode = FakeTensorMode()
+        with mode:
             parameters = {
                 n: self.fake_like(p).requires_grad_(p.requires_grad) for n, p in self.model.named_parameters()
             }
             buffers = {n: self.fake_like(b) for n, b in self.model.named_buffers()}
-            fake_inputs, fake_targets = pytree.tree_map_only(
-                torch.Tensor, lambda t: self.fake_like(t, resize=True), (example_inputs, targets)
-            )
             trainable = [p for p in parameters.values() if p.requires_grad]
             optimizer = make_optimizer(trainable)
-            _initialise_optimizer_state(optimizer, trainable)
-        _register_storages(recorder, parameters, buffers, (fake_inputs, fake_targets), optimizer)
-        with fake_mode, recorder.tracker, DispatchRecorder(recorder):
-            outputs = _call(self.model, {**parameters, **buffers}, fake_inputs)
+            self.times["setup"] += time.perf_counter() - start
+            start = time.perf_counter()
+            create_optimizer_state(optimizer, trainable)
+            self.times["optimizer_state"] += time.perf_counter() - start
+        self.made = _FakeState(mode=mode, parameters=parameters, buffers=buffers, optimizer=optimizer)
+        return self.made
+
+    def record(
+        self,
+        recorder: Recorder,
+        state: _FakeState,
+        batch: int,
+        batch_data: tuple[Any, Any],
+        network: str,
+        tail: OptimizerTail | None,
+    ) -> tuple[Workload, OptimizerTail]:
+        """The step at ``batch`` samples; the optimizer's records come from ``tail`` where they may."""
+        with state.mode:
+            fake_inputs, fake_targets = pytree.tree_map_only(
+                torch.Tensor, lambda t: self.fake_like(t, batch), batch_data
+            )
+        _register_storages(recorder, state.parameters, state.buffers, (fake_inputs, fake_targets), state.optimizer)
+        with state.mode, recorder.tracker, DispatchRecorder(recorder):
+            start = time.perf_counter()
+            outputs = _call(self.model, {**state.parameters, **state.buffers}, fake_inputs)
             loss_value = self.loss(outputs, fake_targets) if self.with_targets else self.loss(outputs)
             recorder.phase = "backward"
+            self.times["forward"] += time.perf_counter() - start
+            start = time.perf_counter()
             loss_value.backward()  # type: ignore[no-untyped-call]
-            recorder.phase = "optimizer"
-            optimizer.step()
-        return parameters, optimizer
+            self.times["backward"] += time.perf_counter() - start
+            start = time.perf_counter()
+            gradients = [p.grad for p in state.parameters.values() if p.grad is not None]
+            reused = tail is not None and tail.fits(recorder, gradients)
+            if not reused:
+                recorder.phase = "optimizer"
+                state.optimizer.step()
+            self.times["optimizer"] += time.perf_counter() - start
+        start = time.perf_counter()
+        # The parameter records mark the gradients' storages, so they come before the tensor table.
+        parameter_records = _parameter_records(recorder, state.parameters)
+        if reused and tail is not None:
+            ops, tensors = tail.splice(recorder)
+        else:
+            ops, tensors = tuple(recorder.ops), recorder.table.records()
+            tail = OptimizerTail.of(recorder)
+        workload = Workload(
+            name=network,
+            batch_size=batch,
+            ops=ops,
+            tensors=tensors,
+            parameters=parameter_records,
+            optimizer=type(state.optimizer).__name__,
+        )
+        self.times["records"] += time.perf_counter() - start
+        return workload, tail
 
 
 def _register_storages(
@@ -240,8 +346,39 @@ def _parameter_records(recorder: Recorder, parameters: Mapping[str, torch.Tensor
     return tuple(records)
 
 
-def _initialise_optimizer_state(optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor]) -> None:
-    """Run one step on zero gradients so the moments exist before the recorded step."""
+LAZY_STATE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.Adam, torch.optim.AdamW)
+"""Optimizers whose ``_init_group(group, *lists)`` creates all of a parameter's state, and whose
+step count enters the update only as Python scalars (bias corrections), never as an op: for them
+the state is made by ``_init_group`` alone, not by a whole update step."""
+
+
+def create_optimizer_state(optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor]) -> None:
+    """Create the optimizer's state before the recorded step, so that the step is a steady-state one.
+
+    For :data:`LAZY_STATE_OPTIMIZERS` (exact types: a subclass may change the step) the state comes
+    from ``_init_group``, the method their ``step()`` calls first; any other optimizer runs one step
+    on zero gradients. Both leave the same state tensors, in the same order, and no gradients.
+    """
+    if type(optimizer) not in LAZY_STATE_OPTIMIZERS:
+        _step_on_zero_gradients(optimizer, parameters)
+        return
+    # _init_group only asks whether a gradient exists: one placeholder per shape and dtype will do.
+    placeholders: dict[tuple[tuple[int, ...], torch.dtype], torch.Tensor] = {}
+    for parameter in parameters:
+        key = (tuple(parameter.shape), parameter.dtype)
+        if key not in placeholders:
+            placeholders[key] = torch.empty(key[0], dtype=key[1])
+        parameter.grad = placeholders[key]
+    init_group = optimizer._init_group  # type: ignore[attr-defined]
+    lists = len(inspect.signature(init_group).parameters) - 1
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            init_group(group, *([] for _ in range(lists)))
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _step_on_zero_gradients(optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor]) -> None:
+    """Run one step on zero gradients so the state exists before the recorded step."""
     for parameter in parameters:
         parameter.grad = torch.zeros_like(parameter)
     optimizer.step()
