@@ -92,22 +92,6 @@ def test_bad(dojo):
     assert "Traceback" not in result.stdout.str()
 
 
-def test_batch_that_does_not_split_over_the_mesh_fails_clearly(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        test_split="""
-import torch
-
-def test_split(dojo):
-    dojo.train_step(torch.nn.Linear(4, 4), torch.randn(7, 4))
-"""
-    )
-    result = pytester.runpytest("--dojo-mesh=5x5")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        ["*global batch 7 does not split into 25 replicas*use a batch that is a multiple of 25*"]
-    )
-
-
 PRECISION_TEST = """
 import torch
 

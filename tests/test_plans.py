@@ -132,12 +132,6 @@ def test_auto_returns_the_fastest_plan_and_asks_for_few_batch_sizes() -> None:
     assert {str(plan) for plan in candidate_plans(source, system)} >= {"dp=4", "dp=1 tp=4", "dp=1 pp=4 mb=4"}
 
 
-def test_global_batch_that_does_not_split_is_a_one_line_error() -> None:
-    source = FixedWorkloads(by_batch={7: chain_workload(batch=7)}, global_batch=7)
-    with pytest.raises(PlanError, match="does not split into 2 replicas"):
-        simulate(source, make_system("d1", "1x2"))
-
-
 def test_report_with_plan_fields_round_trips_through_json() -> None:
     workload = chain_workload(layers=LAYERS, batch=BATCH, width=WIDTH)
     report = simulate(workload, make_system("d1", "1x4"), plan="auto")

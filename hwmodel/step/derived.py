@@ -15,6 +15,13 @@ entries are keyed by the object's identity and dropped when it is garbage-collec
 >>> del workload
 >>> len(cache)
 0
+
+Entries are dropped oldest first beyond ``max_keys_per_owner`` values per owner:
+
+>>> small = DerivedCache(max_keys_per_owner=2)
+>>> workload = Workload(name="w", batch_size=1, ops=())
+>>> [small.get(workload, key, lambda: key) for key in "abc"], small.get(workload, "a", lambda: "again")
+(['a', 'b', 'c'], 'again')
 """
 
 from __future__ import annotations
@@ -27,10 +34,15 @@ T = TypeVar("T")
 
 
 class DerivedCache:
-    """Values derived from an object, keyed by (the object's identity, a key); see the module docstring."""
+    """Values derived from an object, keyed by (the object's identity, a key); see the module docstring.
 
-    def __init__(self) -> None:
+    Each owner keeps at most ``max_keys_per_owner`` values (the oldest built is dropped first), so
+    a long sweep over systems and plans cannot grow one workload's entries without bound.
+    """
+
+    def __init__(self, max_keys_per_owner: int = 4096) -> None:
         self._entries: dict[int, dict[Hashable, Any]] = {}
+        self.max_keys_per_owner = max_keys_per_owner
 
     def get(self, owner: object, key: Hashable, build: Callable[[], T]) -> T:
         """The value of ``key`` for ``owner``, built by ``build()`` the first time it is asked for."""
@@ -42,6 +54,8 @@ class DerivedCache:
                 entries = self._entries[id(owner)] = {}
                 weakref.finalize(owner, self._entries.pop, id(owner), None)
             value = entries[key] = build()
+            if len(entries) > self.max_keys_per_owner:
+                del entries[next(iter(entries))]
         return value
 
     def __len__(self) -> int:

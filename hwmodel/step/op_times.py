@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from hwmodel.collectives.pricing import group_collectives_s
 from hwmodel.ops.classes.base import packet_name
+from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.cost import OpCosts
 from hwmodel.ops.cost_model import step_op_costs
 from hwmodel.step.derived import WORKLOAD_CACHE
@@ -45,9 +46,14 @@ STATISTICS_PER_CHANNEL = 2
 PER_OP_PARTS = ("compute", "memory", "overhead", "tensor_parallel", "batchnorm_sync")
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class OpTimes:
-    """Per-op seconds on the compute stream of one chip, by what fills them."""
+    """Per-op seconds on the compute stream of one chip, by what fills them.
+
+    Built once per (workload, system, precision, efficiency table, tensor-parallel degree and
+    group, synchronised data-parallel group) and kept in the workload cache; what is derived from
+    it alone (:func:`op_ends_s`, :func:`parts`, the report's top entries) is kept under it.
+    """
 
     costs: OpCosts
     tensor_parallel_s: FloatArray
@@ -65,37 +71,89 @@ def batchnorm_mask(workload: Workload) -> BoolArray:
     return WORKLOAD_CACHE.get(workload, "batchnorm_mask", build)
 
 
-def op_times(context: StepContext) -> OpTimes:
-    """Seconds of every op of ``context``'s workload on one chip, collectives that block it included."""
-    arrays, plan, system, layout = context.arrays, context.plan, context.system, context.layout
-    optimizer = arrays.phase_index == OPTIMIZER
-    tp = plan.tensor_parallel
-    split = arrays.is_matrix & ~optimizer
-    shares = (1.0 / tp, context.tp_parameter_fraction) if tp > 1 else (1.0, 1.0)
-    costs = step_op_costs(context.workload, system.chip, context.precision, context.table, *shares)
-    count = len(costs.time_s)
-    tensor_parallel_s = np.zeros(count, dtype=np.float64)
-    if tp > 1:
+def tensor_parallel_seconds(context: StepContext) -> FloatArray:
+    """Per op, the all-gather (forward) or reduce-scatter (backward) that blocks a tensor-parallel
+    matrix op; zeros without tensor parallelism. Kept per workload, system, precision and group."""
+    arrays, system, tp = context.arrays, context.system, context.plan.tensor_parallel
+    count = len(arrays.flops)
+    if tp == 1:
+        return np.zeros(count, dtype=np.float64)
+    group = context.layout.tensor_group
+
+    def build() -> FloatArray:
+        split = arrays.is_matrix & (arrays.phase_index != OPTIMIZER)
         dtype_scale = np.array([context.precision.activation_scale(name) for name in arrays.dtype_names])
         gathered = context.memory.activation_output_bytes_by_op * dtype_scale[arrays.dtype_index]
+        seconds = np.zeros(count, dtype=np.float64)
         for phase, kind in ((FORWARD, "all_gather"), (BACKWARD, "reduce_scatter")):
             mask = split & (arrays.phase_index == phase)
-            tensor_parallel_s[mask] = group_collectives_s(kind, system, layout.tensor_group, gathered[mask])
-    batchnorm_s = np.zeros(count, dtype=np.float64)
-    if context.sync_batchnorm and plan.data_parallel > 1:
+            seconds[mask] = group_collectives_s(kind, system, group, gathered[mask])
+        return seconds
+
+    key = ("tensor_parallel_s", op_classes().version, system.mesh, system.fabric, context.precision, group)
+    return WORKLOAD_CACHE.get(context.workload, key, build)
+
+
+def batchnorm_seconds(context: StepContext) -> FloatArray:
+    """Per op, the all-reduce of batch-norm statistics over the data-parallel group that blocks a
+    training batch norm; zeros when the statistics are not synchronised. Kept per group."""
+    plan, system = context.plan, context.system
+    count = len(context.arrays.flops)
+    if not (context.sync_batchnorm and plan.data_parallel > 1):
+        return np.zeros(count, dtype=np.float64)
+    group = context.layout.data_group
+
+    def build() -> FloatArray:
         mask = batchnorm_mask(context.workload)
         statistics = STATISTICS_PER_CHANNEL * context.memory.smallest_output_bytes_by_op[mask]
-        batchnorm_s[mask] = group_collectives_s("all_reduce", system, layout.data_group, statistics)
-    return OpTimes(
-        costs=costs,
-        tensor_parallel_s=tensor_parallel_s,
-        batchnorm_s=batchnorm_s,
-        busy_s=costs.time_s + tensor_parallel_s + batchnorm_s,
-    )
+        seconds = np.zeros(count, dtype=np.float64)
+        seconds[mask] = group_collectives_s("all_reduce", system, group, statistics)
+        return seconds
+
+    key = ("batchnorm_s", op_classes().version, system.mesh, system.fabric, group)
+    return WORKLOAD_CACHE.get(context.workload, key, build)
+
+
+def op_times(context: StepContext) -> OpTimes:
+    """Seconds of every op of ``context``'s workload on one chip, collectives that block it included."""
+    plan, system = context.plan, context.system
+    tp = plan.tensor_parallel
+    synchronised = context.sync_batchnorm and plan.data_parallel > 1
+    bn_group = context.layout.data_group if synchronised else None
+    tp_group = context.layout.tensor_group if tp > 1 else None
+
+    def build() -> OpTimes:
+        shares = (1.0 / tp, context.tp_parameter_fraction) if tp > 1 else (1.0, 1.0)
+        costs = step_op_costs(context.workload, system.chip, context.precision, context.table, *shares)
+        tensor_parallel_s = tensor_parallel_seconds(context)
+        batchnorm_s = batchnorm_seconds(context)
+        busy_s = costs.time_s + tensor_parallel_s + batchnorm_s
+        for values in (tensor_parallel_s, batchnorm_s, busy_s):
+            values.flags.writeable = False
+        return OpTimes(costs=costs, tensor_parallel_s=tensor_parallel_s, batchnorm_s=batchnorm_s, busy_s=busy_s)
+
+    key = ("op_times", op_classes().version, system, context.precision, context.table, tp, tp_group, bn_group)
+    return WORKLOAD_CACHE.get(context.workload, key, build)
+
+
+def op_ends_s(times: OpTimes) -> FloatArray:
+    """When each op ends on a compute stream that runs them back to back (a sequential sum)."""
+    return WORKLOAD_CACHE.get(times, "ends", lambda: _read_only(np.cumsum(times.busy_s)))
+
+
+def _read_only(values: FloatArray) -> FloatArray:
+    values.flags.writeable = False
+    return values
 
 
 def parts(times: OpTimes, mask: BoolArray | None, scale: float) -> dict[str, float]:
     """Breakdown parts of the ops in ``mask`` (every op when None), each counted ``scale`` times."""
+    if mask is None and scale == 1.0:
+        return dict(WORKLOAD_CACHE.get(times, "parts", lambda: _parts(times, None, 1.0)))
+    return _parts(times, mask, scale)
+
+
+def _parts(times: OpTimes, mask: BoolArray | None, scale: float) -> dict[str, float]:
     costs = times.costs
     compute_bound = costs.compute_bound
     columns = np.stack(

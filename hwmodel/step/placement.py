@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.memory import ChipShare, MemoryFootprint, footprint
-from hwmodel.step.op_times import BACKWARD, FORWARD, OPTIMIZER
+from hwmodel.step.op_times import BACKWARD, FORWARD, OPTIMIZER, OpTimes
 from hwmodel.step.resolve import StepContext
 from hwmodel.step.timeline import balance_stages
 from hwmodel.step.workload import PHASES, ROOT_MODULE, Workload
@@ -24,7 +24,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-@dataclass(eq=False, kw_only=True, slots=True)
+@dataclass(eq=False, kw_only=True, slots=True, weakref_slot=True)
 class StagePlacement:
     """Ops on pipeline stages (one stage without pipelining) and what each stage holds.
 
@@ -46,7 +46,7 @@ class StagePlacement:
     saved_share: FloatArray
 
 
-@dataclass(eq=False, kw_only=True, slots=True)
+@dataclass(eq=False, kw_only=True, slots=True, weakref_slot=True)
 class MemoryFit:
     """The stage whose working set costs most to fit, and the peak local bytes of any stage."""
 
@@ -144,14 +144,53 @@ def boundary_bytes(workload: Workload, stage: IntArray, stages: int) -> FloatArr
     return np.asarray(np.cumsum(delta)[: stages - 1], dtype=np.float64)
 
 
+def least_crossing_bytes(context: StepContext) -> float:
+    """The fewest captured activation bytes that cross a cut between two modules in forward order.
+
+    Pipeline stages are contiguous runs of modules in that order, so a plan of two or more stages
+    cuts it at least once, and its largest transfer carries at least this many bytes per
+    micro-batch (0 with fewer than two modules). Kept per workload.
+    """
+    workload = context.workload
+
+    def build() -> float:
+        producer, consumer, nbytes, slot = activation_edges(workload)
+        order = module_order(context)
+        if len(order) < 2 or len(producer) == 0:
+            return 0.0
+        position = np.empty(len(order), dtype=np.int64)  # module index -> place in forward order
+        position[order] = np.arange(len(order))
+        module_position = position[context.arrays.module_index]
+        slots = int(slot.max()) + 1
+        source = np.zeros(slots, dtype=np.int64)
+        source[slot] = module_position[producer]
+        furthest = np.full(slots, -1, dtype=np.int64)
+        np.maximum.at(furthest, slot, module_position[consumer])
+        size = np.zeros(slots, dtype=np.float64)
+        size[slot] = nbytes
+        crossing = furthest > source
+        # a tensor crosses the cut after position k when source <= k < furthest
+        delta = np.bincount(source[crossing], weights=size[crossing], minlength=len(order) + 1)
+        delta -= np.bincount(furthest[crossing], weights=size[crossing], minlength=len(order) + 1)
+        return float(np.cumsum(delta)[: len(order) - 1].min())
+
+    return WORKLOAD_CACHE.get(workload, ("least_crossing_bytes", context.arrays.module_names), build)
+
+
 def _shares(weights: npt.NDArray[np.float64] | npt.NDArray[np.int64], stages: int) -> FloatArray:
     """Each stage's share of ``weights`` (equal shares when they are all zero)."""
     total = weights.sum()
     return np.asarray(weights / total if total > 0 else np.full(stages, 1 / stages), dtype=np.float64)
 
 
-def place(context: StepContext, busy_s: FloatArray) -> StagePlacement:
-    """Ops of ``context`` on its plan's pipeline stages, by their busy seconds."""
+def place(context: StepContext, times: OpTimes) -> StagePlacement:
+    """Ops of ``context`` on its plan's pipeline stages, by their busy seconds (kept per op times
+    and stage count)."""
+    key = ("placement", context.plan.pipeline_parallel)
+    return WORKLOAD_CACHE.get(times, key, lambda: _place(context, times.busy_s))
+
+
+def _place(context: StepContext, busy_s: FloatArray) -> StagePlacement:
     pp, arrays = context.plan.pipeline_parallel, context.arrays
     stage = stage_of_ops(context, busy_s, pp)
     # bincount adds its weights in index order: deterministic sums per (stage, phase)
@@ -163,6 +202,8 @@ def place(context: StepContext, busy_s: FloatArray) -> StagePlacement:
         saved_share = _shares(np.bincount(stage, weights=memory.saved_bytes_by_op, minlength=pp), pp)
     else:
         parameter_share = saved_share = np.ones(1)
+    for values in (stage, per_stage_phase, parameter_share, saved_share):
+        values.flags.writeable = False
     return StagePlacement(
         stage=stage,
         per_stage_phase_s=per_stage_phase,
@@ -175,8 +216,15 @@ def place(context: StepContext, busy_s: FloatArray) -> StagePlacement:
 
 
 def fit_memory(context: StepContext, placement: StagePlacement) -> MemoryFit:
-    """Each stage's working set against local memory; the stage whose remedy costs most."""
-    pp, micro_batches, system = context.plan.pipeline_parallel, context.plan.micro_batches, context.system
+    """Each stage's working set against local memory; the stage whose remedy costs most (kept per
+    placement, micro-batch count and recompute setting: the placement belongs to one workload's op
+    times on one system under one precision)."""
+    key = ("memory_fit", context.plan.micro_batches, context.options.recompute, context.tp_parameter_fraction)
+    return WORKLOAD_CACHE.get(placement, key, lambda: _fit_memory(context, placement))
+
+
+def _fit_memory(context: StepContext, placement: StagePlacement) -> MemoryFit:
+    pp, micro_batches = context.plan.pipeline_parallel, context.plan.micro_batches
     footprints: list[MemoryFootprint] = []
     for s in range(pp):
         in_flight = min(pp - s, micro_batches)
@@ -185,13 +233,23 @@ def fit_memory(context: StepContext, placement: StagePlacement) -> MemoryFit:
             activation_fraction=float(placement.saved_share[s]) * in_flight if pp > 1 else 1.0,
             recompute_forward_s=float(placement.forward_s[s]) * micro_batches if context.options.recompute else 0.0,
         )
-        footprints.append(
-            footprint(context.workload, system.chip, system.fabric, context.precision, share, system.mesh)
-        )
+        footprints.append(stage_footprint(context, share))
     worst = max(
         range(pp),
         key=lambda s: (footprints[s].spill_s + footprints[s].recompute_s, footprints[s].local_peak_bytes, -s),
     )
     return MemoryFit(
         memory=footprints[worst], stage=worst, local_peak_bytes=max(fp.local_peak_bytes for fp in footprints)
+    )
+
+
+def stage_footprint(context: StepContext, share: ChipShare) -> MemoryFootprint:
+    """:func:`~hwmodel.step.memory.footprint` of one stage's chip, kept per workload, system,
+    precision and share (a pure function of them); a working set that fits nowhere raises each time."""
+    system = context.system
+    key = ("footprint", system, context.precision, share)
+    return WORKLOAD_CACHE.get(
+        context.workload,
+        key,
+        lambda: footprint(context.workload, system.chip, system.fabric, context.precision, share, system.mesh),
     )

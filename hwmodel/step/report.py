@@ -25,6 +25,11 @@ section existed reads back with it None.
 the kernel models, their leave-one-device-out error per op class
 (:class:`~hwmodel.step.sections.OpCostModel`); a report written before it reads back with it None.
 
+``batch_split`` is written only for a step whose global batch does not split evenly over the
+replicas and micro-batches (:class:`~hwmodel.step.sections.BatchSplit`): the step is simulated for
+the replica with the largest shard, ``samples_per_s`` counts the true global batch, and the
+section gives the shard sizes and the idle fraction.
+
 ``bound`` names the largest part in hardware terms: compute, sram/hbm, latency, link or hbm (spill).
 """
 
@@ -37,6 +42,7 @@ from typing import Any
 from hwmodel.errors import WorkloadError
 from hwmodel.step.sections import (
     BatchnormSync,
+    BatchSplit,
     GradientCommunication,
     IngestSection,
     MemoryBytes,
@@ -71,6 +77,8 @@ _OPTIONAL_SECTIONS: dict[str, type[Section]] = {
     "op_class_rates": OpClassRates,
     "op_cost_model": OpCostModel,
 }
+_WRITTEN_WHEN_PRESENT: dict[str, type[Section]] = {"batch_split": BatchSplit}
+"""Sections left out of the JSON when None, so the reports of evenly split steps keep their keys."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +134,9 @@ class Report:
     """Per op class of the step, the peak its arithmetic ran at (``rate`` label and FLOP/s)."""
     op_cost_model: OpCostModel | None = None
     """How the ops were costed: the model, its description and its per-class uncertainty."""
+    batch_split: BatchSplit | None = None
+    """How a global batch that does not split evenly over the replicas and micro-batches was split:
+    shard and micro-batch sizes and counts, idle replicas and the idle fraction; None when even."""
     schema_version: int = REPORT_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,7 +144,11 @@ class Report:
         data: dict[str, Any] = {}
         for spec_field in fields(self):
             value = getattr(self, spec_field.name)
-            if spec_field.name in _REQUIRED_SECTIONS or spec_field.name in _OPTIONAL_SECTIONS:
+            if spec_field.name in _WRITTEN_WHEN_PRESENT:
+                if value is None:
+                    continue
+                value = section_dict(value)
+            elif spec_field.name in _REQUIRED_SECTIONS or spec_field.name in _OPTIONAL_SECTIONS:
                 value = section_dict(value)
             elif spec_field.name in ("top_modules", "top_ops"):
                 value = [list(item) for item in value]
@@ -163,7 +178,7 @@ class Report:
             for name, kind in _REQUIRED_SECTIONS.items():
                 if name in data:
                     values[name] = kind.from_dict(data[name])
-            for name, kind in _OPTIONAL_SECTIONS.items():
+            for name, kind in (_OPTIONAL_SECTIONS | _WRITTEN_WHEN_PRESENT).items():
                 if name in data:
                     values[name] = section_or_none(kind, data[name])
             values["top_modules"] = [(str(name), float(seconds)) for name, seconds in data.get("top_modules", [])]

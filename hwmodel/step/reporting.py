@@ -7,6 +7,8 @@ ingest (prefetched during the step, when a data feed is modelled) that the step 
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import numpy.typing as npt
 
@@ -71,21 +73,28 @@ def breakdown_of(parts: dict[str, float]) -> sections.TimeBreakdown:
     )
 
 
+HARDWARE_BOUNDS = {
+    "compute": "compute",
+    "overhead": "latency",
+    "communication": "link",
+    "spill": "hbm",
+    "recompute": "compute",
+    "tensor_parallel": "link",
+    "batchnorm_sync": "latency",
+    "pipeline_bubble": "pipeline",
+}
+"""The bound each part of the step names; ``memory`` names the chip's local memory and ``ingest``
+the ingest section's bound."""
+
+
 def bound_of(parts: dict[str, float], chip: ChipSpec, ingest_section: sections.IngestSection | None) -> str:
     """The largest part of the step in hardware terms (ties: the later part name)."""
-    names = {
-        "compute": "compute",
-        "memory": chip.local_memory_kind,
-        "overhead": "latency",
-        "communication": "link",
-        "spill": "hbm",
-        "recompute": "compute",
-        "tensor_parallel": "link",
-        "batchnorm_sync": "latency",
-        "pipeline_bubble": "pipeline",
-        "ingest": ingest_section.bound if ingest_section is not None else "ingest",
-    }
-    return names[max(parts, key=lambda part: (parts[part], part))]
+    largest = max((seconds, part) for part, seconds in parts.items())[1]
+    if largest == "memory":
+        return chip.local_memory_kind
+    if largest == "ingest":
+        return ingest_section.bound if ingest_section is not None else "ingest"
+    return HARDWARE_BOUNDS[largest]
 
 
 def top_totals(names: tuple[str, ...], index: npt.NDArray[np.int64], time_s: FloatArray) -> list[tuple[str, float]]:
@@ -95,6 +104,14 @@ def top_totals(names: tuple[str, ...], index: npt.NDArray[np.int64], time_s: Flo
     return [(names[i], total) for i, total in zip(order.tolist(), totals[order].tolist(), strict=True) if total > 0]
 
 
+def top_entries(
+    times: OpTimes, what: str, names: tuple[str, ...], index: npt.NDArray[np.int64]
+) -> tuple[tuple[str, float], ...]:
+    """:func:`top_totals` of the busy seconds of ``times`` by ``what`` (modules or ops), kept per op times."""
+    return WORKLOAD_CACHE.get(times, ("top", what), lambda: tuple(top_totals(names, index, times.busy_s)))
+
+
+@cache
 def describe_group(group: GroupShape) -> str:
     """``RxC``, with `` stride RxC`` for a strided group."""
     text = f"{group.rows}x{group.cols}"
@@ -111,8 +128,12 @@ def unmodeled_ops(workload: Workload) -> dict[str, int]:
 def phase_times(context: StepContext, placement: StagePlacement, schedule: StepSchedule) -> sections.PhaseTimes:
     """Seconds per phase of the critical chip: the busiest stage's micro-batches under pipelining."""
     if context.single_stage:
-        row = placement.per_stage_phase_s[0]
-        return sections.PhaseTimes(forward_s=float(row[0]), backward_s=float(row[1]), optimizer_s=float(row[2]))
+
+        def build() -> sections.PhaseTimes:
+            row = placement.per_stage_phase_s[0]
+            return sections.PhaseTimes(forward_s=float(row[0]), backward_s=float(row[1]), optimizer_s=float(row[2]))
+
+        return WORKLOAD_CACHE.get(placement, "phase_times", build)
     micro_batches, busiest = context.plan.micro_batches, schedule.busiest_stage
     return sections.PhaseTimes(
         forward_s=micro_batches * float(placement.forward_s[busiest]),
@@ -122,18 +143,44 @@ def phase_times(context: StepContext, placement: StagePlacement, schedule: StepS
 
 
 def phase_flops(context: StepContext) -> sections.PhaseFlops:
-    """FLOPs of the whole step (every replica and micro-batch) per phase."""
-    splits = context.plan.data_parallel * context.plan.micro_batches
-    by_phase = context.workload.flops_by_phase
+    """FLOPs of the whole step (every replica and micro-batch) per phase.
+
+    Each micro-batch counts its workload's FLOPs, optimizer included (the convention of the
+    evenly split step, ``dp x m`` times one micro-batch's); under an uneven split the smaller
+    micro-batches count theirs, and an empty one only its optimizer step.
+    """
+    split, workload = context.split, context.workload
+    if split is None:
+        splits = context.plan.data_parallel * context.plan.micro_batches
+
+        def even() -> sections.PhaseFlops:
+            by_phase = workload.flops_by_phase
+            return sections.PhaseFlops(
+                forward_flops=by_phase["forward"] * splits,
+                backward_flops=by_phase["backward"] * splits,
+                optimizer_flops=by_phase["optimizer"] * splits,
+            )
+
+        return WORKLOAD_CACHE.get(workload, ("phase_flops", splits), even)
+    by_phase = workload.flops_by_phase
+    smaller = context.smaller_workload.flops_by_phase if context.smaller_workload is not None else None
+    large, small = split.largest_micro_batch_count, split.smallest_micro_batch_count
+
+    def total(phase: str) -> float:
+        rest = smaller[phase] if smaller is not None else (by_phase[phase] if phase == "optimizer" else 0.0)
+        return by_phase[phase] * large + rest * small
+
     return sections.PhaseFlops(
-        forward_flops=by_phase["forward"] * splits,
-        backward_flops=by_phase["backward"] * splits,
-        optimizer_flops=by_phase["optimizer"] * splits,
+        forward_flops=total("forward"), backward_flops=total("backward"), optimizer_flops=total("optimizer")
     )
 
 
 def memory_strategy(fit: MemoryFit) -> sections.MemoryStrategy:
-    """How the reported stage's working set fits: the remedy, its bytes and seconds."""
+    """How the reported stage's working set fits: the remedy, its bytes and seconds (kept per fit)."""
+    return WORKLOAD_CACHE.get(fit, "memory_strategy", lambda: _memory_strategy(fit))
+
+
+def _memory_strategy(fit: MemoryFit) -> sections.MemoryStrategy:
     memory = fit.memory
     return sections.MemoryStrategy(
         strategy=memory.strategy,
@@ -149,7 +196,11 @@ def memory_strategy(fit: MemoryFit) -> sections.MemoryStrategy:
 
 
 def memory_bytes(fit: MemoryFit) -> sections.MemoryBytes:
-    """Bytes per chip by category."""
+    """Bytes per chip by category (kept per fit)."""
+    return WORKLOAD_CACHE.get(fit, "memory_bytes", lambda: _memory_bytes(fit))
+
+
+def _memory_bytes(fit: MemoryFit) -> sections.MemoryBytes:
     memory = fit.memory
     return sections.MemoryBytes(
         weights_bytes=memory.weights_bytes,
@@ -173,26 +224,54 @@ def communication(context: StepContext, schedule: StepSchedule) -> sections.Grad
     )
 
 
+def critical_collectives(context: StepContext, times: OpTimes, schedule: StepSchedule) -> tuple[int, int]:
+    """Tensor-parallel and batch-norm collectives of one micro-batch on the critical chip (every op
+    without pipelining: kept per op times)."""
+
+    def count() -> tuple[int, int]:
+        critical = schedule.critical
+        tensor = int(np.count_nonzero(times.tensor_parallel_s[critical]))
+        return tensor, int(np.count_nonzero(times.batchnorm_s[critical]))
+
+    if context.single_stage:
+        return WORKLOAD_CACHE.get(times, "critical_collectives", count)
+    return count()
+
+
 def collective_sections(
     context: StepContext, times: OpTimes, schedule: StepSchedule, breakdown: sections.TimeBreakdown
 ) -> tuple[sections.TensorParallelSection | None, sections.BatchnormSync]:
-    """The tensor-parallel section (None without tensor parallelism) and the batch-norm one."""
-    plan, critical = context.plan, schedule.critical
-    tensor_parallel = None
-    if plan.tensor_parallel > 1:
-        tensor_parallel = sections.TensorParallelSection(
-            degree=plan.tensor_parallel,
-            collectives=int(np.count_nonzero(times.tensor_parallel_s[critical])) * plan.micro_batches,
-            blocking_s=breakdown.tensor_parallel_s,
-            parameter_fraction=context.tp_parameter_fraction,
+    """The tensor-parallel section (None without tensor parallelism) and the batch-norm one (kept
+    per op times without pipelining, where every figure they hold comes from the op times)."""
+    plan = context.plan
+
+    def build() -> tuple[sections.TensorParallelSection | None, sections.BatchnormSync]:
+        tensor_collectives, batchnorm_collectives = critical_collectives(context, times, schedule)
+        tensor_parallel = None
+        if plan.tensor_parallel > 1:
+            tensor_parallel = sections.TensorParallelSection(
+                degree=plan.tensor_parallel,
+                collectives=tensor_collectives * plan.micro_batches,
+                blocking_s=breakdown.tensor_parallel_s,
+                parameter_fraction=context.tp_parameter_fraction,
+            )
+        batchnorm = sections.BatchnormSync(
+            enabled=bool(context.sync_batchnorm and plan.data_parallel > 1),
+            norm_ops=batchnorm_count(context.workload),
+            all_reduces=batchnorm_collectives * plan.micro_batches,
+            blocking_s=breakdown.batchnorm_sync_s,
         )
-    batchnorm = sections.BatchnormSync(
-        enabled=bool(context.sync_batchnorm and plan.data_parallel > 1),
-        norm_ops=int(batchnorm_mask(context.workload).sum()),
-        all_reduces=int(np.count_nonzero(times.batchnorm_s[critical])) * plan.micro_batches,
-        blocking_s=breakdown.batchnorm_sync_s,
-    )
-    return tensor_parallel, batchnorm
+        return tensor_parallel, batchnorm
+
+    if not context.single_stage:
+        return build()
+    enabled = bool(context.sync_batchnorm and plan.data_parallel > 1)
+    return WORKLOAD_CACHE.get(times, ("collective_sections", plan.tensor_parallel, enabled), build)
+
+
+def batchnorm_count(workload: Workload) -> int:
+    """Training batch-norm ops of ``workload``."""
+    return WORKLOAD_CACHE.get(workload, "batchnorm_count", lambda: int(batchnorm_mask(workload).sum()))
 
 
 def classes_present(workload: Workload, chip: ChipSpec) -> tuple[tuple[str, bool], ...]:
@@ -257,8 +336,8 @@ def build_report(
         spilled_bytes_per_chip=fit.memory.spilled_bytes,
         communication=communication(context, schedule),
         unmodeled_ops=unmodeled_ops(context.workload),
-        top_modules=top_totals(arrays.module_names, arrays.module_index, times.busy_s),
-        top_ops=top_totals(arrays.op_names, arrays.op_name_index, times.busy_s),
+        top_modules=list(top_entries(times, "modules", arrays.module_names, arrays.module_index)),
+        top_ops=list(top_entries(times, "ops", arrays.op_names, arrays.op_name_index)),
         parameter_count=context.memory.parameter_count,
         memory_strategy=memory_strategy(fit),
         pipeline=schedule.pipeline,
@@ -267,6 +346,7 @@ def build_report(
         ingest=ingest_section,
         op_class_rates=op_class_rates(context),
         op_cost_model=cost_model_section(system.chip, context.table, context.workload),
+        batch_split=context.split,
     )
 
 

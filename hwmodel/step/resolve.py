@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwmodel.errors import PlanError
 from hwmodel.ops.arrays import WorkloadArrays, workload_arrays
 from hwmodel.ops.cost_model import chip_table
 from hwmodel.ops.efficiency import EfficiencyTable
@@ -18,6 +17,8 @@ from hwmodel.search.plans import Plan, PlanLayout, plan_layout
 from hwmodel.spec.precision import MIXED_BF16, Precision
 from hwmodel.spec.system import System
 from hwmodel.step.memory import MemoryArrays, memory_arrays
+from hwmodel.step.sections import BatchSplit
+from hwmodel.step.split import split_batch
 from hwmodel.step.workload import Workload, WorkloadSource
 from hwmodel.studies.ingest import DataFeed
 
@@ -53,8 +54,10 @@ class StepContext:
     """Everything the later stages of a step read, resolved once.
 
     Attributes:
-        workload: one micro-batch of one replica.
+        workload: one micro-batch of one replica (the largest, when the batch does not split evenly).
         global_batch: samples per step over every replica and micro-batch.
+        split: how an uneven global batch was split (None when it splits evenly).
+        smaller_workload: the smaller micro-batch of an uneven split (None when even or empty).
         tp_parameter_fraction: share of the parameters one chip of a tensor-parallel group holds
             (matrix weights split ``tp`` ways, the rest replicated).
         sync_batchnorm: whether batch-norm statistics are all-reduced over the data-parallel group.
@@ -63,6 +66,8 @@ class StepContext:
 
     workload: Workload
     global_batch: int
+    split: BatchSplit | None
+    smaller_workload: Workload | None
     system: System
     plan: Plan
     layout: PlanLayout
@@ -86,22 +91,39 @@ class StepContext:
         return self.plan.pipeline_parallel == 1 and self.plan.micro_batches == 1
 
 
-def micro_batch_workload(source: Workload | WorkloadSource, plan: Plan) -> tuple[Workload, int]:
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MicroBatches:
+    """What one step simulates of a global batch: the largest micro-batch's workload, the batch and
+    its split (None when even), and the workload of the smaller micro-batches of a ragged split
+    (None when even, or when they are empty)."""
+
+    workload: Workload
+    global_batch: int
+    split: BatchSplit | None = None
+    smaller: Workload | None = None
+
+
+def micro_batch_workload(source: Workload | WorkloadSource, plan: Plan) -> MicroBatches:
     """The workload of one micro-batch of one replica under ``plan``, and the global batch.
 
     A :class:`Workload` given directly is taken as one micro-batch of one replica; a
-    :class:`WorkloadSource` is asked for ``global_batch / (data_parallel x micro_batches)``.
+    :class:`WorkloadSource` is asked for ``global_batch / (data_parallel x micro_batches)``, or,
+    when that does not divide (:func:`~hwmodel.step.split.split_batch`), for its ceiling (the
+    micro-batch that sets the step's time) and its floor (for the step's FLOPs).
     """
-    splits = plan.data_parallel * plan.micro_batches
     if isinstance(source, Workload):
-        return source, source.batch_size * splits
+        return MicroBatches(workload=source, global_batch=source.batch_size * plan.data_parallel * plan.micro_batches)
     global_batch = source.global_batch
-    if global_batch % splits:
-        raise PlanError(
-            f"plan {plan}: global batch {global_batch} does not split into {plan.data_parallel} replicas x "
-            f"{plan.micro_batches} micro-batches; use a batch that is a multiple of {splits}"
+    split = split_batch(global_batch, plan.data_parallel, plan.micro_batches)
+    if split is None:
+        return MicroBatches(
+            workload=source.workload(global_batch // (plan.data_parallel * plan.micro_batches)),
+            global_batch=global_batch,
         )
-    return source.workload(global_batch // splits), global_batch
+    smaller = source.workload(split.smallest_micro_batch) if split.smallest_micro_batch > 0 else None
+    return MicroBatches(
+        workload=source.workload(split.largest_micro_batch), global_batch=global_batch, split=split, smaller=smaller
+    )
 
 
 def resolve(
@@ -109,7 +131,8 @@ def resolve(
 ) -> StepContext:
     """The context of one step of ``source`` on ``system`` under ``plan``."""
     layout = plan_layout(plan, system.mesh)
-    workload, global_batch = micro_batch_workload(source, plan)
+    micro = micro_batch_workload(source, plan)
+    workload = micro.workload
     memory = memory_arrays(workload)
     matrix_fraction = 0.0
     if memory.parameter_bytes > 0:
@@ -119,7 +142,9 @@ def resolve(
     gradient_bytes = float(memory.parameter_count * options.precision.gradient_bytes_per_parameter)
     return StepContext(
         workload=workload,
-        global_batch=global_batch,
+        global_batch=micro.global_batch,
+        split=micro.split,
+        smaller_workload=micro.smaller,
         system=system,
         plan=plan,
         layout=layout,

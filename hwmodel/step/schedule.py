@@ -20,7 +20,7 @@ from hwmodel.ops.cost import ordered_sum
 from hwmodel.search.plans import GroupShape
 from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.intervals import gradient_intervals, op_intervals, pipeline_intervals
-from hwmodel.step.op_times import OPTIMIZER, OpTimes, add_parts, parts
+from hwmodel.step.op_times import OPTIMIZER, OpTimes, add_parts, op_ends_s, parts
 from hwmodel.step.placement import StagePlacement, boundary_bytes
 from hwmodel.step.resolve import StepContext
 from hwmodel.step.sections import PipelineSection
@@ -92,39 +92,98 @@ def schedule_step(context: StepContext, times: OpTimes, placement: StagePlacemen
     return pipeline_schedule(context, times, placement)
 
 
+def backward_end_s(context: StepContext, times: OpTimes) -> float:
+    """End of the last forward or backward op when a chip runs its ops back to back."""
+
+    def build() -> float:
+        not_optimizer = np.flatnonzero(context.arrays.phase_index != OPTIMIZER)
+        return float(op_ends_s(times)[not_optimizer[-1]]) if len(not_optimizer) else 0.0
+
+    return WORKLOAD_CACHE.get(times, "backward_end", build)
+
+
+def every_op(times: OpTimes) -> npt.NDArray[np.bool_]:
+    """A read-only mask of every op (the critical chip's ops without pipelining)."""
+
+    def build() -> npt.NDArray[np.bool_]:
+        mask = np.ones(len(times.busy_s), dtype=np.bool_)
+        mask.flags.writeable = False
+        return mask
+
+    return WORKLOAD_CACHE.get(times, "every_op", build)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BucketPrices:
+    """The gradient buckets one chip all-reduces: the op after which each is ready, its bytes and
+    seconds, their ordered total, and the algorithm of the last."""
+
+    ready_ops: list[int]
+    sizes: list[float]
+    durations_s: list[float]
+    total_s: float
+    algorithm: str
+
+
+def bucket_prices(context: StepContext) -> BucketPrices:
+    """:class:`BucketPrices` of ``context``'s step, kept per workload, group and bucket size."""
+    precision, system = context.precision, context.system
+    group, share = context.layout.data_group, context.tp_parameter_fraction
+    bucket_bytes = context.options.bucket_bytes
+
+    def build() -> BucketPrices:
+        buckets: list[tuple[int, float]] = []
+        if context.plan.data_parallel > 1:
+            buckets = gradient_buckets(context.workload, precision.gradient_bytes_per_parameter, bucket_bytes)
+        sizes = [size * share for _, size in buckets]
+        priced = [group_collective("all_reduce", system, group, size) for size in sizes]
+        durations = [price[0] for price in priced]
+        return BucketPrices(
+            ready_ops=[op for op, _ in buckets],
+            sizes=sizes,
+            durations_s=durations,
+            total_s=ordered_sum(np.array(durations, dtype=np.float64)),
+            algorithm=priced[-1][1] if priced else "none",
+        )
+
+    key = ("bucket_prices", system.mesh, system.fabric, group, precision, bucket_bytes, share)
+    return WORKLOAD_CACHE.get(context.workload, key, build)
+
+
+def buckets_finish_s(ready_s: list[float], durations_s: list[float]) -> float:
+    """When the last bucket is reduced, the buckets running one after another on one stream as
+    they become ready (the end of :func:`~hwmodel.step.timeline.bucket_schedule`, same arithmetic)."""
+    finish = 0.0
+    for ready, duration in zip(ready_s, durations_s, strict=True):
+        finish = max(ready, finish) + duration
+    return finish
+
+
 def data_parallel_schedule(context: StepContext, times: OpTimes, placement: StagePlacement) -> StepSchedule:
     """Ops in capture order; gradient buckets all-reduced as the backward pass readies them."""
-    optimizer = context.arrays.phase_index == OPTIMIZER
-    ends = np.cumsum(times.busy_s)
-    not_optimizer = np.flatnonzero(~optimizer)
-    backward_end = float(ends[not_optimizer[-1]]) if len(not_optimizer) else 0.0
-    buckets: list[tuple[int, float]] = []
-    if context.plan.data_parallel > 1:
-        precision = context.precision
-        buckets = gradient_buckets(
-            context.workload, precision.gradient_bytes_per_parameter, context.options.bucket_bytes
-        )
-    ready = np.array([float(ends[op]) for op, _ in buckets], dtype=np.float64)
-    sizes = [size * context.tp_parameter_fraction for _, size in buckets]
-    priced = [group_collective("all_reduce", context.system, context.layout.data_group, size) for size in sizes]
-    durations = np.array([price[0] for price in priced], dtype=np.float64)
-    starts, finishes = bucket_schedule(ready, durations)
-    exposed = max(0.0, float(finishes[-1]) - backward_end) if len(finishes) else 0.0
+    ends = op_ends_s(times)
+    backward_end = backward_end_s(context, times)
+    prices = bucket_prices(context)
+    ready = [float(ends[op]) for op in prices.ready_ops]
+    exposed = max(0.0, buckets_finish_s(ready, prices.durations_s) - backward_end) if ready else 0.0
     intervals: list[Interval] = []
     if context.keep_timeline:
+        durations = np.array(prices.durations_s, dtype=np.float64)
+        starts, _ = bucket_schedule(np.array(ready, dtype=np.float64), durations)
+        optimizer = context.arrays.phase_index == OPTIMIZER
         intervals.extend(op_intervals(context.workload, times, ends, optimizer, exposed, "chip"))
-        intervals.extend(gradient_intervals("chip/data-parallel", starts, durations, sizes))
+        intervals.extend(gradient_intervals("chip/data-parallel", starts, durations, prices.sizes))
     return StepSchedule(
         compute_end_s=backward_end,
         exposed_s=exposed,
         optimizer_s=placement.optimizer_s,
         bubble_s=0.0,
         parts=parts(times, None, 1.0),
-        critical=np.ones(len(times.busy_s), dtype=np.bool_),
+        critical=every_op(times),
         busiest_stage=0,
-        all_reduce_algorithm=priced[-1][1] if priced else "none",
-        all_reduce_total_s=ordered_sum(durations),
-        buckets=len(buckets),
+        all_reduce_algorithm=prices.algorithm,
+        all_reduce_total_s=prices.total_s,
+        buckets=len(prices.ready_ops),
         intervals=intervals,
     )
 

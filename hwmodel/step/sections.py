@@ -209,8 +209,43 @@ class IngestSection(Section):
 
 
 @dataclass(frozen=True, kw_only=True)
+class BatchSplit(Section):
+    """How a global batch that does not divide evenly was split (JSON ``batch_split``).
+
+    Replicas take shards of ``ceil(b / dp)`` and ``floor(b / dp)`` samples (the first
+    ``b mod dp`` the larger), and each shard splits into ``micro_batches`` micro-batches the same
+    way; every micro-batch of the step then holds ``ceil(b / (dp m))`` or ``floor(b / (dp m))``
+    samples. The step lasts as long as the replica with the largest shard, whose micro-batches each
+    take as long as the largest one; the others wait. ``idle_fraction`` is the share of the
+    chip-time slots (``dp x m`` micro-batches of the largest size) that hold no sample,
+    ``1 - b / (dp m ceil(b / (dp m)))``, counting a sample's time as equal everywhere; replicas
+    whose shard is empty (``idle_replicas``, when the batch is smaller than the replica count)
+    only wait, then take part in the gradient all-reduce and the optimizer step.
+    """
+
+    replicas: int
+    micro_batches: int
+    largest_shard: int
+    largest_shard_replicas: int
+    smallest_shard: int
+    smallest_shard_replicas: int
+    idle_replicas: int
+    largest_micro_batch: int
+    largest_micro_batch_count: int
+    smallest_micro_batch: int
+    smallest_micro_batch_count: int
+    idle_fraction: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class RankedPlan(Section):
-    """One plan tried by ``plan="auto"`` (JSON ``plan_ranking`` entries): its figures, or why not."""
+    """One plan tried by ``plan="auto"`` (JSON ``plan_ranking`` entries): its figures, or why not.
+
+    ``fits`` is True for a plan simulated whose working set fits. A plan the search ``pruned``
+    (dropped, unsimulated, because its lower bound on the step time, ``step_time_bound_s``, could
+    not beat a plan already simulated) has ``fits`` False and says so in ``reason``; ``pruned``
+    is written only when True, so rankings from before read back unchanged.
+    """
 
     plan: str
     fits: bool
@@ -221,6 +256,15 @@ class RankedPlan(Section):
     bound: str | None = None
     memory_strategy: str | None = None
     reason: str | None = None
+    pruned: bool = False
+    step_time_bound_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; ``pruned`` only when True."""
+        data = super().to_dict()
+        if not self.pruned:
+            del data["pruned"]
+        return data
 
 
 @dataclass(frozen=True, kw_only=True)

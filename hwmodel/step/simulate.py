@@ -51,16 +51,16 @@ from dataclasses import dataclass, replace
 
 from hwmodel.search.plans import Plan
 from hwmodel.spec.system import System
-from hwmodel.step.op_times import op_times
+from hwmodel.step.op_times import OpTimes, op_times
 from hwmodel.step.placement import fit_memory, place
 from hwmodel.step.report import Report
 from hwmodel.step.reporting import build_report, build_timeline, link_utilization
-from hwmodel.step.resolve import DEFAULT_BUCKET_BYTES, StepOptions, resolve
+from hwmodel.step.resolve import DEFAULT_BUCKET_BYTES, StepContext, StepOptions, resolve
 from hwmodel.step.schedule import schedule_step
 from hwmodel.step.timeline import Timeline
 from hwmodel.step.workload import Workload, WorkloadSource
 
-__all__ = ["DEFAULT_BUCKET_BYTES", "StepOptions", "StepResult", "evaluate"]
+__all__ = ["DEFAULT_BUCKET_BYTES", "StepOptions", "StepResult", "evaluate", "evaluate_context"]
 
 DEFAULT_OPTIONS = StepOptions()
 """The options of a step when none are given (frozen: shared by every such evaluation)."""
@@ -84,12 +84,17 @@ def evaluate(
 ) -> StepResult:
     """Simulate one step of ``source`` on ``system`` under ``plan``; the timeline only on request."""
     context = resolve(source, system, plan, options or DEFAULT_OPTIONS, keep_timeline=keep_timeline)
-    times = op_times(context)
-    placement = place(context, times.busy_s)
+    return evaluate_context(context, op_times(context))
+
+
+def evaluate_context(context: StepContext, times: OpTimes) -> StepResult:
+    """The rest of :func:`evaluate` once the step is resolved and its ops costed (a plan search
+    bounds a plan from its op times before it decides to finish it)."""
+    placement = place(context, times)
     fit = fit_memory(context, placement)
     schedule = schedule_step(context, times, placement)
     report = build_report(context, times, placement, fit, schedule)
-    if not keep_timeline:
+    if not context.keep_timeline:
         return StepResult(report=report)
     report = replace(report, link_utilization=link_utilization(context, report.step_time_s))
     return StepResult(report=report, timeline=build_timeline(context, schedule, fit, report))

@@ -79,6 +79,32 @@ def note_lines(results: Sequence[TestResult]) -> list[str]:
     return [f"{result.nodeid} [{result.network}]: {note}" for result in results for note in result.notes]
 
 
+def split_lines(results: Sequence[TestResult]) -> list[str]:
+    """One line per step whose global batch did not split evenly: its shards and the idle chip-time."""
+    lines = []
+    for result in results:
+        split = result.report.batch_split
+        if split is None:
+            continue
+        shards = [(split.largest_shard_replicas, split.largest_shard)]
+        if split.smallest_shard_replicas and split.smallest_shard:
+            shards.append((split.smallest_shard_replicas, split.smallest_shard))
+        described = " + ".join(f"{count} x {size}" for count, size in shards)
+        line = (
+            f"{result.nodeid} [{result.network}]: batch {result.report.global_batch} over {split.replicas} "
+            f"replicas does not split evenly: {described} samples"
+        )
+        if split.idle_replicas:
+            line += f", {split.idle_replicas} replicas idle"
+        if split.micro_batches > 1:
+            line += (
+                f"; {split.micro_batches} micro-batches per replica of {split.largest_micro_batch}"
+                f" and {split.smallest_micro_batch} samples"
+            )
+        lines.append(f"{line}; {split.idle_fraction * 100:.1f}% of chip-time idle")
+    return lines
+
+
 def idle_thresholds_line(gated_nodeids: Sequence[str], simulated_nodeids: set[str]) -> str | None:
     """One line naming thresholds-file tests that simulated no step in this run (renamed, deselected
     or no longer simulating), so a floor cannot vanish silently; None when every one was checked."""
@@ -148,6 +174,8 @@ def write_summary(
     for line in table_lines(result_rows(results, with_baseline=with_baseline), column_names(with_baseline)):
         write(line)
     for line in cost_model_lines(results):
+        write(line)
+    for line in split_lines(results):
         write(line)
     for line in note_lines(results):
         write(line, yellow=True)
