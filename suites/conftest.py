@@ -18,8 +18,9 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from dojo_networks import get_network
+from dojo_networks import NetworkSpec, get_network
 from hwmodel import Report
+from pytest_dojo.capture import capture_key
 from pytest_dojo.plugin.fixtures import Dojo
 
 SAMPLES_PER_CHIP = 1
@@ -41,17 +42,37 @@ class SimulatedNetwork:
         return self.report.flops_total / self.report.global_batch
 
 
-def _forward_flops_per_sample(name: str) -> float:
-    """FlopCounterMode's forward FLOPs of one full-size sample, under FakeTensorMode."""
-    spec = get_network(name)
+def _forward_flops_per_sample(spec: NetworkSpec, model: nn.Module) -> float:
+    """FlopCounterMode's forward FLOPs of one full-size sample of ``model`` (on the meta device),
+    run on fake tensors of its parameters' and inputs' shapes."""
     inputs, _ = spec.make_batch("full", 1, "meta")
     counter = FlopCounterMode(display=False)
     with FakeTensorMode():
-        model = spec.build("full")
+        state = {name: torch.empty(tensor.shape, dtype=tensor.dtype) for name, tensor in _state(model)}
         fake_inputs = {key: torch.empty(value.shape, dtype=value.dtype) for key, value in inputs.items()}
         with counter:
-            model(**fake_inputs)
+            torch.func.functional_call(model, state, (), fake_inputs)
     return float(counter.get_total_flops())
+
+
+def _state(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [*model.named_parameters(), *model.named_buffers()]
+
+
+def forward_flops_per_sample(config: pytest.Config, spec: NetworkSpec, model: nn.Module) -> float:
+    """:func:`_forward_flops_per_sample`, kept in pytest's cache (where there is one) under the key
+    a capture of the same forward would have, so that a run with nothing changed does not count again."""
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        return _forward_flops_per_sample(spec, model)
+    inputs, _ = spec.make_batch("full", 1, "meta")
+    key = f"dojo/forward-flops/{capture_key(model, inputs, name=spec.name)}"
+    stored = cache.get(key, None)
+    if isinstance(stored, float):
+        return stored
+    flops = _forward_flops_per_sample(spec, model)
+    cache.set(key, flops)
+    return flops
 
 
 def check_physics(simulated: SimulatedNetwork, dojo: Dojo, global_batch: int) -> None:
@@ -73,7 +94,7 @@ def check_physics(simulated: SimulatedNetwork, dojo: Dojo, global_batch: int) ->
 
 
 @pytest.fixture
-def simulate_full_network(dojo: Dojo) -> Callable[[str], SimulatedNetwork]:
+def simulate_full_network(dojo: Dojo, pytestconfig: pytest.Config) -> Callable[[str], SimulatedNetwork]:
     """``simulate(name)``: the full-size network's step on the mesh, checked against physics."""
 
     def simulate(name: str) -> SimulatedNetwork:
@@ -83,9 +104,8 @@ def simulate_full_network(dojo: Dojo) -> Callable[[str], SimulatedNetwork]:
         global_batch = SAMPLES_PER_CHIP * dojo.mesh.num_chips
         inputs, targets = spec.make_batch("full", global_batch, "meta")
         report = dojo.train_step(model, inputs, targets=targets, loss_fn=spec.loss, name=name)
-        simulated = SimulatedNetwork(
-            name=name, model=model, report=report, forward_flops_per_sample=_forward_flops_per_sample(name)
-        )
+        forward_flops = forward_flops_per_sample(pytestconfig, spec, model)
+        simulated = SimulatedNetwork(name=name, model=model, report=report, forward_flops_per_sample=forward_flops)
         check_physics(simulated, dojo, global_batch)
         return simulated
 

@@ -7,14 +7,14 @@
 * :mod:`~pytest_dojo.capture.shapes`: what a device kernel model needs of one op (implicit GEMMs,
   rows of row-wise ops, ops that move no data);
 * :mod:`~pytest_dojo.capture.storage`: storages, for dependencies, liveness and memory;
-* :mod:`~pytest_dojo.capture.keys`: the capture cache's key.
+* :mod:`~pytest_dojo.capture.keys`: the capture caches' key.
 
 The plugin imports this package only when a test captures a step.
 """
 
 from __future__ import annotations
 
-from pytest_dojo.capture.keys import structural_key
+from pytest_dojo.capture.keys import capture_key
 from pytest_dojo.capture.storage import dtype_name
 from pytest_dojo.capture.train_step import (
     capture_train_step,
@@ -25,11 +25,11 @@ from pytest_dojo.capture.train_step import (
 )
 
 __all__ = [
+    "capture_key",
     "capture_train_step",
     "check_model",
     "default_loss",
     "default_optimizer",
     "dtype_name",
     "leading_batch",
-    "structural_key",
 ]

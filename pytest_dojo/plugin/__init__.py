@@ -19,12 +19,15 @@ the baseline fails that test like an assertion would, with a one-line message.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Generator
 from typing import Any
 
 import pytest
 
 from pytest_dojo.plugin import options, outputs, per_test
+from pytest_dojo.plugin.capture_cache import CaptureCache
 from pytest_dojo.plugin.fixtures import dojo
 from pytest_dojo.plugin.session import DOJO_SESSION_KEY, DojoSession
 from pytest_dojo.plugin.wallclock import dojo_wallclock, pytest_benchmark_update_machine_info
@@ -32,6 +35,8 @@ from pytest_dojo.plugin.wallclock import dojo_wallclock, pytest_benchmark_update
 __all__ = ["dojo", "dojo_wallclock", "pytest_benchmark_update_machine_info"]
 
 DOJO_FIXTURES = frozenset({"dojo", "dojo_wallclock"})
+CAPTURE_COUNTS_KEY = "dojo_capture_counts"
+"""pytest-xdist ``workeroutput`` key of a worker's :class:`~pytest_dojo.plugin.steps.CaptureCounts`."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,7 +50,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "dojo(min_samples_per_s=None, max_step_ms=None, min_mfu=None): floors and ceilings on this test's "
         "simulated figures (pytest-dojo)",
     )
-    session = DojoSession(load_options=lambda: options.parse_options(config))
+    session = DojoSession(
+        load_options=lambda: options.parse_options(config), open_capture_cache=lambda: CaptureCache.for_config(config)
+    )
     config.stash[DOJO_SESSION_KEY] = session
     if options.options_in_use(config):
         session.activate()
@@ -112,6 +119,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if outputs.is_worker(session.config):
         outputs.send_to_controller(session.config, dojo_session)
+        from pytest_dojo.plugin.steps import CaptureCounts
+
+        counts = CaptureCounts.of(dojo_session.captures.values())
+        session.config.workeroutput[CAPTURE_COUNTS_KEY] = json.dumps(counts.to_dict())  # type: ignore[attr-defined]
     else:
         outputs.write_outputs(session, dojo_session)
 
@@ -119,7 +130,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """pytest-xdist: merge a finished worker's results into the controller's session."""
-    outputs.merge_worker(node, node.config.stash[DOJO_SESSION_KEY])
+    session = node.config.stash[DOJO_SESSION_KEY]
+    outputs.merge_worker(node, session)
+    counts = getattr(node, "workeroutput", {}).get(CAPTURE_COUNTS_KEY)
+    if counts is not None:
+        session.worker_capture_counts.append(json.loads(counts))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
@@ -130,3 +145,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
 
     ranked: dict[tuple[str, str, int], list[str]] = config.stash.get(per_test.SENSITIVITY_KEY, {})
     write_summary(terminalreporter, session, ranked)
+    write_capture_counts(terminalreporter, config, session)
+
+
+def write_capture_counts(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config, session: DojoSession
+) -> None:
+    """One line: how many workloads were captured, derived or loaded from the persistent cache."""
+    from pytest_dojo.plugin.steps import CaptureCounts
+
+    counts = CaptureCounts.of(session.captures.values())
+    for worker_counts in session.worker_capture_counts:
+        counts += CaptureCounts.from_dict(worker_counts)
+    if counts == CaptureCounts():
+        return
+    cache = session.capture_cache
+    directory = None if cache is None else os.path.relpath(cache.directory, config.rootpath)
+    terminalreporter.write_line(counts.line(directory))

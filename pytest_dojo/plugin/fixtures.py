@@ -47,15 +47,16 @@ class Dojo:
         from pytest_dojo.plugin.steps import CapturedStep, check_step_arguments, step_key
 
         check_step_arguments("capture", step)
-        key = step_key(model, example_inputs, **step)
-        if key not in self._session.captures:
-            # A chip measured on this machine (host) names its calibration's intra-op threads:
-            # capture with them, so that ATen's kernel choices match the ones the rates belong to.
-            threads = self.system.chip.measured_threads
-            captured = CapturedStep(model, example_inputs, intra_op_threads=threads, **step)
+        # A chip measured on this machine (host) names its calibration's intra-op threads: capture
+        # with them, so that ATen's kernel choices match the ones the rates belong to.
+        threads = self.system.chip.measured_threads
+        key = step_key(model, example_inputs, intra_op_threads=threads, **step)
+        captured = self._session.captures.get(key)
+        if captured is None:
+            cache = self._session.capture_cache
+            captured = CapturedStep(model, example_inputs, intra_op_threads=threads, cache=cache, key=key, **step)
             self._session.captures[key] = captured
-            return captured
-        return self._session.captures[key]
+        return captured
 
     def train_step(
         self, model: Any, example_inputs: Any, *, plan: Plan | str | None = None, **step: Unpack[StepArguments]

@@ -1,4 +1,4 @@
-"""The plugin's run state: settings, the system under simulation, the capture cache and the results.
+"""The plugin's run state: settings, the system under simulation, the captured steps and the results.
 
 One :class:`DojoSession` lives in ``config.stash`` for the whole run, registered in
 ``pytest_configure``. Tests reach it through the ``dojo`` fixture. Its settings are parsed, and the
@@ -19,6 +19,7 @@ import pytest
 
 if TYPE_CHECKING:
     from hwmodel import Report, System
+    from pytest_dojo.plugin.capture_cache import CaptureCache
     from pytest_dojo.plugin.options import DojoOptions
     from pytest_dojo.plugin.report_dir import StepArtifacts
     from pytest_dojo.plugin.steps import CapturedStep
@@ -87,18 +88,22 @@ class TestResult:
 
 @dataclass
 class DojoSession:
-    """Everything the plugin keeps across tests of one run; ``load_options`` parses the settings."""
+    """Everything the plugin keeps across tests of one run; ``load_options`` parses the settings,
+    ``open_capture_cache`` opens the persistent capture cache (None where there is none)."""
 
     load_options: Callable[[], DojoOptions]
+    open_capture_cache: Callable[[], CaptureCache | None] = lambda: None
     results: list[TestResult] = field(default_factory=list)
     wallclock: list[dict[str, Any]] = field(default_factory=list)
     captures: dict[Any, CapturedStep] = field(default_factory=dict)
+    worker_capture_counts: list[dict[str, Any]] = field(default_factory=list)
     artifacts: dict[tuple[str, str, int], StepArtifacts] = field(default_factory=dict)
     current_nodeid: str = ""
     written: list[str] = field(default_factory=list)
     write_errors: list[str] = field(default_factory=list)
     _options: DojoOptions | None = None
     _system: System | None = None
+    _capture_cache: tuple[CaptureCache | None] | None = None
 
     @property
     def active(self) -> bool:
@@ -124,6 +129,13 @@ class DojoSession:
 
             self._system = make_system(self.options.chip, self.options.mesh)
         return self._system
+
+    @property
+    def capture_cache(self) -> CaptureCache | None:
+        """The persistent capture cache (opened on first use), None under ``-p no:cacheprovider``."""
+        if self._capture_cache is None:
+            self._capture_cache = (self.open_capture_cache(),)
+        return self._capture_cache[0]
 
     def add_result(self, network: str, report: Report, capture_s: float) -> TestResult:
         """Keep a report for the summary, under the test that is running."""

@@ -1,18 +1,34 @@
-"""A training step to simulate, captured lazily at whatever per-replica batch a plan asks for.
+"""A training step to simulate, whose workload is produced at whatever per-replica batch a plan asks for.
 
 :class:`CapturedStep` is the plugin's :class:`hwmodel.WorkloadSource`: the hardware model asks it
-for the workload of one replica at ``batch_size`` samples, and it captures the step at that size
-once (torch is imported only then) and keeps it for the rest of the run.
+for the workload of one replica at ``batch_size`` samples. It answers, in this order:
+
+1. from the workloads it already holds;
+2. from the persistent cache (:mod:`pytest_dojo.plugin.capture_cache`);
+3. by derivation (:mod:`pytest_dojo.capture.derive`): a step's numbers are exact affine functions
+   of the batch, so two captures at other sizes (the *anchors*) give every size in their fit's
+   domain, equal field by field to a fresh capture;
+4. by capturing the step at that size (torch is imported only then), which adds an anchor and is
+   written to the persistent cache.
+
+So the first two sizes asked for are captured (or loaded), and later ones derived, unless the
+step's ops depend on the batch (every fit refused) or the size lies outside every fit's domain
+(batch 1, where ATen's kernels choose differently, from two anchors above it): those are captured.
+Derived workloads are not written to the persistent cache: a later run loads the anchors and
+derives again, which costs less than storing every size a plan search visits.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 if TYPE_CHECKING:
     from hwmodel import Workload
+    from pytest_dojo.capture.derive import BatchAffineStep
+    from pytest_dojo.plugin.capture_cache import CaptureCache
 
 
 class StepArguments(TypedDict, total=False):
@@ -39,10 +55,14 @@ def check_step_arguments(where: str, arguments: Mapping[str, Any]) -> None:
 
 
 class CapturedStep:
-    """The step of ``model`` on one global batch of ``example_inputs``; captures per batch size.
+    """The step of ``model`` on one global batch of ``example_inputs``, at any per-replica batch.
 
     ``intra_op_threads``: torch's thread count during the capture (ATen's CPU kernel choices, and
-    so the recorded GEMMs, depend on it); None keeps the current one.
+    so the recorded GEMMs, depend on it); None keeps the current one. ``cache`` and ``key``: the
+    persistent cache and this step's key in it (:func:`step_key`; computed when only ``cache`` is
+    given). Counters for benchmarks and the summary: ``fresh_captures``, ``derived_batches``,
+    ``cache_hits`` (entries loaded from the persistent cache) and ``capture_s`` (seconds spent
+    producing workloads in any of these ways).
     """
 
     def __init__(
@@ -52,6 +72,8 @@ class CapturedStep:
         *,
         global_batch: int | None = None,
         intra_op_threads: int | None = None,
+        cache: CaptureCache | None = None,
+        key: str | None = None,
         **step: Unpack[StepArguments],
     ) -> None:
         from pytest_dojo import capture
@@ -65,7 +87,14 @@ class CapturedStep:
         self.name = step.get("name") or type(model).__name__
         self.intra_op_threads = intra_op_threads
         self._global_batch = global_batch or capture.leading_batch(example_inputs)
+        self._cache = cache
+        self._key = key
         self._workloads: dict[int, Workload] = {}
+        self._anchors: dict[int, Workload] = {}
+        self._fits: dict[tuple[int, int], BatchAffineStep | None] = {}
+        self.fresh_captures = 0
+        self.derived_batches = 0
+        self.cache_hits = 0
         self.capture_s = 0.0
 
     @property
@@ -73,14 +102,83 @@ class CapturedStep:
         """Samples in one global step."""
         return self._global_batch
 
+    @property
+    def key(self) -> str:
+        """This step's key in the persistent cache (:func:`step_key`)."""
+        if self._key is None:
+            self._key = step_key(
+                self.model,
+                self.example_inputs,
+                intra_op_threads=self.intra_op_threads,
+                targets=self.targets,
+                loss_fn=self.loss_fn,
+                optimizer=self.optimizer,
+                name=self.name,
+            )
+        return self._key
+
     def workload(self, batch_size: int) -> Workload:
-        """The step of one replica at ``batch_size`` samples (captured on first use)."""
-        cached = self._workloads.get(batch_size)
-        if cached is not None:
-            return cached
+        """The step of one replica at ``batch_size`` samples (produced on first use)."""
+        held = self._workloads.get(batch_size) or self._anchors.get(batch_size)
+        if held is not None:
+            return held
+        start = time.perf_counter()
+        try:
+            workload = self._stored(batch_size) or self._derived(batch_size) or self._captured(batch_size)
+        finally:
+            self.capture_s += time.perf_counter() - start
+        self._workloads[batch_size] = workload
+        return workload
+
+    def _stored(self, batch_size: int) -> Workload | None:
+        """The persistent cache's entry at ``batch_size``, kept as an anchor for derivations."""
+        if self._cache is None:
+            return None
+        workload = self._cache.load(self.key, batch_size)
+        if workload is not None:
+            self.cache_hits += 1
+            self._anchors[batch_size] = workload
+        return workload
+
+    def _derived(self, batch_size: int) -> Workload | None:
+        """The workload derived from a fit of two anchors that covers ``batch_size``; None where no
+        fit does (fewer than two anchors, ops that depend on the batch, a batch outside every fit's
+        domain). Anchors stored in the persistent cache are loaded when those held do not suffice."""
+        fit = self._covering_fit(batch_size)
+        if fit is None and self._cache is not None:
+            unloaded = [size for size in self._cache.batch_sizes(self.key) if size not in self._anchors]
+            loaded = [self._stored(size) for size in unloaded]
+            if any(workload is not None for workload in loaded):
+                fit = self._covering_fit(batch_size)
+        if fit is None:
+            return None
+        self.derived_batches += 1
+        return fit.at(batch_size)
+
+    def _covering_fit(self, batch_size: int) -> BatchAffineStep | None:
+        """The first fit of two anchors (widest first) whose domain holds ``batch_size``."""
+        from pytest_dojo.capture.derive import DerivationError, fit_batch_affine
+
+        sizes = sorted(self._anchors)
+        pairs = sorted(
+            ((low, high) for index, low in enumerate(sizes) for high in sizes[index + 1 :]),
+            key=lambda pair: (pair[0] - pair[1], pair),
+        )
+        for pair in pairs:
+            if pair not in self._fits:
+                try:
+                    self._fits[pair] = fit_batch_affine(self._anchors[pair[0]], self._anchors[pair[1]])
+                except DerivationError:
+                    self._fits[pair] = None
+            fit = self._fits[pair]
+            if fit is not None and fit.covers(batch_size):
+                return fit
+        return None
+
+    def _captured(self, batch_size: int) -> Workload:
+        """The step captured afresh at ``batch_size``, stored in the persistent cache."""
         from pytest_dojo import capture
 
-        start = time.perf_counter()
         workload = capture.capture_train_step(
             self.model,
             self.example_inputs,
@@ -91,15 +189,74 @@ class CapturedStep:
             name=self.name,
             intra_op_threads=self.intra_op_threads,
         )
-        self.capture_s += time.perf_counter() - start
-        self._workloads[batch_size] = workload
+        self.fresh_captures += 1
+        self._anchors[batch_size] = workload
+        if self._cache is not None:
+            self._cache.store(self.key, workload)
         return workload
 
 
-def step_key(model: Any, example_inputs: Any, **step: Unpack[StepArguments]) -> Any:
-    """A hashable key for the capture cache: same network structure, shapes, loss and optimizer."""
+def step_key(
+    model: Any, example_inputs: Any, *, intra_op_threads: int | None = None, **step: Unpack[StepArguments]
+) -> str:
+    """The key of a step in the capture caches: what can change its captured ops
+    (:func:`pytest_dojo.capture.keys.capture_key`)."""
     from pytest_dojo import capture
 
-    return capture.structural_key(
-        model, example_inputs, step.get("targets"), step.get("loss_fn"), step.get("optimizer"), step.get("name")
+    return capture.capture_key(
+        model,
+        example_inputs,
+        targets=step.get("targets"),
+        loss_fn=step.get("loss_fn"),
+        optimizer=step.get("optimizer"),
+        name=step.get("name") or type(model).__name__,
+        intra_op_threads=intra_op_threads,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaptureCounts:
+    """Where a run's workloads came from, summed over its steps (and, under xdist, its workers)."""
+
+    fresh: int = 0
+    derived: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def of(cls, steps: Iterable[CapturedStep]) -> CaptureCounts:
+        steps = list(steps)
+        return cls(
+            fresh=sum(step.fresh_captures for step in steps),
+            derived=sum(step.derived_batches for step in steps),
+            cached=sum(step.cache_hits for step in steps),
+            seconds=sum(step.capture_s for step in steps),
+        )
+
+    def __add__(self, other: CaptureCounts) -> CaptureCounts:
+        return CaptureCounts(
+            fresh=self.fresh + other.fresh,
+            derived=self.derived + other.derived,
+            cached=self.cached + other.cached,
+            seconds=self.seconds + other.seconds,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {"fresh": self.fresh, "derived": self.derived, "cached": self.cached, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CaptureCounts:
+        return cls(
+            fresh=int(data.get("fresh", 0)),
+            derived=int(data.get("derived", 0)),
+            cached=int(data.get("cached", 0)),
+            seconds=float(data.get("seconds", 0.0)),
+        )
+
+    def line(self, cache_directory: str | None) -> str:
+        """The summary's line: ``dojo workloads: 2 captured, 5 derived, 1 loaded from <dir> (3.1 s)``."""
+        where = f"loaded from {cache_directory}" if cache_directory else "loaded (no persistent cache)"
+        return (
+            f"dojo workloads: {self.fresh} captured, {self.derived} derived, {self.cached} {where}"
+            f" ({self.seconds:.1f} s)"
+        )
