@@ -22,6 +22,9 @@ from hwmodel.step.derived import WORKLOAD_CACHE
 
 SCHEMA_VERSION = 1
 PHASES = ("forward", "backward", "optimizer")
+STEP_MODES = ("train", "forward_backward", "inference")
+"""What a captured step runs: the whole training step, forward and backward without the optimizer,
+or a no-grad forward pass."""
 TENSOR_KINDS = ("input", "parameter", "buffer", "gradient", "optimizer_state", "activation")
 FLOP_SOURCES = ("torch", "formula", "unmodeled")
 ROOT_MODULE = "Global"
@@ -122,7 +125,8 @@ class ParameterRecord:
 
 @dataclass(frozen=True, kw_only=True)
 class Workload:
-    """One captured training step (forward, backward, optimizer) at ``batch_size`` samples."""
+    """One captured step at ``batch_size`` samples: a training step (forward, backward, optimizer)
+    or, as ``mode`` says (:data:`STEP_MODES`), forward and backward alone or inference."""
 
     name: str
     batch_size: int
@@ -131,10 +135,13 @@ class Workload:
     parameters: tuple[ParameterRecord, ...] = ()
     optimizer: str = "AdamW"
     schema_version: int = SCHEMA_VERSION
+    mode: str = "train"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise WorkloadError(f"workload {self.name}: batch_size must be >= 1, got {self.batch_size}")
+        if self.mode not in STEP_MODES:
+            raise WorkloadError(f"workload {self.name}: mode must be one of {STEP_MODES}, got {self.mode!r}")
         if self.schema_version != SCHEMA_VERSION:
             raise WorkloadError(
                 f"workload {self.name}: schema version {self.schema_version} is not supported "
@@ -168,12 +175,14 @@ class Workload:
         return dict(sorted(Counter(op.name for op in self.ops if op.flop_source == "unmodeled").items()))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict; :meth:`from_dict` inverts it exactly."""
+        """Plain JSON-ready dict; :meth:`from_dict` inverts it exactly (``mode`` is written only
+        when it is not ``"train"``, so a training step's dict is what it was before modes)."""
         return {
             "schema_version": self.schema_version,
             "name": self.name,
             "batch_size": self.batch_size,
             "optimizer": self.optimizer,
+            **({"mode": self.mode} if self.mode != "train" else {}),
             "ops": [asdict(op) for op in self.ops],
             "tensors": [asdict(t) for t in self.tensors],
             "parameters": [asdict(p) for p in self.parameters],
@@ -190,6 +199,7 @@ class Workload:
                 name=str(data["name"]),
                 batch_size=int(data["batch_size"]),
                 optimizer=str(data.get("optimizer", "AdamW")),
+                mode=str(data.get("mode", "train")),
                 ops=tuple(
                     OpRecord(
                         **{

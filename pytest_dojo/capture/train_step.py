@@ -12,6 +12,8 @@ autograd.
   captured step is a steady-state step, not the first one that allocates the moments.
 * :func:`capture_train_steps` captures several batch sizes of one step, sharing what does not
   depend on the batch (the fake parameters, the optimizer state and the optimizer's records).
+* ``mode`` (:mod:`pytest_dojo.capture.modes`) records forward and backward without the optimizer,
+  or a no-grad forward pass (inference), instead of the whole training step.
 * What eager PyTorch refuses, the capture refuses (a float layer fed integer tensors), and a failure
   is one :class:`~pytest_dojo.errors.CaptureError` line with torch's own message: FakeTensor's
   internal error log is silenced while the step runs.
@@ -22,11 +24,9 @@ tensors: such a model needs a shape-static variant.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,16 +36,14 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.module_tracker import ModuleTracker
 
 from hwmodel import ParameterRecord, Workload
+from pytest_dojo.capture.modes import StepMode, check_mode, forward_context, runs_backward, runs_optimizer
 from pytest_dojo.capture.recorder import DispatchRecorder, OptimizerTail, Recorder
 from pytest_dojo.capture.storage import dtype_name
+from pytest_dojo.capture.torch_context import quiet_torch_logs, torch_threads
 from pytest_dojo.errors import CaptureError
 
 OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
 LossFunction = Callable[..., torch.Tensor]
-
-QUIET_LOGGERS = ("torch._subclasses.fake_tensor",)
-"""Loggers that print internal tracebacks for an op that fails under fake tensors; the failure
-itself reaches the user once, as the capture error's message."""
 
 
 def default_optimizer(parameters: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
@@ -81,34 +79,6 @@ def leading_batch(example_inputs: Any) -> int:
     raise CaptureError("example_inputs holds no tensor with a batch dimension; pass batch_size=")
 
 
-@contextlib.contextmanager
-def quiet_torch_logs() -> Iterator[None]:
-    """Silence :data:`QUIET_LOGGERS` for the duration; their levels are restored after."""
-    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to ``count`` (unchanged for None), restored after."""
-    if count is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 CAPTURE_PHASES = ("setup", "optimizer_state", "forward", "backward", "optimizer", "records")
 """Where a capture's time goes (seconds, in ``phase_times``): fake parameters and optimizer, the
 optimizer's state, the recorded forward (with the loss), backward and optimizer step, and building
@@ -126,6 +96,7 @@ def capture_train_step(
     name: str | None = None,
     intra_op_threads: int | None = None,
     phase_times: dict[str, float] | None = None,
+    mode: StepMode = "train",
 ) -> Workload:
     """Capture one training step of ``model`` on ``example_inputs`` as a Workload.
 
@@ -137,6 +108,8 @@ def capture_train_step(
     defaulting to :func:`default_optimizer`. ``intra_op_threads`` sets torch's thread count for the
     capture (restored after): ATen picks some CPU kernels by it, and the recorded GEMMs follow.
     ``phase_times``, if given, receives the seconds spent in each of :data:`CAPTURE_PHASES`.
+    ``mode`` (``"train"``, ``"forward_backward"``, ``"inference"``) is what the step runs
+    (:mod:`pytest_dojo.capture.modes`); without an optimizer step no optimizer is made.
     """
     (workload,) = capture_train_steps(
         model,
@@ -148,6 +121,7 @@ def capture_train_step(
         name=name,
         intra_op_threads=intra_op_threads,
         phase_times=phase_times,
+        mode=mode,
     )
     return workload
 
@@ -163,6 +137,7 @@ def capture_train_steps(
     name: str | None = None,
     intra_op_threads: int | None = None,
     phase_times: dict[str, float] | None = None,
+    mode: StepMode = "train",
 ) -> tuple[Workload, ...]:
     """The step at each per-replica batch of ``batch_sizes``, each equal to what
     :func:`capture_train_step` records at that size, for less than the cost of separate captures.
@@ -185,6 +160,7 @@ def capture_train_steps(
         loss=loss_fn or default_loss,
         with_targets=targets is not None,
         times=times,
+        mode=check_mode(mode),
     )
     workloads: list[Workload] = []
     tail: OptimizerTail | None = None
@@ -212,7 +188,7 @@ class _FakeState:
     mode: FakeTensorMode
     parameters: dict[str, torch.Tensor]
     buffers: dict[str, torch.Tensor]
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None
 
 
 @dataclass(kw_only=True)
@@ -224,6 +200,7 @@ class _FakeStep:
     loss: LossFunction
     with_targets: bool
     times: dict[str, float]
+    mode: StepMode = "train"
     made: _FakeState | None = None
 
     def fake_like(self, tensor: torch.Tensor, batch: int | None = None) -> torch.Tensor:
@@ -247,10 +224,11 @@ class _FakeStep:
             }
             buffers = {n: self.fake_like(b) for n, b in self.model.named_buffers()}
             trainable = [p for p in parameters.values() if p.requires_grad]
-            optimizer = make_optimizer(trainable)
+            optimizer = make_optimizer(trainable) if runs_optimizer(self.mode) else None
             self.times["setup"] += time.perf_counter() - start
             start = time.perf_counter()
-            create_optimizer_state(optimizer, trainable)
+            if optimizer is not None:
+                create_optimizer_state(optimizer, trainable)
             self.times["optimizer_state"] += time.perf_counter() - start
         self.made = _FakeState(mode=mode, parameters=parameters, buffers=buffers, optimizer=optimizer)
         return self.made
@@ -272,17 +250,21 @@ class _FakeStep:
         _register_storages(recorder, state.parameters, state.buffers, (fake_inputs, fake_targets), state.optimizer)
         with state.mode, recorder.tracker, DispatchRecorder(recorder):
             start = time.perf_counter()
-            outputs = _call(self.model, {**state.parameters, **state.buffers}, fake_inputs)
-            loss_value = self.loss(outputs, fake_targets) if self.with_targets else self.loss(outputs)
-            recorder.phase = "backward"
+            with forward_context(self.mode):
+                outputs = _call(self.model, {**state.parameters, **state.buffers}, fake_inputs)
+            loss_value = None
+            if runs_backward(self.mode):
+                loss_value = self.loss(outputs, fake_targets) if self.with_targets else self.loss(outputs)
+                recorder.phase = "backward"
             self.times["forward"] += time.perf_counter() - start
             start = time.perf_counter()
-            loss_value.backward()  # type: ignore[no-untyped-call]
+            if loss_value is not None:
+                loss_value.backward()  # type: ignore[no-untyped-call]
             self.times["backward"] += time.perf_counter() - start
             start = time.perf_counter()
             gradients = [p.grad for p in state.parameters.values() if p.grad is not None]
-            reused = tail is not None and tail.fits(recorder, gradients)
-            if not reused:
+            reused = state.optimizer is not None and tail is not None and tail.fits(recorder, gradients)
+            if not reused and state.optimizer is not None:
                 recorder.phase = "optimizer"
                 state.optimizer.step()
             self.times["optimizer"] += time.perf_counter() - start
@@ -300,7 +282,8 @@ class _FakeStep:
             ops=ops,
             tensors=tensors,
             parameters=parameter_records,
-            optimizer=type(state.optimizer).__name__,
+            optimizer=type(state.optimizer).__name__ if state.optimizer is not None else "none",
+            mode=self.mode,
         )
         self.times["records"] += time.perf_counter() - start
         return workload, tail
@@ -311,7 +294,7 @@ def _register_storages(
     parameters: Mapping[str, torch.Tensor],
     buffers: Mapping[str, torch.Tensor],
     inputs: Any,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
 ) -> None:
     """Storages that exist before the first op, with their kinds."""
     for tensor in parameters.values():
@@ -321,7 +304,7 @@ def _register_storages(
     for leaf in pytree.tree_leaves(inputs):
         if isinstance(leaf, torch.Tensor):
             recorder.storage_of(leaf, "input")
-    for state in optimizer.state.values():
+    for state in optimizer.state.values() if optimizer is not None else ():
         for value in state.values():
             if isinstance(value, torch.Tensor):
                 recorder.storage_of(value, "optimizer_state")

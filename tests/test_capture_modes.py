@@ -1,0 +1,80 @@
+"""Capture modes: a whole training step, forward and backward without the optimizer, or a no-grad
+forward pass; the mode is recorded in the Workload and survives its JSON round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hwmodel import make_system, simulate
+from hwmodel.errors import WorkloadError
+from hwmodel.step.workload import Workload
+from pytest_dojo.capture import capture_train_step
+from pytest_dojo.errors import CaptureError
+
+
+def small_network() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+
+
+def names(workload: Workload, phase: str) -> list[str]:
+    return [op.name for op in workload.ops if op.phase == phase]
+
+
+def test_forward_backward_records_no_optimizer() -> None:
+    train = capture_train_step(small_network(), torch.randn(8, 16))
+    step = capture_train_step(small_network(), torch.randn(8, 16), mode="forward_backward")
+    assert (train.mode, step.mode) == ("train", "forward_backward")
+    assert names(step, "optimizer") == [] and names(train, "optimizer")
+    assert names(step, "forward") == names(train, "forward")
+    assert names(step, "backward") == names(train, "backward")
+    assert step.optimizer == "none"
+    assert not any(record.kind == "optimizer_state" for record in step.tensors)
+    # every parameter still gets its gradient
+    assert all(parameter.grad_ready_op >= 0 for parameter in step.parameters)
+
+
+def test_inference_is_a_no_grad_forward() -> None:
+    model = small_network().eval()
+    train = capture_train_step(model, torch.randn(8, 16))
+    step = capture_train_step(model, torch.randn(8, 16), mode="inference")
+    assert step.mode == "inference"
+    assert {op.phase for op in step.ops} == {"forward"}
+    # the forward ops of the training step, without the default loss's mean
+    assert names(step, "forward") == names(train, "forward")[: len(names(step, "forward"))]
+    assert not any(op.name.startswith("aten.mean") for op in step.ops)
+    assert all(parameter.grad_ready_op == -1 for parameter in step.parameters)
+
+
+def test_dropout_is_recorded_as_the_model_is_set() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Dropout(0.1))
+    training = capture_train_step(model.train(), torch.randn(4, 16), mode="inference")
+    evaluating = capture_train_step(model.eval(), torch.randn(4, 16), mode="inference")
+    assert any("bernoulli_" in op.name for op in training.ops)
+    assert not any("bernoulli_" in op.name for op in evaluating.ops)
+
+
+@pytest.mark.parametrize("mode", ["train", "forward_backward", "inference"])
+def test_mode_survives_json(mode: str) -> None:
+    workload = capture_train_step(small_network(), torch.randn(4, 16), mode=mode)  # type: ignore[arg-type]
+    again = Workload.from_json(workload.to_json())
+    assert again == workload and again.mode == mode
+    # a training step's dict is what it was before modes existed
+    assert ("mode" in workload.to_dict()) == (mode != "train")
+
+
+def test_a_bad_mode_is_one_line() -> None:
+    with pytest.raises(CaptureError, match="mode must be one of train, forward_backward, inference") as error:
+        capture_train_step(small_network(), torch.randn(4, 16), mode="eval")  # type: ignore[arg-type]
+    assert "\n" not in str(error.value)
+    with pytest.raises(WorkloadError, match="mode must be one of"):
+        Workload(name="x", batch_size=1, ops=(), mode="eval")
+
+
+def test_simulated_phases_follow_the_mode() -> None:
+    system = make_system("a100", "1x1")
+    step = simulate(capture_train_step(small_network(), torch.randn(8, 16), mode="forward_backward"), system)
+    forward = simulate(capture_train_step(small_network(), torch.randn(8, 16), mode="inference"), system)
+    assert step.phase_time_s.optimizer_s == 0.0 and step.phase_time_s.backward_s > 0.0
+    assert forward.phase_time_s.backward_s == 0.0 and forward.phase_time_s.optimizer_s == 0.0
+    assert forward.step_time_s == pytest.approx(forward.phase_time_s.forward_s)
