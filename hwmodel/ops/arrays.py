@@ -1,6 +1,7 @@
 """The per-op columns of a workload as numpy arrays: what every vectorised cost reads.
 
-Built once per workload (it is immutable) and kept in a :class:`~hwmodel.step.derived.DerivedCache`.
+Built once per workload (it is immutable) and kept in a :class:`~hwmodel.step.derived.DerivedCache`;
+the columns that do not change with the batch once per structure (:mod:`hwmodel.step.structure`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy.typing as npt
 from hwmodel.ops.classes.registry import OpClassSet, op_classes
 from hwmodel.spec.units import FLOAT_DTYPES
 from hwmodel.step.derived import WORKLOAD_CACHE, DerivedCache
+from hwmodel.step.structure import STRUCTURE_CACHE
 from hwmodel.step.workload import PHASES, Workload
 
 FloatArray = npt.NDArray[np.float64]
@@ -62,7 +64,31 @@ def workload_arrays(workload: Workload, cache: DerivedCache = WORKLOAD_CACHE) ->
     return cache.get(workload, ("arrays", classes.version), lambda: _workload_arrays(workload, classes))
 
 
-def _workload_arrays(workload: Workload, op_class_set: OpClassSet) -> WorkloadArrays:
+@dataclass(frozen=True, eq=False)
+class OpStructure:
+    """The columns of :class:`WorkloadArrays` that do not depend on the batch (read-only arrays,
+    shared by the workloads of one structure: :mod:`hwmodel.step.structure`)."""
+
+    class_index: IntArray
+    phase_index: IntArray
+    is_matrix: npt.NDArray[np.bool_]
+    is_float: npt.NDArray[np.bool_]
+    dtype_names: tuple[str, ...]
+    dtype_index: IntArray
+    module_index: IntArray
+    module_names: tuple[str, ...]
+    op_name_index: IntArray
+    op_names: tuple[str, ...]
+    tensor_lists: FloatArray
+
+
+def op_structure(workload: Workload, op_class_set: OpClassSet) -> OpStructure:
+    """The :class:`OpStructure` of ``workload`` under ``op_class_set``, shared by its structure."""
+    key = ("op_structure", op_class_set.version)
+    return STRUCTURE_CACHE.get(workload, key, lambda: _op_structure(workload, op_class_set))
+
+
+def _op_structure(workload: Workload, op_class_set: OpClassSet) -> OpStructure:
     ops = workload.ops
     count = len(ops)
     class_index = [op_class_set.index(op.name) for op in ops]
@@ -70,11 +96,7 @@ def _workload_arrays(workload: Workload, op_class_set: OpClassSet) -> WorkloadAr
     dtype_index, dtype_names = _intern([op.dtype for op in ops])
     module_index, module_names = _intern([op.module for op in ops])
     op_name_index, op_names = _intern([op.name for op in ops])
-    arrays = WorkloadArrays(
-        flops=np.fromiter((op.flops for op in ops), dtype=np.float64, count=count),
-        bytes_read=np.fromiter((op.bytes_read for op in ops), dtype=np.float64, count=count),
-        bytes_written=np.fromiter((op.bytes_written for op in ops), dtype=np.float64, count=count),
-        output_elements=np.fromiter((op.output_elements for op in ops), dtype=np.float64, count=count),
+    structure = OpStructure(
         class_index=np.asarray(class_index, dtype=np.int64).reshape(count),
         phase_index=np.fromiter((PHASES.index(op.phase) for op in ops), dtype=np.int64, count=count),
         is_matrix=np.asarray(matrix, dtype=np.bool_).reshape(count),
@@ -84,14 +106,40 @@ def _workload_arrays(workload: Workload, op_class_set: OpClassSet) -> WorkloadAr
         module_index=module_index,
         module_names=module_names,
         op_name_index=op_name_index,
+        op_names=op_names,
         tensor_lists=np.fromiter(
             (max(1, len(op.output_ids)) if op.name.startswith("aten._foreach_") else 1 for op in ops),
             dtype=np.float64,
             count=count,
         ),
-        op_names=op_names,
+    )
+    for values in vars(structure).values():
+        if isinstance(values, np.ndarray):
+            values.flags.writeable = False
+    return structure
+
+
+def _workload_arrays(workload: Workload, op_class_set: OpClassSet) -> WorkloadArrays:
+    ops = workload.ops
+    count = len(ops)
+    structure = op_structure(workload, op_class_set)
+    return WorkloadArrays(
+        flops=np.fromiter((op.flops for op in ops), dtype=np.float64, count=count),
+        bytes_read=np.fromiter((op.bytes_read for op in ops), dtype=np.float64, count=count),
+        bytes_written=np.fromiter((op.bytes_written for op in ops), dtype=np.float64, count=count),
+        output_elements=np.fromiter((op.output_elements for op in ops), dtype=np.float64, count=count),
+        class_index=structure.class_index,
+        phase_index=structure.phase_index,
+        is_matrix=structure.is_matrix,
+        is_float=structure.is_float,
+        dtype_names=structure.dtype_names,
+        dtype_index=structure.dtype_index,
+        module_index=structure.module_index,
+        module_names=structure.module_names,
+        op_name_index=structure.op_name_index,
+        tensor_lists=structure.tensor_lists,
+        op_names=structure.op_names,
         has_gemms=np.fromiter((bool(op.gemms) for op in ops), dtype=np.bool_, count=count),
         gemm_op_index=np.asarray([index for index, op in enumerate(ops) for _ in op.gemms], dtype=np.int64),
         gemm_shapes=np.asarray([gemm for op in ops for gemm in op.gemms], dtype=np.float64).reshape(-1, 4),
     )
-    return arrays

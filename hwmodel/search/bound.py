@@ -132,10 +132,13 @@ def peak_seconds(context: StepContext) -> FloatArray:
     return WORKLOAD_CACHE.get(context.workload, ("peak_seconds", op_classes().version, chip, precision, tp), build)
 
 
-def peak_bound_s(context: StepContext) -> float:
+def peak_bound_s(context: StepContext, *, tensor_parallel: bool = True) -> float:
     """The step time of ``context``'s plan is at least this: FLOPs at peak plus the collectives it
-    cannot avoid (no op is costed; see the module docstring)."""
-    per_op = peak_seconds(context) + tensor_parallel_seconds(context) + batchnorm_seconds(context)
+    cannot avoid (no op is costed; see the module docstring). ``tensor_parallel=False`` leaves the
+    tensor-parallel collectives out: a weaker bound that prices no new message size."""
+    per_op = peak_seconds(context) + batchnorm_seconds(context)
+    if tensor_parallel and context.plan.tensor_parallel > 1:
+        per_op = per_op + tensor_parallel_seconds(context)
     return combine(context, chip_work(context, per_op))
 
 

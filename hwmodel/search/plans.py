@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
+
 from hwmodel.errors import PlanError
 from hwmodel.spec.mesh import Mesh
 
@@ -149,11 +151,18 @@ def plan_layout(plan: Plan, mesh: Mesh) -> PlanLayout:
     tensor = _run_group(plan.tensor_parallel, 1, mesh, "tensor-parallel", plan)
     inner = plan.tensor_parallel * plan.pipeline_parallel
     data = _run_group(plan.data_parallel, inner, mesh, "data-parallel", plan)
-    hops = max(
-        (
-            mesh.hops(stage * plan.tensor_parallel, (stage + 1) * plan.tensor_parallel)
-            for stage in range(plan.pipeline_parallel - 1)
-        ),
-        default=0,
-    )
-    return PlanLayout(tensor_group=tensor, data_group=data, pipeline_hops=hops)
+    return PlanLayout(tensor_group=tensor, data_group=data, pipeline_hops=pipeline_hops(plan, mesh))
+
+
+def pipeline_hops(plan: Plan, mesh: Mesh) -> int:
+    """Links crossed between neighbouring stages of the first replica, at most: stage ``s`` starts
+    at chip ``s x tp`` (row-major), routes are dimension-ordered.
+
+    >>> pipeline_hops(Plan(data_parallel=1, tensor_parallel=2, pipeline_parallel=4), Mesh(rows=2, cols=4))
+    3
+    """
+    if plan.pipeline_parallel == 1:
+        return 0
+    starts = np.arange(plan.pipeline_parallel, dtype=np.int64) * plan.tensor_parallel
+    rows, cols = np.divmod(starts, mesh.cols)
+    return int((np.abs(np.diff(rows)) + np.abs(np.diff(cols))).max())

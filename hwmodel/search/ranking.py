@@ -15,15 +15,17 @@ does not. A bare :class:`Workload` is one micro-batch of one replica: the global
 ``dp x m``, and pipelines try ``m = pp`` and ``m = 4 pp``.
 
 Pruning (branch and bound): every candidate first gets a lower bound on its step time from FLOPs
-at peak and the collectives it cannot avoid (:func:`~hwmodel.search.bound.peak_bound_s`); the
-candidates are taken best bound first, after data parallelism over every chip (cheap to simulate and
-seldom far from the best, it gives the bounds a plan to beat from the start: a deep pipeline, whose
-bound at peak is low and whose 1F1B schedule is long to simulate, then seldom runs), and one whose
-bound cannot reach the throughput of the best plan simulated so far is dropped unsimulated. One
-that survives is costed op by op and bounded again (:func:`~hwmodel.search.bound.busy_bound_s`)
-before it is placed, fitted and scheduled. A bound is a true lower bound, so the fastest plan and
-its report are those of the exhaustive search (``prune=False``); the dropped plans stay in the
-ranking, marked ``pruned`` with their bound.
+at peak and the collectives it cannot avoid but its tensor-parallel ones
+(:func:`~hwmodel.search.bound.peak_bound_s`; those are priced only for a candidate that survives
+this bound, as every size they move is a new price). The candidates are taken best bound first,
+after data parallelism over every chip (cheap to simulate and seldom far from the best, it gives
+the bounds a plan to beat from the start: a deep pipeline, whose bound at peak is low and whose
+1F1B schedule is long to simulate, then seldom runs), and one whose bound cannot reach the
+throughput of the best plan simulated so far is dropped unsimulated. One that survives is costed op
+by op and bounded again (:func:`~hwmodel.search.bound.busy_bound_s`) before it is placed, fitted and
+scheduled. A bound is a true lower bound, so the fastest plan and its report are those of the
+exhaustive search (``prune=False``); the dropped plans stay in the ranking, marked ``pruned`` with
+their bound.
 
 Ranking: samples per second, highest first (equal to the shortest step at a fixed global batch);
 ties broken by the plan's text, so the result is deterministic; then the pruned plans, best bound
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import cache
 
 from hwmodel.errors import HwModelError, PlanError
 from hwmodel.search.bound import busy_bound_s, peak_bound_s
@@ -61,8 +64,9 @@ class PlanRanking:
     pruned: int = 0
 
 
-def _divisors(number: int) -> list[int]:
-    return [d for d in range(1, number + 1) if number % d == 0]
+@cache
+def _divisors(number: int) -> tuple[int, ...]:
+    return tuple(d for d in range(1, number + 1) if number % d == 0)
 
 
 def _micro_batch_counts(global_batch: int | None, data: int, pipeline: int, chips: int) -> list[int]:
@@ -165,7 +169,8 @@ def _resolved(
     """``plan`` resolved (its workloads asked for) and bounded at peak, or why it cannot run."""
     try:
         context = resolve(source, system, plan, options, keep_timeline=False)
-        return _Candidate(plan=plan, context=context, bound_s=peak_bound_s(context) if prune else 0.0)
+        bound_s = peak_bound_s(context, tensor_parallel=False) if prune else 0.0
+        return _Candidate(plan=plan, context=context, bound_s=bound_s)
     except HwModelError as error:
         return _Candidate(plan=plan, failure=str(error))
 
@@ -201,6 +206,11 @@ class _Search:
             if self.beaten(context, candidate.bound_s):
                 self.entries.append(self._pruned(candidate, candidate.bound_s))
                 return
+            if self.prune and context.plan.tensor_parallel > 1:
+                bound_s = peak_bound_s(context)
+                if self.beaten(context, bound_s):
+                    self.entries.append(self._pruned(candidate, bound_s))
+                    return
             times = op_times(context)
             bound_s = busy_bound_s(context, times) if self.prune else 0.0
             if self.beaten(context, bound_s):

@@ -35,132 +35,15 @@ import numpy as np
 import numpy.typing as npt
 
 from hwmodel.errors import MemoryCapacityError
-from hwmodel.ops.classes.registry import MATRIX_CLASSES, op_class, op_classes
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.fabric import FabricSpec
 from hwmodel.spec.mesh import Mesh
 from hwmodel.spec.precision import Precision
-from hwmodel.step.derived import WORKLOAD_CACHE, DerivedCache
-from hwmodel.step.workload import PHASES, Workload
+from hwmodel.step.derived import WORKLOAD_CACHE
+from hwmodel.step.memory_arrays import memory_arrays
+from hwmodel.step.workload import Workload
 
 FloatArray = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True, eq=False)
-class MemoryArrays:
-    """Per-workload arrays for the memory model, built once and cached on the workload.
-
-    Attributes:
-        activation_first / activation_last: lifetime (op indices) of each input or activation.
-        activation_nbytes: its captured size; ``activation_dtype_index`` indexes ``dtype_names``.
-        saved_bytes_by_op: bytes of activations each forward op writes that a backward op reads
-            (what a pipeline stage keeps per micro-batch in flight).
-        parameter_bytes_by_op: captured parameter bytes first read by each op (which layer holds
-            which weights).
-        matrix_parameter_bytes: parameter bytes read by forward matrix ops (split by tensor
-            parallelism); ``parameter_bytes``: every parameter's bytes.
-        activation_output_bytes_by_op: captured bytes of the activations each op writes (not
-            gradients of parameters): what a tensor-parallel op gathers or scatters.
-        smallest_output_bytes_by_op: captured bytes of each op's smallest output (a batch norm's
-            per-channel statistics).
-    """
-
-    activation_first: npt.NDArray[np.int64]
-    activation_last: npt.NDArray[np.int64]
-    activation_nbytes: FloatArray
-    activation_dtype_index: npt.NDArray[np.int64]
-    dtype_names: tuple[str, ...]
-    saved_bytes_by_op: FloatArray
-    parameter_bytes_by_op: FloatArray
-    matrix_parameter_bytes: float
-    parameter_bytes: float
-    optimizer_state_bytes: float
-    buffer_bytes: float
-    parameter_count: int
-    activation_output_bytes_by_op: FloatArray
-    smallest_output_bytes_by_op: FloatArray
-
-
-def memory_arrays(workload: Workload, cache: DerivedCache = WORKLOAD_CACHE) -> MemoryArrays:
-    """The memory arrays of ``workload``, kept in ``cache`` for as long as the workload lives."""
-    return cache.get(workload, ("memory_arrays", op_classes().version), lambda: _memory_arrays(workload))
-
-
-def _bytes_by_op(
-    workload: Workload, parameter_kind: dict[int, float]
-) -> tuple[FloatArray, FloatArray, FloatArray, set[int]]:
-    """Per op: parameter bytes first read, activation bytes written, smallest output; and the
-    parameters that forward matrix ops read."""
-    count = len(workload.ops)
-    parameter_by_op = np.zeros(max(count, 1), dtype=np.float64)
-    activation_out = np.zeros(max(count, 1), dtype=np.float64)
-    smallest_out = np.zeros(max(count, 1), dtype=np.float64)
-    kind_of = {tensor.tensor_id: (tensor.kind, float(tensor.nbytes)) for tensor in workload.tensors}
-    matrix_ids: set[int] = set()
-    seen: set[int] = set()
-    for index, op in enumerate(workload.ops):
-        outputs = [kind_of[tensor_id] for tensor_id in op.output_ids if tensor_id in kind_of]
-        activation_out[index] = sum(size for kind, size in outputs if kind == "activation")
-        smallest_out[index] = min((size for _, size in outputs), default=0.0)
-        for tensor_id in op.input_ids:
-            if tensor_id in parameter_kind and tensor_id not in seen:
-                seen.add(tensor_id)
-                parameter_by_op[index] += parameter_kind[tensor_id]
-            if tensor_id in parameter_kind and op.phase == "forward" and op_class(op.name) in MATRIX_CLASSES:
-                matrix_ids.add(tensor_id)
-    return parameter_by_op, activation_out, smallest_out, matrix_ids
-
-
-def _memory_arrays(workload: Workload) -> MemoryArrays:
-    count = len(workload.ops)
-    phase_of = [PHASES.index(op.phase) for op in workload.ops]
-    backward = PHASES.index("backward")
-    firsts: list[int] = []
-    lasts: list[int] = []
-    sizes: list[float] = []
-    dtypes: dict[str, int] = {}
-    dtype_index: list[int] = []
-    saved = np.zeros(max(count, 1), dtype=np.float64)
-    parameter_kind: dict[int, float] = {}
-    static = {"optimizer_state": 0.0, "buffer": 0.0}
-    for tensor in workload.tensors:
-        if tensor.kind in ("activation", "input"):
-            first = max(tensor.first_op, 0)
-            last = max(tensor.last_op, first)
-            firsts.append(first)
-            lasts.append(last)
-            sizes.append(float(tensor.nbytes))
-            dtype_index.append(dtypes.setdefault(tensor.dtype, len(dtypes)))
-            if (
-                tensor.kind == "activation"
-                and 0 <= tensor.first_op < count
-                and 0 <= tensor.last_op < count
-                and phase_of[tensor.first_op] == 0
-                and phase_of[tensor.last_op] == backward
-            ):
-                saved[tensor.first_op] += tensor.nbytes
-        elif tensor.kind == "parameter":
-            parameter_kind[tensor.tensor_id] = float(tensor.nbytes)
-        elif tensor.kind in static:
-            static[tensor.kind] += tensor.nbytes
-    parameter_by_op, activation_out, smallest_out, matrix_ids = _bytes_by_op(workload, parameter_kind)
-    arrays = MemoryArrays(
-        activation_first=np.array(firsts, dtype=np.int64),
-        activation_last=np.array(lasts, dtype=np.int64),
-        activation_nbytes=np.array(sizes, dtype=np.float64),
-        activation_dtype_index=np.array(dtype_index, dtype=np.int64),
-        dtype_names=tuple(dtypes),
-        saved_bytes_by_op=saved[:count],
-        parameter_bytes_by_op=parameter_by_op[:count],
-        matrix_parameter_bytes=sum(parameter_kind[i] for i in matrix_ids),
-        parameter_bytes=sum(parameter_kind.values()),
-        optimizer_state_bytes=static["optimizer_state"],
-        buffer_bytes=static["buffer"],
-        parameter_count=workload.parameter_count,
-        activation_output_bytes_by_op=activation_out[:count],
-        smallest_output_bytes_by_op=smallest_out[:count],
-    )
-    return arrays
 
 
 def activation_peak_bytes(workload: Workload, precision: Precision) -> float:

@@ -22,6 +22,7 @@ from hwmodel.ops.cost import OpCosts
 from hwmodel.ops.cost_model import step_op_costs
 from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.resolve import StepContext
+from hwmodel.step.structure import STRUCTURE_CACHE
 from hwmodel.step.workload import PHASES, Workload
 
 FloatArray = npt.NDArray[np.float64]
@@ -66,9 +67,11 @@ def batchnorm_mask(workload: Workload) -> BoolArray:
 
     def build() -> BoolArray:
         names = (packet_name(op.name) in BATCHNORM_TRAINING_OPS for op in workload.ops)
-        return np.fromiter(names, dtype=np.bool_, count=len(workload.ops))
+        mask = np.fromiter(names, dtype=np.bool_, count=len(workload.ops))
+        mask.flags.writeable = False
+        return mask
 
-    return WORKLOAD_CACHE.get(workload, "batchnorm_mask", build)
+    return STRUCTURE_CACHE.get(workload, "batchnorm_mask", build)
 
 
 def tensor_parallel_seconds(context: StepContext) -> FloatArray:

@@ -17,6 +17,7 @@ from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.memory import ChipShare, MemoryFootprint, footprint
 from hwmodel.step.op_times import BACKWARD, FORWARD, OPTIMIZER, OpTimes
 from hwmodel.step.resolve import StepContext
+from hwmodel.step.structure import STRUCTURE_CACHE
 from hwmodel.step.timeline import balance_stages
 from hwmodel.step.workload import PHASES, ROOT_MODULE, Workload
 
@@ -80,35 +81,51 @@ def module_order(context: StepContext) -> IntArray:
         key = np.where(np.isinf(key), fallback + len(positions), key)
         return np.asarray(np.lexsort((np.arange(count), key)), dtype=np.int64)
 
-    return WORKLOAD_CACHE.get(context.workload, "module_order", build)
+    def read_only() -> IntArray:
+        order = build()
+        order.flags.writeable = False
+        return order
+
+    return STRUCTURE_CACHE.get(context.workload, "module_order", read_only)
 
 
 def activation_edges(workload: Workload) -> tuple[IntArray, IntArray, FloatArray, IntArray]:
     """(producer op, consumer op, bytes, tensor slot) of every forward activation a later forward op reads."""
 
     def build() -> tuple[IntArray, IntArray, FloatArray, IntArray]:
-        producer: dict[int, tuple[int, float]] = {}
-        for tensor in workload.tensors:
-            if tensor.kind == "activation" and tensor.first_op >= 0:
-                producer[tensor.tensor_id] = (tensor.first_op, float(tensor.nbytes))
-        slots: dict[int, int] = {}
-        rows: list[tuple[int, int, float, int]] = []
-        for index, op in enumerate(workload.ops):
-            if op.phase != "forward":
-                continue
-            for tensor_id in op.input_ids:
-                made = producer.get(tensor_id)
-                if made is not None and made[0] < index:
-                    rows.append((made[0], index, made[1], slots.setdefault(tensor_id, len(slots))))
-        columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
-        return (
-            np.array(columns[0], dtype=np.int64),
-            np.array(columns[1], dtype=np.int64),
-            np.array(columns[2], dtype=np.float64),
-            np.array(columns[3], dtype=np.int64),
+        producer, consumer, slot, position = STRUCTURE_CACHE.get(
+            workload, "activation_edges", lambda: _edge_structure(workload)
         )
+        tensors = workload.tensors
+        nbytes = np.fromiter(
+            (float(tensors[p].nbytes) for p in position.tolist()), dtype=np.float64, count=len(position)
+        )
+        return producer, consumer, nbytes, slot
 
     return WORKLOAD_CACHE.get(workload, "activation_edges", build)
+
+
+def _edge_structure(workload: Workload) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """(producer op, consumer op, tensor slot, tensor position) of :func:`activation_edges`, shared
+    by the workloads of one structure (a tensor id recorded twice: its last record)."""
+    producer: dict[int, tuple[int, int]] = {}
+    for position, tensor in enumerate(workload.tensors):
+        if tensor.kind == "activation" and tensor.first_op >= 0:
+            producer[tensor.tensor_id] = (tensor.first_op, position)
+    slots: dict[int, int] = {}
+    rows: list[tuple[int, int, int, int]] = []
+    for index, op in enumerate(workload.ops):
+        if op.phase != "forward":
+            continue
+        for tensor_id in op.input_ids:
+            made = producer.get(tensor_id)
+            if made is not None and made[0] < index:
+                rows.append((made[0], index, slots.setdefault(tensor_id, len(slots)), made[1]))
+    columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
+    edges = tuple(np.array(column, dtype=np.int64) for column in columns)
+    for values in edges:
+        values.flags.writeable = False
+    return edges[0], edges[1], edges[2], edges[3]
 
 
 def stage_of_ops(context: StepContext, busy_s: FloatArray, stages: int) -> IntArray:
@@ -174,7 +191,7 @@ def least_crossing_bytes(context: StepContext) -> float:
         delta -= np.bincount(furthest[crossing], weights=size[crossing], minlength=len(order) + 1)
         return float(np.cumsum(delta)[: len(order) - 1].min())
 
-    return WORKLOAD_CACHE.get(workload, ("least_crossing_bytes", context.arrays.module_names), build)
+    return WORKLOAD_CACHE.get(workload, "least_crossing_bytes", build)
 
 
 def _shares(weights: npt.NDArray[np.float64] | npt.NDArray[np.int64], stages: int) -> FloatArray:

@@ -16,7 +16,7 @@ from hwmodel.ops.efficiency import EfficiencyTable
 from hwmodel.search.plans import Plan, PlanLayout, plan_layout
 from hwmodel.spec.precision import MIXED_BF16, Precision
 from hwmodel.spec.system import System
-from hwmodel.step.memory import MemoryArrays, memory_arrays
+from hwmodel.step.memory_arrays import MemoryArrays, memory_arrays
 from hwmodel.step.sections import BatchSplit
 from hwmodel.step.split import split_batch
 from hwmodel.step.workload import Workload, WorkloadSource
