@@ -231,20 +231,37 @@ def _pipeline_timeline(
     return intervals
 
 
-def pipeline_schedule(context: StepContext, times: OpTimes, placement: StagePlacement) -> StepSchedule:
-    """1F1B over the stages; each stage's gradients all-reduced after its last backward."""
-    plan, pp, micro_batches = context.plan, context.plan.pipeline_parallel, context.plan.micro_batches
+@dataclass(eq=False, kw_only=True, slots=True)
+class PipelineCore:
+    """What a pipelined step is without its gradient all-reduces (which depend on the data-parallel
+    group): the transfers, the 1F1B schedule, the busiest stage and its breakdown, the section."""
+
+    transfer_s: float
+    schedule: PipelineSchedule
+    busiest: int
+    critical: npt.NDArray[np.bool_]
+    parts: dict[str, float]
+    biggest_share: float
+    bubble_s: float
+    section: PipelineSection
+
+
+def pipeline_core(context: StepContext, times: OpTimes, placement: StagePlacement) -> PipelineCore:
+    """The :class:`PipelineCore` of ``context``'s step (kept per placement, micro-batch count and
+    stage distance; built afresh when the timeline's events are asked for)."""
+    if context.keep_timeline:
+        return _pipeline_core(context, times, placement)
+    key = ("pipeline_core", context.plan.micro_batches, context.layout.pipeline_hops)
+    return WORKLOAD_CACHE.get(placement, key, lambda: _pipeline_core(context, times, placement))
+
+
+def _pipeline_core(context: StepContext, times: OpTimes, placement: StagePlacement) -> PipelineCore:
+    pp, micro_batches = context.plan.pipeline_parallel, context.plan.micro_batches
     optimizer = context.arrays.phase_index == OPTIMIZER
     forward_s, backward_s = placement.forward_s, placement.backward_s
     transfer_bytes, transfer_s = _transfer(context, placement)
     schedule = one_f_one_b(forward_s, backward_s, transfer_s, micro_batches, keep_events=context.keep_timeline)
     pipeline_s = schedule.makespan_s
-    stage_gradients = context.gradient_bytes * placement.parameter_share
-    group = context.layout.data_group
-    priced = [group_collective("all_reduce", context.system, group, float(size)) for size in stage_gradients]
-    durations = np.array([price[0] for price in priced], dtype=np.float64)
-    finishes = np.array(schedule.stage_end_s) + durations
-    exposed = max(0.0, float(finishes.max()) - pipeline_s)
     busiest = int(np.argmax(forward_s + backward_s))
     critical = ~optimizer & (placement.stage == busiest)
     breakdown = parts(times, critical, float(micro_batches))
@@ -264,20 +281,55 @@ def pipeline_schedule(context: StepContext, times: OpTimes, placement: StagePlac
         ideal_bubble_fraction=(pp - 1) / (micro_batches + pp - 1),
         pipeline_hops=context.layout.pipeline_hops,
     )
+    critical.flags.writeable = False
+    return PipelineCore(
+        transfer_s=transfer_s,
+        schedule=schedule,
+        busiest=busiest,
+        critical=critical,
+        parts=breakdown,
+        biggest_share=biggest,
+        bubble_s=bubble,
+        section=section,
+    )
+
+
+def stage_all_reduces(context: StepContext, placement: StagePlacement) -> tuple[FloatArray, FloatArray, str]:
+    """Each stage's gradient bytes and all-reduce seconds over the data-parallel group, and the
+    algorithm (kept per placement, group and gradient bytes)."""
+    group, gradient_bytes = context.layout.data_group, context.gradient_bytes
+
+    def build() -> tuple[FloatArray, FloatArray, str]:
+        stage_gradients = gradient_bytes * placement.parameter_share
+        priced = [group_collective("all_reduce", context.system, group, float(size)) for size in stage_gradients]
+        durations = np.array([price[0] for price in priced], dtype=np.float64)
+        algorithm = next((price[1] for price in priced if price[1] != "none"), "none")
+        return stage_gradients, durations, algorithm
+
+    return WORKLOAD_CACHE.get(placement, ("stage_all_reduces", group, gradient_bytes), build)
+
+
+def pipeline_schedule(context: StepContext, times: OpTimes, placement: StagePlacement) -> StepSchedule:
+    """1F1B over the stages; each stage's gradients all-reduced after its last backward."""
+    core = pipeline_core(context, times, placement)
+    stage_gradients, durations, algorithm = stage_all_reduces(context, placement)
+    pipeline_s = core.schedule.makespan_s
+    finishes = np.array(core.schedule.stage_end_s) + durations
+    exposed = max(0.0, float(finishes.max()) - pipeline_s)
     intervals: list[Interval] = []
     if context.keep_timeline:
-        intervals = _pipeline_timeline(placement, schedule, transfer_s, durations, stage_gradients, exposed)
+        intervals = _pipeline_timeline(placement, core.schedule, core.transfer_s, durations, stage_gradients, exposed)
     return StepSchedule(
         compute_end_s=pipeline_s,
         exposed_s=exposed,
-        optimizer_s=placement.optimizer_s * biggest,
-        bubble_s=bubble,
-        parts=breakdown,
-        critical=critical,
-        busiest_stage=busiest,
-        all_reduce_algorithm=next((price[1] for price in priced if price[1] != "none"), "none"),
+        optimizer_s=placement.optimizer_s * core.biggest_share,
+        bubble_s=core.bubble_s,
+        parts=dict(core.parts),
+        critical=core.critical,
+        busiest_stage=core.busiest,
+        all_reduce_algorithm=algorithm,
         all_reduce_total_s=ordered_sum(durations),
-        buckets=pp if plan.data_parallel > 1 else 0,
-        pipeline=section,
+        buckets=context.plan.pipeline_parallel if context.plan.data_parallel > 1 else 0,
+        pipeline=core.section,
         intervals=intervals,
     )
