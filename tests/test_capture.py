@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hwmodel import Workload
-from pytest_dojo.capture import capture_train_step
+from pytest_dojo.capture import capture_train_step, recorder, train_step
+from pytest_dojo.capture.train_step import CAPTURE_PHASES, capture_train_steps
 from pytest_dojo.errors import CaptureError
 
 BATCH, IN, HIDDEN, OUT = 32, 64, 128, 10
@@ -277,3 +280,91 @@ def test_cpu_flash_attention_records_its_blocks() -> None:
     assert forward.gemms == ((32, 32, 128, 16), (32, 32, 16, 128))
     assert len(backward.gemms) == 5
     assert sum(2 * c * m * n * k for c, m, n, k in backward.gemms) == backward.flops
+
+
+# --- several batches in one call, and the shortcuts that make a capture cheaper ---------------------
+
+
+class PerSampleLoop(nn.Module):
+    """Ops that depend on the batch (one call per sample): the optimizer's records cannot be reused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.linear(sample) for sample in x])
+
+
+@pytest.mark.parametrize(
+    ("make_model", "inputs"),
+    [(mlp, torch.randn(BATCH, IN)), (SmallCnn, torch.randn(4, 3, 16, 16)), (PerSampleLoop, torch.randn(5, 4))],
+)
+def test_several_batches_equal_separate_captures(make_model: Any, inputs: torch.Tensor) -> None:
+    """Each workload of ``capture_train_steps`` is the one ``capture_train_step`` records alone, also
+    where the second batch runs other ops (then its optimizer step is run, not reused)."""
+    batches = (3, 2, 3)
+    together = capture_train_steps(make_model(), inputs, batch_sizes=batches)
+    for batch, workload in zip(batches, together, strict=True):
+        assert workload == capture_train_step(make_model(), inputs, batch_size=batch)
+    assert together[0] == together[2]
+
+
+def test_the_second_batch_reuses_the_optimizer_step() -> None:
+    """The optimizer runs once for two batches of the same ops: its phase time is spent once."""
+    once: dict[str, float] = {}
+    capture_train_steps(mlp(), torch.randn(BATCH, IN), batch_sizes=(4,), phase_times=once)
+    twice: dict[str, float] = {}
+    calls = []
+    original = torch.optim.AdamW.step
+
+    def counted(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.AdamW, "step", counted)
+        capture_train_steps(mlp(), torch.randn(BATCH, IN), batch_sizes=(4, 8), phase_times=twice)
+    assert len(calls) == 1
+    assert set(once) == set(twice) == set(CAPTURE_PHASES)
+
+
+@pytest.mark.parametrize(
+    ("make_optimizer", "lazy"),
+    [
+        (lambda params: torch.optim.AdamW(params, lr=1e-3, foreach=True), True),
+        (lambda params: torch.optim.AdamW(params, lr=1e-3, foreach=False, amsgrad=True), True),
+        (lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True, weight_decay=0.1), True),
+        (lambda params: torch.optim.Adam(params, lr=1e-3, foreach=False, maximize=True), True),
+        (lambda params: torch.optim.SGD(params, lr=1e-2, momentum=0.9, foreach=True), False),
+    ],
+)
+def test_optimizer_state_shortcuts_record_what_a_whole_step_records(
+    make_optimizer: Any, lazy: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state made by ``_init_group`` alone (Adam, AdamW), and in-place foreach updates left unrun
+    on fake tensors, give the workload of the generic path: a whole step on zero gradients, every op
+    run. SGD's momentum is made inside its step: it always takes the generic path."""
+    model = SmallCnn()
+    whole_steps = []
+    original = train_step._step_on_zero_gradients
+
+    def counted(*arguments: Any) -> None:
+        whole_steps.append(1)
+        original(*arguments)
+
+    monkeypatch.setattr(train_step, "_step_on_zero_gradients", counted)
+    fast = capture_train_step(model, torch.randn(4, 3, 16, 16), optimizer=make_optimizer)
+    assert len(whole_steps) == (0 if lazy else 1)
+    monkeypatch.setattr(train_step, "LAZY_STATE_OPTIMIZERS", ())
+    monkeypatch.setattr(recorder, "_runs_for_nothing", lambda *arguments: False)
+    generic = capture_train_step(model, torch.randn(4, 3, 16, 16), optimizer=make_optimizer)
+    assert len(whole_steps) == (1 if lazy else 2)
+    assert fast == generic
+    assert sum(op.phase == "optimizer" for op in fast.ops) >= 2
+
+
+def test_batch_sizes_must_be_positive_ints() -> None:
+    for bad in ((), (0,), (2, -1), (1.5,)):
+        with pytest.raises(CaptureError, match="batch_sizes must be one or more ints >= 1"):
+            capture_train_steps(mlp(), torch.randn(BATCH, IN), batch_sizes=bad)  # type: ignore[arg-type]
