@@ -13,19 +13,29 @@ per-replica batch under FakeTensorMode):
 * building the timeline and its Chrome trace for one plan (only done on request).
 
 Wall-clock figures share the machine with whatever else runs; the ``cpu`` columns (this process's
-CPU time, ``time.process_time``) show what an evaluation costs when it has a core to itself.
+CPU time, ``time.process_time``) show what an evaluation costs when it has a core to itself
+(target >= 10,000 evaluations/s for the data-parallel plan).
 
-Run from the repository root: ``python -m benchmarks.bench_simulator [--repeats N]``.
+``--baseline-tree PATH`` also measures the evaluations of another checkout of this repository
+(``git worktree add PATH COMMIT``, or ``git archive COMMIT | tar -x -C PATH``) on the same
+workload, in a subprocess that imports that tree's ``hwmodel``, right after this one's: the two
+rates side by side in one run.
+
+Run from the repository root: ``python -m benchmarks.bench_simulator [--repeats N] [--baseline-tree PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -97,17 +107,65 @@ def _capture_all() -> dict[int, Workload]:
     return workloads
 
 
-def _print_plan_evaluations(one: Workload, tile: Any, repeats: int) -> None:
+BASELINE_SCRIPT = """
+import statistics, sys, time
+from hwmodel import Plan, Workload, make_system, simulate
+one = Workload.from_json(open(sys.argv[1]).read())
+tile = make_system("d1", "5x5")
+repeats = int(sys.argv[2])
+for text in sys.argv[3:]:
+    plan = Plan.parse(text)
+    report = simulate(one, tile, plan=plan)
+    samples = []
+    for _ in range(repeats):
+        start = time.process_time()
+        for _ in range(50):
+            simulate(one, tile, plan=plan)
+        samples.append((time.process_time() - start) / 50)
+    print(text, 1 / statistics.median(samples), report.step_time_s)
+"""
+"""Run in a baseline tree: CPU evaluations/s and step time of each plan given, one line each."""
+
+
+def _baseline_rates(tree: Path, one: Workload, repeats: int) -> dict[str, tuple[float, float]]:
+    """(cpu evaluations/s, step seconds) per plan, measured by the ``hwmodel`` of ``tree``."""
+    with tempfile.TemporaryDirectory() as directory:
+        workload_file = Path(directory) / "workload.json"
+        workload_file.write_text(one.to_json())
+        command = [sys.executable, "-c", BASELINE_SCRIPT, str(workload_file), str(repeats), *map(str, PLANS)]
+        environment = {**os.environ, "PYTHONPATH": str(tree)}
+        completed = subprocess.run(command, cwd=tree, env=environment, capture_output=True, text=True, check=True)
+    rates: dict[str, tuple[float, float]] = {}
+    for line in completed.stdout.splitlines():
+        *words, rate, step = line.split()
+        rates[" ".join(words)] = (float(rate), float(step))
+    return rates
+
+
+def _print_plan_evaluations(one: Workload, tile: Any, repeats: int, baseline_tree: Path | None) -> None:
     print("\nevaluations of one (workload at batch 1 per replica, 5x5 D1, plan) after capture:")
     print(f"  {'plan':<22} {'evals/s':>9} {'ms/eval':>8} {'cpu evals/s':>12} {'step ms':>9} {'samples/s':>10}")
+    rates: dict[str, tuple[float, float]] = {}
     for plan in PLANS:
         report = simulate(one, tile, plan=plan)
         per_eval = median_s(partial(simulate, one, tile, plan=plan), repeats, inner=50)
         per_eval_cpu = cpu_s(partial(simulate, one, tile, plan=plan), repeats, inner=50)
+        rates[str(plan)] = (1 / per_eval_cpu, report.step_time_s)
         print(
             f"  {plan!s:<22} {1 / per_eval:>9,.0f} {per_eval * 1e3:>8.3f} {1 / per_eval_cpu:>12,.0f} "
             f"{report.step_time_s * 1e3:>9.3f} {report.samples_per_s:>10,.1f}"
         )
+    if baseline_tree is None:
+        return
+    progress(f"the same evaluations with the hwmodel of {baseline_tree}")
+    baseline = _baseline_rates(baseline_tree, one, repeats)
+    print(f"\nthe same, this tree against {baseline_tree} (measured right after, same workload):")
+    print(f"  {'plan':<22} {'cpu evals/s':>12} {'baseline':>12} {'speedup':>8} {'same step':>9}")
+    for plan in PLANS:
+        rate, step = rates[str(plan)]
+        old_rate, old_step = baseline[str(plan)]
+        same = "yes" if step == old_step else "NO"
+        print(f"  {plan!s:<22} {rate:>12,.0f} {old_rate:>12,.0f} {rate / old_rate:>7.1f}x {same:>9}")
 
 
 def _print_scaling(one: Workload, repeats: int) -> None:
@@ -139,7 +197,8 @@ def _print_plan_search(workloads: dict[int, Workload], tile: Any, repeats: int) 
     fitted = [entry for entry in ranking.entries if entry.fits]
     print(
         f"\nplan=auto over 5x5 at global batch {GLOBAL_BATCH}: {len(ranking.entries)} plans "
-        f"({len(fitted)} fit), cold {cold * 1e3:.1f} ms, warm {warm * 1e3:.1f} ms (cpu {warm_cpu * 1e3:.1f} ms); "
+        f"({ranking.evaluated} simulated, {ranking.pruned} pruned by their bound, {len(fitted)} fit), "
+        f"cold {cold * 1e3:.1f} ms, warm {warm * 1e3:.1f} ms (cpu {warm_cpu * 1e3:.1f} ms); "
         f"batch sizes asked "
         f"{sorted(ranking.batch_sizes_requested)}; best {ranking.report.plan} at "
         f"{ranking.report.samples_per_s:,.1f} samples/s"
@@ -165,10 +224,14 @@ def _print_trace(one: Workload, tile: Any, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats per figure (median). Default: 7")
-    repeats = parser.parse_args().repeats
+    parser.add_argument(
+        "--baseline-tree", type=Path, default=None, help="another checkout to measure side by side. Default: none"
+    )
+    arguments = parser.parse_args()
+    repeats = arguments.repeats
     workloads = _capture_all()
     tile = make_system("d1", "5x5")
-    _print_plan_evaluations(workloads[1], tile, repeats)
+    _print_plan_evaluations(workloads[1], tile, repeats, arguments.baseline_tree)
     _print_scaling(workloads[1], repeats)
     _print_plan_search(workloads, tile, repeats)
     _print_trace(workloads[1], tile, repeats)
