@@ -11,6 +11,8 @@ The workload's columns are adapted to the kernel functions; each op is one of:
   the achieved bandwidth (L2 for a working set that fits it), or its FLOPs at the FP32 vector peak;
 * a matrix op without GEMM shapes: the roofline at the fraction of peak the GEMM model gives its
   largest tile (counted in the report as a fallback);
+* ops the CPU capture records differently from what CUDA runs (dropout, softmax backward, NLL loss,
+  fused attention): costed as CUDA runs them (:mod:`hwmodel.ops.gpu_lowering`);
 * a **depthwise convolution** (a convolution-class op with one channel per group: every GEMM
   grouped, with ``m`` or ``n`` of 1): PyTorch runs it as a direct convolution on the vector units
   (``conv_depthwise2d``), not as a GEMM, so it is costed like the streaming ops (NB: no measured
@@ -38,6 +40,7 @@ import numpy.typing as npt
 from hwmodel.ops.arrays import WorkloadArrays, workload_arrays
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.cost import OpCosts, scaled_work
+from hwmodel.ops.gpu_lowering import GpuLowering, gpu_lowering
 from hwmodel.ops.kernels import gemm, rowwise
 from hwmodel.ops.kernels.device import KernelDevice
 from hwmodel.ops.kernels.from_chip import kernel_device_from_chip
@@ -73,6 +76,7 @@ class KernelArrays:
     zero_traffic: BoolArray
     softmax: BoolArray
     depthwise: BoolArray
+    lowering: GpuLowering
 
     @property
     def has_gemms(self) -> BoolArray:
@@ -105,6 +109,7 @@ def _kernel_arrays(workload: Workload) -> KernelArrays:
         softmax=np.asarray(arrays.class_index == softmax_class, dtype=np.bool_).reshape(count),
         depthwise=np.asarray(arrays.class_index == convolution_class, dtype=np.bool_).reshape(count)
         & np.fromiter((is_depthwise(op.implicit_gemms) for op in ops), dtype=np.bool_, count=count),
+        lowering=gpu_lowering(workload),
     )
 
 
@@ -215,14 +220,17 @@ def gpu_op_costs(
     bytes_read, bytes_written, flops, _ = scaled_work(
         arrays, precision, work_scale(arrays, matrix_share, optimizer_share)
     )
-    moved = bytes_read + bytes_written
+    moved = lowered_bytes(arrays, kernels.lowering, bytes_read + bytes_written)
     element_bytes = matrix_bytes_per_element(precision)
-    compute_s = flops / device.fp32_flops_per_s
+    compute_s = np.where(kernels.lowering.fused_away, 0.0, flops / device.fp32_flops_per_s)
     memory_s = moved / achieved_bandwidth(moved, device, parameters)
 
     gemm_s, ideal_s, streaming_s = gpu_gemm_parts(kernels, device, parameters, element_bytes, matrix_share, count)
-    memory_s = np.where(kinds.gemm, streaming_s, memory_s)
+    fused = kinds.gemm & kernels.lowering.fused_attention
+    memory_s = np.where(kinds.gemm & ~fused, streaming_s, memory_s)
     compute_s = np.where(kinds.gemm, split_kernel_time(gemm_s, ideal_s, streaming_s), compute_s)
+    if np.any(fused):
+        compute_s = np.where(fused, _fused_gemm_s(kernels, device, parameters, element_bytes, matrix_share), compute_s)
 
     largest_tile = gemm.tile_efficiency(*gemm.TILES[0], parameters, element_bytes)
     fallback_rate = gemm.sustained_matrix_flops_per_s(device, parameters) * largest_tile
@@ -231,8 +239,28 @@ def gpu_op_costs(
     if np.any(kinds.rowwise):
         memory_s = np.where(kinds.rowwise, _gpu_rowwise_s(kernels, moved, device, parameters, element_bytes), memory_s)
 
-    kernel_count = np.where(kinds.gemm, kernels.gemms_per_op, 1.0)
+    kernel_count = np.where(kinds.gemm & ~fused, kernels.gemms_per_op, kernels.lowering.kernels)
     return launched_costs(arrays, kinds, chip, kernel_count, compute_s, memory_s, flops)
+
+
+def lowered_bytes(arrays: WorkloadArrays, lowering: GpuLowering, moved: FloatArray) -> FloatArray:
+    """Bytes each op's CUDA kernels move (:mod:`hwmodel.ops.gpu_lowering`): ``moved`` (the captured
+    bytes under the precision policy) where no rule applies; else the lowered bytes, the ones in
+    captured dtypes rescaled as the captured bytes were."""
+    if not np.any(lowering.lowered):
+        return moved
+    captured = arrays.bytes_read + arrays.bytes_written
+    scale = np.divide(moved, captured, out=np.ones_like(moved), where=captured > 0)
+    return np.where(lowering.lowered, lowering.scaled_bytes * scale + lowering.fixed_bytes, moved)
+
+
+def _fused_gemm_s(
+    kernels: KernelArrays, device: KernelDevice, parameters: KernelParameters, element_bytes: float, share: float
+) -> FloatArray:
+    """Per op, the arithmetic of its GEMMs in a fused kernel (no split-K, operands on chip)."""
+    dims = gemm.GemmDims(kernels.gemm_count, kernels.gemm_m, kernels.gemm_n * share, kernels.gemm_k)
+    seconds = gemm.best_compute_seconds(dims, device, parameters, element_bytes)
+    return per_op_sum(kernels.gemm_op, seconds, len(kernels.gemms_per_op))
 
 
 def launched_costs(

@@ -115,6 +115,7 @@ class BatchAffineStep:
             parameters=self.template.parameters,
             optimizer=self.template.optimizer,
             schema_version=self.template.schema_version,
+            mode=self.template.mode,
         )
 
     def check(self, workload: Workload) -> None:
@@ -178,8 +179,13 @@ def _same_structure(first: Workload, second: Workload) -> None:
     """The same ops on the same tensors, the same tensor table and the same parameters."""
     name = first.name
     pair = f"batches {first.batch_size} and {second.batch_size}"
-    if (first.name, first.optimizer, first.schema_version) != (second.name, second.optimizer, second.schema_version):
-        raise DerivationError(f"{name}: the captures at {pair} are of different steps (name or optimizer)")
+    if (first.name, first.optimizer, first.schema_version, first.mode) != (
+        second.name,
+        second.optimizer,
+        second.schema_version,
+        second.mode,
+    ):
+        raise DerivationError(f"{name}: the captures at {pair} are of different steps (name, optimizer or mode)")
     for index, (a, b) in enumerate(zip(first.ops, second.ops, strict=False)):
         if _op_identity(a) != _op_identity(b):
             raise DerivationError(

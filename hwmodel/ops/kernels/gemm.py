@@ -155,6 +155,44 @@ def sustained_matrix_flops_per_s(device: KernelDevice, parameters: KernelParamet
     return min(device.matrix_flops_per_s, device.power_limit_w / joules_per_flop)
 
 
+def compute_seconds(
+    dims: GemmDims,
+    tile: tuple[int, int],
+    split: int,
+    device: KernelDevice,
+    parameters: KernelParameters,
+    bytes_per_element: float = 4.0,
+) -> Array:
+    """The arithmetic of one (tile, split-K) choice: waves of CTAs over the SMs, each CTA's tile at
+    the SM's rate times the tile's efficiency."""
+    tile_m, tile_n = tile
+    ctas = tile_count(dims, tile_m, tile_n) * split
+    depth = np.ceil(dims.k / split) if split == 1 else np.maximum(np.ceil(dims.k / split), MIN_SPLIT_DEPTH)
+    tile_flops = 2.0 * tile_m * tile_n * depth
+    rate = (
+        sustained_matrix_flops_per_s(device, parameters)
+        / device.num_sms
+        * tile_efficiency(tile_m, tile_n, parameters, bytes_per_element)
+    )
+    seconds: Array = waves(ctas, device.num_sms) * tile_flops / rate
+    return seconds
+
+
+def best_compute_seconds(
+    dims: GemmDims,
+    device: KernelDevice,
+    parameters: KernelParameters,
+    bytes_per_element: float = 4.0,
+    tiles: tuple[tuple[int, int], ...] = BATCHED_TILES,
+) -> Array:
+    """Least arithmetic time over ``tiles`` (no split-K): a fused kernel's GEMMs, whose operands
+    stay on chip (:mod:`hwmodel.ops.gpu_lowering`, fused attention)."""
+    best = np.full(np.shape(dims.m), np.inf)
+    for tile in tiles:
+        best = np.minimum(best, compute_seconds(dims, tile, 1, device, parameters, bytes_per_element))
+    return best
+
+
 def candidate_seconds(
     dims: GemmDims,
     tile: tuple[int, int],
@@ -165,16 +203,7 @@ def candidate_seconds(
 ) -> Array:
     """Time without the launch floor of one (tile, split-K) choice (a split's slices of k are at least
     :data:`MIN_SPLIT_DEPTH` deep: a shallower slice is padded)."""
-    tile_m, tile_n = tile
-    ctas = tile_count(dims, tile_m, tile_n) * split
-    depth = np.ceil(dims.k / split) if split == 1 else np.maximum(np.ceil(dims.k / split), MIN_SPLIT_DEPTH)
-    tile_flops = 2.0 * tile_m * tile_n * depth
-    rate = (
-        sustained_matrix_flops_per_s(device, parameters)
-        / device.num_sms
-        * tile_efficiency(tile_m, tile_n, parameters, bytes_per_element)
-    )
-    compute = waves(ctas, device.num_sms) * tile_flops / rate
+    compute = compute_seconds(dims, tile, split, device, parameters, bytes_per_element)
     partials = 0.0 if split == 1 else 2.0 * split * dims.batch * dims.m * dims.n * bytes_per_element
     moved = dims.bytes_moved(bytes_per_element) + partials
     memory = moved / achieved_bandwidth(moved, device, parameters)
