@@ -7,6 +7,7 @@ the columns that do not change with the batch once per structure (:mod:`hwmodel.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -124,10 +125,10 @@ def _workload_arrays(workload: Workload, op_class_set: OpClassSet) -> WorkloadAr
     count = len(ops)
     structure = op_structure(workload, op_class_set)
     return WorkloadArrays(
-        flops=np.fromiter((op.flops for op in ops), dtype=np.float64, count=count),
-        bytes_read=np.fromiter((op.bytes_read for op in ops), dtype=np.float64, count=count),
-        bytes_written=np.fromiter((op.bytes_written for op in ops), dtype=np.float64, count=count),
-        output_elements=np.fromiter((op.output_elements for op in ops), dtype=np.float64, count=count),
+        flops=np.fromiter(map(attrgetter("flops"), ops), dtype=np.float64, count=count),
+        bytes_read=np.fromiter(map(attrgetter("bytes_read"), ops), dtype=np.float64, count=count),
+        bytes_written=np.fromiter(map(attrgetter("bytes_written"), ops), dtype=np.float64, count=count),
+        output_elements=np.fromiter(map(attrgetter("output_elements"), ops), dtype=np.float64, count=count),
         class_index=structure.class_index,
         phase_index=structure.phase_index,
         is_matrix=structure.is_matrix,

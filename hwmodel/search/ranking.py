@@ -125,7 +125,7 @@ class _Candidate:
     bound_s: float = 0.0
     failure: str | None = None
 
-    def best_rate(self) -> float:
+    def rate_bound(self) -> float:
         """Samples per second the plan could reach at most (infinite without a bound)."""
         if self.context is None:
             return -math.inf
@@ -244,7 +244,7 @@ def search_plans(
     options = options or DEFAULT_OPTIONS
     candidates = [_resolved(plan, wrapped, system, options, prune) for plan in candidate_plans(source, system)]
     everywhere = data_parallel(system.mesh)
-    candidates.sort(key=lambda c: (c.plan != everywhere, -c.best_rate(), str(c.plan)))
+    candidates.sort(key=lambda c: (c.plan != everywhere, -c.rate_bound(), str(c.plan)))
     search = _Search(prune=prune, entries=[])
     for candidate in candidates:
         search.take(candidate)

@@ -9,6 +9,7 @@ are whole numbers, so every sum here is exact in any order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -200,7 +201,7 @@ def _sums(op: IntArray, nbytes: FloatArray, count: int) -> FloatArray:
 def _memory_arrays(workload: Workload) -> MemoryArrays:
     count = len(workload.ops)
     structure = tensor_structure(workload)
-    nbytes = np.fromiter((tensor.nbytes for tensor in workload.tensors), dtype=np.float64, count=len(workload.tensors))
+    nbytes = np.fromiter(map(attrgetter("nbytes"), workload.tensors), dtype=np.float64, count=len(workload.tensors))
     output_bytes = nbytes[structure.output_tensor]
     smallest = np.full(count, np.inf)
     np.minimum.at(smallest, structure.output_op, output_bytes)

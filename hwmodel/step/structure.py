@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from hwmodel.step.derived import WORKLOAD_CACHE
@@ -35,11 +36,28 @@ MAX_STRUCTURES = 16
 """Structures kept (a plan search meets one per network; a suite a few)."""
 
 
-def structure_key(workload: Workload) -> tuple[Any, ...]:
-    """The value that identifies ``workload``'s structure."""
-    ops = tuple([(op.name, op.phase, op.module, op.dtype, op.input_ids, op.output_ids) for op in workload.ops])
-    tensors = tuple([(t.tensor_id, t.kind, t.dtype, t.first_op, t.last_op) for t in workload.tensors])
-    return ops, tensors
+OP_FIELDS = ("name", "phase", "module", "dtype", "input_ids", "output_ids")
+TENSOR_FIELDS = ("tensor_id", "kind", "dtype", "first_op", "last_op")
+
+
+class StructureKey:
+    """The value that identifies a workload's structure: a column per op and tensor field, hashed
+    once (a tuple hashes its items on every lookup)."""
+
+    __slots__ = ("_hash", "columns")
+
+    def __init__(self, workload: Workload) -> None:
+        ops, tensors = workload.ops, workload.tensors
+        self.columns = tuple(tuple(map(attrgetter(name), ops)) for name in OP_FIELDS) + tuple(
+            tuple(map(attrgetter(name), tensors)) for name in TENSOR_FIELDS
+        )
+        self._hash = hash(self.columns)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StructureKey) and self._hash == other._hash and self.columns == other.columns
 
 
 class StructureCache:
@@ -50,17 +68,17 @@ class StructureCache:
     """
 
     def __init__(self, max_structures: int = MAX_STRUCTURES) -> None:
-        self._numbers: dict[tuple[Any, ...], int] = {}
-        self._keys: dict[int, tuple[Any, ...]] = {}
+        self._numbers: dict[StructureKey, int] = {}
+        self._keys: dict[int, StructureKey] = {}
         self._entries: OrderedDict[int, dict[Hashable, Any]] = OrderedDict()
         self._counter = itertools.count()
         self.max_structures = max_structures
 
     def number(self, workload: Workload) -> int:
         """The number of ``workload``'s structure (kept per workload)."""
-        return WORKLOAD_CACHE.get(workload, ("structure", id(self)), lambda: self._register(structure_key(workload)))
+        return WORKLOAD_CACHE.get(workload, ("structure", id(self)), lambda: self._register(StructureKey(workload)))
 
-    def _register(self, key: tuple[Any, ...]) -> int:
+    def _register(self, key: StructureKey) -> int:
         number = self._numbers.get(key)
         if number is None:
             number = self._numbers[key] = next(self._counter)
@@ -75,7 +93,9 @@ class StructureCache:
             entries = self._entries[number] = {}
             if len(self._entries) > self.max_structures:
                 dropped, _ = self._entries.popitem(last=False)
-                self._numbers.pop(self._keys.pop(dropped, ()), None)
+                dropped_key = self._keys.pop(dropped, None)
+                if dropped_key is not None:
+                    del self._numbers[dropped_key]
         else:
             self._entries.move_to_end(number)
         try:
