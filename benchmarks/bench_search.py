@@ -9,7 +9,8 @@ HydraNet (``dojo_networks.get_network("hydranet")``, 1 sample per chip) on a D1 
   and derived batches included, the hardware model's caches cleared; torch's import and its
   one-time set-up excluded);
 * plans ranked, simulated in full and pruned by their bounds; fresh captures and derived batches
-  the step produced; seconds spent producing workloads; evaluations per second of the rest;
+  the step produced; seconds spent producing workloads; plans simulated, and plans ranked
+  (bounded, pruned or simulated), per second of the rest;
 * the best plan, and whether the ExaPOD search meets its target (< 5 s).
 
 Then ``pytest suites --dojo-mesh=5x5 -p no:randomly`` twice in a subprocess, with a fresh
@@ -132,7 +133,7 @@ def cold_search(network: Network, mesh: str) -> SearchRun:
 def print_searches(networks: list[Network], meshes: list[str]) -> dict[tuple[str, str], SearchRun]:
     header = (
         f"  {'network':<9} {'mesh':<8} {'chips':>5} {'plans':>5} {'evals':>5} {'pruned':>6} {'capt':>4} "
-        f"{'deriv':>5} {'produce s':>9} {'search s':>8} {'evals/s':>8}  best"
+        f"{'deriv':>5} {'produce s':>9} {'search s':>8} {'evals/s':>8} {'plans/s':>8}  best"
     )
     print('plan="auto" from cold (captures included; torch import excluded):')
     print(header)
@@ -147,7 +148,8 @@ def print_searches(networks: list[Network], meshes: list[str]) -> dict[tuple[str
             print(
                 f"  {network.name:<9} {mesh:<8} {best.num_chips:>5} {len(ranking.entries):>5} "
                 f"{ranking.evaluated:>5} {ranking.pruned:>6} {run.captures:>4} {run.derived:>5} "
-                f"{run.produce_s:>9.2f} {run.search_s:>8.2f} {ranking.evaluated / simulate_s:>8,.0f}  "
+                f"{run.produce_s:>9.2f} {run.search_s:>8.2f} {ranking.evaluated / simulate_s:>8,.0f} "
+                f"{len(ranking.entries) / simulate_s:>8,.0f}  "
                 f"{best.plan} ({best.samples_per_s:,.0f} samples/s)",
                 flush=True,
             )
