@@ -9,7 +9,9 @@ go to it, so ``pytest-dojo validate host --help`` shows its own options):
   (:mod:`dojo_validation.published`);
 * ``h200``: measured H200 steps against the ``h200`` preset (:mod:`dojo_validation.h200.compare_h200`);
 * ``kernels``: the GPU kernel models, leaving one measured device out (:mod:`dojo_validation.kernels.lodo`;
-  ``--write-parameters`` records the final fit).
+  ``--write-parameters`` records the final fit);
+* ``steps``: measured transformer training and inference steps on NVIDIA GPUs, single and 4-GPU,
+  against the GPU presets (:mod:`dojo_validation.steps.validate`; needs the ``[validation]`` extra).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ TARGETS = {
     "published": "dojo_validation.published",
     "h200": "dojo_validation.h200.compare_h200",
     "kernels": "dojo_validation.kernels.lodo",
+    "steps": "dojo_validation.steps.validate",
 }
 
 
@@ -34,7 +37,7 @@ def register(commands: Any) -> None:
         commands,
         "validate",
         run,
-        summary="predictions against measured and published steps and kernels (host, published, h200, kernels)",
+        summary="predictions against measured and published steps and kernels (host, published, h200, kernels, steps)",
         doc=__doc__,
     )
     parser.add_argument("target", choices=tuple(TARGETS), help="what to validate")
