@@ -6,10 +6,15 @@ network's error is tracked beside the median (targets: 10% and 25%). The figure
 moves when the capture, the cost model or the fitting moves, never with the machine that runs it.
 Commits without ``dojo_validation.host`` (before it, ``validation.host``) or without a committed
 measurement are skipped.
+
+Beside it, the GPU kernel models' leave-one-device-out error per op class
+(:class:`KernelPredictionError`) and the error on measured transformer steps per GPU
+(:class:`StepPredictionError`).
 """
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from . import _project
@@ -67,6 +72,55 @@ class KernelPredictionError:
 
     def track_kernel_lodo_mean_error(self, means: dict[str, float], op_class: str) -> float:
         return float(means[op_class])
+
+
+class StepPredictionError:
+    """Median and worst |predicted / measured - 1| of measured transformer steps on NVIDIA GPUs,
+    per device (``pytest-dojo validate steps``: training and inference on one GPU, the three
+    4-GPU plans on ``4xA100-SXM``).
+
+    Nothing is fitted on these steps, so the figures move only when the capture, the op costs or
+    the step model move. Needs Hugging Face ``transformers`` (the ``[validation]`` extra); commits
+    without ``dojo_validation.steps``, or an environment without ``transformers``, are skipped.
+    """
+
+    unit = "fraction"
+    timeout = 1800.0
+    version = "1"
+    params = ("A100-80", "V100", "A100-40", "P100", "T4", "P4", "4xA100-SXM")
+    param_names = ("device",)
+
+    def setup_cache(self) -> dict[str, tuple[float, float]]:
+        steps = _step_validation()
+        predictions = steps.predict_all(steps.load_labels(), with_layers=False, progress=False)
+        errors: dict[str, list[float]] = {}
+        for prediction in predictions:
+            errors.setdefault(prediction.label.short_device, []).append(abs(prediction.error))
+        return {device: (float(statistics.median(values)), max(values)) for device, values in errors.items()}
+
+    def setup(self, errors: dict[str, tuple[float, float]], device: str) -> None:
+        if device not in errors:
+            raise NotImplementedError(f"this commit predicts no measured step on {device}")
+
+    def track_step_median_error(self, errors: dict[str, tuple[float, float]], device: str) -> float:
+        return errors[device][0]
+
+    def track_step_worst_error(self, errors: dict[str, tuple[float, float]], device: str) -> float:
+        return errors[device][1]
+
+
+def _step_validation() -> Any:
+    """``dojo_validation.steps.validate`` of the commit under test (it holds ``load_labels`` and
+    ``predict_all``)."""
+    try:
+        package = _project.commit_module("dojo_validation", before="dojo_validation")
+        from importlib import import_module
+
+        validate = import_module(f"{package.__name__}.steps.validate")
+        import_module("transformers")
+    except ImportError as error:
+        raise NotImplementedError(f"this commit or environment cannot validate steps ({error})") from None
+    return validate
 
 
 def _kernel_lodo() -> Any:
