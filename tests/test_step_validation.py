@@ -218,5 +218,39 @@ def group_errors(predictions: list[StepPrediction], group: str) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="8.5% on 2026-12-02: five A100-80 labels time a forward 1.5-1.65x the sum of its nodes' forward "
+    "times (their backward agrees within 4%); docs/fidelity.md, 'Whole steps on GPUs'",
+)
+def test_training_median_meets_the_target(all_predictions: list[StepPrediction]) -> None:
+    assert statistics.median(group_errors(all_predictions, "train")) <= table.TRAIN_MEDIAN
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="22.4% on 2026-12-02 (BERT-large b2 on A100-80, one of the five labels whose measured forward "
+    "outlasts its nodes); docs/fidelity.md, 'Whole steps on GPUs'",
+)
+def test_training_worst_meets_the_target(all_predictions: list[StepPrediction]) -> None:
+    assert max(group_errors(all_predictions, "train")) <= table.TRAIN_WORST
+
+
+@pytest.mark.slow
 def test_inference_median_meets_the_target(all_predictions: list[StepPrediction]) -> None:
     assert statistics.median(group_errors(all_predictions, "inf")) <= table.INFERENCE_MEDIAN
+
+
+TENSOR_PARALLEL_MISS = pytest.mark.xfail(
+    strict=True,
+    reason="+110.7% on 2026-12-02: the tensor-parallel plan runs every non-matrix op unsharded and gathers "
+    "every matrix op's output, where Megatron shards heads and the MLP; docs/fidelity.md, 'Whole steps on GPUs'",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("plan", ["dp4", pytest.param("tp4", marks=TENSOR_PARALLEL_MISS), "pp4_1"])
+def test_each_four_gpu_run_meets_the_target(all_predictions: list[StepPrediction], plan: str) -> None:
+    (error,) = group_errors(all_predictions, plan)
+    assert error <= table.DISTRIBUTED_WORST
