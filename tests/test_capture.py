@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwmodel import Workload
-from pytest_dojo.capture import capture_train_step, recorder, train_step
+from pytest_dojo.capture import capture_train_step, optimizer_state, recorder
 from pytest_dojo.capture.train_step import CAPTURE_PHASES, capture_train_steps
 from pytest_dojo.errors import CaptureError
 
@@ -347,16 +347,16 @@ def test_optimizer_state_shortcuts_record_what_a_whole_step_records(
     run. SGD's momentum is made inside its step: it always takes the generic path."""
     model = SmallCnn()
     whole_steps = []
-    original = train_step._step_on_zero_gradients
+    original = optimizer_state._step_on_zero_gradients
 
     def counted(*arguments: Any) -> None:
         whole_steps.append(1)
         original(*arguments)
 
-    monkeypatch.setattr(train_step, "_step_on_zero_gradients", counted)
+    monkeypatch.setattr(optimizer_state, "_step_on_zero_gradients", counted)
     fast = capture_train_step(model, torch.randn(4, 3, 16, 16), optimizer=make_optimizer)
     assert len(whole_steps) == (0 if lazy else 1)
-    monkeypatch.setattr(train_step, "LAZY_STATE_OPTIMIZERS", ())
+    monkeypatch.setattr(optimizer_state, "LAZY_STATE_OPTIMIZERS", ())
     monkeypatch.setattr(recorder, "_runs_for_nothing", lambda *arguments: False)
     generic = capture_train_step(model, torch.randn(4, 3, 16, 16), optimizer=make_optimizer)
     assert len(whole_steps) == (1 if lazy else 2)

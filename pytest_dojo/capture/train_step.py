@@ -24,9 +24,10 @@ tensors: such a model needs a shape-static variant.
 
 from __future__ import annotations
 
-import inspect
+import contextlib
+import gc
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from torch.utils.module_tracker import ModuleTracker
 
 from hwmodel import ParameterRecord, Workload
 from pytest_dojo.capture.modes import StepMode, check_mode, forward_context, runs_backward, runs_optimizer
+from pytest_dojo.capture.optimizer_state import create_optimizer_state
 from pytest_dojo.capture.recorder import DispatchRecorder, OptimizerTail, Recorder
 from pytest_dojo.capture.storage import dtype_name
 from pytest_dojo.capture.torch_context import quiet_torch_logs, torch_threads
@@ -164,7 +166,7 @@ def capture_train_steps(
     )
     workloads: list[Workload] = []
     tail: OptimizerTail | None = None
-    with torch_threads(intra_op_threads), quiet_torch_logs():
+    with torch_threads(intra_op_threads), quiet_torch_logs(), _collector_paused():
         for batch in batch_sizes:
             recorder = Recorder(tracker=ModuleTracker())
             try:
@@ -179,6 +181,25 @@ def capture_train_steps(
         for phase, seconds in times.items():
             phase_times[phase] = phase_times.get(phase, 0.0) + seconds
     return tuple(workloads)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the duration (on again after, if it was on).
+
+    A capture allocates hundreds of thousands of short-lived objects (fake tensors, their metadata,
+    cache entries), and the collector's passes over them and over everything alive beside them
+    took about a tenth of a two-batch HydraNet capture. Paused, it also cannot free a tensor in
+    the middle of a step, where a freed reference could change whether autograd steals a gradient
+    or copies it: the recorded ops no longer depend on when the collector runs.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True)
@@ -327,45 +348,6 @@ def _parameter_records(recorder: Recorder, parameters: Mapping[str, torch.Tensor
             )
         )
     return tuple(records)
-
-
-LAZY_STATE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.Adam, torch.optim.AdamW)
-"""Optimizers whose ``_init_group(group, *lists)`` creates all of a parameter's state, and whose
-step count enters the update only as Python scalars (bias corrections), never as an op: for them
-the state is made by ``_init_group`` alone, not by a whole update step."""
-
-
-def create_optimizer_state(optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor]) -> None:
-    """Create the optimizer's state before the recorded step, so that the step is a steady-state one.
-
-    For :data:`LAZY_STATE_OPTIMIZERS` (exact types: a subclass may change the step) the state comes
-    from ``_init_group``, the method their ``step()`` calls first; any other optimizer runs one step
-    on zero gradients. Both leave the same state tensors, in the same order, and no gradients.
-    """
-    if type(optimizer) not in LAZY_STATE_OPTIMIZERS:
-        _step_on_zero_gradients(optimizer, parameters)
-        return
-    # _init_group only asks whether a gradient exists: one placeholder per shape and dtype will do.
-    placeholders: dict[tuple[tuple[int, ...], torch.dtype], torch.Tensor] = {}
-    for parameter in parameters:
-        key = (tuple(parameter.shape), parameter.dtype)
-        if key not in placeholders:
-            placeholders[key] = torch.empty(key[0], dtype=key[1])
-        parameter.grad = placeholders[key]
-    init_group = optimizer._init_group  # type: ignore[attr-defined]
-    lists = len(inspect.signature(init_group).parameters) - 1
-    with torch.no_grad():
-        for group in optimizer.param_groups:
-            init_group(group, *([] for _ in range(lists)))
-    optimizer.zero_grad(set_to_none=True)
-
-
-def _step_on_zero_gradients(optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor]) -> None:
-    """Run one step on zero gradients so the state exists before the recorded step."""
-    for parameter in parameters:
-        parameter.grad = torch.zeros_like(parameter)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
 
 
 def _call(model: torch.nn.Module, state: Mapping[str, torch.Tensor], inputs: Any) -> Any:
