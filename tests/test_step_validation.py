@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import gzip
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,20 @@ def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> Non
     assert "[1/1] gpt2_large train s1024 b1 on V100" in captured.err
     assert main(["--device", "H100"]) == 2
     assert capsys.readouterr().err.strip() == "no label matches the filters given"
+
+
+def test_without_transformers_the_command_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dojo_validation.steps.validate import main
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    assert main(["--device", "V100"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message == (
+        "pytest-dojo validate steps: the step validation builds Hugging Face transformers:"
+        ' pip install -c constraints.txt -e ".[validation]"'
+    )
 
 
 @pytest.fixture(scope="module")
