@@ -342,9 +342,10 @@ def test_the_second_batch_reuses_the_optimizer_step() -> None:
 def test_optimizer_state_shortcuts_record_what_a_whole_step_records(
     make_optimizer: Any, lazy: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The state made by ``_init_group`` alone (Adam, AdamW), and in-place foreach updates left unrun
-    on fake tensors, give the workload of the generic path: a whole step on zero gradients, every op
-    run. SGD's momentum is made inside its step: it always takes the generic path."""
+    """The state made by ``_init_group`` alone (Adam, AdamW), in-place foreach updates left unrun on
+    fake tensors and step counts read from their constants give the workload of the generic path: a
+    whole step on zero gradients, every op run by FakeTensorMode. SGD's momentum is made inside its
+    step: it always takes the generic path."""
     model = SmallCnn()
     whole_steps = []
     original = optimizer_state._step_on_zero_gradients
@@ -358,6 +359,7 @@ def test_optimizer_state_shortcuts_record_what_a_whole_step_records(
     assert len(whole_steps) == (0 if lazy else 1)
     monkeypatch.setattr(optimizer_state, "LAZY_STATE_OPTIMIZERS", ())
     monkeypatch.setattr(recorder, "_runs_for_nothing", lambda *arguments: False)
+    monkeypatch.setattr(recorder, "_constant_of", lambda tensor: None)
     generic = capture_train_step(model, torch.randn(4, 3, 16, 16), optimizer=make_optimizer)
     assert len(whole_steps) == (1 if lazy else 2)
     assert fast == generic

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.utils._mode_utils import no_dispatch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
@@ -254,6 +256,11 @@ class DispatchRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        if func is _LOCAL_SCALAR_DENSE and _constant_of(args[0]) is not None:
+            # .item() of a constant (an optimizer's step count): FakeTensorMode would compute the
+            # same number from the same constant, after a dispatch-cache attempt it always bypasses.
+            with no_dispatch():
+                return func(_constant_of(args[0]))
         check_same_dtype(func, args)
         if self.recorder.phase == "optimizer" and _runs_for_nothing(func, args, kwargs):
             out = None
@@ -261,6 +268,18 @@ class DispatchRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]
             out = func(*args, **kwargs)
         self.recorder.record(func, args, kwargs, out)
         return out
+
+
+_LOCAL_SCALAR_DENSE = torch.ops.aten._local_scalar_dense.default
+
+
+def _constant_of(tensor: Any) -> torch.Tensor | None:
+    """The real value FakeTensorMode keeps for a fake tensor made from a literal (None otherwise),
+    where FakeTensorMode itself would compute on it: a fake tensor with static sizes."""
+    if not isinstance(tensor, FakeTensor) or tensor._has_symbolic_sizes_strides:
+        return None
+    constant: torch.Tensor | None = tensor.constant
+    return constant
 
 
 def _runs_for_nothing(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
