@@ -172,3 +172,20 @@ def test_uneven_batches_simulate_on_a_tile_and_show_their_split(pytester: pytest
     assert (split["largest_shard"], split["largest_shard_replicas"], split["smallest_shard"]) == (3, 14, 2)
     assert split["idle_fraction"] == pytest.approx(11 / 75)
     assert entries["2"]["report"]["batch_split"]["idle_replicas"] == 23
+
+
+def test_report_dir_plots_the_largest_shard_of_an_uneven_batch() -> None:
+    """64 samples over 25 replicas: the simulated replica holds 3 (14 x 3 + 11 x 2), and the
+    per-op points of ``--dojo-report-dir`` are that replica's, not the 2-sample one's."""
+    import torch
+
+    from hwmodel.spec.precision import MIXED_BF16
+    from pytest_dojo.plugin.fixtures import step_artifacts
+    from pytest_dojo.plugin.steps import CapturedStep
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    step = CapturedStep(model, torch.randn(64, 16), name="mlp")
+    report = simulate(step, TILE, precision=MIXED_BF16)
+    artifacts = step_artifacts(step, TILE, None, report, MIXED_BF16)
+    assert artifacts.batch_per_replica == 3
+    assert report.batch_split is not None and report.batch_split.largest_shard == 3

@@ -102,7 +102,8 @@ def step_artifacts(
         return StepArtifacts()
     chosen = plan or data_parallel(system.mesh)
     detailed = evaluate(step, system, chosen, StepOptions(precision=precision), keep_timeline=True)
-    batch = report.global_batch // (chosen.data_parallel * chosen.micro_batches)
+    # The simulated micro-batch: the largest one where the batch does not split evenly.
+    batch = -(-report.global_batch // (chosen.data_parallel * chosen.micro_batches))
     ops = replica_ops(step.workload(batch), system, precision) if batch >= 1 else None
     return StepArtifacts(
         timeline=detailed.timeline,
