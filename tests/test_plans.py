@@ -187,3 +187,16 @@ def test_auto_on_the_full_hydranet_captures_only_the_batches_it_needs() -> None:
     assert report.batchnorm_sync.enabled == (replicas > 1)
     assert sum(report.breakdown_s.parts().values()) == pytest.approx(report.step_time_s, rel=1e-9)
     assert 0 < report.mfu <= 1
+
+
+def test_a_pipeline_steps_the_optimizer_once_per_replica_whatever_its_micro_batches() -> None:
+    """dp=5 pp=5 over 8 micro-batches of 1 sample: forward and backward FLOPs are 40 micro-batches',
+    the optimizer's 5 replicas' (one step each), not 40."""
+    one = chain_workload(layers=5, batch=1, width=64)
+    source = FixedWorkloads(by_batch={1: one}, global_batch=40)
+    plan = Plan(data_parallel=5, pipeline_parallel=5, micro_batches=8)
+    report = simulate(source, make_system("d1", "5x5"), plan=plan)
+    by_phase = one.flops_by_phase
+    assert by_phase["optimizer"] > 0
+    assert report.flops_by_phase.forward_flops == pytest.approx(40 * by_phase["forward"])
+    assert report.flops_by_phase.optimizer_flops == pytest.approx(5 * by_phase["optimizer"])

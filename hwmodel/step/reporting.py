@@ -145,33 +145,36 @@ def phase_times(context: StepContext, placement: StagePlacement, schedule: StepS
 def phase_flops(context: StepContext) -> sections.PhaseFlops:
     """FLOPs of the whole step (every replica and micro-batch) per phase.
 
-    Each micro-batch counts its workload's FLOPs, optimizer included (the convention of the
-    evenly split step, ``dp x m`` times one micro-batch's); under an uneven split the smaller
-    micro-batches count theirs, and an empty one only its optimizer step.
+    Each micro-batch counts its forward and backward FLOPs (``dp x m`` times one micro-batch's
+    when the batch splits evenly; under an uneven split the smaller micro-batches count theirs);
+    the optimizer steps once per replica, whatever its micro-batch count.
     """
     split, workload = context.split, context.workload
+    replicas = context.plan.data_parallel
     if split is None:
-        splits = context.plan.data_parallel * context.plan.micro_batches
+        splits = replicas * context.plan.micro_batches
 
         def even() -> sections.PhaseFlops:
             by_phase = workload.flops_by_phase
             return sections.PhaseFlops(
                 forward_flops=by_phase["forward"] * splits,
                 backward_flops=by_phase["backward"] * splits,
-                optimizer_flops=by_phase["optimizer"] * splits,
+                optimizer_flops=by_phase["optimizer"] * replicas,
             )
 
-        return WORKLOAD_CACHE.get(workload, ("phase_flops", splits), even)
+        return WORKLOAD_CACHE.get(workload, ("phase_flops", splits, replicas), even)
     by_phase = workload.flops_by_phase
     smaller = context.smaller_workload.flops_by_phase if context.smaller_workload is not None else None
     large, small = split.largest_micro_batch_count, split.smallest_micro_batch_count
 
     def total(phase: str) -> float:
-        rest = smaller[phase] if smaller is not None else (by_phase[phase] if phase == "optimizer" else 0.0)
+        rest = smaller[phase] if smaller is not None else 0.0
         return by_phase[phase] * large + rest * small
 
     return sections.PhaseFlops(
-        forward_flops=total("forward"), backward_flops=total("backward"), optimizer_flops=total("optimizer")
+        forward_flops=total("forward"),
+        backward_flops=total("backward"),
+        optimizer_flops=by_phase["optimizer"] * replicas,
     )
 
 
