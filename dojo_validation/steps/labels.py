@@ -3,8 +3,8 @@
 A label is one measured step: a model config, training (forward, untimed loss, backward; no
 optimizer step) or inference (a no-grad forward pass), a sequence length and batch, and the GPU
 or 4-GPU plan it ran on. Only NVIDIA labels are used, and not the Switch Transformers ones (their
-tokens are routed by data, which a capture on fake tensors cannot follow) nor the ``fusion`` ones
-(``torch.compile``).
+tokens are routed by data, which a capture on fake tensors cannot follow). The ``fusion`` labels
+(inference under ``torch.compile``) are predicted in compiled execution (:mod:`hwmodel.ops.fusion`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ PLANS = {
 }
 """The 4-GPU runs as plans on a ``1x4`` mesh: data, tensor and pipeline parallel (one micro-batch)."""
 
-USED_PARALLEL = ("single", *PLANS)
+COMPILED = "fusion"
+"""The ``parallel`` of the labels measured under ``torch.compile`` (one GPU, inference)."""
+USED_PARALLEL = ("single", COMPILED, *PLANS)
 UNUSED_MODELS = ("switchxl4",)
 
 
@@ -83,12 +85,17 @@ class StepLabel:
 
     @property
     def distributed(self) -> bool:
-        return self.parallel != "single"
+        return self.parallel in PLANS
+
+    @property
+    def execution(self) -> str:
+        """``compiled`` for a label measured under ``torch.compile``, else ``eager``."""
+        return "compiled" if self.parallel == COMPILED else "eager"
 
     @property
     def group(self) -> str:
-        """What the targets pool: ``train``, ``inf`` or the 4-GPU plan."""
-        return self.parallel if self.distributed else self.mode
+        """What the targets pool: ``train``, ``inf``, ``fusion`` (compiled inference) or the 4-GPU plan."""
+        return self.parallel if self.parallel != "single" else self.mode
 
     @property
     def mesh(self) -> str:
@@ -165,5 +172,7 @@ def model_config(model: str) -> dict[str, Any]:
 
 def layer_file(label: StepLabel) -> Path | None:
     """The per-layer label of ``label``'s model, mode, sequence and batch on its device, if any."""
+    if label.parallel != "single":
+        return None
     path = DATA_DIR / "layers" / label.device / f"{label.model}-{label.mode}-{label.seqlen}-{label.batch}.csv.gz"
     return path if path.exists() else None

@@ -11,6 +11,8 @@ beyond the captured step:
   two gradients and writing one, costed by the kernel models' streaming rule
   (:func:`accumulation_seconds`).
 
+A ``fusion`` label (inference under ``torch.compile``) is simulated in compiled execution.
+
 A 4-GPU label is its plan (:data:`~dojo_validation.steps.labels.PLANS`) on a ``1x4`` mesh of the
 preset, a whole training step with AdamW, as the plan asks for each replica's batch.
 
@@ -30,7 +32,7 @@ from dojo_validation.steps.labels import Published, StepLabel, layer_file
 from dojo_validation.steps.layers import Attribution, attribute, captured_classes, measured_classes, sum_by_class
 from hwmodel import Workload, make_system, simulate
 from hwmodel.ops.arrays import workload_arrays
-from hwmodel.ops.cost_model import kernel_op_costs
+from hwmodel.ops.cost_model import step_op_costs
 from hwmodel.ops.kernels.from_chip import kernel_device_from_chip
 from hwmodel.ops.kernels.memory_bound import achieved_bandwidth
 from hwmodel.ops.kernels.parameters import load_parameters
@@ -98,8 +100,8 @@ def predict_label(label: StepLabel, published: Published, with_layers: bool = Tr
     precision = parse_precision(PRECISION)
     system = make_system(label.preset, label.mesh)
     chip = system.chip
-    report = simulate(workload, system, precision=precision)
-    times = np.asarray(kernel_op_costs(workload, chip, precision).time_s)
+    report = simulate(workload, system, precision=precision, execution=label.execution)
+    times = np.asarray(step_op_costs(workload, chip, precision, None, execution=label.execution).time_s)
     timed = timed_ops(workload, label)
     untimed_s = float(np.sum(times[~timed]))
     accumulation_s = accumulation_seconds(workload, chip, precision) if label.mode == "train" else 0.0

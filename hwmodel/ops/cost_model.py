@@ -29,6 +29,7 @@ from hwmodel.ops.arrays import workload_arrays
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.cost import OpCosts, op_costs
 from hwmodel.ops.efficiency import EfficiencyTable, efficiency_for
+from hwmodel.ops.fusion import check_execution, fused_costs, workload_fusion
 from hwmodel.ops.kernel_costs import fallback_op_count, gpu_op_costs, kernel_arrays, work_scale
 from hwmodel.ops.kernels.parameters import PARAMETERS_FILE, load_parameters
 from hwmodel.ops.node_costs import node_op_costs
@@ -60,14 +61,22 @@ def step_op_costs(
     table: EfficiencyTable | None,
     matrix_share: float = 1.0,
     optimizer_share: float = 1.0,
+    *,
+    execution: str = "eager",
 ) -> OpCosts:
     """Per-op costs of ``workload`` on one ``chip``: the roofline with ``table`` when one applies
     (:func:`chip_table`), else the kernel models. ``matrix_share`` is the share of each matrix op
-    one chip of a tensor-parallel group runs, ``optimizer_share`` its share of the optimizer."""
+    one chip of a tensor-parallel group runs, ``optimizer_share`` its share of the optimizer;
+    ``execution="compiled"`` fuses pointwise chains and reductions (:mod:`hwmodel.ops.fusion`)."""
     if table is not None:
         scale = work_scale(workload_arrays(workload), matrix_share, optimizer_share)
-        return op_costs(workload, chip, table, precision, scale)
-    return kernel_op_costs(workload, chip, precision, matrix_share, optimizer_share)
+        costs = op_costs(workload, chip, table, precision, scale)
+    else:
+        costs = kernel_op_costs(workload, chip, precision, matrix_share, optimizer_share)
+    if check_execution(execution) == "eager":
+        return costs
+    arrays = workload_arrays(workload)
+    return fused_costs(costs, workload_fusion(workload), arrays.bytes_read + arrays.bytes_written)
 
 
 def kernel_op_costs(

@@ -25,11 +25,13 @@ def simulate(
     sync_batchnorm: bool | None = None,
     recompute: bool = True,
     ingest: DataFeed | None = None,
+    execution: str | None = None,
 ) -> Report:
     """Simulate one training step; ``plan`` defaults to data parallelism over every chip.
 
     ``plan="auto"`` searches the plans that fit (:func:`hwmodel.search.ranking.search_plans`) and returns
-    the fastest one's report, with the ranking in ``report.plan_ranking``.
+    the fastest one's report, with the ranking in ``report.plan_ranking``. ``execution``: ``"eager"``
+    or ``"compiled"`` (:mod:`hwmodel.ops.fusion`); None follows the chip's ``default_execution``.
     """
     options = StepOptions(
         precision=precision,
@@ -38,6 +40,7 @@ def simulate(
         sync_batchnorm=sync_batchnorm,
         recompute=recompute,
         ingest=ingest,
+        execution=execution,
     )
     if isinstance(plan, str):
         if plan.strip().lower() != "auto":

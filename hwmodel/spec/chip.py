@@ -15,6 +15,9 @@ from hwmodel.spec.precision import PRECISIONS, Precision
 
 LOCAL_MEMORY_KINDS = ("sram", "hbm", "gddr", "dram")
 OP_COST_MODELS = ("kernels", "efficiency")
+EXECUTION_MODES = ("eager", "compiled")
+"""How a chip runs a step's ops (:attr:`ChipSpec.default_execution`): one kernel per op as PyTorch
+eager does, or fused by a graph compiler (:mod:`hwmodel.ops.fusion`)."""
 """How a chip's ops are costed (:attr:`ChipSpec.op_cost_model`): ``"kernels"``, the kernel models
 in hardware terms (:mod:`hwmodel.ops.kernel_costs`); ``"efficiency"``, the roofline scaled by a
 measured efficiency row (:mod:`hwmodel.ops.cost`)."""
@@ -30,6 +33,7 @@ _NON_RATE_FIELDS = frozenset(
         "sync_batchnorm",
         "efficiency_row",
         "op_cost_model",
+        "default_execution",
         "default_precision",
         "measured_threads",
         "l2_cache_bytes",
@@ -94,6 +98,9 @@ class ChipSpec:
             scaled by a measured efficiency row and GEMM rates: the ``host``).
         efficiency_row: for ``op_cost_model = "efficiency"``, the row of
             ``hwmodel/ops/efficiency.json`` whose measured fractions of peak apply; None otherwise.
+        default_execution: how a step's ops run unless told otherwise (:data:`EXECUTION_MODES`):
+            ``"eager"`` (one kernel per op, PyTorch's default; every GPU preset and the host) or
+            ``"compiled"`` (fused as a graph compiler does: the compiler-scheduled D1).
         measured_threads: for a chip measured on this machine (``host``), the intra-op threads of
             the measurement, which a capture should use too; None for every other chip.
         l2_cache_bytes: the last cache level in front of the local memory, shared by every
@@ -137,6 +144,7 @@ class ChipSpec:
     op_cost_model: str
     default_precision: str
     efficiency_row: str | None = None
+    default_execution: str = "eager"
     cache_tiers: tuple[tuple[float, float], ...] = ()
     gemm_rates: GemmRateTable | None = None
     measured_threads: int | None = None
@@ -177,6 +185,11 @@ class ChipSpec:
         if self.op_cost_model not in OP_COST_MODELS:
             known = ", ".join(OP_COST_MODELS)
             raise SpecError(f"chip {self.name}: op_cost_model must be one of {known}, got {self.op_cost_model!r}")
+        if self.default_execution not in EXECUTION_MODES:
+            known = ", ".join(EXECUTION_MODES)
+            raise SpecError(
+                f"chip {self.name}: default_execution must be one of {known}, got {self.default_execution!r}"
+            )
         if self.op_cost_model == "efficiency" and not self.efficiency_row:
             raise SpecError(f"chip {self.name}: op_cost_model 'efficiency' needs efficiency_row, a row of the table")
         if self.local_memory_kind not in LOCAL_MEMORY_KINDS:

@@ -39,6 +39,8 @@ class StepOptions:
             follows the chip (:attr:`~hwmodel.spec.chip.ChipSpec.sync_batchnorm`).
         recompute: allow activation recomputation as a remedy when memory does not fit.
         ingest: the data feed whose per-step ingest is overlapped with the step (None: free).
+        execution: ``"eager"`` or ``"compiled"`` (:mod:`hwmodel.ops.fusion`); ``None`` follows the
+            chip (:attr:`~hwmodel.spec.chip.ChipSpec.default_execution`).
     """
 
     precision: Precision = MIXED_BF16
@@ -47,6 +49,7 @@ class StepOptions:
     sync_batchnorm: bool | None = None
     recompute: bool = True
     ingest: DataFeed | None = None
+    execution: str | None = None
 
 
 @dataclass(eq=False, kw_only=True, slots=True)
@@ -84,6 +87,11 @@ class StepContext:
     def precision(self) -> Precision:
         """The mixed-precision policy of the step."""
         return self.options.precision
+
+    @property
+    def execution(self) -> str:
+        """How the step's ops run: the options' mode, else the chip's default."""
+        return self.options.execution or self.system.chip.default_execution
 
     @property
     def single_stage(self) -> bool:
