@@ -15,7 +15,11 @@ the clock is the thread's CPU time, so other processes on a shared machine do no
   cache, counting bytes read plus bytes written (the largest size is the DRAM figure);
 * per-op overhead: a training step of a network whose ops do almost no work, divided by the aten
   ops it dispatches (Python, dispatch, autograd, allocation; a launch on a GPU). The bare dispatch
-  of one ``add`` from Python is recorded too (``dispatch_overhead_s``), for reference.
+  of one ``add`` from Python is recorded too (``dispatch_overhead_s``), for reference;
+* op classes at DRAM size (``op_classes``, recorded for comparison between machines, not read by the
+  model): a 3x3 convolution's FLOP/s, an elementwise add in place and into a freshly allocated
+  tensor (bytes read plus written per second: a machine under memory pressure pays the page faults
+  of every fresh tensor), and a sum's bytes read per second.
 
 The same functions run on a CUDA device (``device="cuda"``): the H200 validation script reuses them.
 Not measured: frequency scaling under sustained load, the rates of GEMM shapes between the grid's
@@ -45,6 +49,8 @@ GEMM_TIMING_FLOPS = 2e6
 """Each GEMM timing repeats small products until it covers about this many FLOPs (~20 us)."""
 MEMORY_SIZES_BYTES = (1 << 18, 1 << 21, 1 << 24, 1 << 28)
 """Copy sizes: in L2, in L3, about L3, far beyond any cache; the last is the DRAM figure."""
+BENCH_VERSION = 2
+"""Changes whenever what :func:`measure_host` measures, or how, changes: part of every cache key."""
 
 
 def _timed(run: Callable[[], object], device: torch.device, *, repeats: int, inner: int) -> float:
@@ -135,6 +141,48 @@ def dispatch_overhead_s(*, device: str = "cpu", repeats: int = 7) -> float:
     return _timed(lambda: torch.add(a, b), target, repeats=repeats, inner=2000)
 
 
+def conv_flops_per_s(*, device: str = "cpu", repeats: int = 5) -> float:
+    """FLOP/s of a 3x3 convolution, 64 to 64 channels, 4 x 32 x 32 inputs (2 FLOPs per multiply-add)."""
+    target = torch.device(device)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 64, 32, 32, generator=generator).to(target)
+    weight = torch.randn(64, 64, 3, 3, generator=generator).to(target)
+    seconds = _timed(lambda: torch.nn.functional.conv2d(x, weight, padding=1), target, repeats=repeats, inner=3)
+    return 2.0 * 4 * 64 * 64 * 9 * 32 * 32 / seconds
+
+
+def elementwise_bytes_per_s(*, fresh: bool, nbytes: int = 1 << 28, device: str = "cpu", repeats: int = 5) -> float:
+    """Bytes read plus written per second by ``x + 1`` on ``nbytes`` of FP32: in place (``add_``) or
+    into a tensor allocated by each call (what most ops of a training step do)."""
+    target = torch.device(device)
+    x = torch.ones(nbytes // 4, device=target)
+    run = (lambda: torch.add(x, 1.0)) if fresh else (lambda: x.add_(1.0))
+    return 2.0 * nbytes / _timed(run, target, repeats=repeats, inner=2)
+
+
+def reduction_bytes_per_s(*, nbytes: int = 1 << 28, device: str = "cpu", repeats: int = 5) -> float:
+    """Bytes read per second by ``sum`` over ``nbytes`` of FP32."""
+    target = torch.device(device)
+    x = torch.ones(nbytes // 4, device=target)
+    return nbytes / _timed(x.sum, target, repeats=repeats, inner=2)
+
+
+def op_class_rates(say: Callable[[str], None]) -> dict[str, float]:
+    """The op-class figures of the calibration (see the module docstring), each announced by ``say``."""
+    probes: tuple[tuple[str, str, float, Callable[[], float]], ...] = (
+        ("conv_flops_per_s", "convolution 3x3", 1e9, conv_flops_per_s),
+        ("elementwise_inplace_bytes_per_s", "elementwise in place", 1e9, partial(elementwise_bytes_per_s, fresh=False)),
+        ("elementwise_fresh_bytes_per_s", "elementwise, fresh out", 1e9, partial(elementwise_bytes_per_s, fresh=True)),
+        ("reduction_bytes_per_s", "reduction (sum)", 1e9, reduction_bytes_per_s),
+    )
+    rates = {}
+    for key, label, scale, probe in probes:
+        rates[key] = probe()
+        unit = "GFLOP/s" if "flops" in key else "GB/s"
+        say(f"{label}: {rates[key] / scale:.1f} {unit}")
+    return rates
+
+
 class _OpCounter(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Counts the non-view aten ops dispatched inside it."""
 
@@ -202,17 +250,29 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def machine_key(threads: int = 1) -> str:
+    """What a measurement belongs to: CPU model, cores, torch version, the thread count it is measured
+    with and :data:`BENCH_VERSION`, hashed (16 hex digits) for a cache entry's name."""
+    import hashlib
+
+    info = machine_info()
+    parts = (info["processor"], info["cpu_count"], info["torch"], threads, BENCH_VERSION)
+    return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()[:16]
+
+
 def measure_host(
     *,
     threads: int = 1,
     matrix_size: int = 1024,
     gemm_dims: tuple[int, ...] = GEMM_DIMS,
+    gemm_repeats: int = 3,
     progress: Callable[[str], None] | None = None,
     command: str = "pytest_dojo.hostbench.measure_host",
 ) -> dict[str, Any]:
     """Every rate of the host preset, measured now with ``threads`` intra-op threads.
 
-    Returns the JSON document :func:`hwmodel.spec.host.calibration_from_dict` reads.
+    Returns the JSON document :func:`hwmodel.spec.host.calibration_from_dict` reads. With
+    ``gemm_repeats=2`` (the plugin's first-use measurement) it takes 15-20 s on one core.
     """
     say = progress or (lambda _line: None)
     previous_threads = torch.get_num_threads()
@@ -224,7 +284,7 @@ def measure_host(
             matrix[dtype] = matrix_flops_per_s(dtype, size=matrix_size)
             say(f"  {matrix[dtype] / 1e9:.1f} GFLOP/s")
         say(f"matrix float32 by shape, {len(gemm_dims) ** 3} shapes ...")
-        gemm = gemm_flops_per_s(gemm_dims, progress=say)
+        gemm = gemm_flops_per_s(gemm_dims, repeats=gemm_repeats, progress=say)
         say("vector multiply-add ...")
         vector = vector_flops_per_s()
         say(f"  {vector / 1e9:.1f} GFLOP/s")
@@ -238,10 +298,12 @@ def measure_host(
         overhead = op_overhead_s()
         say(f"  {overhead * 1e6:.2f} us")
         dispatch = dispatch_overhead_s()
+        classes = op_class_rates(say)
     finally:
         torch.set_num_threads(previous_threads)
     return {
         "schema_version": 1,
+        "bench_version": BENCH_VERSION,
         "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": command,
         "threads": threads,
@@ -255,6 +317,7 @@ def measure_host(
         "memory_bytes_per_s_by_size": memory_by_size,
         "op_overhead_s": overhead,
         "dispatch_overhead_s": dispatch,
+        "op_classes": classes,
     }
 
 

@@ -107,8 +107,11 @@ def test_precision(dojo):
     [
         ((), "PRECISION bfloat16"),
         (("--dojo-precision=fp32",), "PRECISION float32"),
-        (("--dojo-chip=host", "--dojo-mesh=1x1"), "PRECISION float32"),
-        (("--dojo-chip=host", "--dojo-mesh=1x1", "--dojo-precision=bf16"), "PRECISION bfloat16"),
+        (("--dojo-chip=host", "--dojo-mesh=1x1", "--dojo-host-calibration=committed"), "PRECISION float32"),
+        (
+            ("--dojo-chip=host", "--dojo-mesh=1x1", "--dojo-host-calibration=committed", "--dojo-precision=bf16"),
+            "PRECISION bfloat16",
+        ),
     ],
 )
 def test_precision_follows_the_preset_unless_given(

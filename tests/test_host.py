@@ -246,7 +246,7 @@ def test_step(dojo):
     assert 0 < report.mfu <= 1
 """
     )
-    result = pytester.runpytest("--dojo-chip=host", "--dojo-mesh=1x1")
+    result = pytester.runpytest("--dojo-chip=host", "--dojo-mesh=1x1", "--dojo-host-calibration=committed")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*chip host, mesh 1x1 (1 chips*"])
 
@@ -272,7 +272,7 @@ def test_step(dojo):
     assert torch.get_num_threads() == 2
 """
     )
-    result = pytester.runpytest(f"--dojo-chip={chip}", "--dojo-mesh=1x1")
+    result = pytester.runpytest(f"--dojo-chip={chip}", "--dojo-mesh=1x1", "--dojo-host-calibration=committed")
     result.assert_outcomes(passed=1)
 
 

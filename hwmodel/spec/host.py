@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -171,29 +171,38 @@ def load_calibration(path: Path | None = None) -> HostCalibration:
     return calibration_from_dict(data)
 
 
+def calibrated_fields(calibration: HostCalibration) -> dict[str, Any]:
+    """The fields of a chip that ``calibration`` measures, in SI units."""
+    return {
+        "matrix_bf16_flops_per_s": calibration.matrix_bf16_flops_per_s,
+        "matrix_fp32_flops_per_s": calibration.matrix_fp32_flops_per_s,
+        "matrix_tf32_flops_per_s": calibration.matrix_fp32_flops_per_s,
+        "vector_flops_per_s": calibration.vector_flops_per_s,
+        "compute_units": calibration.threads,
+        "local_memory_bytes": calibration.memory_capacity_bytes,
+        "local_memory_read_bytes_per_s": calibration.memory_bytes_per_s,
+        "local_memory_write_bytes_per_s": calibration.memory_bytes_per_s,
+        "op_overhead_s": calibration.op_overhead_s,
+        "cache_tiers": calibration.cache_tiers,
+        "l2_cache_bytes": calibration.cache_tiers[-1][0] if calibration.cache_tiers else 0.0,
+        "gemm_rates": calibration.gemm_rates,
+        "measured_threads": calibration.threads,
+        "source": f"measured by pytest_dojo.hostbench: {calibration.describe()}",
+    }
+
+
 def host_chip(calibration: HostCalibration, static: Mapping[str, Any]) -> ChipSpec:
     """The ``host`` chip: the measured rates of ``calibration`` with the ``static`` fields of its preset.
 
     ``static`` holds what the calibration does not measure (name, work granules, memory kind,
     execution mode, efficiency row, ...), as the ``host`` preset file gives them.
     """
-    return ChipSpec(
-        **static,
-        matrix_bf16_flops_per_s=calibration.matrix_bf16_flops_per_s,
-        matrix_fp32_flops_per_s=calibration.matrix_fp32_flops_per_s,
-        matrix_tf32_flops_per_s=calibration.matrix_fp32_flops_per_s,
-        vector_flops_per_s=calibration.vector_flops_per_s,
-        compute_units=calibration.threads,
-        local_memory_bytes=calibration.memory_capacity_bytes,
-        local_memory_read_bytes_per_s=calibration.memory_bytes_per_s,
-        local_memory_write_bytes_per_s=calibration.memory_bytes_per_s,
-        op_overhead_s=calibration.op_overhead_s,
-        cache_tiers=calibration.cache_tiers,
-        l2_cache_bytes=calibration.cache_tiers[-1][0] if calibration.cache_tiers else 0.0,
-        gemm_rates=calibration.gemm_rates,
-        measured_threads=calibration.threads,
-        source=f"measured by pytest_dojo.hostbench: {calibration.describe()}",
-    )
+    return ChipSpec(**static, **calibrated_fields(calibration))
+
+
+def with_calibration(chip: ChipSpec, calibration: HostCalibration) -> ChipSpec:
+    """``chip`` (a measured preset's) with every measured field taken from ``calibration`` instead."""
+    return replace(chip, **calibrated_fields(calibration))
 
 
 def host_fabric(calibration: HostCalibration) -> FabricSpec:

@@ -51,20 +51,23 @@ def pytest_configure(config: pytest.Config) -> None:
         "simulated figures (pytest-dojo)",
     )
     session = DojoSession(
-        load_options=lambda: options.parse_options(config), open_capture_cache=lambda: CaptureCache.for_config(config)
+        load_options=lambda: options.parse_options(config),
+        open_capture_cache=lambda: CaptureCache.for_config(config),
+        open_pytest_cache=lambda: getattr(config, "cache", None),
     )
     config.stash[DOJO_SESSION_KEY] = session
     if options.options_in_use(config):
         session.activate()
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
+def pytest_report_header(config: pytest.Config) -> str | list[str] | None:
     session = config.stash[DOJO_SESSION_KEY]
     if not session.active:
         return None
     from pytest_dojo.plugin.summary import header_line
 
-    return header_line(session.system)
+    header = header_line(session.system)
+    return header if session.host_rates is None else [header, session.host_rates.line()]
 
 
 def uses_dojo(item: pytest.Item) -> bool:

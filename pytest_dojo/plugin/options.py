@@ -97,6 +97,13 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "Write a Chrome/Perfetto trace and PNG plots per simulated step into DIR. Default: none",
     ),
     (
+        "--dojo-host-calibration",
+        "committed|measured",
+        "Rates of the host preset: measured on this machine on first use (about 20 s) and kept in pytest's "
+        "cache (--cache-clear re-measures; without a cache, -p no:cacheprovider, the committed ones), or "
+        "the committed calibration shipped with the package. Default: 'measured'",
+    ),
+    (
         "--dojo-sensitivity",
         "FLAG",
         "After the summary, rank hardware changes (2x FLOP/s, 2x link bandwidth, 1/2 hop latency...) "
@@ -122,6 +129,9 @@ def register(parser: pytest.Parser) -> None:
     parser.addini("dojo_precision", help="Default for --dojo-precision. Default: the chip preset's", default=None)
     parser.addini("dojo_thresholds", help="Default for --dojo-thresholds (relative to the rootdir).", default=None)
     parser.addini(
+        "dojo_host_calibration", help="Default for --dojo-host-calibration. Default: 'measured'", default=None
+    )
+    parser.addini(
         "dojo_max_regression",
         help=f"Default for --dojo-max-regression. Default: {DEFAULT_MAX_REGRESSION_PCT!r}",
         default=None,
@@ -143,6 +153,8 @@ class DojoOptions:
     json_path: Path | None = None
     report_dir: Path | None = None
     sensitivity: bool = False
+    host_calibration: str = "measured"
+    """Where the host preset's rates come from: ``measured`` (this machine, cached) or ``committed``."""
 
 
 INI_DEFAULTS = {
@@ -151,6 +163,7 @@ INI_DEFAULTS = {
     "dojo_precision": "",
     "dojo_thresholds": "",
     "dojo_max_regression": str(DEFAULT_MAX_REGRESSION_PCT),
+    "dojo_host_calibration": "measured",
 }
 """Every ini key and its default (the keys are registered with None, meaning "not set")."""
 
@@ -291,4 +304,14 @@ def parse_options(config: pytest.Config) -> DojoOptions:
         json_path=output("--dojo-json", "dojo_json"),
         report_dir=_report_dir(config),
         sensitivity=bool(config.getoption("dojo_sensitivity")),
+        host_calibration=_host_calibration(config),
     )
+
+
+def _host_calibration(config: pytest.Config) -> str:
+    from pytest_dojo.plugin.host_rates import MODES
+
+    mode = _setting(config, "dojo_host_calibration").strip().lower()
+    if mode not in MODES:
+        raise pytest.UsageError(f"--dojo-host-calibration: must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode

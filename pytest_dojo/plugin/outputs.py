@@ -71,6 +71,8 @@ def write_outputs(config_session: pytest.Session, dojo_session: DojoSession) -> 
             wallclock=dojo_session.wallclock if measured else (),
             include_measured=measured,
         )
+        if dojo_session.host_rates is not None:
+            document["host_rates"] = dojo_session.host_rates.to_dict()
         try:
             write_json_atomic(path, document)
         except ResultsFileError as error:

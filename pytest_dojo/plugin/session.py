@@ -20,6 +20,7 @@ import pytest
 if TYPE_CHECKING:
     from hwmodel import Report, System
     from pytest_dojo.plugin.capture_cache import CaptureCache
+    from pytest_dojo.plugin.host_rates import HostRates
     from pytest_dojo.plugin.options import DojoOptions
     from pytest_dojo.plugin.report_dir import StepArtifacts
     from pytest_dojo.plugin.steps import CapturedStep
@@ -93,6 +94,9 @@ class DojoSession:
 
     load_options: Callable[[], DojoOptions]
     open_capture_cache: Callable[[], CaptureCache | None] = lambda: None
+    open_pytest_cache: Callable[[], pytest.Cache | None] = lambda: None
+    host_rates: HostRates | None = None
+    """The measured preset's rates (``host``), where the system has such a chip; set with the system."""
     results: list[TestResult] = field(default_factory=list)
     wallclock: list[dict[str, Any]] = field(default_factory=list)
     captures: dict[Any, CapturedStep] = field(default_factory=dict)
@@ -127,7 +131,13 @@ class DojoSession:
         if self._system is None:
             from hwmodel import make_system
 
-            self._system = make_system(self.options.chip, self.options.mesh)
+            system = make_system(self.options.chip, self.options.mesh)
+            if system.chip.measured_threads is not None:
+                from pytest_dojo.plugin import host_rates
+
+                self.host_rates = host_rates.resolve(self.open_pytest_cache(), self.options.host_calibration)
+                system = host_rates.apply(system, self.host_rates)
+            self._system = system
         return self._system
 
     @property

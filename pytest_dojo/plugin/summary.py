@@ -170,6 +170,8 @@ def write_summary(
     options = session.options
     terminalreporter.section("dojo: simulated training steps")
     write(header_line(session.system))
+    if session.host_rates is not None:
+        write(session.host_rates.line())
     with_baseline = options.baseline is not None
     for line in table_lines(result_rows(results, with_baseline=with_baseline), column_names(with_baseline)):
         write(line)
