@@ -2,6 +2,7 @@
 
     python -m dojo_validation.validate_host --measure     # measure now (minutes), save, then compare
     python -m dojo_validation.validate_host               # compare against the newest committed data
+    pytest-dojo validate host --now mlp,cnn --runs 3      # steps now: committed rates vs rates now
 
 For every suite network at ``small`` size and the standard shapes (MLP, CNN, transformer encoder),
 the real step is timed on this CPU (median of repeated steps, one intra-op thread unless
@@ -32,7 +33,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="measured JSON (default: newest committed)")
     parser.add_argument("--networks", default=",".join(host.HOST_BATCHES), help="comma-separated networks")
     parser.add_argument("--threads", type=int, default=host.DEFAULT_THREADS, help="intra-op threads (default: 1)")
+    parser.add_argument(
+        "--now",
+        default="",
+        metavar="NETWORKS",
+        help="time these networks now and predict them held out, on the committed rates and on rates measured now",
+    )
+    parser.add_argument("--runs", type=int, default=3, metavar="N", help="with --now: repetitions (default: 3)")
     args = parser.parse_args(argv)
+    if args.now:
+        names = [name for name in args.now.split(",") if name]
+        unknown = sorted(set(names) - set(host.HOST_BATCHES))
+        if unknown or args.runs < 1:
+            parser.error(
+                f"unknown networks {unknown}; known: {', '.join(host.HOST_BATCHES)}"
+                if unknown
+                else "--runs must be >= 1"
+            )
+        from dojo_validation import host_now
+
+        return host_now.report(names, args.runs, say=lambda line: print(line, flush=True))
     if args.measure:
         names = [name for name in args.networks.split(",") if name]
         unknown = sorted(set(names) - set(host.HOST_BATCHES))
