@@ -41,20 +41,18 @@ def test_plans_that_do_not_tile_the_mesh_are_one_line_errors() -> None:
         simulate(chain_workload(), make_system("d1", "1x1"), plan="fastest")
 
 
-def test_tensor_parallel_gathers_forward_and_scatters_backward() -> None:
-    """4 forward matmuls each all-gather their BF16 output (64 x 1024 x 2 B = 128 KiB) over the 1x5
-    group; the 3 backward input-gradient matmuls reduce-scatter theirs (the first layer has none,
-    weight gradients need none): 7 blocking collectives."""
+def test_tensor_parallel_pairs_layers_and_all_reduces_as_megatron_does() -> None:
+    """The 4 matmuls pair up (1 and 2, 3 and 4: column- then row-parallel, the norm and ReLU between
+    them on the shard): the row-parallel ones all-reduce their BF16 output (64 x 1024 x 2 B =
+    128 KiB) forward over the 1x5 group, and the input gradient of the third (column-parallel; the
+    first has none) all-reduces backward: 3 blocking collectives."""
     workload = chain_workload(layers=LAYERS, batch=BATCH, width=WIDTH)
     system = make_system("d1", "1x5")
     report = simulate(workload, system, plan=Plan(data_parallel=1, tensor_parallel=5))
     size = BATCH * WIDTH * BF16
     group = ChipGroup(rows=1, cols=5)
-    expected = (
-        4 * collective("all_gather", system, group, size).time_s
-        + 3 * collective("reduce_scatter", system, group, size).time_s
-    )
-    assert report.tensor_parallel.collectives == 7
+    expected = 3 * collective("all_reduce", system, group, size).time_s
+    assert report.tensor_parallel.collectives == 3
     assert report.breakdown_s.tensor_parallel_s == pytest.approx(expected, rel=1e-12)
     weight_share = 4 * WIDTH * WIDTH / (4 * WIDTH * WIDTH + 4 * WIDTH)  # matmul weights of all weights
     assert report.tensor_parallel.parameter_fraction == pytest.approx(1 - weight_share + weight_share / 5)

@@ -181,8 +181,15 @@ def gpu_gemm_parts(
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per op: (kernel seconds, seconds of the ideal arithmetic, seconds of streaming A, B and C)
     summed over its GEMMs (without launch floors). A GEMM of ``count > 1`` is a strided-batched call."""
-    dims = gemm.GemmDims(kernels.gemm_count, kernels.gemm_m, kernels.gemm_n * matrix_share, kernels.gemm_k)
     batched = kernels.gemm_count > 1
+    count_share = kernels.gemm_count * matrix_share
+    by_count = batched & (count_share == np.floor(count_share))  # heads split over the group
+    dims = gemm.GemmDims(
+        np.where(by_count, count_share, kernels.gemm_count),
+        kernels.gemm_m,
+        np.where(by_count, kernels.gemm_n, kernels.gemm_n * matrix_share),
+        kernels.gemm_k,
+    )
     seconds = np.zeros(len(dims.m))
     for is_batched in (False, True):
         rows = batched == is_batched

@@ -32,7 +32,6 @@ import numpy.typing as npt
 
 from hwmodel.collectives.pricing import group_collective
 from hwmodel.ops.classes.registry import op_classes
-from hwmodel.ops.kernel_costs import work_scale
 from hwmodel.search.plans import GroupShape
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.precision import Precision
@@ -41,6 +40,7 @@ from hwmodel.step.op_times import OPTIMIZER, OpTimes, batchnorm_seconds, tensor_
 from hwmodel.step.placement import least_crossing_bytes
 from hwmodel.step.resolve import StepContext
 from hwmodel.step.schedule import bucket_prices
+from hwmodel.step.tensor_parallel import work_share
 
 FloatArray = npt.NDArray[np.float64]
 ROUNDING_MARGIN = 1e-9
@@ -123,7 +123,7 @@ def peak_seconds(context: StepContext) -> FloatArray:
 
     def build() -> FloatArray:
         arrays = context.arrays
-        scale = work_scale(arrays, 1.0 / tp, context.tp_parameter_fraction) if tp > 1 else None
+        scale = work_share(context.workload, tp, context.tp_parameter_fraction)
         flops = arrays.flops if scale is None else arrays.flops * scale
         seconds = np.asarray(flops / peak_flops_per_s(chip, precision), dtype=np.float64)
         seconds.flags.writeable = False

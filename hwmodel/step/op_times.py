@@ -1,9 +1,9 @@
 """The cost stage of a simulated step: seconds of every op on one chip's compute stream.
 
 Each op costs what its chip's model says (:func:`~hwmodel.ops.cost_model.step_op_costs`: the kernel
-models, or the roofline with an efficiency row), with tensor parallelism splitting each
-matrix op's work over the ``tp`` chips of a group and blocking it on an all-gather (forward) or a
-reduce-scatter (backward) of its output, and synchronised batch norm blocking each training batch
+models, or the roofline with an efficiency row), with tensor parallelism sharding the ops
+:mod:`hwmodel.step.tensor_parallel` marks over the ``tp`` chips of a group and blocking on the
+collectives it places, and synchronised batch norm blocking each training batch
 norm on an all-reduce of its statistics (``2 x C`` FP32 values: sum and sum of squares forward,
 the two gradient sums backward) over the data-parallel group.
 """
@@ -23,6 +23,7 @@ from hwmodel.ops.cost_model import step_op_costs
 from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.resolve import StepContext
 from hwmodel.step.structure import STRUCTURE_CACHE
+from hwmodel.step.tensor_parallel import collective_bytes, shard_costs
 from hwmodel.step.workload import PHASES, Workload
 
 FloatArray = npt.NDArray[np.float64]
@@ -75,8 +76,10 @@ def batchnorm_mask(workload: Workload) -> BoolArray:
 
 
 def tensor_parallel_seconds(context: StepContext) -> FloatArray:
-    """Per op, the all-gather (forward) or reduce-scatter (backward) that blocks a tensor-parallel
-    matrix op; zeros without tensor parallelism. Kept per workload, system, precision and group."""
+    """Per op, the tensor-parallel collective that blocks it (:mod:`hwmodel.step.tensor_parallel`:
+    the all-reduce after a row-parallel op or a column-parallel input gradient, the gather or
+    scatter of a plain-rule matrix op); zeros without tensor parallelism. Kept per workload,
+    system, precision and group."""
     arrays, system, tp = context.arrays, context.system, context.plan.tensor_parallel
     count = len(arrays.flops)
     if tp == 1:
@@ -84,13 +87,12 @@ def tensor_parallel_seconds(context: StepContext) -> FloatArray:
     group = context.layout.tensor_group
 
     def build() -> FloatArray:
-        split = arrays.is_matrix & (arrays.phase_index != OPTIMIZER)
         dtype_scale = np.array([context.precision.activation_scale(name) for name in arrays.dtype_names])
-        gathered = context.memory.activation_output_bytes_by_op * dtype_scale[arrays.dtype_index]
+        output_bytes = context.memory.activation_output_bytes_by_op * dtype_scale[arrays.dtype_index]
         seconds = np.zeros(count, dtype=np.float64)
-        for phase, kind in ((FORWARD, "all_gather"), (BACKWARD, "reduce_scatter")):
-            mask = split & (arrays.phase_index == phase)
-            seconds[mask] = group_collectives_s(kind, system, group, gathered[mask])
+        for kind, sizes in collective_bytes(context.workload, output_bytes).items():
+            mask = sizes > 0
+            seconds[mask] += group_collectives_s(kind, system, group, sizes[mask])
         return seconds
 
     key = ("tensor_parallel_s", op_classes().version, system.mesh, system.fabric, context.precision, group)
@@ -132,6 +134,7 @@ def op_times(context: StepContext) -> OpTimes:
         )
         tensor_parallel_s = tensor_parallel_seconds(context)
         batchnorm_s = batchnorm_seconds(context)
+        costs = shard_costs(costs, context.workload, tp)
         busy_s = costs.time_s + tensor_parallel_s + batchnorm_s
         for values in (tensor_parallel_s, batchnorm_s, busy_s):
             values.flags.writeable = False

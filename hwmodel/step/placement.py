@@ -18,6 +18,7 @@ from hwmodel.step.memory import ChipShare, MemoryFootprint, footprint
 from hwmodel.step.op_times import BACKWARD, FORWARD, OPTIMIZER, OpTimes
 from hwmodel.step.resolve import StepContext
 from hwmodel.step.structure import STRUCTURE_CACHE
+from hwmodel.step.tensor_parallel import sharded_activation_fraction
 from hwmodel.step.timeline import balance_stages
 from hwmodel.step.workload import PHASES, ROOT_MODULE, Workload
 
@@ -243,11 +244,13 @@ def fit_memory(context: StepContext, placement: StagePlacement) -> MemoryFit:
 def _fit_memory(context: StepContext, placement: StagePlacement) -> MemoryFit:
     pp, micro_batches = context.plan.pipeline_parallel, context.plan.micro_batches
     footprints: list[MemoryFootprint] = []
+    scale = np.array([context.precision.activation_scale(name) for name in context.memory.dtype_names] or [1.0])
+    tp_fraction = sharded_activation_fraction(context.workload, context.plan.tensor_parallel, scale)
     for s in range(pp):
         in_flight = min(pp - s, micro_batches)
         share = ChipShare(
             parameter_fraction=context.tp_parameter_fraction * float(placement.parameter_share[s]),
-            activation_fraction=float(placement.saved_share[s]) * in_flight if pp > 1 else 1.0,
+            activation_fraction=tp_fraction * (float(placement.saved_share[s]) * in_flight if pp > 1 else 1.0),
             recompute_forward_s=float(placement.forward_s[s]) * micro_batches if context.options.recompute else 0.0,
         )
         footprints.append(stage_footprint(context, share))
