@@ -33,7 +33,9 @@ class Builder:
         self.sizes[tensor_id], self.kinds[tensor_id] = elements * FLOAT, kind
         return tensor_id
 
-    def op(self, name: str, phase: str, flops: float, inputs: list[int], outputs: list[int], matrix: bool) -> int:
+    def op(
+        self, name: str, phase: str, flops: float, inputs: list[int], outputs: list[int], matrix: bool, rows: int = 0
+    ) -> int:
         gemm = ((1, 2, 2, 2),) if matrix else ()
         self.ops.append(
             OpRecord(
@@ -49,6 +51,8 @@ class Builder:
                 input_ids=tuple(inputs),
                 output_ids=tuple(outputs),
                 implicit_gemms=gemm,
+                rows=rows,
+                row_elements=self.sizes[inputs[0]] // FLOAT // rows if rows else 0,
             )
         )
         return len(self.ops) - 1
@@ -197,3 +201,70 @@ def test_sharded_ops_run_exactly_their_share(tokens: int, hidden: int, tp: int) 
     assert share is not None and np.allclose(share[marks], 1.0 / tp)
     fraction = sharded_activation_fraction(workload, tp, np.ones(1))
     assert 1.0 / tp <= fraction < 1.0
+
+
+def tiny_language_model(tokens: int, hidden: int, vocabulary: int) -> Workload:
+    """Tied embedding -> LayerNorm -> logits (the embedding's weight) -> log-softmax -> NLL loss, and
+    its backward."""
+    b = Builder()
+    ids, targets = b.tensor("input", tokens), b.tensor("input", tokens)
+    table = b.tensor("parameter", vocabulary * hidden)
+    embedded, normed, logits, logp, loss = (
+        b.tensor("activation", n)
+        for n in (tokens * hidden, tokens * hidden, tokens * vocabulary, tokens * vocabulary, 1)
+    )
+    b.op("aten.embedding.default", "forward", 0.0, [table, ids], [embedded], False)
+    b.op("aten.native_layer_norm.default", "forward", 8.0 * tokens * hidden, [embedded], [normed], False)
+    b.op("aten.mm.default", "forward", 2.0 * tokens * hidden * vocabulary, [normed, table], [logits], True)
+    b.op("aten._log_softmax.default", "forward", 5.0 * tokens * vocabulary, [logits], [logp], False, rows=tokens)
+    b.op("aten.nll_loss_forward.default", "forward", float(tokens), [logp, targets], [loss], False)
+    d_logp, d_logits, d_table, d_normed, d_embedded, d_lookup = (
+        b.tensor("activation", n)
+        for n in (
+            tokens * vocabulary,
+            tokens * vocabulary,
+            vocabulary * hidden,
+            tokens * hidden,
+            tokens * hidden,
+            vocabulary * hidden,
+        )
+    )
+    b.op("aten.nll_loss_backward.default", "backward", 0.0, [loss, logp, targets], [d_logp], False)
+    b.op("aten._log_softmax_backward_data.default", "backward", 0.0, [d_logp, logp], [d_logits], False, rows=tokens)
+    b.op("aten.mm.default", "backward", 2.0 * tokens * hidden * vocabulary, [d_logits, normed], [d_table], True)
+    b.op("aten.mm.default", "backward", 2.0 * tokens * hidden * vocabulary, [d_logits, table], [d_normed], True)
+    b.op("aten.native_layer_norm_backward.default", "backward", 0.0, [d_normed, embedded], [d_embedded], False)
+    b.op("aten.embedding_dense_backward.default", "backward", 0.0, [d_embedded, ids], [d_lookup], False)
+    return b.workload()
+
+
+def test_the_output_projection_and_its_loss_split_by_vocabulary() -> None:
+    tokens, hidden = 32, 16
+    workload = tiny_language_model(tokens=tokens, hidden=hidden, vocabulary=1000)
+    marks = sharding(workload)
+    names = [op.name.split(".")[1] for op in workload.ops]
+    sharded = [name for name, s in zip(names, marks.sharded, strict=True) if s]
+    # the embedding looks its vocabulary slice up; LayerNorm (forward and backward) runs replicated
+    assert sharded == [
+        "embedding", "mm", "_log_softmax", "nll_loss_forward", "nll_loss_backward",
+        "_log_softmax_backward_data", "mm", "mm", "embedding_dense_backward",
+    ]  # fmt: skip
+    assert [names[i] for i in np.flatnonzero(marks.all_reduce)] == ["embedding", "mm"]  # lookup; input gradient
+    assert marks.cross_entropy_rows.tolist() == [0, 0, 0, tokens] + [0] * 7
+    output_bytes = np.array([float(op.bytes_written) for op in workload.ops])
+    volumes = collective_bytes(workload, output_bytes)["all_reduce"]
+    # the looked-up rows (b*s*h), the 3 FP32 statistics per row, the logits' input gradient (b*s*h)
+    assert volumes.tolist() == [
+        tokens * hidden * FLOAT,
+        0,
+        0,
+        3 * tokens * 4,
+        0,
+        0,
+        0,
+        0,
+        tokens * hidden * FLOAT,
+        0,
+        0,
+    ]
+    assert not marks.gathered.any()

@@ -16,7 +16,7 @@ time (exposed communication, memory remedies, ingest, transfers between stages):
 
 The per-op seconds these read are, for :func:`peak_bound_s`, each op's FLOPs on one chip (its
 tensor-parallel share) at the chip's fastest rate under the precision, plus the collectives the
-plan cannot avoid, priced by the collective model (the tensor-parallel gathers and scatters, the
+plan cannot avoid, priced by the collective model (the tensor-parallel collectives, the
 synchronised batch-norm statistics, the gradient buckets); for :func:`busy_bound_s`, the op times
 of the simulation itself (:func:`~hwmodel.step.op_times.op_times`). No op runs faster than its
 FLOPs at peak (efficiencies and occupancies are at most 1), so both are true lower bounds; each is

@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from hwmodel.step.memory import MemoryFootprint
 from hwmodel.step.op_times import OpTimes
+from hwmodel.step.tensor_parallel import sharding
 from hwmodel.step.timeline import Interval
 from hwmodel.step.workload import Workload
 
@@ -30,6 +31,7 @@ def op_intervals(
     """Every op on ``prefix/compute``, with the collectives that block it on their own tracks."""
     intervals: list[Interval] = []
     starts = ends - times.busy_s
+    marks = sharding(workload)
     for index, op in enumerate(workload.ops):
         shift = exposed_s if optimizer[index] else 0.0
         start = float(starts[index]) + shift
@@ -46,6 +48,8 @@ def op_intervals(
         )
         if times.tensor_parallel_s[index] > 0:
             kind = "all_gather" if op.phase == "forward" else "reduce_scatter"
+            if not marks.gathered[index]:
+                kind = "all_reduce"
             intervals.append(
                 Interval(
                     track=f"{prefix}/tensor-parallel",

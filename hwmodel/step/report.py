@@ -9,8 +9,8 @@ disjoint parts that add up to ``step_time_s``:
 * ``communication``: collective time not hidden behind compute;
 * ``spill``: traffic to backing memory for what does not fit local memory;
 * ``recompute``: forward ops run again in the backward pass instead of keeping their activations;
-* ``tensor_parallel``: the all-gathers and reduce-scatters of tensor-parallel layers (they block
-  the ops that need them);
+* ``tensor_parallel``: the collectives of tensor-parallel layers (:mod:`hwmodel.step.tensor_parallel`:
+  all-reduces of paired layers, gathers and scatters of the others; they block the ops that need them);
 * ``batchnorm_sync``: the all-reduces of batch-norm statistics across the data-parallel group;
 * ``pipeline_bubble``: time the busiest pipeline stage waits (ramp-up, drain and transfers).
 

@@ -8,11 +8,14 @@ through the cost of the collectives (:mod:`hwmodel.collectives.pricing`). A 3,00
 
 One chip's step under a plan ``dp x tp x pp`` with ``m`` micro-batches:
 
-* **Ops** (:mod:`hwmodel.ops.cost`) in capture order on the compute stream. Tensor parallelism splits
-  each matrix op's output channels over the ``tp`` chips of a group (its FLOPs, bytes and output
-  divided by ``tp``; other ops run replicated), each forward matrix op is followed by an all-gather
-  of its output and each backward one by a reduce-scatter of its input gradient: both block the
-  next op. Weights of matrix ops are split ``tp`` ways too (memory, optimizer, gradients).
+* **Ops** (:mod:`hwmodel.ops.cost`) in capture order on the compute stream. Tensor parallelism
+  shards as Megatron-LM does (:mod:`hwmodel.step.tensor_parallel`): column- and row-parallel pairs
+  of matrix ops with the ops between them on the shard (their FLOPs, bytes and activations divided
+  by ``tp``), an all-reduce after each row-parallel op forward and each column-parallel input
+  gradient backward, the output projection and its loss split by vocabulary; a matrix op in no
+  pair splits its output channels and gathers them forward (reduce-scatters backward). Every
+  collective blocks the next op. Weights of matrix ops are split ``tp`` ways too (memory,
+  optimizer, gradients).
 * **Synchronised batch norm**: when the batch is split over data-parallel replicas, every training
   batch norm all-reduces its per-channel statistics (sum and sum of squares forward, the two
   gradient sums backward: ``2 x C`` FP32 values) over the data-parallel group before it can

@@ -1,7 +1,7 @@
 """The scheduler: streams of one chip class proceeding by dependencies, and the step's timeline.
 
 Times in seconds. A chip runs one **compute stream** (its ops in capture order, each waiting for
-the collectives it needs: tensor-parallel gathers and synchronised batch-norm statistics block
+the collectives it needs: tensor-parallel collectives and synchronised batch-norm statistics block
 the op after them) and **communication streams** (gradient buckets all-reduced while the backward
 pass goes on, pipeline transfers). Every chip of a class does the same, so a class is scheduled
 once (see :mod:`hwmodel.step.simulate`).
