@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from dojo_validation.steps.bands import write_bands
 from dojo_validation.steps.build import ValidationSetupError, transformers_module
 from dojo_validation.steps.labels import StepLabel, load_labels, published_errors, published_for
 from dojo_validation.steps.predict import StepPrediction, predict_label
@@ -101,7 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=[], help="bert_large, gpt2_large, ...; repeatable")
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer attribution")
     parser.add_argument("--json", type=Path, help="also write the predictions to this JSON file")
+    parser.add_argument(
+        "--write-bands", action="store_true", help="record each device's error band (hwmodel/step/step_bands.json)"
+    )
     arguments = parser.parse_args(argv)
+    if arguments.write_bands and (arguments.device or arguments.group or arguments.model):
+        print("pytest-dojo validate steps: --write-bands needs every label (no --device, --group or --model)")
+        return 2
     labels = select(load_labels(), arguments.device, arguments.group, arguments.model)
     if not labels:
         print("no label matches the filters given", file=sys.stderr)
@@ -115,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(predictions))
     if arguments.json is not None:
         arguments.json.write_text(json.dumps(as_json(predictions), indent=1) + "\n")
+    if arguments.write_bands:
+        print(f"wrote {write_bands(predictions)}", file=sys.stderr)
     return 0
 
 

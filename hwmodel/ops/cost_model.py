@@ -31,7 +31,7 @@ from hwmodel.ops.cost import OpCosts, op_costs
 from hwmodel.ops.efficiency import EfficiencyTable, efficiency_for
 from hwmodel.ops.fusion import check_execution, fused_costs, workload_fusion
 from hwmodel.ops.kernel_costs import fallback_op_count, gpu_op_costs, kernel_arrays, work_scale
-from hwmodel.ops.kernels.parameters import PARAMETERS_FILE, load_parameters
+from hwmodel.ops.kernels.parameters import PARAMETERS_FILE, KernelParameters, load_parameters
 from hwmodel.ops.node_costs import node_op_costs
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.precision import Precision
@@ -99,12 +99,20 @@ def _kernel_op_costs(
 ) -> OpCosts:
     arrays = workload_arrays(workload)
     kernels = kernel_arrays(workload)
-    parameters = load_parameters()
+    parameters = chip_parameters(chip)
     model = node_op_costs if on_nodes(chip) else gpu_op_costs
     costs = model(arrays, kernels, chip, precision, parameters, matrix_share, optimizer_share)
     for values in (costs.compute_s, costs.memory_s, costs.overhead_s, costs.time_s, costs.flops):
         values.flags.writeable = False
     return costs
+
+
+def chip_parameters(chip: ChipSpec) -> KernelParameters:
+    """The kernel models' parameters for ``chip``: its own file where it names one (fitted on its
+    kernels), else the shipped ones."""
+    if chip.kernel_parameters_file is None:
+        return load_parameters()
+    return load_parameters(Path(chip.kernel_parameters_file))
 
 
 def on_nodes(chip: ChipSpec) -> bool:
@@ -125,18 +133,30 @@ def _short_device(name: str) -> str:
     return name.removeprefix("Tesla ").removeprefix("NVIDIA ")
 
 
-def cost_model_section(chip: ChipSpec, table: EfficiencyTable | None, workload: Workload) -> OpCostModel:
-    """The report's account of how ``chip``'s ops were costed (``table``: :func:`chip_table`),
-    kept per workload, chip and table."""
-    key = ("op_cost_model", op_classes().version, chip, table)
-    return WORKLOAD_CACHE.get(workload, key, lambda: _cost_model_section(chip, table, workload))
+def cost_model_section(
+    chip: ChipSpec, table: EfficiencyTable | None, workload: Workload, execution: str = "eager"
+) -> OpCostModel:
+    """The report's account of how ``chip``'s ops were costed (``table``: :func:`chip_table`) and
+    run (``execution``), kept per workload, chip, table and execution."""
+    key = ("op_cost_model", op_classes().version, chip, table, execution)
+    return WORKLOAD_CACHE.get(workload, key, lambda: _cost_model_section(chip, table, workload, execution))
 
 
-def _cost_model_section(chip: ChipSpec, table: EfficiencyTable | None, workload: Workload) -> OpCostModel:
+def _cost_model_section(
+    chip: ChipSpec, table: EfficiencyTable | None, workload: Workload, execution: str
+) -> OpCostModel:
+    fused_groups = workload_fusion(workload).groups if execution == "compiled" else 0
     if table is not None:
         given = chip.op_cost_model != "efficiency" or table.chip != chip.efficiency_row
         label = f"efficiency table {table.chip!r} (given)" if given else f"{table.chip} efficiency row"
-        return OpCostModel(model="efficiency", description=label, calibration=table.calibration or None)
+        calibration = table.calibration or None
+        return OpCostModel(
+            model="efficiency",
+            description=label,
+            calibration=calibration,
+            execution=execution,
+            fused_groups=fused_groups,
+        )
     errors = lodo_errors()
     devices = ", ".join(_short_device(name) for name in errors["devices"])
     class_errors = tuple((str(name), float(value)) for name, value in errors["class_mean_error"].items())
@@ -152,4 +172,6 @@ def _cost_model_section(chip: ChipSpec, table: EfficiencyTable | None, workload:
         uncertainty=uncertainty,
         class_errors=class_errors,
         fallback_ops=fallback_op_count(workload),
+        execution=execution,
+        fused_groups=fused_groups,
     )

@@ -106,10 +106,12 @@ def _fusible(op: OpRecord, is_matrix: bool) -> bool:
     return not (is_matrix or op.phase == "optimizer" or packet in FUSED_ATTENTION or packet.startswith("_foreach_"))
 
 
-def _space(op: OpRecord, roots: list[int], elements: dict[int, int]) -> tuple[int, int]:
-    """(all elements, output elements) of ``op``'s iteration: a reduction's total exceeds its output."""
-    largest = max((elements.get(tensor, 0) for tensor in roots), default=0)
-    return max(largest, op.output_elements), op.output_elements
+def _space(op: OpRecord, inputs: list[int], outputs: list[int], elements: dict[int, int]) -> tuple[int, int]:
+    """(all elements, output elements) of ``op``'s iteration, by its largest input and output
+    tensors (a norm's statistics ride along): a reduction's total exceeds its output."""
+    largest_input = max((elements.get(tensor, 0) for tensor in inputs), default=0)
+    largest_output = max((elements.get(tensor, 0) for tensor in outputs), default=0) or op.output_elements
+    return max(largest_input, largest_output), largest_output
 
 
 def fuse(workload: Workload) -> Fusion:
@@ -129,7 +131,8 @@ def fuse(workload: Workload) -> Fusion:
         if not _fusible(op, bool(matrix[index])):
             current = None
             continue
-        total, outer = _space(op, inputs, elements)
+        outputs = [alias.get(tensor, tensor) for tensor in op.output_ids]
+        total, outer = _space(op, inputs, outputs, elements)
         if current is None or not _joins(current, inputs, total, outer, ops[current.members[0]].phase == op.phase):
             current = _Group(len(groups), total, set(), set(), set(), [])
             groups.append(current)
@@ -137,7 +140,7 @@ def fuse(workload: Workload) -> Fusion:
         current.outers.add(outer)
         group_of[index] = current.number
         current.loaded.update(inputs)
-        current.produced.update(alias.get(tensor, tensor) for tensor in op.output_ids)
+        current.produced.update(outputs)
     return _account(workload, group_of, alias)
 
 

@@ -23,7 +23,11 @@ section existed reads back with it None.
 
 ``op_cost_model`` says how the ops were costed (the kernel models or an efficiency row) and, for
 the kernel models, their leave-one-device-out error per op class
-(:class:`~hwmodel.step.sections.OpCostModel`); a report written before it reads back with it None.
+(:class:`~hwmodel.step.sections.OpCostModel`), and whether they ran ``eager`` or ``compiled``; a
+report written before it reads back with it None.
+
+``confidence`` is the step's error band and the validation behind it
+(:class:`~hwmodel.step.sections.Confidence`, :mod:`hwmodel.step.confidence`).
 
 ``batch_split`` is written only for a step whose global batch does not split evenly over the
 replicas and micro-batches (:class:`~hwmodel.step.sections.BatchSplit`): the step is simulated for
@@ -43,6 +47,7 @@ from hwmodel.errors import WorkloadError
 from hwmodel.step.sections import (
     BatchnormSync,
     BatchSplit,
+    Confidence,
     GradientCommunication,
     IngestSection,
     MemoryBytes,
@@ -76,6 +81,7 @@ _OPTIONAL_SECTIONS: dict[str, type[Section]] = {
     "ingest": IngestSection,
     "op_class_rates": OpClassRates,
     "op_cost_model": OpCostModel,
+    "confidence": Confidence,
 }
 _WRITTEN_WHEN_PRESENT: dict[str, type[Section]] = {"batch_split": BatchSplit}
 """Sections left out of the JSON when None, so the reports of evenly split steps keep their keys."""
@@ -137,6 +143,8 @@ class Report:
     batch_split: BatchSplit | None = None
     """How a global batch that does not split evenly over the replicas and micro-batches was split:
     shard and micro-batch sizes and counts, idle replicas and the idle fraction; None when even."""
+    confidence: Confidence | None = None
+    """The error band of the step, from the validation of its chip (:mod:`hwmodel.step.confidence`)."""
     schema_version: int = REPORT_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

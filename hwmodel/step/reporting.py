@@ -20,6 +20,7 @@ from hwmodel.ops.matrix import class_indices
 from hwmodel.search.plans import GroupShape
 from hwmodel.spec.chip import VECTOR_RATE_LABEL, ChipSpec
 from hwmodel.step import sections
+from hwmodel.step.confidence import step_confidence
 from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.intervals import memory_intervals
 from hwmodel.step.op_times import OpTimes, batchnorm_mask
@@ -304,6 +305,16 @@ def op_class_rates(context: StepContext) -> sections.OpClassRates:
     return WORKLOAD_CACHE.get(context.workload, key, build)
 
 
+def confidence_of(context: StepContext) -> sections.Confidence:
+    """The step's error band (:mod:`hwmodel.step.confidence`): by the step's kind (inference or
+    training), precision and execution."""
+    kind = "inf" if context.workload.mode == "inference" else "train"
+    precision = context.precision
+    return step_confidence(
+        context.system.chip, precision.compute_dtype, precision.tf32_matmuls, context.execution, kind
+    )
+
+
 def build_report(
     context: StepContext, times: OpTimes, placement: StagePlacement, fit: MemoryFit, schedule: StepSchedule
 ) -> Report:
@@ -348,8 +359,9 @@ def build_report(
         batchnorm_sync=batchnorm,
         ingest=ingest_section,
         op_class_rates=op_class_rates(context),
-        op_cost_model=cost_model_section(system.chip, context.table, context.workload),
+        op_cost_model=cost_model_section(system.chip, context.table, context.workload, context.execution),
         batch_split=context.split,
+        confidence=confidence_of(context),
     )
 
 

@@ -320,7 +320,8 @@ class OpCostModel(Section):
     the leave-one-device-out mean error per op class of the GPU kernel models (a fraction) and
     ``uncertainty`` says what it is (on a chip no kernel was measured on, a GPU-derived proxy);
     ``fallback_ops`` counts matrix ops without GEMM shapes, costed by the roofline at the model's
-    fraction of peak.
+    fraction of peak. ``execution`` is how the ops ran (``eager`` or ``compiled``) and
+    ``fused_groups`` how many fused kernels a compiled step runs.
 
     >>> section = OpCostModel(model="kernels", description="d", uncertainty="u", class_errors=(("bmm", 0.13),))
     >>> section.to_dict()["class_errors"]
@@ -335,6 +336,8 @@ class OpCostModel(Section):
     uncertainty: str | None = None
     class_errors: tuple[tuple[str, float], ...] = ()
     fallback_ops: int = 0
+    execution: str = "eager"
+    fused_groups: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; ``class_errors`` as ``{class: error}``."""
@@ -356,3 +359,27 @@ class OpCostModel(Section):
         """Least and largest per-class error, or None without any."""
         values = [error for _, error in self.class_errors]
         return (min(values), max(values)) if values else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Confidence(Section):
+    """How far the simulated step may be off (JSON ``confidence``).
+
+    ``band`` is the largest relative error of the validation that backs it (0.1: within +-10%),
+    ``median`` its typical one (both None where nothing backs the step); ``source`` names the
+    validation (``step validation``, ``kernel leave-one-device-out``, or for a chip never
+    measured, ``GPU leave-one-device-out proxy``), ``basis`` its figures; ``notes`` say what the
+    validation does not cover (a precision other than FP32, compiled execution).
+    """
+
+    tuple_fields: ClassVar[frozenset[str]] = frozenset({"notes"})
+
+    band: float | None = None
+    median: float | None = None
+    source: str
+    basis: str
+    notes: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        """``+-12%`` (``?`` without a band), for a table cell."""
+        return "?" if self.band is None else f"+-{self.band:.0%}"

@@ -174,10 +174,18 @@ def simulate_on(
     plan: Plan | None,
     precision: Precision,
     efficiency: EfficiencyTable | None,
+    execution: str | None = None,
 ) -> Report:
-    """One step of ``source`` on ``hardware`` (its system, and its data feed if any)."""
+    """One step of ``source`` on ``hardware`` (its system, and its data feed if any); ``execution``
+    None runs the chip's default (``compiled`` on a D1, ``eager`` on a GPU)."""
     return simulate(
-        source, hardware.system, plan=plan, precision=precision, efficiency=efficiency, ingest=hardware.feed
+        source,
+        hardware.system,
+        plan=plan,
+        precision=precision,
+        efficiency=efficiency,
+        ingest=hardware.feed,
+        execution=execution,
     )
 
 
@@ -212,11 +220,13 @@ def compare_systems(
     feed_for: Callable[[System], DataFeed | None] | None = None,
     precision: Precision | None = None,
     efficiency: EfficiencyTable | None = None,
+    execution: str | None = None,
 ) -> tuple[ComparisonRow, ...]:
     """The same step, data parallel at ``per_chip_batch`` samples per chip, on each system.
 
-    ``efficiency`` overrides every system's calibrated table and ``precision`` every preset's
-    training precision (normally both left None, so each chip uses its own).
+    ``efficiency`` overrides every system's calibrated table, ``precision`` every preset's
+    training precision and ``execution`` every chip's default execution mode (normally all left
+    None, so each chip runs as it would: a D1 compiled, a GPU eager; each report says which).
     """
     if per_chip_batch < 1:
         raise SpecError(f"per-chip batch must be >= 1, got {per_chip_batch}")
@@ -230,6 +240,7 @@ def compare_systems(
                 None,
                 precision_for(system, precision),
                 efficiency,
+                execution,
             )
             rows.append(ComparisonRow(label=label, system=system, per_chip_batch=per_chip_batch, report=report))
         except HwModelError as error:

@@ -184,14 +184,16 @@ def run_compare(args: argparse.Namespace) -> None:
         chip, _, mesh = item.partition(":")
         systems.append((f"{chip.strip()} {mesh.strip()}", make_system(chip.strip(), mesh.strip() or "1x1")))
     feed_for = feed_factory(args.ingest, steps)
-    rows_out = compare_systems(steps, systems, per_chip_batch=args.per_chip_batch, feed_for=feed_for)
+    rows_out = compare_systems(
+        steps, systems, per_chip_batch=args.per_chip_batch, feed_for=feed_for, execution=args.execution
+    )
     reference = next((row.report.samples_per_s for row in rows_out if row.report is not None), None)
     rows = []
     for row in rows_out:
         system, report = row.system, row.report
         peak = f"{system.peak_bf16_flops_per_s / 1e15:.2f}"
         if report is None:
-            rows.append((row.label, str(system.num_chips), peak, "-", "-", "-", "-", "-", "-", "-"))
+            rows.append((row.label, str(system.num_chips), peak, "-", "-", "-", "-", "-", "-", "-", "-"))
             continue
         rows.append(
             (
@@ -205,6 +207,7 @@ def run_compare(args: argparse.Namespace) -> None:
                 f"{report.mfu * 100:.1f}%",
                 report.bound,
                 f"{report.samples_per_s / reference:.2f}x" if reference else "-",
+                report.op_cost_model.execution if report.op_cost_model is not None else "-",
             )
         )
     print(f"{steps.name}, data parallel at {args.per_chip_batch} sample(s) per chip")
@@ -219,6 +222,7 @@ def run_compare(args: argparse.Namespace) -> None:
         "MFU",
         "bound",
         "vs first",
+        "execution",
     )
     for line in text_table(columns, rows):
         print(line)
@@ -288,6 +292,12 @@ def register(commands_of_cli: Any) -> None:
     _network_options(compare)
     compare.add_argument("--systems", default="d1:tile,a100:1x8,h100:1x8", help="CHIP:MESH,... (default: %(default)s)")
     compare.add_argument("--per-chip-batch", type=int, default=1)
+    compare.add_argument(
+        "--execution",
+        choices=("eager", "compiled"),
+        default=None,
+        help="run every chip in this mode (default: each chip's own: d1 compiled, GPUs eager)",
+    )
     compare.set_defaults(study_run=run_compare)
 
 

@@ -59,7 +59,13 @@ class Dojo:
         return captured
 
     def train_step(
-        self, model: Any, example_inputs: Any, *, plan: Plan | str | None = None, **step: Unpack[StepArguments]
+        self,
+        model: Any,
+        example_inputs: Any,
+        *,
+        plan: Plan | str | None = None,
+        execution: str | None = None,
+        **step: Unpack[StepArguments],
     ) -> Report:
         """Capture ``model``'s training step on one global batch and simulate it on the mesh.
 
@@ -67,28 +73,38 @@ class Dojo:
         ``model(**x)``), real or on the meta device. ``loss_fn(outputs, targets)`` defaults to the
         sum of the means of the outputs; ``optimizer`` is a factory taking the parameters
         (default AdamW); ``name`` names the network in reports. ``plan``: a :class:`hwmodel.Plan`,
-        ``"auto"`` (search) or None (data parallel). The report is also kept for the run's summary.
+        ``"auto"`` (search) or None (data parallel). ``execution``: ``"eager"`` or ``"compiled"``
+        (default: ``--dojo-execution``, else the chip preset's). The report is also kept for the
+        run's summary.
         """
 
         from hwmodel import HwModelError, simulate
+        from hwmodel.ops.fusion import check_execution
 
+        options = self._session.options
         try:
+            mode = check_execution(execution or options.execution)
             captured = self.capture(model, example_inputs, **step)
-            report = simulate(captured, self.system, plan=plan, precision=self._session.options.precision)
+            report = simulate(captured, self.system, plan=plan, precision=options.precision, execution=mode)
         except (CaptureError, HwModelError) as error:
             message = str(error)
         else:
             result = self._session.add_result(captured.name, report, captured.capture_s)
             if self._session.options.report_dir is not None:
                 self._session.artifacts[result.key] = step_artifacts(
-                    captured, self.system, plan, report, self._session.options.precision
+                    captured, self.system, plan, report, options.precision, mode
                 )
             return report
         pytest.fail(message, pytrace=False)
 
 
 def step_artifacts(
-    step: CapturedStep, system: System, plan: Plan | str | None, report: Report, precision: Precision
+    step: CapturedStep,
+    system: System,
+    plan: Plan | str | None,
+    report: Report,
+    precision: Precision,
+    execution: str | None = None,
 ) -> StepArtifacts:
     """Timeline and per-op points of a simulated step, for ``--dojo-report-dir``.
 
@@ -101,7 +117,7 @@ def step_artifacts(
     if isinstance(plan, str):
         return StepArtifacts()
     chosen = plan or data_parallel(system.mesh)
-    detailed = evaluate(step, system, chosen, StepOptions(precision=precision), keep_timeline=True)
+    detailed = evaluate(step, system, chosen, StepOptions(precision=precision, execution=execution), keep_timeline=True)
     # The simulated micro-batch: the largest one where the batch does not split evenly.
     batch = -(-report.global_batch // (chosen.data_parallel * chosen.micro_batches))
     ops = replica_ops(step.workload(batch), system, precision) if batch >= 1 else None

@@ -60,6 +60,13 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "tensor cores). Default: the chip preset's (bf16; fp32 for host and GPUs before Ampere)",
     ),
     (
+        "--dojo-execution",
+        "eager|compiled",
+        "How the step's ops run: eager (one kernel per op, as PyTorch eager launches them) or compiled "
+        "(pointwise chains and reductions fused as torch.compile's Inductor fuses them). Default: the chip "
+        "preset's (compiled on d1, a compiler-scheduled chip; eager on GPUs and host)",
+    ),
+    (
         "--dojo-thresholds",
         "PATH",
         "TOML file of per-test floors/ceilings keyed by test node id and mesh; an empty value turns off "
@@ -128,6 +135,7 @@ def register(parser: pytest.Parser) -> None:
     parser.addini("dojo_chip", help=f"Default for --dojo-chip. Default: {DEFAULT_CHIP!r}", default=None)
     parser.addini("dojo_precision", help="Default for --dojo-precision. Default: the chip preset's", default=None)
     parser.addini("dojo_thresholds", help="Default for --dojo-thresholds (relative to the rootdir).", default=None)
+    parser.addini("dojo_execution", help="Default for --dojo-execution. Default: the chip preset's", default=None)
     parser.addini(
         "dojo_host_calibration", help="Default for --dojo-host-calibration. Default: 'measured'", default=None
     )
@@ -145,6 +153,8 @@ class DojoOptions:
     mesh: Mesh
     chip: str
     precision: Precision
+    execution: str = "eager"
+    """How the step's ops run: ``eager`` or ``compiled`` (the option's, else the chip preset's)."""
     thresholds: ThresholdsFile | None = None
     baseline: ResultsFile | None = None
     save_baseline_path: Path | None = None
@@ -161,6 +171,7 @@ INI_DEFAULTS = {
     "dojo_mesh": DEFAULT_MESH,
     "dojo_chip": DEFAULT_CHIP,
     "dojo_precision": "",
+    "dojo_execution": "",
     "dojo_thresholds": "",
     "dojo_max_regression": str(DEFAULT_MAX_REGRESSION_PCT),
     "dojo_host_calibration": "measured",
@@ -217,7 +228,7 @@ def options_in_use(config: pytest.Config) -> bool:
     return any(config.getini(key) is not None for key in INI_DEFAULTS)
 
 
-def _system_settings(config: pytest.Config) -> tuple[Mesh, str, Precision]:
+def _system_settings(config: pytest.Config) -> tuple[Mesh, str, Precision, str]:
     from hwmodel import HwModelError, parse_mesh
     from hwmodel.spec.precision import parse_precision
     from hwmodel.spec.presets import preset_by_name_or_file
@@ -236,7 +247,17 @@ def _system_settings(config: pytest.Config) -> tuple[Mesh, str, Precision]:
         precision = parse_precision(str(precision_text)) if precision_text else preset.precision
     except HwModelError as error:
         raise pytest.UsageError(f"--dojo-precision: {error}") from None
-    return mesh, preset.chip.name, precision
+    return mesh, preset.chip.name, precision, _execution(config, preset.chip.default_execution)
+
+
+def _execution(config: pytest.Config, default: str) -> str:
+    """``--dojo-execution`` (or its ini key), else the chip preset's default."""
+    from hwmodel.spec.chip import EXECUTION_MODES
+
+    text = str(config.getoption("dojo_execution") or config.getini("dojo_execution") or default).strip().lower()
+    if text not in EXECUTION_MODES:
+        raise pytest.UsageError(f"--dojo-execution: must be one of {', '.join(EXECUTION_MODES)}, got {text!r}")
+    return text
 
 
 def _thresholds(config: pytest.Config) -> ThresholdsFile | None:
@@ -282,7 +303,7 @@ def _report_dir(config: pytest.Config) -> Path | None:
 
 def parse_options(config: pytest.Config) -> DojoOptions:
     """Read and check every option; a bad value raises ``pytest.UsageError`` with one line."""
-    mesh, chip, precision = _system_settings(config)
+    mesh, chip, precision, execution = _system_settings(config)
     try:
         max_regression = parse_percent(_setting(config, "dojo_max_regression"))
     except ValueError as error:
@@ -296,6 +317,7 @@ def parse_options(config: pytest.Config) -> DojoOptions:
         mesh=mesh,
         chip=chip,
         precision=precision,
+        execution=execution,
         thresholds=_thresholds(config),
         baseline=_baseline(config),
         save_baseline_path=output("--dojo-save-baseline", "dojo_save_baseline"),

@@ -16,14 +16,15 @@ if TYPE_CHECKING:
     from hwmodel import System
     from pytest_dojo.plugin.session import DojoSession, TestResult
 
-COLUMNS = ("test", "network", "batch", "step ms", "samples/s", "MFU", "gate", "bound")
+COLUMNS = ("test", "network", "batch", "step ms", "samples/s", "band", "MFU", "gate", "bound")
 BASELINE_COLUMN = "vs baseline"
 NUMERIC_COLUMNS = frozenset({"batch", "step ms", "samples/s", "MFU", BASELINE_COLUMN})
 
 
-def header_line(system: System) -> str:
-    """The summary's first line: chip, mesh, chip count and peak."""
-    return f"pytest-dojo: {system.describe()}"
+def header_line(system: System, execution: str | None = None) -> str:
+    """The summary's first line: chip, mesh, chip count and peak (and the execution mode, when given)."""
+    mode = f", {execution} execution" if execution else ""
+    return f"pytest-dojo: {system.describe()}{mode}"
 
 
 def format_rate(value: float) -> str:
@@ -50,6 +51,7 @@ def result_rows(results: Sequence[TestResult], with_baseline: bool = False) -> l
             str(report.global_batch),
             f"{report.step_time_s * 1e3:.3f}",
             format_rate(report.samples_per_s),
+            "-" if report.confidence is None else report.confidence.label(),
             f"{report.mfu * 100:.1f}%",
             result.verdict,
         )
@@ -146,6 +148,26 @@ def cost_model_lines(results: Sequence[TestResult]) -> list[str]:
     return lines
 
 
+def execution_of(results: Sequence[TestResult], default: str) -> str:
+    """The execution mode of the run's steps: theirs when they agree, else ``eager/compiled``."""
+    modes = sorted({r.report.op_cost_model.execution for r in results if r.report.op_cost_model is not None})
+    return "/".join(modes) if modes else default
+
+
+def confidence_lines(results: Sequence[TestResult]) -> list[str]:
+    """One line per distinct error band of the run's steps: the band, its source and its notes."""
+    lines: list[str] = []
+    for result in results:
+        section = result.report.confidence
+        if section is None:
+            continue
+        line = f"band {section.label()}: {section.source} ({section.basis})"
+        line += "".join(f"; {note}" for note in section.notes)
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
 def sensitivity_lines(ranked: Mapping[tuple[str, str, int], Sequence[str]]) -> list[str]:
     """``--dojo-sensitivity``: per step, the hardware changes ranked by the speedup each buys."""
     lines = []
@@ -169,13 +191,13 @@ def write_summary(
     results = session.sorted_results()
     options = session.options
     terminalreporter.section("dojo: simulated training steps")
-    write(header_line(session.system))
+    write(header_line(session.system, execution_of(results, options.execution)))
     if session.host_rates is not None:
         write(session.host_rates.line())
     with_baseline = options.baseline is not None
     for line in table_lines(result_rows(results, with_baseline=with_baseline), column_names(with_baseline)):
         write(line)
-    for line in cost_model_lines(results):
+    for line in cost_model_lines(results) + confidence_lines(results):
         write(line)
     for line in split_lines(results):
         write(line)
