@@ -42,6 +42,7 @@ _NON_RATE_FIELDS = frozenset(
         "process_node_nm",
         "max_threads_per_compute_unit",
         "l1_cache_bytes_per_compute_unit",
+        "kernel_parameters_file",
     }
 )
 HALF_DTYPES = frozenset({"bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"})
@@ -103,6 +104,9 @@ class ChipSpec:
             ``"compiled"`` (fused as a graph compiler does: the compiler-scheduled D1).
         measured_threads: for a chip measured on this machine (``host``), the intra-op threads of
             the measurement, which a capture should use too; None for every other chip.
+        kernel_parameters_file: for a kernel-model chip, the parameters file (the format of
+            ``hwmodel/ops/kernels/parameters.json``) fitted on this device's own kernels by
+            ``pytest-dojo calibrate-gpu fit``; None: the shipped parameters.
         l2_cache_bytes: the last cache level in front of the local memory, shared by every
             compute unit (a GPU's L2); 0 where there is none (a D1: its SRAM is the local memory).
             Read by the kernel models (working sets that fit it stream at its bandwidth); the
@@ -154,6 +158,7 @@ class ChipSpec:
     process_node_nm: float | None = None
     max_threads_per_compute_unit: int | None = None
     l1_cache_bytes_per_compute_unit: float = 0.0
+    kernel_parameters_file: str | None = None
     source: str = ""
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import tomllib
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -303,11 +303,28 @@ def register_preset_file(path: Path) -> Preset:
         raise SpecError(f"cannot read the preset file {path}: {error.strerror}") from None
     fabrics = dict(_FABRICS)
     preset = parse_preset(path.name, _parse_toml(path.name, text), fabrics)
+    preset = _parameters_beside(preset, path.parent)
     if _PRESETS.get(preset.chip.name) == preset:
         return _PRESETS[preset.chip.name]
     register_preset(preset)
     _FABRICS.update(fabrics)
     return preset
+
+
+def _parameters_beside(preset: Preset, directory: Path) -> Preset:
+    """``preset`` with a relative ``kernel_parameters_file`` read from ``directory`` (the preset file's),
+    checked now so a missing or malformed file is one line when the preset is chosen."""
+    from hwmodel.ops.kernels.parameters import load_parameters
+
+    name = preset.chip.kernel_parameters_file
+    if name is None:
+        return preset
+    path = Path(name) if Path(name).is_absolute() else directory / name
+    try:
+        load_parameters(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SpecError(f"{preset.chip.name}: kernel_parameters_file {str(path)!r}: {error}") from None
+    return replace(preset, chip=replace(preset.chip, kernel_parameters_file=str(path)))
 
 
 def preset_by_name_or_file(chip: str, directory: Path) -> Preset:

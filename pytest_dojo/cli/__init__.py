@@ -6,7 +6,7 @@ imports (torch, asv, the validation package) happen inside ``run``, so ``pytest-
 not pay for them.
 
 * results files: ``compare`` (gate NEW against OLD), ``thresholds`` (floors from a results file);
-* studies and the host model: ``whatif``, ``calibrate``, ``validate``;
+* studies and the models: ``whatif``, ``calibrate`` (host), ``calibrate-gpu`` (your GPU), ``validate``;
 * GPU kernel latencies: ``predict-kernels``;
 * ASV history: ``asv-record``, ``asv-backfill``, ``asv-publish``, ``asv-gate``, ``asv-check-page``;
 * the wall-clock rule on this machine: ``noise-study``.
@@ -29,6 +29,7 @@ SUBCOMMAND_MODULES = (
     "thresholds",
     "whatif",
     "calibrate",
+    "calibrate_gpu",
     "validate",
     "predict_kernels",
     "asv_record",
