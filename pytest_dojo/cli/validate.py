@@ -7,7 +7,6 @@ go to it, so ``pytest-dojo validate host --help`` shows its own options):
   (:mod:`dojo_validation.validate_host`; ``--measure`` measures now);
 * ``published``: published A100 training throughput against the ``a100`` preset
   (:mod:`dojo_validation.published`);
-* ``h200``: measured H200 steps against the ``h200`` preset (:mod:`dojo_validation.h200.compare_h200`);
 * ``kernels``: the GPU kernel models, leaving one measured device out (:mod:`dojo_validation.kernels.lodo`;
   ``--write-parameters`` records the final fit);
 * ``steps``: measured transformer training and inference steps on NVIDIA GPUs, single and 4-GPU,
@@ -26,7 +25,6 @@ from pytest_dojo.cli.common import add_command
 TARGETS = {
     "host": "dojo_validation.validate_host",
     "published": "dojo_validation.published",
-    "h200": "dojo_validation.h200.compare_h200",
     "kernels": "dojo_validation.kernels.lodo",
     "steps": "dojo_validation.steps.validate",
 }
@@ -37,7 +35,7 @@ def register(commands: Any) -> None:
         commands,
         "validate",
         run,
-        summary="predictions against measured and published steps and kernels (host, published, h200, kernels, steps)",
+        summary="predictions against measured and published steps and kernels (host, published, kernels, steps)",
         doc=__doc__,
     )
     parser.add_argument("target", choices=tuple(TARGETS), help="what to validate")
