@@ -42,17 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, metavar="N", help="with --now: repetitions (default: 3)")
     args = parser.parse_args(argv)
     if args.now:
-        names = [name for name in args.now.split(",") if name]
-        unknown = sorted(set(names) - set(host.HOST_BATCHES))
-        if unknown or args.runs < 1:
-            parser.error(
-                f"unknown networks {unknown}; known: {', '.join(host.HOST_BATCHES)}"
-                if unknown
-                else "--runs must be >= 1"
-            )
-        from dojo_validation import host_now
-
-        return host_now.report(names, args.runs, say=lambda line: print(line, flush=True))
+        return _now(parser, args.now, args.runs)
     if args.measure:
         names = [name for name in args.networks.split(",") if name]
         unknown = sorted(set(names) - set(host.HOST_BATCHES))
@@ -94,6 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"worst {worst:.1%} (target <= {WORST_TARGET:.0%})"
     )
     return 0
+
+
+def _now(parser: argparse.ArgumentParser, networks: str, runs: int) -> int:
+    """``--now``: the named networks timed now, predicted on the committed and on today's rates."""
+    names = [name for name in networks.split(",") if name]
+    unknown = sorted(set(names) - set(host.HOST_BATCHES))
+    if unknown:
+        parser.error(f"unknown networks {unknown}; known: {', '.join(host.HOST_BATCHES)}")
+    if runs < 1:
+        parser.error("--runs must be >= 1")
+    from dojo_validation import host_now
+
+    return host_now.report(names, runs, say=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

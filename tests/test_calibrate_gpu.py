@@ -80,7 +80,8 @@ def test_measure_writes_the_shipped_row_format(tmp_path: Path) -> None:
 
 
 def test_latency_is_the_mean_of_the_fastest_five_as_the_shipped_data() -> None:
-    assert measure.latency_ms([5e-3, 1e-3, 2e-3, 3e-3, 4e-3, 6e-3, 7e-3]) == (pytest.approx(3.0), pytest.approx(4.0))
+    fastest_five, median = measure.latency_ms([5e-3, 1e-3, 2e-3, 3e-3, 4e-3, 6e-3, 7e-3])
+    assert fastest_five == pytest.approx(3.0) and median == pytest.approx(4.0)
 
 
 def test_the_plan_samples_the_shipped_shapes_with_held_out_ones() -> None:
