@@ -27,6 +27,10 @@ scheduled. A bound is a true lower bound, so the fastest plan and its report are
 exhaustive search (``prune=False``); the dropped plans stay in the ranking, marked ``pruned`` with
 their bound.
 
+Before the first plan is resolved, a source that has a ``prepare(batch_sizes)`` method is told
+every per-replica batch the candidates will ask for (a source that captures can then capture two
+of them in one call and derive the rest); it answers each request as it would without.
+
 Ranking: samples per second, highest first (equal to the shortest step at a fixed global batch);
 ties broken by the plan's text, so the result is deterministic; then the pruned plans, best bound
 first; then the plans that do not fit, with the reason.
@@ -47,6 +51,7 @@ from hwmodel.step.report import Report
 from hwmodel.step.resolve import StepContext, resolve
 from hwmodel.step.sections import RankedPlan
 from hwmodel.step.simulate import DEFAULT_OPTIONS, StepOptions, evaluate_context
+from hwmodel.step.split import split_batch
 from hwmodel.step.workload import Workload, WorkloadSource
 
 
@@ -100,6 +105,32 @@ def candidate_plans(source: Workload | WorkloadSource, system: System) -> list[P
             counts = _micro_batch_counts(global_batch, data, pipeline, chips)
             plans.extend(replace(base, micro_batches=m) for m in counts)
     return plans
+
+
+def requested_batch_sizes(global_batch: int, plans: list[Plan]) -> tuple[int, ...]:
+    """The per-replica batches that resolving ``plans`` asks a source for (as
+    :func:`~hwmodel.step.resolve.micro_batch_workload` does), ascending; a plan whose batch does
+    not split is left out (it fails on its own when resolved)."""
+    sizes: set[int] = set()
+    for plan in plans:
+        try:
+            split = split_batch(global_batch, plan.data_parallel, plan.micro_batches)
+        except HwModelError:
+            continue
+        if split is None:
+            sizes.add(global_batch // (plan.data_parallel * plan.micro_batches))
+            continue
+        sizes.add(split.largest_micro_batch)
+        if split.smallest_micro_batch > 0:
+            sizes.add(split.smallest_micro_batch)
+    return tuple(sorted(sizes))
+
+
+def _prepare(source: WorkloadSource, plans: list[Plan]) -> None:
+    """Tell ``source`` the batch sizes ``plans`` will ask for, if it has a ``prepare`` method."""
+    prepare = getattr(source, "prepare", None)
+    if callable(prepare):
+        prepare(requested_batch_sizes(source.global_batch, plans))
 
 
 class _Recording:
@@ -242,7 +273,10 @@ def search_plans(
     a one-line error if none fits."""
     wrapped: Workload | _Recording = source if isinstance(source, Workload) else _Recording(source)
     options = options or DEFAULT_OPTIONS
-    candidates = [_resolved(plan, wrapped, system, options, prune) for plan in candidate_plans(source, system)]
+    plans = candidate_plans(source, system)
+    if not isinstance(source, Workload):
+        _prepare(source, plans)
+    candidates = [_resolved(plan, wrapped, system, options, prune) for plan in plans]
     everywhere = data_parallel(system.mesh)
     candidates.sort(key=lambda c: (c.plan != everywhere, -c.rate_bound(), str(c.plan)))
     search = _Search(prune=prune, entries=[])

@@ -310,8 +310,9 @@ def _lower(bound: int | None, value: int) -> int:
 def _derive_op(fit: _OpFit, batch: int) -> OpRecord:
     values = [slope * batch + intercept for slope, intercept in fit.fields]
     template = fit.template
-    gemm_values = values[5:]
-    split = 4 * len(template.gemms)
+    dims = iter(values[5:])
+    gemms = tuple(zip(dims, dims, dims, dims, strict=True))
+    split = len(template.gemms)
     return OpRecord(
         name=template.name,
         phase=template.phase,
@@ -324,15 +325,11 @@ def _derive_op(fit: _OpFit, batch: int) -> OpRecord:
         dtype=template.dtype,
         input_ids=template.input_ids,
         output_ids=template.output_ids,
-        gemms=_gemms(gemm_values[:split]),
-        implicit_gemms=_gemms(gemm_values[split:]),
+        gemms=gemms[:split],
+        implicit_gemms=gemms[split:],
         rows=values[3],
         row_elements=values[4],
     )
-
-
-def _gemms(dims: Sequence[int]) -> tuple[tuple[int, int, int, int], ...]:
-    return tuple((dims[i], dims[i + 1], dims[i + 2], dims[i + 3]) for i in range(0, len(dims), 4))
 
 
 def _resized(tensor: TensorRecord, nbytes: int) -> TensorRecord:

@@ -14,6 +14,10 @@ for the workload of one replica at ``batch_size`` samples. It answers, in this o
 So the first two sizes asked for are captured (or loaded), and later ones derived, unless the
 step's ops depend on the batch (every fit refused) or the size lies outside every fit's domain
 (batch 1, where ATen's kernels choose differently, from two anchors above it): those are captured.
+A caller that knows which sizes it will ask for says so first (:meth:`CapturedStep.prepare`, as
+the plan search does): the first capture then takes the smallest of them and the next size
+together (:func:`pytest_dojo.capture.train_step.capture_train_steps`, which records the optimizer
+step once for both), and every other size is derived from that pair when its fit covers it.
 Derived workloads are not written to the persistent cache: a later run loads the anchors and
 derives again, which costs less than storing every size a plan search visits.
 """
@@ -60,7 +64,8 @@ class CapturedStep:
     ``intra_op_threads``: torch's thread count during the capture (ATen's CPU kernel choices, and
     so the recorded GEMMs, depend on it); None keeps the current one. ``cache`` and ``key``: the
     persistent cache and this step's key in it (:func:`step_key`; computed when only ``cache`` is
-    given). Counters for benchmarks and the summary: ``fresh_captures``, ``derived_batches``,
+    given). Counters for benchmarks and the summary: ``fresh_captures`` (batches captured, in
+    ``capture_calls`` calls), ``derived_batches``,
     ``cache_hits`` (entries loaded from the persistent cache) and ``capture_s`` (seconds spent
     producing workloads in any of these ways).
     """
@@ -92,7 +97,9 @@ class CapturedStep:
         self._workloads: dict[int, Workload] = {}
         self._anchors: dict[int, Workload] = {}
         self._fits: dict[tuple[int, int], BatchAffineStep | None] = {}
+        self._needed: tuple[int, ...] = ()
         self.fresh_captures = 0
+        self.capture_calls = 0
         self.derived_batches = 0
         self.cache_hits = 0
         self.capture_s = 0.0
@@ -116,6 +123,11 @@ class CapturedStep:
                 name=self.name,
             )
         return self._key
+
+    def prepare(self, batch_sizes: Iterable[int]) -> None:
+        """Note the per-replica batches about to be asked for, so that a capture they need takes two
+        sizes in one call (:meth:`_capture_sizes`); nothing is captured yet."""
+        self._needed = tuple(sorted({int(size) for size in batch_sizes if size >= 1}))
 
     def workload(self, batch_size: int) -> Workload:
         """The step of one replica at ``batch_size`` samples (produced on first use)."""
@@ -176,24 +188,53 @@ class CapturedStep:
         return None
 
     def _captured(self, batch_size: int) -> Workload:
-        """The step captured afresh at ``batch_size``, stored in the persistent cache."""
-        from pytest_dojo import capture
+        """The step captured afresh at ``batch_size`` (with a second size where :meth:`_capture_sizes`
+        picks a pair), each capture an anchor stored in the persistent cache."""
+        sizes = self._capture_sizes(batch_size)
+        self._capture(sizes)
+        if batch_size in self._anchors:
+            return self._anchors[batch_size]
+        derived = self._derived(batch_size)
+        if derived is not None:
+            return derived
+        self._capture((batch_size,))
+        return self._anchors[batch_size]
 
-        workload = capture.capture_train_step(
+    def _capture_sizes(self, batch_size: int) -> tuple[int, ...]:
+        """What to capture when ``batch_size`` is needed: without :meth:`prepare`d sizes, or when no
+        other prepared size remains to be produced, ``batch_size`` alone; otherwise the smallest
+        prepared size no anchor or fit gives yet, ``b``, and ``b + 1``: the pair whose fit reaches
+        furthest on its side of the kernel-choice batches
+        (:data:`pytest_dojo.capture.derive.KERNEL_CHOICE_BATCHES`)."""
+        pending = {
+            size
+            for size in (*self._needed, batch_size)
+            if size not in self._anchors and size not in self._workloads and self._covering_fit(size) is None
+        }
+        if len(pending) < 2:
+            return (batch_size,)
+        low = min(pending)
+        return (low, low + 1)
+
+    def _capture(self, sizes: tuple[int, ...]) -> None:
+        from pytest_dojo.capture.train_step import capture_train_steps
+
+        workloads = capture_train_steps(
             self.model,
             self.example_inputs,
+            batch_sizes=sizes,
             targets=self.targets,
             loss_fn=self.loss_fn,
             optimizer=self.optimizer,
-            batch_size=batch_size if batch_size != self._global_batch else None,
             name=self.name,
             intra_op_threads=self.intra_op_threads,
         )
-        self.fresh_captures += 1
-        self._anchors[batch_size] = workload
-        if self._cache is not None:
-            self._cache.store(self.key, workload)
-        return workload
+        self.capture_calls += 1
+        for workload in workloads:
+            self.fresh_captures += 1
+            self._anchors[workload.batch_size] = workload
+            if self._cache is not None:
+                self._cache.store(self.key, workload)
 
 
 def step_key(
