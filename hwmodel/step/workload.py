@@ -248,6 +248,10 @@ class WorkloadSource(Protocol):
 
     Plans that split the global batch differently need differently sized steps; the plugin
     implements this by capturing (and caching) the step at each batch size it is asked for.
+
+    A source may also have ``prepare(batch_sizes: Sequence[int]) -> None``: the plan search calls it,
+    where present, with every per-replica batch it will ask for before it asks, so that a source
+    that captures can produce several in one go (it must answer each request as it would without).
     """
 
     @property
