@@ -181,6 +181,11 @@ def test_fit_on_v100_rows_writes_a_preset_that_uses_them(tmp_path: Path, capsys:
     preset = register_preset_file(tmp_path / "my-v100.toml")
     assert preset.chip.kernel_parameters_file == str(tmp_path / "my-v100.kernel-parameters.json")
     assert preset.chip.matrix_fp32_flops_per_s == get_preset("v100-pcie-32gb").chip.matrix_fp32_flops_per_s
+    from hwmodel.ops.cost_model import own_parameters_account
+
+    description, class_errors = own_parameters_account(preset.chip.kernel_parameters_file)
+    assert description == f"gpu kernel models, fitted on {V100} kernels (my-v100.kernel-parameters.json)"
+    assert dict(class_errors) == recorded["held_out_class_mean_error"]
 
 
 def test_a_file_that_is_not_a_calibration_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -129,6 +129,17 @@ def lodo_errors(path: Path = LODO_ERRORS_FILE) -> dict[str, Any]:
     return document
 
 
+@cache
+def own_parameters_account(path: str) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """What a chip's own parameters file (``pytest-dojo calibrate-gpu fit``) says of itself: the
+    report's description and the held-out error per op class."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    device = document.get("provenance", {}).get("device") or "?"
+    errors = document.get("held_out_class_mean_error", {})
+    description = f"gpu kernel models, fitted on {device} kernels ({Path(path).name})"
+    return description, tuple((str(name), float(value)) for name, value in errors.items())
+
+
 def _short_device(name: str) -> str:
     return name.removeprefix("Tesla ").removeprefix("NVIDIA ")
 
@@ -163,6 +174,9 @@ def _cost_model_section(
     if on_nodes(chip):
         description = f"{chip.name} hardware-term model ({chip.compute_units} nodes, node SRAM, a barrier per op)"
         uncertainty = "GPU leave-one-device-out proxy"
+    elif chip.kernel_parameters_file is not None:
+        description, class_errors = own_parameters_account(chip.kernel_parameters_file)
+        uncertainty = "held-out shapes' mean error on that GPU"
     else:
         description = f"gpu kernel models, fitted on NeuSight kernels of {devices}"
         uncertainty = "leave-one-device-out mean error"
