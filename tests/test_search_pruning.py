@@ -111,7 +111,8 @@ def test_pruned_search_returns_the_exhaustive_plan_and_report(case: tuple[FixedW
 
 def test_pruning_drops_plans_of_the_behaviour_case_and_keeps_them_visible() -> None:
     """The 1x4 D1 case of the behaviour references (4 chain layers of width 512, 4 samples a chip): the
-    exhaustive search simulates 7 plans, dp=1 pp=4 mb=4 wins at 5.6 us; the pruned one simulates
+    exhaustive search simulates 7 plans, dp=1 tp=4 wins (the layers paired column- and row-parallel,
+    3 all-reduces; ahead of dp=1 pp=4 mb=4); the pruned one simulates
     dp=4 first (13.0 us), then the best bounds first, and drops the plans whose bound exceeds the
     best step found by then, returning the same report."""
     system = make_system("d1", "1x4")
@@ -120,7 +121,7 @@ def test_pruning_drops_plans_of_the_behaviour_case_and_keeps_them_visible() -> N
     )
     exhaustive = search_plans(source, system, prune=False)
     pruned = search_plans(source, system)
-    assert exhaustive.evaluated == 7 and exhaustive.report.plan == "dp=1 pp=4 mb=4"
+    assert exhaustive.evaluated == 7 and exhaustive.report.plan == "dp=1 tp=4"
     assert_same_search(pruned, exhaustive)
     assert pruned.pruned >= 1 and pruned.evaluated + pruned.pruned == 7
     auto = simulate(source, system, plan="auto")
