@@ -22,8 +22,8 @@ For each op (vectorised over the whole workload with numpy):
   class's calibrated overhead factor, once per kernel (a ``_foreach_`` op over ``n`` tensors is
   ``n`` kernels on a chip without multi-tensor kernels).
 
-Not modelled: caches, operator fusion (each aten op reads and writes its operands), data-dependent
-sparsity.
+Each aten op reads and writes its operands here (eager execution); compiled execution fuses them
+afterwards (:mod:`hwmodel.ops.fusion`). Not modelled: caches, data-dependent sparsity.
 """
 
 from __future__ import annotations
