@@ -209,10 +209,18 @@ def test_the_d1_runs_compiled_and_the_gpus_eager_unless_told() -> None:
 
 def test_the_report_states_its_band_and_its_source() -> None:
     workload = pointwise_chain()
-    d1 = simulate(workload, make_system("d1", "1x1")).to_dict()["confidence"]
+    d1_report = simulate(workload, make_system("d1", "1x1"))
+    assert Report.from_dict(d1_report.to_dict()) == d1_report
+    d1 = d1_report.to_dict()["confidence"]
     assert d1["source"] == "GPU leave-one-device-out proxy" and 0 < d1["band"] < 1
     assert any("bf16 compute is not validated" in note or "bfloat16" in note for note in d1["notes"])
     assert any(note.startswith("compiled execution validated on") for note in d1["notes"])
+    tf32 = simulate(workload, make_system("a100-pcie-40gb", "1x1"), precision=parse_precision("tf32"))
+    assert tf32.confidence is not None and tf32.confidence.notes == (
+        "all measured data is FP32: TF32 matmuls and convolutions are not validated",
+    )
+    compiled = simulate(workload, make_system("a100-pcie-40gb", "1x1"), precision=FP32, execution="compiled")
+    assert compiled.confidence is not None and compiled.confidence.basis.startswith("a100-pcie-40gb fusion: 4 measured")
     measured = simulate(workload, make_system("v100-pcie-32gb", "1x1"), precision=FP32).to_dict()["confidence"]
     assert measured["source"] == "step validation" and not any("FP32" in note for note in measured["notes"])
     bands = json.loads(BANDS_FILE.read_text())["devices"]["v100-pcie-32gb"]["train"]

@@ -276,3 +276,13 @@ def test_each_compiled_inference_label_meets_the_target(all_predictions: list[St
 def test_each_four_gpu_run_meets_the_target(all_predictions: list[StepPrediction], plan: str) -> None:
     (error,) = group_errors(all_predictions, plan)
     assert error <= table.DISTRIBUTED_WORST
+
+
+def test_the_bands_by_hand() -> None:
+    from dojo_validation.steps.bands import bands
+
+    v100 = [label for label in LABELS if label.short_device == "V100" and label.group == "inf"][:3]
+    predictions = [
+        _prediction(label, label.measured_ms * factor) for label, factor in zip(v100, (1.1, 0.8, 1.05), strict=True)
+    ]
+    assert bands(predictions) == {"v100-pcie-32gb": {"inf": {"labels": 3, "median": 0.1, "worst": 0.2}}}
