@@ -268,3 +268,41 @@ def test_the_output_projection_and_its_loss_split_by_vocabulary() -> None:
         0,
     ]
     assert not marks.gathered.any()
+
+
+def test_separate_query_key_and_value_projections_are_column_parallel_together() -> None:
+    tokens, hidden = 16, 8
+    b = Builder()
+    x = b.tensor("input", tokens * hidden)
+    wq, wk, wv, wo = (b.tensor("parameter", hidden * hidden) for _ in range(4))
+    normed, q, k, v, ctx, out = (b.tensor("activation", tokens * hidden) for _ in range(6))
+    scores, probs = b.tensor("activation", tokens * tokens), b.tensor("activation", tokens * tokens)
+    b.op("aten.native_layer_norm.default", "forward", 8.0 * tokens * hidden, [x], [normed], False)
+    for weight, projected in ((wq, q), (wk, k), (wv, v)):
+        b.op("aten.mm.default", "forward", 2.0 * tokens * hidden * hidden, [normed, weight], [projected], True)
+    b.op("aten.bmm.default", "forward", 2.0 * tokens * tokens * hidden, [q, k], [scores], True)
+    b.op("aten._softmax.default", "forward", 5.0 * tokens * tokens, [scores], [probs], False, rows=tokens)
+    b.op("aten.bmm.default", "forward", 2.0 * tokens * tokens * hidden, [probs, v], [ctx], True)
+    b.op("aten.mm.default", "forward", 2.0 * tokens * hidden * hidden, [ctx, wo], [out], True)
+    marks = sharding(b.workload())
+    assert marks.pairs == ((1, 7), (2, 7), (3, 7))
+    assert marks.sharded.tolist() == [False] + [True] * 7  # LayerNorm replicated, the rest on the shard
+    assert marks.all_reduce.tolist() == [False] * 7 + [True]
+    assert not marks.gathered.any()
+
+
+def test_a_layer_norm_between_two_matrix_ops_keeps_them_unpaired() -> None:
+    """A LayerNorm needs every feature of a row, so it cannot run between a column- and a
+    row-parallel op (BERT's prediction transform: dense, GELU, LayerNorm, decoder)."""
+    tokens, hidden = 16, 8
+    b = Builder()
+    x = b.tensor("input", tokens * hidden)
+    w1, w2 = b.tensor("parameter", hidden * hidden), b.tensor("parameter", hidden * hidden)
+    up, act, normed, out = (b.tensor("activation", tokens * hidden) for _ in range(4))
+    b.op("aten.mm.default", "forward", 2.0 * tokens * hidden * hidden, [x, w1], [up], True)
+    b.op("aten.gelu.default", "forward", 8.0 * tokens * hidden, [up], [act], False)
+    b.op("aten.native_layer_norm.default", "forward", 8.0 * tokens * hidden, [act], [normed], False, rows=tokens)
+    b.op("aten.mm.default", "forward", 2.0 * tokens * hidden * hidden, [normed, w2], [out], True)
+    marks = sharding(b.workload())
+    assert marks.pairs == ()
+    assert marks.gathered.tolist() == [True, False, False, True]

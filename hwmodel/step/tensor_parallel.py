@@ -7,9 +7,11 @@ matrix ops), forward first:
   paired greedily: a weighted op ``P`` and the next one ``Q`` form a pair when ``Q`` depends on
   ``P`` and no op between them that lies on a path from ``P`` to ``Q`` (the region) combines what
   flows from ``P`` with another activation at least as large as it (a residual add: broadcast
-  masks and biases are smaller). ``P`` is column-parallel (output features split, no gather), the
-  region runs on its shard (attention per head, the MLP activation), ``Q`` is row-parallel (input
-  features split) and all-reduces its output. Every other op runs replicated.
+  masks and biases are smaller) or normalises over the features (a LayerNorm). Weighted ops
+  right after ``P`` that read the same activations (separate query, key and value projections)
+  join it when ``Q`` depends on each. ``P`` is column-parallel (output features split, no
+  gather), the region runs on its shard (attention per head, the MLP activation), ``Q`` is
+  row-parallel (input features split) and all-reduces its output. Every other op runs replicated.
 * **Vocabulary-parallel head**: the last weighted op, unpaired, whose descendants run a row-wise
   op (the log-softmax of the loss), no matrix op and no residual (the output projection and the
   loss) is split by vocabulary with its descendants (the
@@ -47,6 +49,9 @@ FloatArray = npt.NDArray[np.float64]
 CROSS_ENTROPY_REDUCTIONS = 3
 """FP32 values per row a vocabulary-parallel cross-entropy all-reduces (max, sum of exp, target logit)."""
 FP32_BYTES = 4
+FEATURE_NORMS = ("layer_norm", "group_norm", "rms_norm")
+"""Op names of norms over the feature axis: between a column- and a row-parallel op they would
+need every feature, so no pair spans one (a batch norm, per channel, may)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,18 +86,21 @@ class _Graph:
     foreign: list[dict[int, int]]  # op -> {producer op: bytes} of its activation inputs
     weights: list[frozenset[int]]  # parameter ids each op reads
     weighted: list[int]  # forward matrix ops reading a parameter
+    feature_norms: set[int]  # ops normalising over the features (a split feature axis breaks them)
 
 
 def _graph(workload: Workload, is_matrix: BoolArray) -> _Graph:
     kinds = {tensor.tensor_id: tensor.kind for tensor in workload.tensors}
     nbytes = {tensor.tensor_id: tensor.nbytes for tensor in workload.tensors}
     producer: dict[int, int] = {}
-    graph = _Graph(parents=[], foreign=[], weights=[], weighted=[])
+    graph = _Graph(parents=[], foreign=[], weights=[], weighted=[], feature_norms=set())
     for index, op in enumerate(workload.ops):
         made = {producer[t]: nbytes.get(t, 0) for t in op.input_ids if t in producer and kinds.get(t) == "activation"}
         graph.parents.append(set(made))
         graph.foreign.append(made)
         graph.weights.append(frozenset(t for t in op.input_ids if kinds.get(t) == "parameter"))
+        if any(norm in op.name for norm in FEATURE_NORMS):
+            graph.feature_norms.add(index)
         if op.phase == "forward":
             if is_matrix[index] and graph.weights[index]:
                 graph.weighted.append(index)
@@ -101,27 +109,41 @@ def _graph(workload: Workload, is_matrix: BoolArray) -> _Graph:
     return graph
 
 
-def _descendants(graph: _Graph, start: int, stop: int) -> set[int]:
-    """Ops in ``(start, stop]`` that depend on ``start`` (and ``start`` itself)."""
-    found = {start}
-    for index in range(start + 1, stop + 1):
+def _descendants(graph: _Graph, starts: set[int], stop: int) -> set[int]:
+    """Ops in ``(min(starts), stop]`` that depend on one of ``starts`` (and ``starts`` themselves)."""
+    found = set(starts)
+    for index in range(min(starts) + 1, stop + 1):
         if graph.parents[index] & found:
             found.add(index)
     return found
 
 
-def _region(graph: _Graph, column: int, row: int) -> set[int] | None:
-    """The ops between a column-parallel op and a row-parallel one on a path from the first to the
+def _siblings(graph: _Graph, weighted: list[int], k: int) -> list[int]:
+    """The weighted op at ``k`` and the ones right after it that read the same activations (separate
+    query, key and value projections): together they are column-parallel."""
+    end = k + 1
+    while end < len(weighted) - 1 and graph.parents[weighted[end]] == graph.parents[weighted[k]]:
+        end += 1
+    return weighted[k:end]
+
+
+def _region(graph: _Graph, columns: list[int], row: int) -> set[int] | None:
+    """The ops between column-parallel ops and a row-parallel one on a path from the first to the
     second; None when they do not form a pair (see the module docstring)."""
-    below = _descendants(graph, column, row)
+    first = columns[0]
+    below = _descendants(graph, set(columns), row)
     if row not in below:
         return None
     above = {row}
-    for index in range(row, column, -1):
+    for index in range(row, first, -1):
         if index in above:
-            above |= {parent for parent in graph.parents[index] if column < parent and parent in below}
-    region = above - {row}
-    return None if _mixes(graph, region | {row}, region | {column}) else region
+            above |= {parent for parent in graph.parents[index] if first <= parent and parent in below}
+    if not above.issuperset(columns):
+        return None
+    region = above - {row} - set(columns)
+    if region & graph.feature_norms or _mixes(graph, region | {row}, above - {row}):
+        return None
+    return region
 
 
 def _mixes(graph: _Graph, ops: set[int], inside: set[int]) -> bool:
@@ -149,20 +171,22 @@ def _sharding(workload: Workload) -> Sharding:
     row_weights: set[int] = set()
     weighted, k = graph.weighted, 0
     while k < len(weighted):
-        column = weighted[k]
-        region = _region(graph, column, weighted[k + 1]) if k + 1 < len(weighted) else None
+        columns = _siblings(graph, weighted, k)
+        after = k + len(columns)
+        region = _region(graph, columns, weighted[after]) if after < len(weighted) else None
         if region is None:
             if k == len(weighted) - 1:
-                _vocabulary_head(workload, graph, column, forward_end, (sharded, all_reduce, rows), column_weights)
+                _vocabulary_head(workload, graph, weighted[k], forward_end, (sharded, all_reduce, rows), column_weights)
             k += 1
             continue
-        row = weighted[k + 1]
-        pairs.append((column, row))
-        sharded[[column, row, *sorted(region)]] = True
+        row = weighted[after]
+        pairs.extend((column, row) for column in columns)
+        sharded[[*columns, row, *sorted(region)]] = True
         all_reduce[row] = True
-        column_weights |= graph.weights[column]
+        for column in columns:
+            column_weights |= graph.weights[column]
         row_weights |= graph.weights[row]
-        k += 2
+        k = after + 1
     _backward(workload, is_matrix, sharded, all_reduce, column_weights, row_weights)
     gathered = is_matrix & ~sharded & (arrays.phase_index < 2)
     for values in (sharded, all_reduce, gathered, rows):
@@ -183,7 +207,7 @@ def _vocabulary_head(
     """Shard the output projection ``head`` and the loss after it by vocabulary, when nothing after
     it runs a matrix op; the ops reading its weight (the tied embedding) look up their slice."""
     sharded, all_reduce, rows = marks
-    below = _descendants(graph, head, forward_end)
+    below = _descendants(graph, {head}, forward_end)
     arrays = workload_arrays(workload)
     row_op = next((i for i in sorted(below) if workload.ops[i].rows > 0), None)
     if row_op is None or any(arrays.is_matrix[index] for index in below - {head}) or _mixes(graph, below, below):
