@@ -31,7 +31,6 @@ def op_intervals(
     """Every op on ``prefix/compute``, with the collectives that block it on their own tracks."""
     intervals: list[Interval] = []
     starts = ends - times.busy_s
-    marks = sharding(workload)
     for index, op in enumerate(workload.ops):
         shift = exposed_s if optimizer[index] else 0.0
         start = float(starts[index]) + shift
@@ -48,7 +47,7 @@ def op_intervals(
         )
         if times.tensor_parallel_s[index] > 0:
             kind = "all_gather" if op.phase == "forward" else "reduce_scatter"
-            if not marks.gathered[index]:
+            if not sharding(workload).gathered[index]:
                 kind = "all_reduce"
             intervals.append(
                 Interval(
