@@ -107,3 +107,23 @@ def test_op_class_probes_measure_positive_rates() -> None:
     assert inplace > 0 and fresh > 0
     assert hostbench.reduction_bytes_per_s(nbytes=1 << 22, repeats=3) > 0
     assert hostbench.conv_flops_per_s(repeats=1) > 0
+
+
+@pytest.mark.slow  # two xdist workers, each importing torch
+def test_xdist_workers_take_the_controllers_rates(pytester: pytest.Pytester, slow_machine: list[int]) -> None:
+    """The controller measures (here: the fake, in-process) and hands the rates over; a worker that
+    measured for itself would price the step with this machine's real rates."""
+    pytester.makepyfile(test_step=STEP_TEST)
+    serial = pytester.runpytest("--dojo-chip=host", "--dojo-mesh=1x1", "--dojo-json=serial.json")
+    serial.assert_outcomes(passed=1)
+    distributed = pytester.runpytest(
+        "--dojo-chip=host", "--dojo-mesh=1x1", "--dojo-json=xdist.json", "-n", "2", "-p", "no:randomly", "--cache-clear"
+    )
+    distributed.assert_outcomes(passed=1)
+    assert len(slow_machine) == 2, "the serial run and the controller measured; no worker did"
+
+    def step_s(name: str) -> float:
+        document = json.loads((pytester.path / name).read_text(encoding="utf-8"))
+        return float(document["results"][0]["report"]["step_time_s"])
+
+    assert step_s("xdist.json") == step_s("serial.json")

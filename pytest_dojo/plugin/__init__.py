@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dojo.plugin import options, outputs, per_test
+from pytest_dojo.plugin import host_rates, options, outputs, per_test
 from pytest_dojo.plugin.capture_cache import CaptureCache
 from pytest_dojo.plugin.fixtures import dojo
 from pytest_dojo.plugin.session import DOJO_SESSION_KEY, DojoSession
@@ -54,6 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
         load_options=lambda: options.parse_options(config),
         open_capture_cache=lambda: CaptureCache.for_config(config),
         open_pytest_cache=lambda: getattr(config, "cache", None),
+        controller_host_rates=lambda: getattr(config, "workerinput", {}).get(host_rates.WORKER_INPUT_KEY),
     )
     config.stash[DOJO_SESSION_KEY] = session
     if options.options_in_use(config):
@@ -128,6 +129,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config.workeroutput[CAPTURE_COUNTS_KEY] = json.dumps(counts.to_dict())  # type: ignore[attr-defined]
     else:
         outputs.write_outputs(session, dojo_session)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: a worker gets the controller's host rates (measured once, here, before any
+    worker starts), so workers neither measure side by side nor lose them to ``--cache-clear``."""
+    session = node.config.stash[DOJO_SESSION_KEY]
+    if session.active and session.system is not None and session.host_rates is not None:
+        node.workerinput[host_rates.WORKER_INPUT_KEY] = json.dumps(session.host_rates.for_worker())
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -95,6 +95,8 @@ class DojoSession:
     load_options: Callable[[], DojoOptions]
     open_capture_cache: Callable[[], CaptureCache | None] = lambda: None
     open_pytest_cache: Callable[[], pytest.Cache | None] = lambda: None
+    controller_host_rates: Callable[[], str | None] = lambda: None
+    """Under xdist, the host rates document the controller measured (or read) for the workers."""
     host_rates: HostRates | None = None
     """The measured preset's rates (``host``), where the system has such a chip; set with the system."""
     results: list[TestResult] = field(default_factory=list)
@@ -135,7 +137,9 @@ class DojoSession:
             if system.chip.measured_threads is not None:
                 from pytest_dojo.plugin import host_rates
 
-                self.host_rates = host_rates.resolve(self.open_pytest_cache(), self.options.host_calibration)
+                self.host_rates = host_rates.resolve(
+                    self.open_pytest_cache(), self.options.host_calibration, given=self.controller_host_rates()
+                )
                 system = host_rates.apply(system, self.host_rates)
             self._system = system
         return self._system
