@@ -26,7 +26,7 @@ def test_summary_table_lists_each_simulated_step(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(
         [
             "*dojo: simulated training steps*",
-            "pytest-dojo: chip d1, mesh 5x5 (25 chips*peak 9.05 PFLOP/s BF16",
+            "pytest-dojo: chip d1, mesh 5x5 (25 chips*peak 9.05 PFLOP/s BF16, compiled execution",
             "test*network*batch*step ms*samples/s*MFU*bound",
             "test_step.py::test_mlp_step*Sequential*50*",
         ]
