@@ -77,7 +77,8 @@ class KernelPredictionError:
 class StepPredictionError:
     """Median and worst |predicted / measured - 1| of measured transformer steps on NVIDIA GPUs,
     per device (``pytest-dojo validate steps``: training and inference on one GPU, the three
-    4-GPU plans on ``4xA100-SXM``).
+    4-GPU plans on ``4xA100-SXM``, and apart, the ``torch.compile`` inference steps predicted in
+    compiled execution: ``A100-40 compiled``).
 
     Nothing is fitted on these steps, so the figures move only when the capture, the op costs or
     the step model move. Needs Hugging Face ``transformers`` (the ``[validation]`` extra); commits
@@ -87,7 +88,7 @@ class StepPredictionError:
     unit = "fraction"
     timeout = 1800.0
     version = "1"
-    params = ("A100-80", "V100", "A100-40", "P100", "T4", "P4", "4xA100-SXM")
+    params = ("A100-80", "V100", "A100-40", "P100", "T4", "P4", "4xA100-SXM", "A100-40 compiled")
     param_names = ("device",)
 
     def setup_cache(self) -> dict[str, tuple[float, float]]:
@@ -95,7 +96,10 @@ class StepPredictionError:
         predictions = steps.predict_all(steps.load_labels(), with_layers=False, progress=False)
         errors: dict[str, list[float]] = {}
         for prediction in predictions:
-            errors.setdefault(prediction.label.short_device, []).append(abs(prediction.error))
+            label = prediction.label
+            compiled = getattr(label, "execution", "eager") == "compiled"
+            key = f"{label.short_device} compiled" if compiled else label.short_device
+            errors.setdefault(key, []).append(abs(prediction.error))
         return {device: (float(statistics.median(values)), max(values)) for device, values in errors.items()}
 
     def setup(self, errors: dict[str, tuple[float, float]], device: str) -> None:
