@@ -72,23 +72,24 @@ def sensitivity(
     plan: Plan | None = None,
     precision: Precision | None = None,
     efficiency: EfficiencyTable | None = None,
+    execution: str | None = None,
 ) -> Sensitivity:
     """Step-time speedup from improving each hardware parameter by ``factor``, ranked.
 
     ``knobs`` names knobs of :data:`~hwmodel.studies.whatif.KNOBS` and may add custom :class:`Knob` objects (a combined
-    change, say). ``precision`` defaults to the chip preset's. The efficiency table is the
+    change, say). ``precision`` and ``execution`` default to the chip preset's. The efficiency table is the
     baseline chip's for every variant. Ties keep the order of the knobs.
     """
     if not factor > 1:
         raise SpecError(f"what-if factor must be > 1 (an improvement), got {factor}")
     hardware = Hardware(system=system, feed=feed)
     precision = precision_for(system, precision)
-    baseline = simulate_on(source, hardware, plan, precision, efficiency)
+    baseline = simulate_on(source, hardware, plan, precision, efficiency, execution)
     entries = []
     for knob in select_knobs(knobs):
         if not knob.applies(hardware):
             continue
-        variant = simulate_on(source, knob.improve(hardware, factor), plan, precision, efficiency)
+        variant = simulate_on(source, knob.improve(hardware, factor), plan, precision, efficiency, execution)
         entries.append(
             SensitivityEntry(
                 knob=knob.name,

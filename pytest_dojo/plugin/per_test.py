@@ -108,8 +108,13 @@ def _sensitivity(session: DojoSession, result: TestResult) -> list[str]:
     if not steps:
         return ["not available: the captured step is no longer cached"]
     try:
+        cost_model = result.report.op_cost_model
         return sensitivity(
-            steps[-1], session.system, plan=plan_of(result.report), precision=session.options.precision
+            steps[-1],
+            session.system,
+            plan=plan_of(result.report),
+            precision=session.options.precision,
+            execution=cost_model.execution if cost_model is not None else None,
         ).ranked_lines()
     except HwModelError as error:
         return [f"not available: {error}"]
