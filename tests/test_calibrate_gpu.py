@@ -234,3 +234,28 @@ def test_a_chip_with_its_own_parameters_is_costed_with_them(tmp_path: Path) -> N
     assert (
         simulate(workload, System(chip=base.chip, fabric=base.fabric, mesh=mesh), precision=FP32).step_time_s == before
     )
+
+
+@pytest.mark.slow  # captures BERT-base (about 10 s of CPU)
+def test_fit_predicts_a_measured_transformers_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    source = tmp_path / "v100.json"
+    written = _shipped_rows_as_measured(source, per_op=5)
+    written["steps"] = [
+        {
+            "network": "bert",
+            "size": "transformers",
+            "batch_size": 8,
+            "seqlen": 512,
+            "precision": "fp32",
+            "mode": "forward_backward",
+            "step_times_s": [0.2],
+            "median_step_s": 0.2,
+        }
+    ]
+    document.write(source, written)
+    arguments = ["fit", str(source), "--chip", "v100-pcie-32gb", "--out-dir", str(tmp_path), "--iterations", "5"]
+    assert main(["calibrate-gpu", *arguments]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("bert transformers b8")]
+    measured_ms, shipped_ms = (float(cell) for cell in line.split()[3:5])
+    assert measured_ms == 200.0 and shipped_ms > 0

@@ -164,14 +164,13 @@ def score_lines(scored: Sequence[ClassScore]) -> list[str]:
 
 def step_lines(steps: Sequence[Mapping[str, Any]], shipped: Preset, fitted: Preset) -> list[str]:
     """Each measured whole step against the preset with the shipped and the re-fitted parameters."""
-    from dojo_validation import host
     from hwmodel import System, parse_mesh, simulate
     from hwmodel.spec.precision import FP32
     from pytest_dojo.cli.common import text_table
 
     rows = []
     for step in steps:
-        workload = host.capture(str(step["network"]), str(step["size"]), int(step["batch_size"]))
+        workload = _captured(step)
         measured = float(step["median_step_s"])
         cells = [f"{step['network']} {step['size']} b{step['batch_size']}", f"{measured * 1e3:.2f}"]
         for preset in (shipped, fitted):
@@ -183,6 +182,30 @@ def step_lines(steps: Sequence[Mapping[str, Any]], shipped: Preset, fitted: Pres
         return []
     columns = ("step (FP32)", "measured ms", "shipped ms", "err", "re-fitted ms", "err")
     return text_table(columns, rows)
+
+
+def _captured(step: Mapping[str, Any]) -> Any:
+    """The captured workload of a measured step: a suite network, or a Hugging Face model's forward
+    and backward as the step labels capture it."""
+    from dojo_validation import host
+
+    if step.get("size") != "transformers":
+        return host.capture(str(step["network"]), str(step["size"]), int(step["batch_size"]))
+    import torch
+
+    from dojo_validation.steps.build import build_model, measured_loss
+    from pytest_dojo.capture import capture_train_step
+
+    network = build_model(str(step["network"]), "train")
+    input_ids = torch.ones(int(step["batch_size"]), int(step["seqlen"]), dtype=torch.int64, device="meta")
+    return capture_train_step(
+        network,
+        (input_ids,),
+        targets=input_ids,
+        loss_fn=measured_loss,
+        name=str(step["network"]),
+        mode="forward_backward",
+    )
 
 
 def calibrate(
