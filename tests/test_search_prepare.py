@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dojo_networks import get_network
 from hwmodel import Workload, make_system
 from hwmodel.search.ranking import candidate_plans, requested_batch_sizes, search_plans
 from pytest_dojo.capture import capture_train_step
@@ -90,3 +91,18 @@ def test_an_exapod_search_captures_once_for_two_sizes() -> None:
     ranking = search_plans(step, system)
     assert (step.capture_calls, step.fresh_captures) == (1, 2)
     assert step.derived_batches == len(set(ranking.batch_sizes_requested) - set(step._anchors))
+
+
+@pytest.mark.slow
+def test_a_hydranet_exapod_search_captures_once_for_two_sizes() -> None:
+    """The full HydraNet at one sample per chip: batch 1 and 2 in one call, every other size derived."""
+    system = make_system("d1", "exapod")
+    spec = get_network("hydranet")
+    with torch.device("meta"):
+        model = spec.build("full")
+    inputs, targets = spec.make_batch("full", system.num_chips, "meta")
+    step = CapturedStep(model, inputs, targets=targets, loss_fn=spec.loss, name="hydranet-full")
+    ranking = search_plans(step, system)
+    assert (step.capture_calls, step.fresh_captures, step.derived_batches) == (1, 2, 30)
+    assert sorted(step._anchors) == [1, 2]
+    assert len(ranking.batch_sizes_requested) == 32
