@@ -135,6 +135,24 @@ def test_a_reduction_takes_its_pointwise_producer_and_epilogue() -> None:
     assert fusion.written_bytes.tolist()[:4] == [0, 0, 4 * rows * width, 4 * rows]
 
 
+def test_an_allocation_is_a_new_tensor_and_a_view_is_its_input() -> None:
+    """empty_like(x) -> m; bernoulli_(m); mul(x, m) -> y: the mask m is its own tensor (read back
+    from registers), so the fused kernel reads x once and writes y; a view of y read by an mm keeps
+    y in memory."""
+    chain = Chain()
+    chain.tensor("x", N, "input")
+    chain.tensor("w", N, "parameter")
+    chain.op("empty_like", ["x"], "m", N)
+    chain.op("bernoulli_", ["m"], "m2", N)
+    chain.op("mul", ["x", "m2"], "y", N)
+    chain.op("view", ["y"], "v", N)
+    chain.op("mm", ["v", "w"], "z", N)
+    fusion = fuse(chain.workload())
+    assert fusion.group.tolist() == [-1, 0, 0, -1, -1]
+    assert fusion.read_bytes.tolist()[1:3] == [4 * N, 4 * N]  # m (fresh, as captured), then x
+    assert fusion.written_bytes.tolist()[1:3] == [0, 4 * N]  # m2 stays in registers, y is read by the mm
+
+
 def test_ops_of_another_size_start_a_new_group() -> None:
     chain = Chain()
     chain.tensor("x", N, "input")

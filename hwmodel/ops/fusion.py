@@ -50,6 +50,8 @@ BoolArray = npt.NDArray[np.bool_]
 
 MAX_FUSION_SIZE = 64
 """Most nodes in one fused kernel (Inductor's ``config.max_fusion_size``)."""
+ALLOCATIONS = frozenset({"empty", "empty_like", "empty_strided", "new_empty"})
+"""Zero-traffic ops that make a new storage (every other one is a view of its input)."""
 PERSISTENT_KINDS = frozenset({"input", "parameter", "buffer", "optimizer_state"})
 """Tensors that outlive the step: a write to them always reaches memory."""
 
@@ -125,8 +127,9 @@ def fuse(workload: Workload) -> Fusion:
     for index, op in enumerate(ops):
         inputs = list(dict.fromkeys(alias.get(tensor, tensor) for tensor in op.input_ids))
         if is_zero_traffic(op.name):
-            for tensor in op.output_ids:
-                alias[tensor] = inputs[0] if inputs and tensor not in inputs else alias.get(tensor, tensor)
+            if packet_name(op.name) not in ALLOCATIONS:  # a view is its input's storage
+                for tensor in op.output_ids:
+                    alias[tensor] = inputs[0] if inputs and tensor not in inputs else alias.get(tensor, tensor)
             continue
         if not _fusible(op, bool(matrix[index])):
             current = None
