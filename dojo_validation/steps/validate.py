@@ -98,7 +98,9 @@ def as_json(predictions: Sequence[StepPrediction]) -> list[dict[str, object]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", action="append", default=[], help="a device (A100-80, V100, ...); repeatable")
-    parser.add_argument("--group", action="append", default=[], help="train, inf, dp4, tp4 or pp4_1; repeatable")
+    parser.add_argument(
+        "--group", action="append", default=[], help="train, inf, fusion, dp4, tp4 or pp4_1; repeatable"
+    )
     parser.add_argument("--model", action="append", default=[], help="bert_large, gpt2_large, ...; repeatable")
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer attribution")
     parser.add_argument("--json", type=Path, help="also write the predictions to this JSON file")
@@ -107,7 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     arguments = parser.parse_args(argv)
     if arguments.write_bands and (arguments.device or arguments.group or arguments.model):
-        print("pytest-dojo validate steps: --write-bands needs every label (no --device, --group or --model)")
+        print(
+            "pytest-dojo validate steps: --write-bands needs every label (no --device, --group or --model)",
+            file=sys.stderr,
+        )
         return 2
     labels = select(load_labels(), arguments.device, arguments.group, arguments.model)
     if not labels:
