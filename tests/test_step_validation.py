@@ -286,3 +286,12 @@ def test_the_bands_by_hand() -> None:
         _prediction(label, label.measured_ms * factor) for label, factor in zip(v100, (1.1, 0.8, 1.05), strict=True)
     ]
     assert bands(predictions) == {"v100-pcie-32gb": {"inf": {"labels": 3, "median": 0.1, "worst": 0.2}}}
+
+
+def test_write_bands_needs_every_label(capsys: pytest.CaptureFixture[str]) -> None:
+    from dojo_validation.steps.validate import main
+
+    assert main(["--write-bands", "--device", "V100"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "pytest-dojo validate steps: --write-bands needs every label (no --device, --group or --model)"
+    )
