@@ -21,7 +21,7 @@ the clock is the thread's CPU time, so other processes on a shared machine do no
   tensor (bytes read plus written per second: a machine under memory pressure pays the page faults
   of every fresh tensor), and a sum's bytes read per second.
 
-The same functions run on a CUDA device (``device="cuda"``): the H200 validation script reuses them.
+The same functions run on a CUDA device (``device="cuda"``).
 Not measured: frequency scaling under sustained load, the rates of GEMM shapes between the grid's
 (interpolated), BF16 GEMMs by shape (scaled from FP32 by the square-matrix ratio).
 """
