@@ -10,6 +10,8 @@ import pytest
 from hwmodel.spec.host import calibration_path
 from pytest_dojo import hostbench
 
+MEASURED = "--dojo-host-calibration=measured"
+
 STEP_TEST = """
 import torch
 
@@ -47,23 +49,31 @@ def _step_ms(result: pytest.RunResult) -> float:
 
 def test_first_use_measures_then_the_cache_answers(pytester: pytest.Pytester, slow_machine: list[int]) -> None:
     pytester.makepyfile(test_step=STEP_TEST)
-    first = pytester.runpytest("-s", "--dojo-chip=host", "--dojo-mesh=1x1")
+    first = pytester.runpytest("-s", "--dojo-chip=host", "--dojo-mesh=1x1", MEASURED)
     first.assert_outcomes(passed=1)
     first.stderr.fnmatch_lines(["dojo: measuring this machine for the host preset*", "dojo:   matrix float32*"])
     first.stdout.fnmatch_lines(["host rates: measured (this machine, *): *measured 2026-12-02T05:00:00Z*"])
-    second = pytester.runpytest("-s", "--dojo-chip=host", "--dojo-mesh=1x1")
+    second = pytester.runpytest("-s", "--dojo-chip=host", "--dojo-mesh=1x1", MEASURED)
     assert len(slow_machine) == 1, "the second run reads the cache"
     assert _step_ms(second) == _step_ms(first)
     committed = pytester.runpytest("-s", "--dojo-chip=host", "--dojo-mesh=1x1", "--dojo-host-calibration=committed")
     committed.stdout.fnmatch_lines(["host rates: committed (host_calibration.json; --dojo-host-calibration=*)*"])
     assert _step_ms(committed) < _step_ms(first), "a quarter of the bandwidth makes the step slower"
-    pytester.runpytest("-s", "--dojo-chip=host", "--dojo-mesh=1x1", "--cache-clear").assert_outcomes(passed=1)
+    pytester.runpytest("-s", "--dojo-chip=host", "--dojo-mesh=1x1", MEASURED, "--cache-clear").assert_outcomes(passed=1)
     assert len(slow_machine) == 2, "--cache-clear measures again"
+
+
+def test_by_default_the_committed_rates_are_used(pytester: pytest.Pytester, slow_machine: list[int]) -> None:
+    pytester.makepyfile(test_step=STEP_TEST)
+    result = pytester.runpytest("-s", "--dojo-chip=host", "--dojo-mesh=1x1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["host rates: committed (host_calibration.json; --dojo-host-calibration=committed)*"])
+    assert slow_machine == []
 
 
 def test_without_a_cache_the_committed_rates_are_used(pytester: pytest.Pytester, slow_machine: list[int]) -> None:
     pytester.makepyfile(test_step=STEP_TEST)
-    result = pytester.runpytest("-s", "--dojo-chip=host", "--dojo-mesh=1x1", "-p", "no:cacheprovider")
+    result = pytester.runpytest("-s", "--dojo-chip=host", "--dojo-mesh=1x1", MEASURED, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["host rates: committed (host_calibration.json; no cache directory*"])
     assert slow_machine == []
@@ -71,7 +81,9 @@ def test_without_a_cache_the_committed_rates_are_used(pytester: pytest.Pytester,
 
 def test_the_results_file_names_the_rates(pytester: pytest.Pytester, slow_machine: list[int]) -> None:
     pytester.makepyfile(test_step=STEP_TEST)
-    pytester.runpytest("--dojo-chip=host", "--dojo-mesh=1x1", "--dojo-json=out.json").assert_outcomes(passed=1)
+    pytester.runpytest("--dojo-chip=host", "--dojo-mesh=1x1", MEASURED, "--dojo-json=out.json").assert_outcomes(
+        passed=1
+    )
     document = json.loads((pytester.path / "out.json").read_text(encoding="utf-8"))
     assert document["host_rates"]["origin"] == "measured"
     assert "2026-12-02T05:00:00Z" in document["host_rates"]["rates"]
@@ -114,10 +126,18 @@ def test_xdist_workers_take_the_controllers_rates(pytester: pytest.Pytester, slo
     """The controller measures (here: the fake, in-process) and hands the rates over; a worker that
     measured for itself would price the step with this machine's real rates."""
     pytester.makepyfile(test_step=STEP_TEST)
-    serial = pytester.runpytest("--dojo-chip=host", "--dojo-mesh=1x1", "--dojo-json=serial.json")
+    serial = pytester.runpytest("--dojo-chip=host", "--dojo-mesh=1x1", MEASURED, "--dojo-json=serial.json")
     serial.assert_outcomes(passed=1)
     distributed = pytester.runpytest(
-        "--dojo-chip=host", "--dojo-mesh=1x1", "--dojo-json=xdist.json", "-n", "2", "-p", "no:randomly", "--cache-clear"
+        "--dojo-chip=host",
+        "--dojo-mesh=1x1",
+        MEASURED,
+        "--dojo-json=xdist.json",
+        "-n",
+        "2",
+        "-p",
+        "no:randomly",
+        "--cache-clear",
     )
     distributed.assert_outcomes(passed=1)
     assert len(slow_machine) == 2, "the serial run and the controller measured; no worker did"

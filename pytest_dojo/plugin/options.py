@@ -106,9 +106,9 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     (
         "--dojo-host-calibration",
         "committed|measured",
-        "Rates of the host preset: measured on this machine on first use (about 20 s) and kept in pytest's "
-        "cache (--cache-clear re-measures; without a cache, -p no:cacheprovider, the committed ones), or "
-        "the committed calibration shipped with the package. Default: 'measured'",
+        "Rates of the host preset: the committed calibration shipped with the package, or measured on "
+        "this machine on first use (about 20 s) and kept in pytest's cache (--cache-clear re-measures; "
+        "without a cache, -p no:cacheprovider, the committed ones). Default: 'committed'",
     ),
     (
         "--dojo-sensitivity",
@@ -137,7 +137,7 @@ def register(parser: pytest.Parser) -> None:
     parser.addini("dojo_thresholds", help="Default for --dojo-thresholds (relative to the rootdir).", default=None)
     parser.addini("dojo_execution", help="Default for --dojo-execution. Default: the chip preset's", default=None)
     parser.addini(
-        "dojo_host_calibration", help="Default for --dojo-host-calibration. Default: 'measured'", default=None
+        "dojo_host_calibration", help="Default for --dojo-host-calibration. Default: 'committed'", default=None
     )
     parser.addini(
         "dojo_max_regression",
@@ -163,7 +163,7 @@ class DojoOptions:
     json_path: Path | None = None
     report_dir: Path | None = None
     sensitivity: bool = False
-    host_calibration: str = "measured"
+    host_calibration: str = "committed"
     """Where the host preset's rates come from: ``measured`` (this machine, cached) or ``committed``."""
 
 
@@ -174,7 +174,7 @@ INI_DEFAULTS = {
     "dojo_execution": "",
     "dojo_thresholds": "",
     "dojo_max_regression": str(DEFAULT_MAX_REGRESSION_PCT),
-    "dojo_host_calibration": "measured",
+    "dojo_host_calibration": "committed",
 }
 """Every ini key and its default (the keys are registered with None, meaning "not set")."""
 
