@@ -23,16 +23,10 @@ IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, eq=False)
-class WorkloadArrays:
-    """The per-op columns of a workload as numpy arrays, built once per workload.
+class OpStructure:
+    """The columns of :class:`WorkloadArrays` that do not depend on the batch (read-only arrays,
+    shared by the workloads of one structure: :mod:`hwmodel.step.structure`)."""
 
-    Module and op names are interned: ``module_index[i]`` indexes ``module_names``.
-    """
-
-    flops: FloatArray
-    bytes_read: FloatArray
-    bytes_written: FloatArray
-    output_elements: FloatArray
     class_index: IntArray
     phase_index: IntArray
     is_matrix: npt.NDArray[np.bool_]
@@ -44,6 +38,20 @@ class WorkloadArrays:
     op_name_index: IntArray
     op_names: tuple[str, ...]
     tensor_lists: FloatArray
+
+
+@dataclass(frozen=True, eq=False)
+class WorkloadArrays(OpStructure):
+    """The per-op columns of a workload as numpy arrays, built once per workload: its
+    :class:`OpStructure` (shared by every batch of the step) and the columns read per workload.
+
+    Module and op names are interned: ``module_index[i]`` indexes ``module_names``.
+    """
+
+    flops: FloatArray
+    bytes_read: FloatArray
+    bytes_written: FloatArray
+    output_elements: FloatArray
     has_gemms: npt.NDArray[np.bool_]
     gemm_op_index: IntArray
     gemm_shapes: FloatArray
@@ -63,24 +71,6 @@ def workload_arrays(workload: Workload, cache: DerivedCache = WORKLOAD_CACHE) ->
     """
     classes = op_classes()
     return cache.get(workload, ("arrays", classes.version), lambda: _workload_arrays(workload, classes))
-
-
-@dataclass(frozen=True, eq=False)
-class OpStructure:
-    """The columns of :class:`WorkloadArrays` that do not depend on the batch (read-only arrays,
-    shared by the workloads of one structure: :mod:`hwmodel.step.structure`)."""
-
-    class_index: IntArray
-    phase_index: IntArray
-    is_matrix: npt.NDArray[np.bool_]
-    is_float: npt.NDArray[np.bool_]
-    dtype_names: tuple[str, ...]
-    dtype_index: IntArray
-    module_index: IntArray
-    module_names: tuple[str, ...]
-    op_name_index: IntArray
-    op_names: tuple[str, ...]
-    tensor_lists: FloatArray
 
 
 def op_structure(workload: Workload, op_class_set: OpClassSet) -> OpStructure:
@@ -125,21 +115,11 @@ def _workload_arrays(workload: Workload, op_class_set: OpClassSet) -> WorkloadAr
     count = len(ops)
     structure = op_structure(workload, op_class_set)
     return WorkloadArrays(
+        **vars(structure),
         flops=np.fromiter(map(attrgetter("flops"), ops), dtype=np.float64, count=count),
         bytes_read=np.fromiter(map(attrgetter("bytes_read"), ops), dtype=np.float64, count=count),
         bytes_written=np.fromiter(map(attrgetter("bytes_written"), ops), dtype=np.float64, count=count),
         output_elements=np.fromiter(map(attrgetter("output_elements"), ops), dtype=np.float64, count=count),
-        class_index=structure.class_index,
-        phase_index=structure.phase_index,
-        is_matrix=structure.is_matrix,
-        is_float=structure.is_float,
-        dtype_names=structure.dtype_names,
-        dtype_index=structure.dtype_index,
-        module_index=structure.module_index,
-        module_names=structure.module_names,
-        op_name_index=structure.op_name_index,
-        tensor_lists=structure.tensor_lists,
-        op_names=structure.op_names,
         has_gemms=np.fromiter((bool(op.gemms) for op in ops), dtype=np.bool_, count=count),
         gemm_op_index=np.asarray([index for index, op in enumerate(ops) for _ in op.gemms], dtype=np.int64),
         gemm_shapes=np.asarray([gemm for op in ops for gemm in op.gemms], dtype=np.float64).reshape(-1, 4),

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from hwmodel.ops.classes import attention
 from hwmodel.ops.classes.base import packet_name
 from hwmodel.spec.units import DTYPE_BYTES
 from hwmodel.step.derived import WORKLOAD_CACHE
@@ -44,23 +45,8 @@ BoolArray = npt.NDArray[np.bool_]
 MASK_BYTES_PER_ELEMENT = 1.0
 """CUDA's dropout mask is a ``torch.bool`` tensor: one byte an element, whatever the precision."""
 
-FUSED_ATTENTION = frozenset(
-    {
-        "_scaled_dot_product_flash_attention_for_cpu",
-        "_scaled_dot_product_flash_attention_for_cpu_backward",
-        "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_efficient_attention_backward",
-        "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_flash_attention_backward",
-        "_scaled_dot_product_cudnn_attention",
-        "_scaled_dot_product_cudnn_attention_backward",
-        "_flash_attention_forward",
-        "_flash_attention_backward",
-        "_efficient_attention_forward",
-        "_efficient_attention_backward",
-    }
-)
-"""Fused attention ops, as the CPU records them or as a GPU capture would."""
+FUSED_ATTENTION = attention.OP_CLASS.packets
+"""Fused attention ops, as the CPU records them or as a GPU capture would: the attention class's."""
 
 FUSED_ATTENTION_KERNELS = {"forward": 1.0, "backward": 3.0}
 """Kernels of a fused attention op per direction (flash attention 2's backward: three)."""
