@@ -146,20 +146,30 @@ def stage_of_ops(context: StepContext, busy_s: FloatArray, stages: int) -> IntAr
 
 def boundary_bytes(workload: Workload, stage: IntArray, stages: int) -> FloatArray:
     """Captured activation bytes crossing each of the ``stages - 1`` stage boundaries per micro-batch."""
+    if stages == 1:
+        return np.zeros(0, dtype=np.float64)
+    return crossing_bytes(workload, stage, stages)
+
+
+def crossing_bytes(workload: Workload, position: IntArray, positions: int) -> FloatArray:
+    """Captured activation bytes crossing each of the ``positions - 1`` cuts of an order in which
+    op ``i`` sits at ``position[i]`` (a pipeline stage, a module's place in forward order): a
+    tensor crosses the cut after ``k`` when its producer sits at or before ``k`` and its furthest
+    reader after it."""
     producer, consumer, nbytes, slot = activation_edges(workload)
-    if stages == 1 or len(producer) == 0:
-        return np.zeros(max(stages - 1, 0), dtype=np.float64)
+    if len(producer) == 0:
+        return np.zeros(max(positions - 1, 0), dtype=np.float64)
     slots = int(slot.max()) + 1
-    source_stage = np.zeros(slots, dtype=np.int64)
-    source_stage[slot] = stage[producer]
+    source = np.zeros(slots, dtype=np.int64)
+    source[slot] = position[producer]
     furthest = np.full(slots, -1, dtype=np.int64)
-    np.maximum.at(furthest, slot, stage[consumer])
+    np.maximum.at(furthest, slot, position[consumer])
     size = np.zeros(slots, dtype=np.float64)
     size[slot] = nbytes
-    crossing = furthest > source_stage
-    delta = np.bincount(source_stage[crossing], weights=size[crossing], minlength=stages + 1)
-    delta -= np.bincount(furthest[crossing], weights=size[crossing], minlength=stages + 1)
-    return np.asarray(np.cumsum(delta)[: stages - 1], dtype=np.float64)
+    crossing = furthest > source
+    delta = np.bincount(source[crossing], weights=size[crossing], minlength=positions + 1)
+    delta -= np.bincount(furthest[crossing], weights=size[crossing], minlength=positions + 1)
+    return np.asarray(np.cumsum(delta)[: positions - 1], dtype=np.float64)
 
 
 def least_crossing_bytes(context: StepContext) -> float:
@@ -172,25 +182,12 @@ def least_crossing_bytes(context: StepContext) -> float:
     workload = context.workload
 
     def build() -> float:
-        producer, consumer, nbytes, slot = activation_edges(workload)
         order = module_order(context)
-        if len(order) < 2 or len(producer) == 0:
+        if len(order) < 2:
             return 0.0
         position = np.empty(len(order), dtype=np.int64)  # module index -> place in forward order
         position[order] = np.arange(len(order))
-        module_position = position[context.arrays.module_index]
-        slots = int(slot.max()) + 1
-        source = np.zeros(slots, dtype=np.int64)
-        source[slot] = module_position[producer]
-        furthest = np.full(slots, -1, dtype=np.int64)
-        np.maximum.at(furthest, slot, module_position[consumer])
-        size = np.zeros(slots, dtype=np.float64)
-        size[slot] = nbytes
-        crossing = furthest > source
-        # a tensor crosses the cut after position k when source <= k < furthest
-        delta = np.bincount(source[crossing], weights=size[crossing], minlength=len(order) + 1)
-        delta -= np.bincount(furthest[crossing], weights=size[crossing], minlength=len(order) + 1)
-        return float(np.cumsum(delta)[: len(order) - 1].min())
+        return float(crossing_bytes(workload, position[context.arrays.module_index], len(order)).min())
 
     return WORKLOAD_CACHE.get(workload, "least_crossing_bytes", build)
 
