@@ -22,15 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dojo.cli.asv_record import DEFAULT_MACHINE
-from pytest_dojo.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, add_command, error_line, project_root
+from pytest_dojo.cli.common import (
+    EXIT_OK,
+    EXIT_REGRESSION,
+    EXIT_USAGE,
+    add_command,
+    error_line,
+    project_root,
+    whole_number,
+)
 
 NAME = "asv_backfill"
-
-
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"N must be a positive integer, got {text!r}")
-    return int(text)
 
 
 def register(commands: Any) -> None:
@@ -41,7 +43,7 @@ def register(commands: Any) -> None:
         summary="record the last N commits of a branch into the ASV history, one worktree each",
         doc=__doc__,
     )
-    parser.add_argument("count", nargs="?", type=_count, default=10, metavar="N", help="commits (default: 10)")
+    parser.add_argument("count", nargs="?", type=whole_number, default=10, metavar="N", help="commits (default: 10)")
     parser.add_argument("rev", nargs="?", default="HEAD", metavar="REV", help="branch or commit (default: HEAD)")
     parser.add_argument("asv_arguments", nargs=argparse.REMAINDER, metavar="ASV_RUN_OPTIONS", help="passed to asv run")
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_dojo.cli.common import EXIT_OK, EXIT_USAGE, add_command, error_line, progress
+from pytest_dojo.cli.common import EXIT_OK, EXIT_USAGE, add_command, error_line, progress, whole_number
 
 COMMAND = "pytest-dojo calibrate-gpu"
 
@@ -39,8 +39,10 @@ def register(commands: Any) -> None:
     measure.add_argument(
         "--budget-s", type=_positive, default=540.0, metavar="SECONDS", help="time budget. Default: 540"
     )
-    measure.add_argument("--train", type=_count, default=60, metavar="N", help="train shapes per op. Default: 60")
-    measure.add_argument("--test", type=_count, default=20, metavar="N", help="held-out shapes per op. Default: 20")
+    measure.add_argument("--train", type=whole_number, default=60, metavar="N", help="train shapes per op. Default: 60")
+    measure.add_argument(
+        "--test", type=whole_number, default=20, metavar="N", help="held-out shapes per op. Default: 20"
+    )
     measure.add_argument("--no-steps", action="store_true", help="kernels only, no whole training steps")
     fit = actions.add_parser("fit", help="re-fit the kernel models on a calibration file and validate them")
     fit.set_defaults(run=run_fit)
@@ -50,8 +52,10 @@ def register(commands: Any) -> None:
         "--name", default=None, metavar="NAME", help="name of the calibrated preset. Default: CHIP-calibrated"
     )
     fit.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR", help="where to write. Default: .")
-    fit.add_argument("--per-pair", type=_count, default=400, metavar="N", help="fit rows per op. Default: 400")
-    fit.add_argument("--iterations", type=_count, default=150, metavar="N", help="Nelder–Mead steps. Default: 150")
+    fit.add_argument("--per-pair", type=whole_number, default=400, metavar="N", help="fit rows per op. Default: 400")
+    fit.add_argument(
+        "--iterations", type=whole_number, default=150, metavar="N", help="Nelder–Mead steps. Default: 150"
+    )
 
 
 def _positive(text: str) -> float:
@@ -62,12 +66,6 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
     return value
-
-
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return int(text)
 
 
 def _usage(arguments: argparse.Namespace) -> int:

@@ -24,6 +24,13 @@ def percent(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def whole_number(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def progress(message: str) -> None:
     """Progress goes to stderr, so tables on stdout stay clean."""
     print(message, file=sys.stderr, flush=True)
