@@ -93,6 +93,34 @@ def test_fit_recovers_the_efficiencies_that_made_the_times() -> None:
     assert fit.table.chip == "testchip" and fit.networks == ("net0", "net1", "net2")
 
 
+def test_ops_timed_by_gemm_shapes_leave_the_memory_fraction_to_the_others() -> None:
+    """On a chip with GEMM rates (1e10 FLOP/s at every shape), mms with recorded 64^3 GEMMs take
+    524,288 / 1e10 = 52.4 us + 1 us; their 200 KB set only a floor (20 us at the full 1e10 B/s). An mm
+    without recorded GEMMs, in the same class, streams 4 MB at 10^-0.6 of the bandwidth + 1 us. The
+    fit recovers that fraction and matches every op: had the GEMMs' bytes taken it too (80 us), no
+    fraction would."""
+    from dataclasses import replace
+
+    from hwmodel.ops.gemm import GemmRateTable
+
+    chip = replace(CHIP, gemm_rates=GemmRateTable(dims=(1, 64), flops_per_s=(1e10,) * 8))
+    shaped = replace(_op("aten.mm.default", 2.0 * 64**3, 200_000), gemms=((1, 64, 64, 64),))
+    plain = _op("aten.mm.default", 1e3, 4_000_000)
+    samples = []
+    for index in range(2):
+        ops = (shaped,) * (index + 1) + (plain,)
+        measured = [("aten.mm.default", "forward", 2.0 * 64**3 / 1e10 + OVERHEAD_S)] * (index + 1)
+        measured.append(("aten.mm.default", "forward", 4e6 / (1e10 * ELEMENTWISE_MEMORY) + OVERHEAD_S))
+        workload = Workload(name=f"net{index}", batch_size=1, ops=ops)
+        samples.append(CalibrationSample(name=f"net{index}", workload=workload, measured_ops=tuple(measured)))
+    matmul = next(
+        item for item in fit_efficiency(samples, chip, FP32, calibration="t").classes if item.op_class == "matmul"
+    )
+    assert (matmul.compute, matmul.overhead) == (1.0, 1.0)
+    assert matmul.memory == pytest.approx(ELEMENTWISE_MEMORY, rel=1e-9)
+    assert matmul.predicted_s == pytest.approx(matmul.measured_s, rel=1e-9)
+
+
 def test_fit_needs_a_network() -> None:
     with pytest.raises(SpecError, match="at least one network"):
         fit_efficiency([], CHIP, FP32, calibration="none")

@@ -42,6 +42,7 @@ def _document(**overrides: Any) -> dict[str, Any]:
         "memory_bytes_per_s": 1e10,
         "memory_bytes_per_s_by_size": {"262144": 5e10, "268435456": 1e10},
         "op_overhead_s": 1e-5,
+        "dispatch_overhead_s": 2e-6,
     }
     document.update(overrides)
     return document
@@ -53,15 +54,17 @@ def test_chip_takes_measured_rates_dram_copy_and_cache_tiers() -> None:
     assert chip.matrix_flops_per_s("float32") == 1e11
     assert chip.matrix_flops_per_s("bfloat16") == 2e11
     assert chip.vector_flops_per_s == 2e10
-    # The largest copy (256 MiB, past every cache) is DRAM; the smaller sizes are cache tiers.
+    # The largest copy (256 MiB, past every cache) is DRAM; the smaller sizes are cache tiers, keyed
+    # by what the copy moves: a 256 KiB tensor read and written is a 512 KiB footprint.
     assert chip.local_memory_read_bytes_per_s == 1e10
-    assert chip.cache_tiers == ((262144.0, 5e10),)
+    assert chip.cache_tiers == ((524288.0, 5e10),)
     assert chip.local_memory_kind == "dram"
     assert not chip.local_memory_full_duplex
     assert chip.compute_units == 1
     assert chip.vector_tile_output_elements == 32768  # ATen's GRAIN_SIZE
     assert chip.local_memory_bytes == 1e10
-    assert chip.op_overhead_s == 1e-5
+    # An op's fixed cost is one tiny op's dispatch from Python, not a tiny training step's time per op.
+    assert chip.op_overhead_s == 2e-6
     assert "Test CPU" in chip.source and "2026-11-28" in chip.source
     fabric = host_fabric(calibration_from_dict(_document()))
     assert fabric.link_bytes_per_s == 5e9  # half the DRAM copy bandwidth per direction
@@ -83,12 +86,13 @@ def _mm_workload() -> Workload:
 
 
 def test_golden_mm_step_on_the_host() -> None:
-    """One FP32 mm, 2 GFLOP, 12 MB: compute 2e9 / 1e11 = 20 ms; memory 12e6 / 5e10 = 0.24 ms;
-    one wave on one thread (occupancy 1); step = max(20, 0.24) ms + 10 us overhead = 20.01 ms."""
+    """One FP32 mm, 2 GFLOP, 12 MB: compute 2e9 / 1e11 = 20 ms; memory 12e6 / 1e10 = 1.2 ms (12 MB is
+    past the 512 KiB tier: DRAM); one wave on one thread (occupancy 1); step = max(20, 1.2) ms + 2 us
+    dispatch = 20.002 ms."""
     calibration = calibration_from_dict(_document())
     system = System(chip=host_chip(calibration, HOST_FIELDS), fabric=host_fabric(calibration), mesh=parse_mesh("1x1"))
     report = simulate(_mm_workload(), system, precision=FP32, efficiency=peak_table())
-    assert report.step_time_s == pytest.approx(0.02001, rel=1e-12)
+    assert report.step_time_s == pytest.approx(0.020002, rel=1e-12)
     assert report.bound == "compute"
 
 
@@ -152,6 +156,7 @@ def test_gemm_rates_by_shape_are_read_when_measured() -> None:
     [
         ({"matrix_fp32_flops_per_s": -1.0}, "host calibration: matrix_fp32_flops_per_s must be > 0, got -1.0"),
         ({"op_overhead_s": -1e-6}, "host calibration: op_overhead_s must be >= 0, got -1e-06"),
+        ({"dispatch_overhead_s": -1e-6}, "host calibration: dispatch_overhead_s must be >= 0, got -1e-06"),
         ({"threads": 0}, "host calibration: threads must be >= 1, got 0"),
         ({"schema_version": 7}, "host calibration schema version 7 is not supported (expected 1)*"),
         ({"vector_flops_per_s": "fast"}, "host calibration is malformed: ValueError*"),
@@ -327,8 +332,8 @@ def test_an_op_that_fits_a_cache_tier_moves_its_bytes_at_that_tier() -> None:
 
 
 def test_a_foreach_op_pays_one_launch_per_tensor_on_the_host_and_one_on_a_d1() -> None:
-    """``_foreach_mul_`` over 3 parameter tensors: eager PyTorch on a CPU runs 3 kernels (3 x 10 us
-    of overhead at factor 1); a D1 step runs it as one (one barrier, 18.5 ns)."""
+    """``_foreach_mul_`` over 3 parameter tensors: eager PyTorch on a CPU runs 3 kernels (3 x 2 us
+    of dispatch at factor 1); a D1 step runs it as one (one barrier, 18.5 ns)."""
     from hwmodel.ops.classes import OP_CLASSES
     from hwmodel.ops.cost import op_costs
     from hwmodel.ops.efficiency import EfficiencyTable
@@ -353,5 +358,90 @@ def test_a_foreach_op_pays_one_launch_per_tensor_on_the_host_and_one_on_a_d1() -
     )
     workload = Workload(name="update", batch_size=1, ops=(op,))
     host = host_chip(calibration_from_dict(_document()), HOST_FIELDS)
-    assert op_costs(workload, host, table, FP32).overhead_s.tolist() == pytest.approx([3 * 1e-5])
+    assert op_costs(workload, host, table, FP32).overhead_s.tolist() == pytest.approx([3 * 2e-6])
     assert op_costs(workload, D1, table, FP32).overhead_s.tolist() == pytest.approx([D1.op_overhead_s])
+
+
+TIERED = {"262144": 5e10, "2097152": 2e10, "268435456": 1e10}
+"""Copy rates of 256 KiB and 2 MiB tensors (footprints 512 KiB and 4 MiB) and the DRAM copy."""
+
+
+def _memory_op(name: str, nbytes: int, phase: str = "forward", **fields: Any) -> OpRecord:
+    """An op reading and writing ``nbytes`` each, with no arithmetic."""
+    return OpRecord(
+        name=name,
+        phase=phase,
+        module="m",
+        flops=float(fields.pop("flops", 0.0)),
+        flop_source="formula",
+        bytes_read=nbytes,
+        bytes_written=nbytes,
+        output_elements=max(1, nbytes // 4),
+        dtype="float32",
+        **fields,
+    )
+
+
+def _host_costs(ops: tuple[OpRecord, ...], document: dict[str, Any], memory: float = 1.0) -> Any:
+    from hwmodel.ops.classes import OP_CLASSES
+    from hwmodel.ops.cost import op_costs
+    from hwmodel.ops.efficiency import EfficiencyTable
+
+    chip = host_chip(calibration_from_dict(document), HOST_FIELDS)
+    count = len(OP_CLASSES)
+    table = EfficiencyTable(chip="host", compute=(1.0,) * count, memory=(memory,) * count, calibration="test")
+    return op_costs(Workload(name="w", batch_size=1, ops=ops), chip, table, FP32)
+
+
+def test_a_copy_of_a_measured_size_moves_at_its_rate_and_others_between_two_tiers() -> None:
+    """Footprints (read + written) of 512 KiB and 4 MiB are the two measured copies: their rates.
+    1 MiB lies a third of the way between them in log size: 5e10^(2/3) x 2e10^(1/3) = 50^(1/3) x 1e10
+    = 3.684e10 B/s. 128 MiB is past the largest tier: DRAM, 1e10 B/s."""
+    sizes = (1 << 18, 1 << 19, 1 << 21, 1 << 26)
+    ops = tuple(_memory_op("aten.clone.default", size) for size in sizes)
+    memory_s = _host_costs(ops, _document(memory_bytes_per_s_by_size=TIERED)).memory_s
+    rates = [5e10, 50 ** (1 / 3) * 1e10, 2e10, 1e10]
+    assert memory_s.tolist() == pytest.approx([2 * size / rate for size, rate in zip(sizes, rates, strict=True)])
+
+
+def test_a_foreach_op_finds_its_cache_tier_per_tensor() -> None:
+    """``_foreach_mul_`` over 4 tensors of 128 KiB: each of its 4 kernels reads and writes 256 KiB
+    (a 512 KiB footprint, the 5e10 B/s tier), though the whole op's 1 MiB is past that tier:
+    1 MiB / 5e10 = 20.97 us."""
+    op = _memory_op(
+        "aten._foreach_mul_.Scalar", 1 << 19, phase="optimizer", input_ids=(0, 1, 2, 3), output_ids=(0, 1, 2, 3)
+    )
+    assert _host_costs((op,), _document()).memory_s.tolist() == pytest.approx([(1 << 20) / 5e10])
+
+
+def test_an_op_timed_by_its_gemm_shapes_takes_no_fitted_fraction_of_the_bandwidth() -> None:
+    """A 64 x 64 x 64 mm at a measured 1e10 FLOP/s: 524,288 FLOPs take 52.43 us, plus 2 us of dispatch.
+    Its 48 KiB move at the 512 KiB tier's 5e10 B/s (0.98 us), whatever the row's memory fraction
+    (0.01 here, which would have made them 98 us); an add of the same bytes takes that fraction."""
+    gemm_table = {"dims": [1, 64], "flops_per_s": [1e10] * 8}
+    mm = OpRecord(
+        name="aten.mm.default",
+        phase="forward",
+        module="m",
+        flops=2.0 * 64**3,
+        flop_source="torch",
+        bytes_read=32768,
+        bytes_written=16384,
+        output_elements=4096,
+        dtype="float32",
+        gemms=((1, 64, 64, 64),),
+    )
+    add = _memory_op("aten.add.Tensor", 24576)
+    costs = _host_costs((mm, add), _document(gemm_flops_per_s=gemm_table), memory=0.01)
+    assert costs.memory_s.tolist() == pytest.approx([49152 / 5e10, 49152 / (5e10 * 0.01)])
+    assert costs.time_s[0] == pytest.approx(2.0 * 64**3 / 1e10 + 2e-6)
+
+
+def test_a_convolution_without_gemm_calls_moves_its_bytes_at_the_nearest_cache() -> None:
+    """A oneDNN convolution (no recorded GEMMs) reading and writing 8 MiB each, on a host with GEMM
+    rates: its per-byte work runs in the nearest cache, 16 MiB / (5e10 x 0.5) = 671 us, not at DRAM's
+    1e10 B/s as an add of the same footprint does (16 MiB / (1e10 x 0.5) = 3.36 ms)."""
+    gemm_table = {"dims": [1, 64], "flops_per_s": [1e10] * 8}
+    ops = (_memory_op("aten.convolution.default", 1 << 23), _memory_op("aten.add.Tensor", 1 << 23))
+    costs = _host_costs(ops, _document(gemm_flops_per_s=gemm_table), memory=0.5)
+    assert costs.memory_s.tolist() == pytest.approx([(1 << 24) / 2.5e10, (1 << 24) / 5e9])

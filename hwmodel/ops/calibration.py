@@ -41,7 +41,7 @@ from hwmodel.errors import SpecError, WorkloadError
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.cost import op_costs
 from hwmodel.ops.efficiency import EfficiencyTable
-from hwmodel.ops.matrix import class_indices
+from hwmodel.ops.matrix import class_indices, gemm_timed
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.precision import Precision
 from hwmodel.step.workload import Workload
@@ -147,6 +147,7 @@ class _ClassData:
     measured_s: list[npt.NDArray[np.float64]]
     sample: list[npt.NDArray[np.int64]]
     overhead_s: list[npt.NDArray[np.float64]]
+    bandwidth_only: list[npt.NDArray[np.bool_]]
 
 
 def fit_efficiency(
@@ -157,12 +158,13 @@ def fit_efficiency(
         raise SpecError("calibration needs at least one network")
     names = op_classes().names
     peak_efficiency = peak_table()
-    data = {name: _ClassData([], [], [], [], []) for name in names}
+    data = {name: _ClassData([], [], [], [], [], []) for name in names}
     sample_totals = np.zeros(len(samples))
     for sample_index, sample in enumerate(samples):
         pairing = pair_ops(sample.workload, sample.measured_ops)
         peak = op_costs(sample.workload, chip, peak_efficiency, precision)
         classes = class_indices(sample.workload, chip)[pairing.op_index]
+        timed_by_shape = gemm_timed(sample.workload, chip)[pairing.op_index]
         sample_totals[sample_index] = float(pairing.measured_s.sum())
         for class_index, name in enumerate(names):
             mask = classes == class_index
@@ -172,6 +174,7 @@ def fit_efficiency(
             data[name].compute_s.append(peak.compute_s[chosen])
             data[name].overhead_s.append(peak.overhead_s[chosen])
             data[name].memory_s.append(peak.memory_s[chosen])
+            data[name].bandwidth_only.append(timed_by_shape[mask])
             data[name].measured_s.append(pairing.measured_s[mask])
             data[name].sample.append(np.full(int(mask.sum()), sample_index, dtype=np.int64))
     grid = np.asarray(EFFICIENCY_GRID)
@@ -199,6 +202,7 @@ class _Objective:
 
     compute_s: npt.NDArray[np.float64]
     memory_s: npt.NDArray[np.float64]
+    bandwidth_only: npt.NDArray[np.bool_]
     starts: npt.NDArray[np.int64]
     overhead_by_sample_s: npt.NDArray[np.float64]
     target_s: npt.NDArray[np.float64]
@@ -208,7 +212,10 @@ class _Objective:
         self, compute_efficiency: float, memory_grid: npt.NDArray[np.float64], overhead_factor: float
     ) -> npt.NDArray[np.float64]:
         compute = (self.compute_s / compute_efficiency)[:, None]
-        per_op = np.maximum(compute, self.memory_s[:, None] / memory_grid[None, :])
+        memory = np.where(
+            self.bandwidth_only[:, None], self.memory_s[:, None], self.memory_s[:, None] / memory_grid[None, :]
+        )
+        per_op = np.maximum(compute, memory)
         predicted = (
             np.add.reduceat(per_op, self.starts, axis=0) + (self.overhead_by_sample_s * overhead_factor)[:, None]
         )
@@ -257,9 +264,11 @@ def _fit_class(
     measured_by_sample = np.asarray(np.bincount(sample, weights=measured_s, minlength=num_samples), dtype=np.float64)
     present = np.flatnonzero(measured_by_sample > 0)
     op_overhead_s = np.concatenate(data.overhead_s)
+    bandwidth_only = np.concatenate(data.bandwidth_only)
     objective = _Objective(
         compute_s=compute_s,
         memory_s=memory_s,
+        bandwidth_only=bandwidth_only,
         starts=np.searchsorted(sample, present),
         overhead_by_sample_s=np.asarray(
             np.bincount(sample, weights=op_overhead_s, minlength=num_samples)[present], dtype=np.float64
@@ -276,7 +285,9 @@ def _fit_class(
         _around(grid, memory_coarse),
         tuple(float(value) for value in _around(np.asarray(OVERHEAD_GRID), overhead_coarse)),
     )
-    per_op = np.maximum(compute_s / compute_efficiency, memory_s / memory_efficiency)
+    per_op = np.maximum(
+        compute_s / compute_efficiency, np.where(bandwidth_only, memory_s, memory_s / memory_efficiency)
+    )
     per_op = per_op + op_overhead_s * overhead_factor
     return ClassFit(
         op_class=name,

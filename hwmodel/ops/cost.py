@@ -36,7 +36,7 @@ import numpy.typing as npt
 from hwmodel.ops.arrays import WorkloadArrays, workload_arrays
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.efficiency import EfficiencyTable
-from hwmodel.ops.matrix import class_indices, gemm_seconds
+from hwmodel.ops.matrix import class_indices, gemm_seconds, gemm_timed, in_cache_matrix
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.precision import Precision
 from hwmodel.step.workload import PHASES, Workload
@@ -75,22 +75,42 @@ def occupancy(output_elements: FloatArray, tile_elements: float | FloatArray, un
 
 
 def tiered_bandwidth(chip: ChipSpec, footprint_bytes: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Read and write bandwidth of each op: its cache tier's if its bytes fit one, else local memory's.
+    """Read and write bandwidth of kernels whose bytes read plus written are ``footprint_bytes``.
+
+    The cache tiers are rates measured at a few footprints: at or below the smallest, its rate;
+    between two, interpolated in log footprint and log rate (a working set between two measured
+    ones runs between their rates, not at the slower one); beyond the largest, local memory's.
 
     >>> from dataclasses import replace
     >>> from hwmodel.spec.presets import get_preset
     >>> D1 = get_preset("d1").chip
     >>> chip = replace(D1, cache_tiers=((1e6, 5e11), (1e7, 2e11)))
-    >>> [rate.tolist() for rate in tiered_bandwidth(chip, np.array([1e5, 5e6, 1e9]))][0]
-    [500000000000.0, 200000000000.0, 141600000000000.0]
+    >>> [(rate / 1e9).round(3).tolist() for rate in tiered_bandwidth(chip, np.array([1e5, 10**6.5, 1e9]))][0]
+    [500.0, 316.228, 141600.0]
     """
     read = np.full(len(footprint_bytes), chip.local_memory_read_bytes_per_s)
     write = np.full(len(footprint_bytes), chip.local_memory_write_bytes_per_s)
-    for size, rate in reversed(chip.cache_tiers):
-        fits = footprint_bytes <= size
-        read = np.where(fits, rate, read)
-        write = np.where(fits, rate, write)
-    return read, write
+    if not chip.cache_tiers:
+        return read, write
+    sizes = np.log([size for size, _ in chip.cache_tiers])
+    rates = np.log([rate for _, rate in chip.cache_tiers])
+    inside = footprint_bytes <= chip.cache_tiers[-1][0]
+    cached = np.exp(np.interp(np.log(np.maximum(footprint_bytes, 1.0)), sizes, rates))
+    return np.where(inside, cached, read), np.where(inside, cached, write)
+
+
+def op_bandwidth(
+    workload: Workload, chip: ChipSpec, kernel_footprint_bytes: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Read and write bandwidth of each op: its kernels' footprint's (:func:`tiered_bandwidth`),
+    except the smallest tier's for matrix ops whose per-byte work runs in the nearest cache
+    (:func:`~hwmodel.ops.matrix.in_cache_matrix`)."""
+    read, write = tiered_bandwidth(chip, kernel_footprint_bytes)
+    nearest = in_cache_matrix(workload, chip)
+    if not np.any(nearest):
+        return read, write
+    rate = chip.cache_tiers[0][1]
+    return np.where(nearest, rate, read), np.where(nearest, rate, write)
 
 
 def scaled_work(
@@ -138,23 +158,23 @@ def op_costs(
     peak = np.where(uses_matrix, matrix_rate, chip.vector_flops_per_s)
     classes = class_indices(workload, chip)
     compute_efficiency = np.asarray(efficiency.compute)[classes]
-    memory_efficiency = np.asarray(efficiency.memory)[classes]
+    timed_by_shape = gemm_timed(workload, chip)
+    memory_efficiency = np.where(timed_by_shape, 1.0, np.asarray(efficiency.memory)[classes])
     tile = np.where(uses_matrix, chip.matrix_tile_output_elements, chip.vector_tile_output_elements)
     busy = occupancy(output_elements, tile, chip.compute_units)
 
     compute_s = flops / (peak * compute_efficiency * busy)
-    if chip.gemm_rates is not None:
-        shaped = arrays.has_gemms & uses_matrix
+    if np.any(timed_by_shape):
         gemm_s = gemm_seconds(workload, chip, matrix_rate)
         if work_scale is not None:
             gemm_s = gemm_s * work_scale
-        compute_s = np.where(shaped, gemm_s / (compute_efficiency * busy), compute_s)
+        compute_s = np.where(timed_by_shape & arrays.has_gemms, gemm_s / (compute_efficiency * busy), compute_s)
     memory_busy = busy if chip.local_memory_kind == "sram" else 1.0
-    read_rate, write_rate = tiered_bandwidth(chip, bytes_read + bytes_written)
+    kernels = 1.0 if chip.multi_tensor_kernels else arrays.tensor_lists
+    read_rate, write_rate = op_bandwidth(workload, chip, (bytes_read + bytes_written) / kernels)
     read_s = bytes_read / (read_rate * memory_efficiency * memory_busy)
     write_s = bytes_written / (write_rate * memory_efficiency * memory_busy)
     memory_s = np.maximum(read_s, write_s) if chip.local_memory_full_duplex else read_s + write_s
-    kernels = 1.0 if chip.multi_tensor_kernels else arrays.tensor_lists
     overhead_s = chip.op_overhead_s * np.asarray(efficiency.overhead)[classes] * kernels
     time_s = np.maximum(compute_s, memory_s) + overhead_s
     return OpCosts(compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s, time_s=time_s, flops=flops)

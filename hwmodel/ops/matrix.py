@@ -2,8 +2,10 @@
 
 On such a chip (``ChipSpec.gemm_rates``: the host), every op the capture lowered to GEMMs
 (``OpRecord.gemms``: a per-sample convolution, CPU flash attention) is a ``matmul``-class op, since
-its kernel is BLAS calls, and takes the time of its GEMMs at the measured rate of each shape. Chips
-known by their datasheet time matrix ops by ``flops / peak`` in :mod:`hwmodel.ops.cost`.
+its kernel is BLAS calls, and takes the time of its GEMMs at the measured rate of each shape, its
+bytes at the plain bandwidth of their footprint as a floor. The other matrix ops (oneDNN
+convolutions) move their bytes at the nearest cache's rate. Chips known by their datasheet time
+matrix ops by ``flops / peak`` in :mod:`hwmodel.ops.cost`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy.typing as npt
 from hwmodel.ops.arrays import workload_arrays
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.spec.chip import ChipSpec
-from hwmodel.step.workload import Workload
+from hwmodel.step.workload import PHASES, Workload
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -30,6 +32,31 @@ def class_indices(workload: Workload, chip: ChipSpec) -> IntArray:
     matmul = op_classes().names.index("matmul")
     classes: IntArray = np.where(arrays.has_gemms, matmul, arrays.class_index).astype(np.int64)
     return classes
+
+
+def gemm_timed(workload: Workload, chip: ChipSpec) -> npt.NDArray[np.bool_]:
+    """Per op, True where ``chip``'s measured GEMM rates time it: a floating-point matrix op outside
+    the optimizer whose GEMMs the capture recorded. Its bytes take no fitted fraction of the
+    bandwidth: the measured ``torch.mm`` of each shape already moved and packed its operands, so
+    they only set a floor at the bandwidth of the op's footprint."""
+    arrays = workload_arrays(workload)
+    if chip.gemm_rates is None:
+        return np.zeros(len(arrays.flops), dtype=np.bool_)
+    optimizer = arrays.phase_index == PHASES.index("optimizer")
+    return np.asarray(arrays.has_gemms & arrays.is_matrix & arrays.is_float & ~optimizer, dtype=np.bool_)
+
+
+def in_cache_matrix(workload: Workload, chip: ChipSpec) -> npt.NDArray[np.bool_]:
+    """Per op, True for a floating-point matrix op outside the optimizer that ``chip``'s GEMM rates do
+    not time (a oneDNN direct, grouped or depthwise convolution) on a chip with cache tiers. Its
+    per-byte work (layout reorders, its inner loops' packing) runs block by block in the nearest
+    cache, so it moves its bytes at the smallest tier's rate (times the class's fitted fraction),
+    whatever the footprint of the whole op."""
+    arrays = workload_arrays(workload)
+    if chip.gemm_rates is None or not chip.cache_tiers:
+        return np.zeros(len(arrays.flops), dtype=np.bool_)
+    optimizer = arrays.phase_index == PHASES.index("optimizer")
+    return np.asarray(arrays.is_matrix & arrays.is_float & ~optimizer & ~arrays.has_gemms, dtype=np.bool_)
 
 
 def gemm_seconds(workload: Workload, chip: ChipSpec, matrix_flops_per_s: float) -> FloatArray:

@@ -60,7 +60,11 @@ class HostCalibration:
         memory_bytes_per_s: bytes read plus written per second by a copy too large for any cache.
         cache_tiers: ``(bytes, bytes_per_s)`` copy rates at the smaller measured sizes.
         gemm_rates: ``torch.mm`` FLOP/s by shape; None in a calibration measured without them.
-        op_overhead_s: time of a tiny op dispatched from Python.
+        op_overhead_s: a tiny training step's time per aten op (Python, autograd and dispatch
+            between ops included): the fabric's hop latency.
+        dispatch_overhead_s: time of one tiny op issued from Python (``torch.add`` of two
+            1-element tensors): the fixed cost every op pays as the per-op timer sees it, the
+            unit of the efficiency row's per-class overhead factors.
         threads: intra-op threads the rates were measured with.
         memory_capacity_bytes: physical memory of the machine.
         measured_utc, command, machine: provenance (machine: sorted (key, value) pairs).
@@ -71,6 +75,7 @@ class HostCalibration:
     vector_flops_per_s: float
     memory_bytes_per_s: float
     op_overhead_s: float
+    dispatch_overhead_s: float
     threads: int
     memory_capacity_bytes: float
     measured_utc: str
@@ -89,8 +94,9 @@ class HostCalibration:
         ):
             if not getattr(self, name) > 0:
                 raise SpecError(f"host calibration: {name} must be > 0, got {getattr(self, name)}")
-        if self.op_overhead_s < 0:
-            raise SpecError(f"host calibration: op_overhead_s must be >= 0, got {self.op_overhead_s}")
+        for name in ("op_overhead_s", "dispatch_overhead_s"):
+            if not getattr(self, name) >= 0:
+                raise SpecError(f"host calibration: {name} must be >= 0, got {getattr(self, name)}")
         if self.threads < 1:
             raise SpecError(f"host calibration: threads must be >= 1, got {self.threads}")
 
@@ -114,8 +120,8 @@ def calibration_from_dict(data: dict[str, Any]) -> HostCalibration:
             )
         machine = data.get("machine", {})
         measured = data.get("memory_bytes_per_s_by_size", {})
-        by_size = sorted((float(size), float(rate)) for size, rate in measured.items())
-        bandwidth = by_size[-1][1] if by_size else float(data["memory_bytes_per_s"])
+        by_footprint = sorted((2.0 * float(size), float(rate)) for size, rate in measured.items())
+        bandwidth = by_footprint[-1][1] if by_footprint else float(data["memory_bytes_per_s"])
         gemm = data.get("gemm_flops_per_s")
         gemm_rates = None
         if gemm is not None:
@@ -129,9 +135,10 @@ def calibration_from_dict(data: dict[str, Any]) -> HostCalibration:
             matrix_bf16_flops_per_s=float(data["matrix_bf16_flops_per_s"]),
             vector_flops_per_s=float(data["vector_flops_per_s"]),
             memory_bytes_per_s=bandwidth,
-            cache_tiers=tuple(by_size[:-1]),
+            cache_tiers=tuple(by_footprint[:-1]),
             gemm_rates=gemm_rates,
             op_overhead_s=float(data["op_overhead_s"]),
+            dispatch_overhead_s=float(data["dispatch_overhead_s"]),
             threads=int(data["threads"]),
             memory_capacity_bytes=float(machine.get("memory_bytes") or data.get("memory_capacity_bytes", 0)),
             measured_utc=str(data["measured_utc"]),
@@ -182,7 +189,7 @@ def calibrated_fields(calibration: HostCalibration) -> dict[str, Any]:
         "local_memory_bytes": calibration.memory_capacity_bytes,
         "local_memory_read_bytes_per_s": calibration.memory_bytes_per_s,
         "local_memory_write_bytes_per_s": calibration.memory_bytes_per_s,
-        "op_overhead_s": calibration.op_overhead_s,
+        "op_overhead_s": calibration.dispatch_overhead_s,
         "cache_tiers": calibration.cache_tiers,
         "l2_cache_bytes": calibration.cache_tiers[-1][0] if calibration.cache_tiers else 0.0,
         "gemm_rates": calibration.gemm_rates,
