@@ -89,12 +89,17 @@ def one_run(
 
 def rate_ratios(now: HostCalibration, committed: HostCalibration) -> str:
     """The rates that differ between ``now`` and ``committed``, as ratios."""
-    pairs = (
+    pairs = [
         ("fp32 matmul", now.matrix_fp32_flops_per_s / committed.matrix_fp32_flops_per_s),
         ("DRAM copy", now.memory_bytes_per_s / committed.memory_bytes_per_s),
+        *(
+            (f"{size / 2**20:g} MiB tier", rate / old)
+            for (size, rate), (_, old) in zip(now.cache_tiers, committed.cache_tiers, strict=False)
+        ),
         ("vector", now.vector_flops_per_s / committed.vector_flops_per_s),
-        ("per-op overhead", now.op_overhead_s / committed.op_overhead_s),
-    )
+        ("dispatch", now.dispatch_overhead_s / committed.dispatch_overhead_s),
+        ("tiny step per op", now.op_overhead_s / committed.op_overhead_s),
+    ]
     return ", ".join(f"{label} x{ratio:.2f}" for label, ratio in pairs)
 
 

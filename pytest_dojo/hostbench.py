@@ -12,10 +12,13 @@ the clock is the thread's CPU time, so other processes on a shared machine do no
 * vector FLOP/s: ``torch.addcmul`` (one multiply-add, 2 FLOPs per element) on a cache-resident
   FP32 tensor, so arithmetic and not DRAM sets its time;
 * memory bandwidth: ``Tensor.copy_`` at sizes from L2-resident to far beyond the last-level
-  cache, counting bytes read plus bytes written (the largest size is the DRAM figure);
-* per-op overhead: a training step of a network whose ops do almost no work, divided by the aten
-  ops it dispatches (Python, dispatch, autograd, allocation; a launch on a GPU). The bare dispatch
-  of one ``add`` from Python is recorded too (``dispatch_overhead_s``), for reference;
+  cache, counting bytes read plus bytes written (the largest size is the DRAM figure; the host
+  chip keys each smaller one by the copy's footprint, twice the tensor's size);
+* per-op fixed cost: the dispatch of one tiny ``add`` from Python (``dispatch_overhead_s``), what
+  an op costs besides its work as the per-op timer of the calibration sees it: the unit of the
+  efficiency row's per-class overhead factors. A training step of a network whose ops do almost
+  no work, divided by the aten ops it dispatches (``op_overhead_s``: Python, autograd and
+  optimizer code between ops included), is recorded too: the fabric's hop latency;
 * op classes at DRAM size (``op_classes``, recorded for comparison between machines, not read by the
   model): a 3x3 convolution's FLOP/s, an elementwise add in place and into a freshly allocated
   tensor (bytes read plus written per second: a machine under memory pressure pays the page faults

@@ -1,6 +1,6 @@
 """The ``host`` preset's rates for this run: this machine's, measured once and kept in pytest's cache.
 
-``--dojo-host-calibration=measured`` (the default) times this machine with
+``--dojo-host-calibration=measured`` times this machine with
 :func:`pytest_dojo.hostbench.measure_host` the first time a run simulates the ``host`` preset (about
 20 s on one core, with progress lines on stderr) and stores the document in pytest's cache under a
 key of the CPU model, core count, torch version, the measuring thread count and the benchmark's
@@ -8,11 +8,11 @@ version (:func:`pytest_dojo.hostbench.machine_key`); later runs on the same mach
 their reports are identical. ``--cache-clear`` measures again. Under pytest-xdist the controller
 resolves the rates before any worker starts and hands its document to every worker
 (``workerinput``), so workers never measure side by side (which would disturb each other's timings).
-``committed`` uses the calibration shipped with the package (``hwmodel/spec/host_calibration.json``
-or ``$DOJO_HOST_CALIBRATION``): what tests that pin host figures use. Without a cache directory
-(``-p no:cacheprovider``) a measurement could not be kept, so every run (and every xdist worker)
-would re-measure and report different figures: the committed calibration is used then, and the
-summary says so.
+``committed`` (the default, :data:`DEFAULT_MODE`) uses the calibration shipped with the package
+(``hwmodel/spec/host_calibration.json`` or ``$DOJO_HOST_CALIBRATION``): what tests that pin host
+figures use. Without a cache directory (``-p no:cacheprovider``) a measurement could not be kept,
+so every run (and every xdist worker) would re-measure and report different figures: the committed
+calibration is used then, and the summary says so.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from hwmodel.spec.host import HostCalibration
 
 MODES = ("measured", "committed")
-DEFAULT_MODE = "measured"
+DEFAULT_MODE = "committed"
+"""The mode a run uses unless ``--dojo-host-calibration`` or the ini key says otherwise."""
 CACHE_KEY = "dojo/host-rates/{key}"
 KEPT = "this machine, measured on first use, kept in pytest's cache"
 WORKER_INPUT_KEY = "dojo_host_rates"

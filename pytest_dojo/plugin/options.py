@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_dojo.plugin.gate import DEFAULT_MAX_REGRESSION_PCT
+from pytest_dojo.plugin.host_rates import DEFAULT_MODE as DEFAULT_HOST_CALIBRATION
 
 if TYPE_CHECKING:
     from hwmodel import Mesh, Precision
@@ -108,7 +109,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "committed|measured",
         "Rates of the host preset: the committed calibration shipped with the package, or measured on "
         "this machine on first use (about 20 s) and kept in pytest's cache (--cache-clear re-measures; "
-        "without a cache, -p no:cacheprovider, the committed ones). Default: 'committed'",
+        f"without a cache, -p no:cacheprovider, the committed ones). Default: {DEFAULT_HOST_CALIBRATION!r}",
     ),
     (
         "--dojo-sensitivity",
@@ -137,7 +138,9 @@ def register(parser: pytest.Parser) -> None:
     parser.addini("dojo_thresholds", help="Default for --dojo-thresholds (relative to the rootdir).", default=None)
     parser.addini("dojo_execution", help="Default for --dojo-execution. Default: the chip preset's", default=None)
     parser.addini(
-        "dojo_host_calibration", help="Default for --dojo-host-calibration. Default: 'committed'", default=None
+        "dojo_host_calibration",
+        help=f"Default for --dojo-host-calibration. Default: {DEFAULT_HOST_CALIBRATION!r}",
+        default=None,
     )
     parser.addini(
         "dojo_max_regression",
@@ -163,7 +166,7 @@ class DojoOptions:
     json_path: Path | None = None
     report_dir: Path | None = None
     sensitivity: bool = False
-    host_calibration: str = "committed"
+    host_calibration: str = DEFAULT_HOST_CALIBRATION
     """Where the host preset's rates come from: ``measured`` (this machine, cached) or ``committed``."""
 
 
@@ -174,7 +177,7 @@ INI_DEFAULTS = {
     "dojo_execution": "",
     "dojo_thresholds": "",
     "dojo_max_regression": str(DEFAULT_MAX_REGRESSION_PCT),
-    "dojo_host_calibration": "committed",
+    "dojo_host_calibration": DEFAULT_HOST_CALIBRATION,
 }
 """Every ini key and its default (the keys are registered with None, meaning "not set")."""
 
