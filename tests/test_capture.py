@@ -311,7 +311,8 @@ def test_several_batches_equal_separate_captures(make_model: Any, inputs: torch.
 
 
 def test_the_second_batch_reuses_the_optimizer_step() -> None:
-    """The optimizer runs once for two batches of the same ops: its phase time is spent once."""
+    """The optimizer runs once for two batches of the same ops, in one process: its phase time is
+    spent once."""
     once: dict[str, float] = {}
     capture_train_steps(mlp(), torch.randn(BATCH, IN), batch_sizes=(4,), phase_times=once)
     twice: dict[str, float] = {}
@@ -324,7 +325,7 @@ def test_the_second_batch_reuses_the_optimizer_step() -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.optim.AdamW, "step", counted)
-        capture_train_steps(mlp(), torch.randn(BATCH, IN), batch_sizes=(4, 8), phase_times=twice)
+        capture_train_steps(mlp(), torch.randn(BATCH, IN), batch_sizes=(4, 8), phase_times=twice, processes=1)
     assert len(calls) == 1
     assert set(once) == set(twice) == set(CAPTURE_PHASES)
 

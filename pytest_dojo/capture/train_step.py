@@ -26,26 +26,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.module_tracker import ModuleTracker
 
-from hwmodel import ParameterRecord, Workload
-from pytest_dojo.capture.modes import StepMode, check_mode, forward_context, runs_backward, runs_optimizer
-from pytest_dojo.capture.optimizer_state import create_optimizer_state
-from pytest_dojo.capture.recorder import DispatchRecorder, OptimizerTail, Recorder
-from pytest_dojo.capture.storage import dtype_name
+from hwmodel import Workload
+from pytest_dojo.capture.fake_step import Batches, FakeStep, LossFunction, OptimizerFactory
+from pytest_dojo.capture.modes import StepMode, check_mode
 from pytest_dojo.capture.torch_context import quiet_torch_logs, torch_threads
 from pytest_dojo.errors import CaptureError
 
-OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
-LossFunction = Callable[..., torch.Tensor]
+__all__ = ["LossFunction", "OptimizerFactory"]
 
 
 def default_optimizer(parameters: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
@@ -140,6 +133,7 @@ def capture_train_steps(
     intra_op_threads: int | None = None,
     phase_times: dict[str, float] | None = None,
     mode: StepMode = "train",
+    processes: int | None = None,
 ) -> tuple[Workload, ...]:
     """The step at each per-replica batch of ``batch_sizes``, each equal to what
     :func:`capture_train_step` records at that size, for less than the cost of separate captures.
@@ -148,7 +142,11 @@ def capture_train_steps(
     parameters, gradients and state, none of which depends on the batch: after the first batch, a
     batch whose forward and backward touch the same tensors in the same order reuses the first
     batch's optimizer records instead of running the step again (any other batch runs it).
-    Arguments as for :func:`capture_train_step`.
+    ``processes``: at most this many processes capture at once; with two, a forked child captures
+    every size after the first while this process captures the first
+    (:mod:`pytest_dojo.capture.forked`; the result is the same). None: two where
+    :func:`~pytest_dojo.capture.forked.can_fork`, else one. Other arguments as for
+    :func:`capture_train_step`.
     """
     check_model(model)
     global_batch = leading_batch(example_inputs)
@@ -156,7 +154,7 @@ def capture_train_steps(
         raise CaptureError(f"batch_sizes must be one or more ints >= 1, got {tuple(batch_sizes)!r}")
     network = name or type(model).__name__
     times = dict.fromkeys(CAPTURE_PHASES, 0.0)
-    step = _FakeStep(
+    step = FakeStep(
         model=model,
         global_batch=global_batch,
         loss=loss_fn or default_loss,
@@ -164,19 +162,9 @@ def capture_train_steps(
         times=times,
         mode=check_mode(mode),
     )
-    workloads: list[Workload] = []
-    tail: OptimizerTail | None = None
+    batches = Batches(step=step, optimizer=optimizer or default_optimizer, data=(example_inputs, targets), name=network)
     with torch_threads(intra_op_threads), quiet_torch_logs(), _collector_paused():
-        for batch in batch_sizes:
-            recorder = Recorder(tracker=ModuleTracker())
-            try:
-                state = step.state(optimizer or default_optimizer)
-                workload, tail = step.record(recorder, state, batch, (example_inputs, targets), network, tail)
-            except CaptureError:
-                raise
-            except Exception as error:
-                raise CaptureError(_explain(network, recorder, error)) from None
-            workloads.append(workload)
+        workloads = batches.record(tuple(batch_sizes), processes=processes)
     if phase_times is not None:
         for phase, seconds in times.items():
             phase_times[phase] = phase_times.get(phase, 0.0) + seconds
@@ -200,173 +188,3 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-@dataclass(frozen=True)
-class _FakeState:
-    """Fake parameters and buffers of the model, and the optimizer over them with its state."""
-
-    mode: FakeTensorMode
-    parameters: dict[str, torch.Tensor]
-    buffers: dict[str, torch.Tensor]
-    optimizer: torch.optim.Optimizer | None
-
-
-@dataclass(kw_only=True)
-class _FakeStep:
-    """Training steps of ``model`` on fake tensors, at per-replica shares of ``global_batch``."""
-
-    model: torch.nn.Module
-    global_batch: int
-    loss: LossFunction
-    with_targets: bool
-    times: dict[str, float]
-    mode: StepMode = "train"
-    made: _FakeState | None = None
-
-    def fake_like(self, tensor: torch.Tensor, batch: int | None = None) -> torch.Tensor:
-        """A fake CPU tensor with the shape and dtype of ``tensor`` (the batch dim resized if asked)."""
-        shape = list(tensor.shape)
-        if batch is not None and shape and shape[0] == self.global_batch:
-            shape[0] = batch
-        return torch.empty(shape, dtype=tensor.dtype, device="cpu")
-
-    def state(self, make_optimizer: OptimizerFactory) -> _FakeState:
-        """The fake parameters, buffers and optimizer (made on first use), gradients cleared."""
-        if self.made is not None:
-            for parameter in self.made.parameters.values():
-                parameter.grad = None
-            return self.made
-        start = time.perf_counter()
-        mode = FakeTensorMode()
-        with mode:
-            parameters = {
-                n: self.fake_like(p).requires_grad_(p.requires_grad) for n, p in self.model.named_parameters()
-            }
-            buffers = {n: self.fake_like(b) for n, b in self.model.named_buffers()}
-            trainable = [p for p in parameters.values() if p.requires_grad]
-            optimizer = make_optimizer(trainable) if runs_optimizer(self.mode) else None
-            self.times["setup"] += time.perf_counter() - start
-            start = time.perf_counter()
-            if optimizer is not None:
-                create_optimizer_state(optimizer, trainable)
-            self.times["optimizer_state"] += time.perf_counter() - start
-        self.made = _FakeState(mode=mode, parameters=parameters, buffers=buffers, optimizer=optimizer)
-        return self.made
-
-    def record(
-        self,
-        recorder: Recorder,
-        state: _FakeState,
-        batch: int,
-        batch_data: tuple[Any, Any],
-        network: str,
-        tail: OptimizerTail | None,
-    ) -> tuple[Workload, OptimizerTail]:
-        """The step at ``batch`` samples; the optimizer's records come from ``tail`` where they may."""
-        with state.mode:
-            fake_inputs, fake_targets = pytree.tree_map_only(
-                torch.Tensor, lambda t: self.fake_like(t, batch), batch_data
-            )
-        _register_storages(recorder, state.parameters, state.buffers, (fake_inputs, fake_targets), state.optimizer)
-        with state.mode, recorder.tracker, DispatchRecorder(recorder):
-            start = time.perf_counter()
-            with forward_context(self.mode):
-                outputs = _call(self.model, {**state.parameters, **state.buffers}, fake_inputs)
-            loss_value = None
-            if runs_backward(self.mode):
-                loss_value = self.loss(outputs, fake_targets) if self.with_targets else self.loss(outputs)
-                recorder.phase = "backward"
-            self.times["forward"] += time.perf_counter() - start
-            start = time.perf_counter()
-            if loss_value is not None:
-                loss_value.backward()  # type: ignore[no-untyped-call]
-            self.times["backward"] += time.perf_counter() - start
-            start = time.perf_counter()
-            gradients = [p.grad for p in state.parameters.values() if p.grad is not None]
-            reused = state.optimizer is not None and tail is not None and tail.fits(recorder, gradients)
-            if not reused and state.optimizer is not None:
-                recorder.phase = "optimizer"
-                state.optimizer.step()
-            self.times["optimizer"] += time.perf_counter() - start
-        start = time.perf_counter()
-        # The parameter records mark the gradients' storages, so they come before the tensor table.
-        parameter_records = _parameter_records(recorder, state.parameters)
-        if reused and tail is not None:
-            ops, tensors = tail.splice(recorder)
-        else:
-            ops, tensors = tuple(recorder.ops), recorder.table.records()
-            tail = OptimizerTail.of(recorder)
-        workload = Workload(
-            name=network,
-            batch_size=batch,
-            ops=ops,
-            tensors=tensors,
-            parameters=parameter_records,
-            optimizer=type(state.optimizer).__name__ if state.optimizer is not None else "none",
-            mode=self.mode,
-        )
-        self.times["records"] += time.perf_counter() - start
-        return workload, tail
-
-
-def _register_storages(
-    recorder: Recorder,
-    parameters: Mapping[str, torch.Tensor],
-    buffers: Mapping[str, torch.Tensor],
-    inputs: Any,
-    optimizer: torch.optim.Optimizer | None,
-) -> None:
-    """Storages that exist before the first op, with their kinds."""
-    for tensor in parameters.values():
-        recorder.storage_of(tensor, "parameter")
-    for tensor in buffers.values():
-        recorder.storage_of(tensor, "buffer")
-    for leaf in pytree.tree_leaves(inputs):
-        if isinstance(leaf, torch.Tensor):
-            recorder.storage_of(leaf, "input")
-    for state in optimizer.state.values() if optimizer is not None else ():
-        for value in state.values():
-            if isinstance(value, torch.Tensor):
-                recorder.storage_of(value, "optimizer_state")
-
-
-def _parameter_records(recorder: Recorder, parameters: Mapping[str, torch.Tensor]) -> tuple[ParameterRecord, ...]:
-    """Trainable parameters with the op after which each gradient is ready."""
-    records = []
-    for parameter_name, tensor in parameters.items():
-        if not tensor.requires_grad:
-            continue
-        grad_ready = -1
-        if tensor.grad is not None:
-            grad_storage = recorder.storage_of(tensor.grad, "gradient")
-            grad_storage.kind = "gradient"
-            grad_ready = recorder.last_backward_write(grad_storage)
-        records.append(
-            ParameterRecord(
-                name=parameter_name, numel=tensor.numel(), dtype=dtype_name(tensor.dtype), grad_ready_op=grad_ready
-            )
-        )
-    return tuple(records)
-
-
-def _call(model: torch.nn.Module, state: Mapping[str, torch.Tensor], inputs: Any) -> Any:
-    if isinstance(inputs, dict):
-        return torch.func.functional_call(model, dict(state), (), inputs)
-    if isinstance(inputs, tuple):
-        return torch.func.functional_call(model, dict(state), inputs)
-    return torch.func.functional_call(model, dict(state), (inputs,))
-
-
-def _explain(network: str, recorder: Recorder, error: Exception) -> str:
-    """One line that says where the capture stopped and why."""
-    message = (str(error).strip().splitlines() or [""])[0]
-    kind = type(error).__name__
-    hint = ""
-    if "DataDependent" in kind or "DynamicOutputShape" in kind or "data-dependent" in message.lower():
-        hint = (
-            " (a data-dependent op such as nonzero() or .item() cannot run under FakeTensorMode:"
-            " use a shape-static variant)"
-        )
-    last = recorder.ops[-1].name if recorder.ops else "the first op"
-    return f"cannot capture {network}: {kind} in the {recorder.phase} phase after {last}: {message}{hint}"

@@ -1,0 +1,96 @@
+"""A forked child captures the sizes after the first: the same workloads as one process, and a child
+that fails, hangs or cannot run leaves the capture to this process."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from pytest_dojo.capture import fake_step, forked
+from pytest_dojo.capture.forked import ForkedCall
+from pytest_dojo.capture.train_step import capture_train_steps
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is not available")
+
+
+class BatchNormCnn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.head(self.features(images).flatten(1)), dim=-1)
+
+
+def capture(batches: tuple[int, ...], processes: int | None) -> tuple[Any, ...]:
+    return capture_train_steps(BatchNormCnn(), torch.randn(8, 3, 8, 8), batch_sizes=batches, processes=processes)
+
+
+Call = Callable[[], Any]
+
+
+def counting_forks(monkeypatch: pytest.MonkeyPatch, child: Callable[[Call], Call]) -> list[int]:
+    """Replace the capture's ForkedCall by one whose child runs ``child(call)``; count the forks."""
+    forks: list[int] = []
+
+    class Counted(ForkedCall[Any]):
+        def __init__(self, call: Callable[[], Any]) -> None:
+            forks.append(1)
+            super().__init__(child(call))
+
+    monkeypatch.setattr(fake_step, "ForkedCall", Counted)
+    return forks
+
+
+def test_a_forked_call_sends_back_its_value() -> None:
+    assert ForkedCall(lambda: {"batch": [1, 2], "name": "net"}).result(60.0) == {"batch": [1, 2], "name": "net"}
+
+
+def test_a_child_that_raises_gives_none() -> None:
+    assert ForkedCall(lambda: 1 // 0).result(60.0) is None
+
+
+def test_a_child_past_its_timeout_is_ended() -> None:
+    start = time.monotonic()
+    call = ForkedCall(lambda: time.sleep(60))
+    pid = call._pid
+    assert call.result(0.2) is None
+    assert time.monotonic() - start < 30
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid or -1, os.WNOHANG)
+
+
+def test_the_forked_capture_equals_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sizes 3, 2 and 3 (the child captures 2 and 3): each workload as one process records it."""
+    forks = counting_forks(monkeypatch, lambda call: call)
+    together = capture((3, 2, 3), processes=2)
+    assert forks == [1]
+    assert together == capture((3, 2, 3), processes=1)
+    assert forks == [1]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [lambda call: lambda: 1 // 0, lambda call: lambda: os._exit(3), lambda call: lambda: "not workloads"],
+    ids=["raises", "exits", "answers-nonsense"],
+)
+def test_a_failed_child_leaves_the_capture_here(monkeypatch: pytest.MonkeyPatch, broken: Any) -> None:
+    counting_forks(monkeypatch, broken)
+    assert capture((2, 5), processes=2) == capture((2, 5), processes=1)
+
+
+def test_without_a_second_cpu_nothing_is_forked(monkeypatch: pytest.MonkeyPatch) -> None:
+    forks = counting_forks(monkeypatch, lambda call: call)
+    monkeypatch.setattr(fake_step, "can_fork", lambda: False)
+    capture((2, 5), processes=None)
+    capture((2,), processes=2)
+    assert forks == []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert not forked.can_fork()
