@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hwmodel import OpRecord, TensorRecord, Workload
 from pytest_dojo.errors import CaptureError
@@ -309,35 +310,75 @@ def _lower(bound: int | None, value: int) -> int:
 
 def _derive_op(fit: _OpFit, batch: int) -> OpRecord:
     values = [slope * batch + intercept for slope, intercept in fit.fields]
-    template = fit.template
     dims = iter(values[5:])
     gemms = tuple(zip(dims, dims, dims, dims, strict=True))
-    split = len(template.gemms)
-    return OpRecord(
-        name=template.name,
-        phase=template.phase,
-        module=template.module,
-        flops=float(fit.flops[0] * batch + fit.flops[1]),
-        flop_source=template.flop_source,
-        bytes_read=values[0],
-        bytes_written=values[1],
-        output_elements=values[2],
-        dtype=template.dtype,
-        input_ids=template.input_ids,
-        output_ids=template.output_ids,
-        gemms=gemms[:split],
-        implicit_gemms=gemms[split:],
-        rows=values[3],
-        row_elements=values[4],
-    )
+    split = len(fit.template.gemms)
+    flops = float(fit.flops[0] * batch + fit.flops[1])
+    return _op_at(fit.template, flops, values, gemms[:split], gemms[split:])
+
+
+# A derivation builds thousands of records from parts already checked: the template's strings and
+# tensor ids, and numbers the fit's domain keeps valid (no count below 0, no GEMM dimension below 1,
+# FLOPs exact as floats). _op_at and _resized set their fields through the slots' descriptors,
+# without running the records' __post_init__ checks again: it halves what a record costs, and a
+# plan search derives some thirty batches of a step of thousands of ops.
+_NEW = object.__new__
+
+
+def _setters(kind: type, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """The slot setters of ``kind``'s fields ``names``, which must be all of its fields."""
+    fields = tuple(getattr(kind, "__slots__", ()))
+    if set(names) != set(fields):
+        raise TypeError(f"{kind.__name__} has fields {fields}, not {names}")
+    return tuple(getattr(kind, name).__set__ for name in names)
+
+
+(
+    _NAME, _PHASE, _MODULE, _FLOPS, _SOURCE, _READ, _WRITTEN, _ELEMENTS, _DTYPE, _INPUTS, _OUTPUTS, _GEMMS, _IMPLICIT,
+    _ROWS, _ROW_ELEMENTS,
+) = _setters(OpRecord, (
+    "name", "phase", "module", "flops", "flop_source", "bytes_read", "bytes_written", "output_elements", "dtype",
+    "input_ids", "output_ids", "gemms", "implicit_gemms", "rows", "row_elements",
+))  # fmt: skip
+_ID, _NBYTES, _TENSOR_DTYPE, _KIND, _FIRST, _LAST = _setters(
+    TensorRecord, ("tensor_id", "nbytes", "dtype", "kind", "first_op", "last_op")
+)
+
+
+def _op_at(
+    template: OpRecord,
+    flops: float,
+    values: list[int],
+    gemms: tuple[tuple[int, int, int, int], ...],
+    implicit_gemms: tuple[tuple[int, int, int, int], ...],
+) -> OpRecord:
+    """``template`` with ``flops``, ``values`` (bytes read and written, output elements, rows, row
+    length) and GEMMs of another batch."""
+    op: OpRecord = _NEW(OpRecord)
+    _NAME(op, template.name)
+    _PHASE(op, template.phase)
+    _MODULE(op, template.module)
+    _FLOPS(op, flops)
+    _SOURCE(op, template.flop_source)
+    _READ(op, values[0])
+    _WRITTEN(op, values[1])
+    _ELEMENTS(op, values[2])
+    _DTYPE(op, template.dtype)
+    _INPUTS(op, template.input_ids)
+    _OUTPUTS(op, template.output_ids)
+    _GEMMS(op, gemms)
+    _IMPLICIT(op, implicit_gemms)
+    _ROWS(op, values[3])
+    _ROW_ELEMENTS(op, values[4])
+    return op
 
 
 def _resized(tensor: TensorRecord, nbytes: int) -> TensorRecord:
-    return TensorRecord(
-        tensor_id=tensor.tensor_id,
-        nbytes=nbytes,
-        dtype=tensor.dtype,
-        kind=tensor.kind,
-        first_op=tensor.first_op,
-        last_op=tensor.last_op,
-    )
+    resized: TensorRecord = _NEW(TensorRecord)
+    _ID(resized, tensor.tensor_id)
+    _NBYTES(resized, nbytes)
+    _TENSOR_DTYPE(resized, tensor.dtype)
+    _KIND(resized, tensor.kind)
+    _FIRST(resized, tensor.first_op)
+    _LAST(resized, tensor.last_op)
+    return resized
