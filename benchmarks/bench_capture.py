@@ -1,12 +1,14 @@
 """Capture cost of the full HydraNet step, cold and warm, by phase, and of two batches plus derivation.
 
 Prints, from one run on this machine (medians of interleaved repeats; CPU seconds of this process
-beside wall-clock seconds, since a shared machine inflates the wall clock):
+and of the children it forked beside wall-clock seconds, since a shared machine inflates the wall
+clock):
 * cold: the first capture in a fresh interpreter (FakeTensor's dispatch cache empty, torch's lazy
   initialisation not yet done), measured in a child process; torch import and model build excluded;
 * warm: a capture in a process that has captured before, with its phases (fake parameters and
   optimizer, optimizer state, forward with the loss, backward, optimizer step, records);
-* two batches: ``capture_train_steps`` at two per-replica batches (the second reuses the first's
+* two batches: ``capture_train_steps`` at two per-replica batches (the second in a forked child
+  where a second CPU is free, its CPU seconds counted; else the second reuses the first's
   optimizer state and records), the affine fit, and one derived batch, against two captures;
 * the same step under FakeTensorMode with ``torch.utils.flop_counter.FlopCounterMode`` alone, the
   floor any capture pays (their ratio is the capture's overhead; target <= 2x);
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -84,11 +87,17 @@ def build_step(network: str) -> Step:
     return Step(name=network, model=model, inputs=inputs, targets=targets, loss=spec.loss)
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (a two-batch capture's fork)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def timed(action: Callable[[], Any]) -> tuple[Any, float, float]:
-    """``action()``'s result, wall-clock seconds and CPU seconds of this process."""
-    wall, cpu = time.perf_counter(), time.process_time()
+    """``action()``'s result, wall-clock seconds and CPU seconds (this process and its children)."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
     result = action()
-    return result, time.perf_counter() - wall, time.process_time() - cpu
+    return result, time.perf_counter() - wall, cpu_seconds() - cpu
 
 
 def flop_counter_step(step: Step) -> float:

@@ -206,7 +206,7 @@ def print_suites() -> tuple[float, float]:
 
 
 def verdict(label: str, value: float, target: float) -> str:
-    return f"  {label:<44} {value:8.2f} s  < {target:g} s: {'met' if value < target else 'NOT met'}"
+    return f"  {label:<56} {value:8.2f} s  < {target:g} s: {'met' if value < target else 'NOT met'}"
 
 
 def print_targets(runs: dict[tuple[str, str], SearchRun], suites: tuple[float, float] | None) -> None:
