@@ -10,7 +10,9 @@ For op class ``c`` the model predicts each paired op at ``max(compute_i / e_c, m
 o_c x overhead``, where ``compute_i`` and ``memory_i`` are the op's times at peak (efficiency 1, from
 :func:`hwmodel.ops.cost.op_costs`), ``e_c``, ``m_c`` are the class's compute and memory efficiencies
 and ``o_c`` scales the chip's fixed cost per op for the class (an op's launch or dispatch cost
-differs by kind: a CPU convolution builds a oneDNN primitive, a pointwise op does not).
+differs by kind: a CPU convolution builds a oneDNN primitive, a pointwise op does not). An op
+timed by its measured GEMM shapes keeps ``memory_i`` as it is (a floor at the plain bandwidth,
+:func:`hwmodel.ops.matrix.gemm_timed`): ``m_c`` is fitted on the class's other ops.
 The fit picks ``(e_c, m_c, o_c)`` on a log grid in (0, 1] minimising, over the calibration networks,
 
     sum_n  w_cn * ln(predicted_cn / measured_cn)^2,     w_cn = measured_cn / measured_n
@@ -52,8 +54,9 @@ MeasuredOp = tuple[str, str, float]
 EFFICIENCY_GRID = tuple(float(value) for value in np.geomspace(1.0, 1e-3, 121))
 """Candidate efficiencies, highest first (so ties resolve upwards): 1 down to 0.001, 121 steps."""
 
-OVERHEAD_GRID = tuple(10 ** (step / 10) for step in range(-13, 18))
-"""Candidate factors on the chip's per-op overhead: 10^(k/10) from 0.05x to 50x, 1.0 among them."""
+OVERHEAD_GRID = tuple(10 ** (step / 10) for step in range(-13, 28))
+"""Candidate factors on the chip's per-op fixed cost (a tiny op's dispatch on the host): 10^(k/10) from
+0.05x to 500x, 1.0 among them (a oneDNN convolution's primitive set-up costs some 80 dispatches)."""
 
 
 def peak_table() -> EfficiencyTable:

@@ -9,21 +9,26 @@ For each op (vectorised over the whole workload with numpy):
   the chip's ``compute_units`` in waves, and the last wave leaves units idle:
   ``occupancy = tiles / (ceil(tiles / units) x units)``. An op too small to give every unit a tile
   cannot use the whole chip: a roofline alone would miss that.
-* ``memory_s``: bytes read and written over the local memory's bandwidth. With SRAM spread over the
-  units (D1) only the occupied units' SRAM ports serve the op, so occupancy scales it too; with one
-  shared HBM it does not. Full-duplex memory overlaps loads and stores (``max``), shared memory
-  adds them.
+* ``memory_s``: bytes read and written over the local memory's bandwidth, or, on a chip with
+  measured cache tiers (the host), over the rate of a copy of the op's footprint (bytes read plus
+  written), interpolated between the measured footprints (:func:`tiered_bandwidth`). With SRAM
+  spread over the units (D1) only the occupied units' SRAM ports serve the op, so occupancy scales
+  it too; with one shared HBM it does not. Full-duplex memory overlaps loads and stores (``max``),
+  shared memory adds them.
 * GEMM shapes (:mod:`hwmodel.ops.matrix`): on a chip with measured GEMM rates (``ChipSpec.gemm_rates``), a matrix
   op whose GEMMs the capture recorded (``OpRecord.gemms``) takes their time at the measured rate of
-  each shape instead of ``flops / peak``, and every op lowered to GEMMs (a per-sample convolution,
-  CPU flash attention) is then a ``matmul``-class op: its kernel is BLAS calls.
+  each shape instead of ``flops / peak``, its bytes only a floor at the plain bandwidth (the
+  measured product moved and packed them), and every op lowered to GEMMs (a per-sample
+  convolution, CPU flash attention) is then a ``matmul``-class op: its kernel is BLAS calls. The
+  other matrix ops there (oneDNN convolutions) move their bytes at the nearest cache's rate.
 * ``time_s = max(compute_s, memory_s) + overhead_s``: a kernel overlaps its own arithmetic and
   data movement, and pays a fixed launch or barrier cost: the chip's ``op_overhead_s`` times its
   class's calibrated overhead factor, once per kernel (a ``_foreach_`` op over ``n`` tensors is
   ``n`` kernels on a chip without multi-tensor kernels).
 
 Each aten op reads and writes its operands here (eager execution); compiled execution fuses them
-afterwards (:mod:`hwmodel.ops.fusion`). Not modelled: caches, data-dependent sparsity.
+afterwards (:mod:`hwmodel.ops.fusion`). Not modelled: which data an earlier op left in a cache
+(an op's footprint alone picks its tier), data-dependent sparsity.
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ def occupancy(output_elements: FloatArray, tile_elements: float | FloatArray, un
 
 
 def tiered_bandwidth(chip: ChipSpec, footprint_bytes: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Read and write bandwidth of kernels whose bytes read plus written are ``footprint_bytes``.
+    """Read and write bandwidth of ops whose bytes read plus written are ``footprint_bytes``.
 
     The cache tiers are rates measured at a few footprints: at or below the smallest, its rate;
     between two, interpolated in log footprint and log rate (a working set between two measured
@@ -168,13 +173,13 @@ def op_costs(
         gemm_s = gemm_seconds(workload, chip, matrix_rate)
         if work_scale is not None:
             gemm_s = gemm_s * work_scale
-        compute_s = np.where(timed_by_shape & arrays.has_gemms, gemm_s / (compute_efficiency * busy), compute_s)
+        compute_s = np.where(timed_by_shape, gemm_s / (compute_efficiency * busy), compute_s)
     memory_busy = busy if chip.local_memory_kind == "sram" else 1.0
-    kernels = 1.0 if chip.multi_tensor_kernels else arrays.tensor_lists
-    read_rate, write_rate = op_bandwidth(workload, chip, (bytes_read + bytes_written) / kernels)
+    read_rate, write_rate = op_bandwidth(workload, chip, bytes_read + bytes_written)
     read_s = bytes_read / (read_rate * memory_efficiency * memory_busy)
     write_s = bytes_written / (write_rate * memory_efficiency * memory_busy)
     memory_s = np.maximum(read_s, write_s) if chip.local_memory_full_duplex else read_s + write_s
+    kernels = 1.0 if chip.multi_tensor_kernels else arrays.tensor_lists
     overhead_s = chip.op_overhead_s * np.asarray(efficiency.overhead)[classes] * kernels
     time_s = np.maximum(compute_s, memory_s) + overhead_s
     return OpCosts(compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s, time_s=time_s, flops=flops)

@@ -82,10 +82,11 @@ class ChipSpec:
         multi_tensor_kernels: True if an op over a list of tensors (``_foreach_*``) runs as one
             kernel (a GPU's multi-tensor apply, a compiled D1 step); False where it runs one kernel
             per tensor and pays ``op_overhead_s`` for each (eager PyTorch on a CPU).
-        cache_tiers: ``(bytes, bytes_per_s)`` pairs, smallest first: an op whose bytes read plus
-            written fit ``bytes`` moves them at ``bytes_per_s`` (a CPU's caches in front of its
-            DRAM); larger ops get the local memory's bandwidth. Empty for chips whose local memory
-            is the fastest tier (a D1's SRAM).
+        cache_tiers: ``(bytes, bytes_per_s)`` pairs, smallest first: the rate at which an op whose
+            bytes read plus written are ``bytes`` moves them (a CPU's caches in front of its DRAM);
+            between two tiers the rate is interpolated in log size, larger ops get the local
+            memory's bandwidth (:func:`hwmodel.ops.cost.tiered_bandwidth`). Empty for chips whose
+            local memory is the fastest tier (a D1's SRAM).
         gemm_rates: measured FLOP/s of matrix multiplies by shape (:mod:`hwmodel.ops.gemm`): a
             matrix op whose GEMMs the capture recorded runs at these rates instead of the matrix
             peak. None for chips known only by their datasheet (every preset but ``host``).
