@@ -3,6 +3,7 @@ that fails, hangs or cannot run leaves the capture to this process."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -94,3 +95,34 @@ def test_without_a_second_cpu_nothing_is_forked(monkeypatch: pytest.MonkeyPatch)
     assert forks == []
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert not forked.can_fork()
+
+
+SEARCHES = """
+import torch
+
+def mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+
+def test_search(dojo):
+    dojo.train_step(mlp(), torch.randn(48, 32), name="mlp", plan="auto")
+
+def test_other_search(dojo):
+    dojo.train_step(mlp(), torch.randn(40, 32), name="mlp40", plan="auto")
+"""
+
+
+@pytest.mark.slow  # two pytest processes and two xdist workers, each importing torch
+def test_plan_searches_under_xdist_match_a_serial_run(pytester: pytest.Pytester) -> None:
+    """Searches whose two-size captures fork, in xdist workers and in one process: the same results."""
+    pytester.makepyfile(test_searches=SEARCHES)
+    documents = []
+    for arguments in (("-p", "no:randomly"), ("-n", "2")):
+        options = ("--dojo-mesh=2x4", "-p", "no:cacheprovider", "--dojo-json=r.json")
+        result = pytester.runpytest_subprocess(*options, *arguments)
+        result.assert_outcomes(passed=2)
+        document = json.loads((pytester.path / "r.json").read_text())
+        for entry in document["results"]:
+            entry.pop("capture_s")
+        documents.append(sorted(document["results"], key=lambda entry: entry["nodeid"]))
+    assert documents[0] == documents[1]
