@@ -255,6 +255,10 @@ class DispatchRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.recorder = recorder
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is _DEVICE and type(args[0]) is FakeTensor and not args[0].fake_mode.in_kernel_invocation:
+            # A fake tensor's device, as FakeTensorMode answers it: two of every three dispatches of
+            # a step are this query (autograd and modules asking where a tensor lives).
+            return args[0].fake_device
         kwargs = kwargs or {}
         if func is _LOCAL_SCALAR_DENSE and _constant_of(args[0]) is not None:
             # .item() of a constant (an optimizer's step count): FakeTensorMode would compute the
@@ -271,6 +275,7 @@ class DispatchRecorder(TorchDispatchMode):  # type: ignore[no-untyped-call]
 
 
 _LOCAL_SCALAR_DENSE = torch.ops.aten._local_scalar_dense.default
+_DEVICE = torch.ops.prim.device.default
 
 
 def _constant_of(tensor: Any) -> torch.Tensor | None:
