@@ -126,3 +126,11 @@ def test_plan_searches_under_xdist_match_a_serial_run(pytester: pytest.Pytester)
             entry.pop("capture_s")
         documents.append(sorted(document["results"], key=lambda entry: entry["nodeid"]))
     assert documents[0] == documents[1]
+
+
+def test_a_fork_that_fails_leaves_the_capture_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_process() -> int:
+        raise BlockingIOError("no process can be made")
+
+    monkeypatch.setattr(os, "fork", no_process)
+    assert capture((2, 5), processes=2) == capture((2, 5), processes=1)

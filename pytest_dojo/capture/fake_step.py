@@ -44,9 +44,9 @@ class Batches:
         ``processes`` allows one, else (or if the child fails) here after the first."""
         self._state()
         forking = len(sizes) > 1 and (can_fork() if processes is None else processes > 1)
-        if not forking:
+        child = self._fork(sizes[1:]) if forking else None
+        if child is None:
             return self._here(sizes, None)[0]
-        child = ForkedCall(lambda: self._elsewhere(sizes[1:]))
         try:
             start = time.perf_counter()
             first, tail = self._here(sizes[:1], None)
@@ -57,6 +57,13 @@ class Batches:
         if rest is None:
             return first + self._here(sizes[1:], tail)[0]
         return first + rest
+
+    def _fork(self, sizes: tuple[int, ...]) -> ForkedCall[tuple[list[Workload], dict[str, float]]] | None:
+        """A child capturing ``sizes``; None where no process could be made."""
+        try:
+            return ForkedCall(lambda: self._elsewhere(sizes))
+        except OSError:
+            return None
 
     def _elsewhere(self, sizes: tuple[int, ...]) -> tuple[list[Workload], dict[str, float]]:
         """What a forked child sends back: the step at ``sizes`` and the seconds it spent by phase."""

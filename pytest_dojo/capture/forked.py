@@ -23,6 +23,7 @@ import select
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Generic, NoReturn, TypeVar
 
@@ -42,8 +43,18 @@ class ForkedCall(Generic[T]):
     """``call()`` running in a forked child from construction on; :meth:`result` waits for it."""
 
     def __init__(self, call: Callable[[], T]) -> None:
+        """Fork; ``OSError`` (no process could be made) leaves nothing behind."""
         read, write = os.pipe()
-        pid = os.fork()
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12 warns about forking a process with other threads: the child runs
+                # nothing of theirs, only the call, and leaves with os._exit.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except BaseException:
+            os.close(read)
+            os.close(write)
+            raise
         if pid == 0:
             os.close(read)
             _run_child(call, write)
