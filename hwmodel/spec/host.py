@@ -14,9 +14,13 @@ The host is modelled as one chip:
 * matrix multiplies by shape: the FLOP/s of ``torch.mm`` at a grid of ``(m, n, k)`` shapes
   (:class:`~hwmodel.ops.gemm.GemmRateTable`), for the ops whose GEMMs the capture records;
 * local memory: the machine's DRAM, one bandwidth shared by reads and writes: the ``copy_`` rate at
-  the largest size the calibration measured; the smaller sizes are cache tiers (an op whose bytes
-  fit 2 MiB moves them at the 2 MiB copy rate), and the largest of them stands for the chip's
-  ``l2_cache_bytes`` (the largest working set measured to run faster than DRAM; 0 without tiers);
+  the largest size the calibration measured; the smaller sizes are cache tiers, each at the copy's
+  footprint (bytes read plus written: a 2 MiB copy moves 4 MiB), which is what an op's bytes are
+  compared with; the largest of them stands for the chip's ``l2_cache_bytes`` (the largest working
+  set measured to run faster than DRAM; 0 without tiers);
+* fixed cost per op: the dispatch of one tiny op from Python (``dispatch_overhead_s``), the unit
+  of the efficiency row's per-class overhead factors; the fabric's hop latency is the tiny
+  training step's time per op (``op_overhead_s``);
 * TF32: a CPU has no TF32 mode, so ``tf32`` matmuls run at the FP32 ``torch.mm`` rate; the clock
   is not measured (``clock_hz`` None), nor a power limit;
 * fabric: chips of a multi-host mesh would be processes on this machine exchanging through shared
@@ -58,7 +62,8 @@ class HostCalibration:
         matrix_fp32_flops_per_s / matrix_bf16_flops_per_s: ``torch.mm`` rate by dtype.
         vector_flops_per_s: FP32 multiply-add rate on cache-resident data.
         memory_bytes_per_s: bytes read plus written per second by a copy too large for any cache.
-        cache_tiers: ``(bytes, bytes_per_s)`` copy rates at the smaller measured sizes.
+        cache_tiers: ``(footprint bytes, bytes_per_s)`` copy rates at the smaller measured sizes, each
+            keyed by what the copy reads plus writes (twice its tensor).
         gemm_rates: ``torch.mm`` FLOP/s by shape; None in a calibration measured without them.
         op_overhead_s: a tiny training step's time per aten op (Python, autograd and dispatch
             between ops included): the fabric's hop latency.
