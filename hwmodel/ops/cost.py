@@ -104,13 +104,12 @@ def tiered_bandwidth(chip: ChipSpec, footprint_bytes: FloatArray) -> tuple[Float
     return np.where(inside, cached, read), np.where(inside, cached, write)
 
 
-def op_bandwidth(
-    workload: Workload, chip: ChipSpec, kernel_footprint_bytes: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """Read and write bandwidth of each op: its kernels' footprint's (:func:`tiered_bandwidth`),
-    except the smallest tier's for matrix ops whose per-byte work runs in the nearest cache
+def op_bandwidth(workload: Workload, chip: ChipSpec, footprint_bytes: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Read and write bandwidth of each op: its footprint's (:func:`tiered_bandwidth`; a ``_foreach_``
+    op's is its whole list, since each of its kernels sweeps its tensor after the others'), except
+    the smallest tier's for matrix ops whose per-byte work runs in the nearest cache
     (:func:`~hwmodel.ops.matrix.in_cache_matrix`)."""
-    read, write = tiered_bandwidth(chip, kernel_footprint_bytes)
+    read, write = tiered_bandwidth(chip, footprint_bytes)
     nearest = in_cache_matrix(workload, chip)
     if not np.any(nearest):
         return read, write
