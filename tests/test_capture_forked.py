@@ -15,7 +15,8 @@ from torch import nn
 
 from pytest_dojo.capture import fake_step, forked
 from pytest_dojo.capture.forked import ForkedCall
-from pytest_dojo.capture.train_step import capture_train_steps
+from pytest_dojo.capture.train_step import begin_train_steps, capture_train_steps
+from pytest_dojo.plugin.steps import CapturedStep
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is not available")
 
@@ -61,7 +62,7 @@ def test_a_child_that_raises_gives_none() -> None:
 def test_a_child_past_its_timeout_is_ended() -> None:
     start = time.monotonic()
     call = ForkedCall(lambda: time.sleep(60))
-    pid = call._pid
+    pid = call.pid
     assert call.result(0.2) is None
     assert time.monotonic() - start < 30
     with pytest.raises(ChildProcessError):
@@ -134,3 +135,37 @@ def test_a_fork_that_fails_leaves_the_capture_here(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(os, "fork", no_process)
     assert capture((2, 5), processes=2) == capture((2, 5), processes=1)
+
+
+def test_a_dropped_call_ends_its_child() -> None:
+    """A call whose result is never asked for ends its child once it is garbage-collected."""
+    call = ForkedCall(lambda: time.sleep(60))
+    pid = call.pid
+    del call
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid or -1, os.WNOHANG)
+
+
+def test_the_first_size_is_answered_while_the_child_records_the_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``begin_train_steps`` returns the first size before the child's sizes are collected, and the
+    two halves are what one process records."""
+    forks = counting_forks(monkeypatch, lambda call: call)
+    first, rest = begin_train_steps(BatchNormCnn(), torch.randn(8, 3, 8, 8), batch_sizes=(2, 5), processes=2)
+    assert forks == [1]
+    assert [workload.batch_size for workload in first] == [2]
+    assert first + rest() == capture((2, 5), processes=1)
+
+
+def test_a_prepared_step_collects_the_childs_size_when_another_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forks = counting_forks(monkeypatch, lambda call: call)
+    monkeypatch.setattr(fake_step, "can_fork", lambda: True)
+    step = CapturedStep(BatchNormCnn(), torch.randn(8, 3, 8, 8))
+    step.prepare((2, 4, 6))
+    assert step.workload(2).batch_size == 2
+    assert forks == [1]
+    assert sorted(step._anchors) == [2]
+    assert step.workload(6) == capture((6,), processes=1)[0]
+    assert sorted(step._anchors) == [2, 3]
+    assert (step.capture_calls, step.fresh_captures, step.derived_batches) == (1, 2, 1)

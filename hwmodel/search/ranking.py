@@ -17,10 +17,12 @@ does not. A bare :class:`Workload` is one micro-batch of one replica: the global
 Pruning (branch and bound): every candidate first gets a lower bound on its step time from FLOPs
 at peak and the collectives it cannot avoid but its tensor-parallel ones
 (:func:`~hwmodel.search.bound.peak_bound_s`; those are priced only for a candidate that survives
-this bound, as every size they move is a new price). The candidates are taken best bound first,
-after data parallelism over every chip (cheap to simulate and seldom far from the best, it gives
-the bounds a plan to beat from the start: a deep pipeline, whose bound at peak is low and whose
-1F1B schedule is long to simulate, then seldom runs), and one whose bound cannot reach the
+this bound, as every size they move is a new price). Data parallelism over every chip is
+resolved and simulated before any other plan is resolved: cheap to simulate and seldom far from
+the best, it gives the bounds a plan to beat from the start (a deep pipeline, whose bound at peak
+is low and whose 1F1B schedule is long to simulate, then seldom runs), and a source that is still
+producing other sizes (a second process capturing one) can answer its size first, so that it is
+simulated meanwhile. The others are taken best bound first; one whose bound cannot reach the
 throughput of the best plan simulated so far is dropped unsimulated. One that survives is costed op
 by op and bounded again (:func:`~hwmodel.search.bound.busy_bound_s`) before it is placed, fitted and
 scheduled. A bound is a true lower bound, so the fastest plan and its report are those of the
@@ -38,15 +40,13 @@ first; then the plans that do not fit, with the reason.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cache
 
 from hwmodel.errors import HwModelError, PlanError
 from hwmodel.search.bound import busy_bound_s, peak_bound_s
+from hwmodel.search.collector import collector_paused
 from hwmodel.search.plans import Plan, data_parallel, plan_layout
 from hwmodel.spec.system import System
 from hwmodel.step.op_times import op_times
@@ -275,28 +275,11 @@ def search_plans(
     """Rank the candidate plans, dropping those whose bound cannot win (unless ``prune`` is False);
     a one-line error if none fits.
 
-    Python's cyclic garbage collector is paused for the duration (:func:`_collector_paused`).
+    Python's cyclic garbage collector is paused for the duration
+    (:func:`~hwmodel.search.collector.collector_paused`).
     """
-    with _collector_paused():
+    with collector_paused():
         return _search_plans(source, system, options=options, prune=prune)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the duration (on again after, if it was on).
-
-    A search makes hundreds of thousands of records, arrays and reports (a derived workload alone is
-    thousands of records), none of them cyclic garbage, and the collector's passes over them and
-    over everything alive beside them (a captured model, torch's caches) took a fifth of an ExaPOD
-    search's evaluation. Reference counting still frees what the search drops.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _search_plans(
@@ -307,10 +290,13 @@ def _search_plans(
     plans = candidate_plans(source, system)
     if not isinstance(source, Workload):
         _prepare(source, plans)
-    candidates = [_resolved(plan, wrapped, system, options, prune) for plan in plans]
     everywhere = data_parallel(system.mesh)
-    candidates.sort(key=lambda c: (c.plan != everywhere, -c.rate_bound(), str(c.plan)))
     search = _Search(prune=prune, entries=[])
+    for plan in plans:
+        if plan == everywhere:
+            search.take(_resolved(plan, wrapped, system, options, prune))
+    candidates = [_resolved(plan, wrapped, system, options, prune) for plan in plans if plan != everywhere]
+    candidates.sort(key=lambda c: (-c.rate_bound(), str(c.plan)))
     for candidate in candidates:
         search.take(candidate)
     if search.best is None:

@@ -42,21 +42,26 @@ class Batches:
     def record(self, sizes: tuple[int, ...], *, processes: int | None) -> list[Workload]:
         """The step at each of ``sizes``: the first here; the others in a forked child where
         ``processes`` allows one, else (or if the child fails) here after the first."""
+        first, remaining = self.begin(sizes, processes=processes)
+        return first if remaining is None else first + remaining.result()
+
+    def begin(self, sizes: tuple[int, ...], *, processes: int | None) -> tuple[list[Workload], Remaining | None]:
+        """The step at the first of ``sizes``, recorded here, and the others still being recorded by
+        a forked child (:class:`Remaining`), so that the caller may go on meanwhile; without a
+        child, every size is recorded here and nothing remains (None)."""
         self._state()
         forking = len(sizes) > 1 and (can_fork() if processes is None else processes > 1)
         child = self._fork(sizes[1:]) if forking else None
         if child is None:
-            return self._here(sizes, None)[0]
+            return self.here(sizes, None)[0], None
         try:
             start = time.perf_counter()
-            first, tail = self._here(sizes[:1], None)
-            answer = child.result(CHILD_TIMEOUT_S + CHILD_TIMEOUT_FACTOR * len(sizes) * (time.perf_counter() - start))
-        finally:
+            first, tail = self.here(sizes[:1], None)
+        except BaseException:
             child.close()
-        rest = _checked(answer, sizes[1:], self.step.times)
-        if rest is None:
-            return first + self._here(sizes[1:], tail)[0]
-        return first + rest
+            raise
+        timeout_s = CHILD_TIMEOUT_S + CHILD_TIMEOUT_FACTOR * len(sizes) * (time.perf_counter() - start)
+        return first, Remaining(batches=self, sizes=sizes[1:], child=child, tail=tail, timeout_s=timeout_s)
 
     def _fork(self, sizes: tuple[int, ...]) -> ForkedCall[tuple[list[Workload], dict[str, float]]] | None:
         """A child capturing ``sizes``; None where no process could be made."""
@@ -68,7 +73,7 @@ class Batches:
     def _elsewhere(self, sizes: tuple[int, ...]) -> tuple[list[Workload], dict[str, float]]:
         """What a forked child sends back: the step at ``sizes`` and the seconds it spent by phase."""
         before = dict(self.step.times)
-        workloads = self._here(sizes, None)[0]
+        workloads = self.here(sizes, None)[0]
         return workloads, {phase: seconds - before[phase] for phase, seconds in self.step.times.items()}
 
     def _state(self) -> FakeState:
@@ -79,7 +84,7 @@ class Batches:
         except Exception as error:
             raise CaptureError(explain(self.name, Recorder(tracker=ModuleTracker()), error)) from None
 
-    def _here(self, sizes: tuple[int, ...], tail: OptimizerTail | None) -> tuple[list[Workload], OptimizerTail | None]:
+    def here(self, sizes: tuple[int, ...], tail: OptimizerTail | None) -> tuple[list[Workload], OptimizerTail | None]:
         """The step at each of ``sizes``, in this process, reusing ``tail``'s optimizer records."""
         workloads: list[Workload] = []
         for batch in sizes:
@@ -92,6 +97,28 @@ class Batches:
                 raise CaptureError(explain(self.name, recorder, error)) from None
             workloads.append(workload)
         return workloads, tail
+
+
+@dataclass(kw_only=True)
+class Remaining:
+    """Sizes a forked child records while this process goes on: :meth:`result` waits for them (at
+    most ``timeout_s`` from the call) or, if the child fails, records them here with the first
+    size's optimizer records ``tail``."""
+
+    batches: Batches
+    sizes: tuple[int, ...]
+    child: ForkedCall[tuple[list[Workload], dict[str, float]]]
+    tail: OptimizerTail | None
+    timeout_s: float
+
+    def result(self) -> list[Workload]:
+        """The step at each of :attr:`sizes` (call once)."""
+        try:
+            answer = self.child.result(self.timeout_s)
+        finally:
+            self.child.close()
+        rest = _checked(answer, self.sizes, self.batches.step.times)
+        return rest if rest is not None else self.batches.here(self.sizes, self.tail)[0]
 
 
 def _checked(answer: object, sizes: tuple[int, ...], times: dict[str, float]) -> list[Workload] | None:

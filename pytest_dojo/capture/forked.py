@@ -11,7 +11,9 @@ leaves with ``os._exit``: no atexit handler, no flush of buffers it inherited, n
 runs twice. Whatever goes wrong in the child (an exception, a crash, a result that does not
 unpickle, no answer within the timeout) makes :meth:`ForkedCall.result` return None, and the
 caller does the work itself; the child is killed and reaped in every case, and an interrupt of
-the parent (Ctrl-C) ends the child too.
+the parent (Ctrl-C) ends the child too. The caller may go on with other work between the fork and
+:meth:`ForkedCall.result`; a call dropped without asking for its result ends its child when it is
+garbage-collected, or when the process exits.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import signal
 import sys
 import time
 import warnings
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, NoReturn, TypeVar
 
 T = TypeVar("T")
@@ -59,8 +63,13 @@ class ForkedCall(Generic[T]):
             os.close(read)
             _run_child(call, write)
         os.close(write)
-        self._pid: int | None = pid
-        self._read: int | None = read
+        self._child = _Child(pid=pid, read=read)
+        weakref.finalize(self, self._child.end)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id; None once it has been reaped."""
+        return self._child.pid
 
     def result(self, timeout_s: float) -> T | None:
         """The call's value, or None if the child failed or sent nothing whole within ``timeout_s``."""
@@ -76,35 +85,50 @@ class ForkedCall(Generic[T]):
             self.close()
 
     def close(self) -> None:
-        """End the child if it still runs, reap it and close the pipe (idempotent)."""
-        if self._read is not None:
-            os.close(self._read)
-            self._read = None
-        if self._pid is not None:
-            pid, self._pid = self._pid, None
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+        """End the child if it still runs, reap it and close the pipe (idempotent; also done when
+        the call is garbage-collected or the process exits without it)."""
+        self._child.end()
 
     def _payload(self, timeout_s: float) -> bytes | None:
         """Everything the child wrote, once it closes the pipe; None past the deadline."""
-        assert self._read is not None
+        read = self._child.read
+        assert read is not None
         deadline = time.monotonic() + timeout_s
         chunks: list[bytes] = []
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([self._read], [], [], remaining)[0]:
+            if remaining <= 0 or not select.select([read], [], [], remaining)[0]:
                 return None
-            chunk = os.read(self._read, READ_CHUNK_BYTES)
+            chunk = os.read(read, READ_CHUNK_BYTES)
             if not chunk:
                 return b"".join(chunks)
             chunks.append(chunk)
 
     def _exited_cleanly(self) -> bool:
-        assert self._pid is not None
-        pid, self._pid = self._pid, None
+        pid, self._child.pid = self._child.pid, None
+        assert pid is not None
         _, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status) == 0
+
+
+@dataclass(kw_only=True, slots=True)
+class _Child:
+    """A forked child and the read end of its pipe, until :meth:`end` (kept apart from the call,
+    so that a finalizer can end the child without keeping the call alive)."""
+
+    pid: int | None
+    read: int | None
+
+    def end(self) -> None:
+        """Close the pipe, kill the child if it still runs and reap it (idempotent)."""
+        if self.read is not None:
+            read, self.read = self.read, None
+            os.close(read)
+        if self.pid is not None:
+            pid, self.pid = self.pid, None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
 
 
 def _run_child(call: Callable[[], object], write: int) -> NoReturn:

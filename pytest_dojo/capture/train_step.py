@@ -11,7 +11,9 @@ autograd.
 * The optimizer's state is created before recording (:func:`create_optimizer_state`), so the
   captured step is a steady-state step, not the first one that allocates the moments.
 * :func:`capture_train_steps` captures several batch sizes of one step, sharing what does not
-  depend on the batch (the fake parameters, the optimizer state and the optimizer's records).
+  depend on the batch (the fake parameters, the optimizer state and the optimizer's records);
+  :func:`begin_train_steps` returns the first size's workload while a forked child still records
+  the others.
 * ``mode`` (:mod:`pytest_dojo.capture.modes`) records forward and backward without the optimizer,
   or a no-grad forward pass (inference), instead of the whole training step.
 * What eager PyTorch refuses, the capture refuses (a float layer fed integer tensors), and a failure
@@ -24,15 +26,14 @@ tensors: such a model needs a shape-static variant.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 
 from hwmodel import Workload
+from hwmodel.search.collector import collector_paused
 from pytest_dojo.capture.fake_step import Batches, FakeStep, LossFunction, OptimizerFactory
 from pytest_dojo.capture.modes import StepMode, check_mode
 from pytest_dojo.capture.torch_context import quiet_torch_logs, torch_threads
@@ -148,6 +149,42 @@ def capture_train_steps(
     :func:`~pytest_dojo.capture.forked.can_fork`, else one. Other arguments as for
     :func:`capture_train_step`.
     """
+    first, rest = begin_train_steps(
+        model,
+        example_inputs,
+        batch_sizes=batch_sizes,
+        targets=targets,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        name=name,
+        intra_op_threads=intra_op_threads,
+        phase_times=phase_times,
+        mode=mode,
+        processes=processes,
+    )
+    return first + rest()
+
+
+def begin_train_steps(
+    model: torch.nn.Module,
+    example_inputs: Any,
+    *,
+    batch_sizes: Sequence[int],
+    targets: Any = None,
+    loss_fn: LossFunction | None = None,
+    optimizer: OptimizerFactory | None = None,
+    name: str | None = None,
+    intra_op_threads: int | None = None,
+    phase_times: dict[str, float] | None = None,
+    mode: StepMode = "train",
+    processes: int | None = None,
+) -> tuple[tuple[Workload, ...], Callable[[], tuple[Workload, ...]]]:
+    """:func:`capture_train_steps` in two halves: the workloads captured by the time it returns
+    (the first size's, or every size's where no child is forked), and a call, to be made once,
+    that returns the others (waiting for the forked child that records them, or recording them
+    here if it fails) and then fills ``phase_times``. Between the two the caller may do other
+    work while the child runs; a child whose sizes are never asked for is ended when the call is
+    garbage-collected or the process exits."""
     check_model(model)
     global_batch = leading_batch(example_inputs)
     if not batch_sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in batch_sizes):
@@ -163,28 +200,17 @@ def capture_train_steps(
         mode=check_mode(mode),
     )
     batches = Batches(step=step, optimizer=optimizer or default_optimizer, data=(example_inputs, targets), name=network)
-    with torch_threads(intra_op_threads), quiet_torch_logs(), _collector_paused():
-        workloads = batches.record(tuple(batch_sizes), processes=processes)
-    if phase_times is not None:
-        for phase, seconds in times.items():
-            phase_times[phase] = phase_times.get(phase, 0.0) + seconds
-    return tuple(workloads)
+    with torch_threads(intra_op_threads), quiet_torch_logs(), collector_paused():
+        first, remaining = batches.begin(tuple(batch_sizes), processes=processes)
 
+    def rest() -> tuple[Workload, ...]:
+        later: list[Workload] = []
+        if remaining is not None:
+            with torch_threads(intra_op_threads), quiet_torch_logs(), collector_paused():
+                later = remaining.result()
+        if phase_times is not None:
+            for phase, seconds in times.items():
+                phase_times[phase] = phase_times.get(phase, 0.0) + seconds
+        return tuple(later)
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the duration (on again after, if it was on).
-
-    A capture allocates hundreds of thousands of short-lived objects (fake tensors, their metadata,
-    cache entries), and the collector's passes over them and over everything alive beside them
-    took about a tenth of a two-batch HydraNet capture. Paused, it also cannot free a tensor in
-    the middle of a step, where a freed reference could change whether autograd steals a gradient
-    or copies it: the recorded ops no longer depend on when the collector runs.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+    return tuple(first), rest

@@ -16,8 +16,10 @@ step's ops depend on the batch (every fit refused) or the size lies outside ever
 (batch 1, where ATen's kernels choose differently, from two anchors above it): those are captured.
 A caller that knows which sizes it will ask for says so first (:meth:`CapturedStep.prepare`, as
 the plan search does): the first capture then takes the smallest of them and the next size
-together (:func:`pytest_dojo.capture.train_step.capture_train_steps`, which records the optimizer
-step once for both), and every other size is derived from that pair when its fit covers it.
+together (:func:`pytest_dojo.capture.train_step.begin_train_steps`, which records the optimizer
+step once for both, or the second in a forked child: the first is answered while the child still
+records the second, which is collected the next time a size is not held), and every other size is
+derived from that pair when its fit covers it.
 Derived workloads are not written to the persistent cache: a later run loads the anchors and
 derives again, which costs less than storing every size a plan search visits.
 """
@@ -98,6 +100,7 @@ class CapturedStep:
         self._anchors: dict[int, Workload] = {}
         self._fits: dict[tuple[int, int], BatchAffineStep | None] = {}
         self._needed: tuple[int, ...] = ()
+        self._remaining: Callable[[], tuple[Workload, ...]] | None = None
         self.fresh_captures = 0
         self.capture_calls = 0
         self.derived_batches = 0
@@ -136,7 +139,13 @@ class CapturedStep:
             return held
         start = time.perf_counter()
         try:
-            workload = self._stored(batch_size) or self._derived(batch_size) or self._captured(batch_size)
+            self._settle()
+            workload = (
+                self._anchors.get(batch_size)
+                or self._stored(batch_size)
+                or self._derived(batch_size)
+                or self._captured(batch_size)
+            )
         finally:
             self.capture_s += time.perf_counter() - start
         self._workloads[batch_size] = workload
@@ -194,6 +203,9 @@ class CapturedStep:
         self._capture(sizes)
         if batch_size in self._anchors:
             return self._anchors[batch_size]
+        self._settle()
+        if batch_size in self._anchors:
+            return self._anchors[batch_size]
         derived = self._derived(batch_size)
         if derived is not None:
             return derived
@@ -217,9 +229,11 @@ class CapturedStep:
         return (low, low + 1)
 
     def _capture(self, sizes: tuple[int, ...]) -> None:
-        from pytest_dojo.capture.train_step import capture_train_steps
+        """Capture ``sizes``; the first is an anchor on return, those a forked child still records
+        become anchors when :meth:`_settle` collects them (the next time a workload is not held)."""
+        from pytest_dojo.capture.train_step import begin_train_steps
 
-        workloads = capture_train_steps(
+        workloads, rest = begin_train_steps(
             self.model,
             self.example_inputs,
             batch_sizes=sizes,
@@ -230,6 +244,20 @@ class CapturedStep:
             intra_op_threads=self.intra_op_threads,
         )
         self.capture_calls += 1
+        self._add_anchors(workloads)
+        if len(workloads) < len(sizes):
+            self._remaining = rest
+        else:
+            rest()
+
+    def _settle(self) -> None:
+        """Wait for the sizes a forked child records (:meth:`_capture`) and make them anchors."""
+        if self._remaining is not None:
+            rest, self._remaining = self._remaining, None
+            self._add_anchors(rest())
+
+    def _add_anchors(self, workloads: Iterable[Workload]) -> None:
+        """Fresh captures, each an anchor stored in the persistent cache."""
         for workload in workloads:
             self.fresh_captures += 1
             self._anchors[workload.batch_size] = workload
