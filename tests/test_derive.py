@@ -17,6 +17,8 @@ from torch import nn
 
 from dojo_networks import get_network
 from hwmodel import OpRecord, TensorRecord, Workload
+from hwmodel.step.memory_arrays import tensor_structure
+from hwmodel.step.structure import STRUCTURE_CACHE, StructureKey
 from pytest_dojo.capture.derive import (
     KERNEL_CHOICE_BATCHES,
     SLOW_CONVOLUTION_BATCH,
@@ -129,6 +131,16 @@ def test_mlp_derives_exactly_in_both_directions() -> None:
     workloads = captures(mlp(), torch.randn(64, 12), (2, 3, 7, 40))
     assert_same_workload(derive_workload(workloads[2], workloads[3], 40), workloads[40])
     assert_same_workload(derive_workload(workloads[40], workloads[7], 2), workloads[2])
+
+
+def test_a_derived_workload_has_its_templates_structure() -> None:
+    """A derivation hands its template's structure number on without comparing: what a comparison
+    of the two gives, and what the simulator builds from the structure is its template's."""
+    workloads = captures(SmallBatchNormCnn(), torch.randn(8, 3, 8, 8), (2, 3))
+    derived = fit_batch_affine(workloads[2], workloads[3]).at(6)
+    assert StructureKey(derived) == StructureKey(workloads[2])
+    assert STRUCTURE_CACHE.number(derived) == STRUCTURE_CACHE.number(workloads[2])
+    assert tensor_structure(derived) is tensor_structure(workloads[2])
 
 
 def test_batch_norm_statistics_are_affine_in_the_batch() -> None:

@@ -78,6 +78,13 @@ class StructureCache:
         """The number of ``workload``'s structure (kept per workload)."""
         return WORKLOAD_CACHE.get(workload, ("structure", id(self)), lambda: self._register(StructureKey(workload)))
 
+    def share(self, workload: Workload, like: Workload) -> None:
+        """Give ``workload`` the structure of ``like`` without comparing them: for a caller that
+        made ``workload`` from ``like``'s structure (a derivation at another batch, which checked
+        it), so that the key of every workload it derives is not built and hashed again."""
+        number = self.number(like)
+        WORKLOAD_CACHE.get(workload, ("structure", id(self)), lambda: number)
+
     def _register(self, key: StructureKey) -> int:
         number = self._numbers.get(key)
         if number is None:

@@ -14,20 +14,20 @@ What the fit refuses (:class:`DerivationError`, so the caller captures afresh):
 * ops, tensors or parameters that differ between the captures (a step whose ops depend on the
   batch), named at the first difference;
 * a number whose slope or intercept is not an integer (no affine rule with whole coefficients);
-* a tensor whose size is neither constant nor proportional to the batch: every quadratic or higher
-  term is one (a ``b x b`` similarity matrix is ``4 b^2`` bytes; at two batches it is affine, but
-  not proportional);
+* a tensor whose size is neither constant nor proportional to the batch (a ``b x b`` similarity
+  matrix is ``4 b^2`` bytes: affine at two batches, but not proportional);
 * a GEMM with two or more dimensions that grow with the batch (its work is quadratic, even where
-  each dimension is affine): dimensions are fitted one by one, and the FLOPs they imply are
-  products of them;
+  each dimension is affine, as they are fitted one by one);
 * a batch outside the fit's domain: where a derived number would be negative, a GEMM dimension
   below 1, a FLOP count not exactly a float, or across a batch at which ATen's CPU kernels choose
   differently (:data:`KERNEL_CHOICE_BATCHES`) where the captures cannot show the choice.
 
 Limits: two points see no curvature of what they do not check. An op whose cost is quadratic in
-the batch while none of its tensors is (a reduction over a ``b x b`` broadcast view, which
-allocates nothing of that size) would pass the checks. :meth:`BatchAffineStep.check` compares a
-third capture with the derivation, for a network where that matters.
+the batch while none of its tensors is (a reduction over a ``b x b`` broadcast view) would pass the
+checks. :meth:`BatchAffineStep.check` compares a third capture with the derivation.
+
+A derived workload shares its template's structure (:data:`hwmodel.step.structure.STRUCTURE_CACHE`;
+the fit checked it), so the simulator does not compare it again.
 
 Batch-norm statistics and other reductions over the batch need no rule of their own: their
 inputs hold ``b x`` per-sample elements (bytes and FLOPs proportional to ``b``) and their outputs
@@ -38,9 +38,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from hwmodel import OpRecord, TensorRecord, Workload
+from hwmodel.step.structure import STRUCTURE_CACHE
 from pytest_dojo.errors import CaptureError
 
 EXACT_FLOAT_LIMIT = 2**53
@@ -78,6 +80,16 @@ class _OpFit:
     fields: tuple[Field, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Rebuilt:
+    """What a derivation rebuilds: per op (position, template, FLOPs line, first line and count in
+    ``lines``, explicit GEMMs) and per tensor (position, template, bytes line) that change."""
+
+    ops: tuple[tuple[int, OpRecord, int, int, int, int, int], ...]
+    lines: tuple[Field, ...]
+    tensors: tuple[tuple[int, TensorRecord, int, int], ...]
+
+
 @dataclass(frozen=True)
 class BatchAffineStep:
     """A step whose every recorded number is an exact affine function of the per-replica batch.
@@ -105,19 +117,32 @@ class BatchAffineStep:
                 f"{self.template.name}: batch {batch_size} is outside what the captures at "
                 f"{self.batches[0]} and {self.batches[1]} determine ({self.lowest} to {upper})"
             )
-        return Workload(
-            name=self.template.name,
+        template = self.template
+        workload = Workload(
+            name=template.name,
             batch_size=batch_size,
-            ops=tuple(op if isinstance(op, OpRecord) else _derive_op(op, batch_size) for op in self.ops),
-            tensors=tuple(
-                tensor if slope == 0 else _resized(tensor, slope * batch_size + intercept)
-                for tensor, (slope, intercept) in zip(self.template.tensors, self.tensor_bytes, strict=True)
-            ),
-            parameters=self.template.parameters,
-            optimizer=self.template.optimizer,
-            schema_version=self.template.schema_version,
-            mode=self.template.mode,
+            ops=_ops_at(template.ops, self._rebuilt, batch_size),
+            tensors=_tensors_at(template.tensors, self._rebuilt, batch_size),
+            parameters=template.parameters,
+            optimizer=template.optimizer,
+            schema_version=template.schema_version,
+            mode=template.mode,
         )
+        STRUCTURE_CACHE.share(workload, template)
+        return workload
+
+    @cached_property
+    def _rebuilt(self) -> _Rebuilt:
+        """What :meth:`at` rebuilds, flattened once per fit."""
+        ops: list[tuple[int, OpRecord, int, int, int, int, int]] = []
+        lines: list[Field] = []
+        for position, op in enumerate(self.ops):
+            if isinstance(op, _OpFit):
+                ops.append((position, op.template, *op.flops, len(lines), len(op.fields), len(op.template.gemms)))
+                lines += op.fields
+        pairs = enumerate(zip(self.template.tensors, self.tensor_bytes, strict=True))
+        tensors = tuple((position, tensor, *line) for position, (tensor, line) in pairs if line[0] != 0)
+        return _Rebuilt(ops=tuple(ops), lines=tuple(lines), tensors=tensors)
 
     def check(self, workload: Workload) -> None:
         """Raise :class:`DerivationError` unless ``workload`` (a capture at a third batch) equals
@@ -308,20 +333,9 @@ def _lower(bound: int | None, value: int) -> int:
     return value if bound is None else min(bound, value)
 
 
-def _derive_op(fit: _OpFit, batch: int) -> OpRecord:
-    values = [slope * batch + intercept for slope, intercept in fit.fields]
-    dims = iter(values[5:])
-    gemms = tuple(zip(dims, dims, dims, dims, strict=True))
-    split = len(fit.template.gemms)
-    flops = float(fit.flops[0] * batch + fit.flops[1])
-    return _op_at(fit.template, flops, values, gemms[:split], gemms[split:])
-
-
-# A derivation builds thousands of records from parts already checked: the template's strings and
-# tensor ids, and numbers the fit's domain keeps valid (no count below 0, no GEMM dimension below 1,
-# FLOPs exact as floats). _op_at and _resized set their fields through the slots' descriptors,
-# without running the records' __post_init__ checks again: it halves what a record costs, and a
-# plan search derives some thirty batches of a step of thousands of ops.
+# A derivation builds thousands of records from parts the fit checked (the template's strings and
+# ids, numbers its domain keeps valid): _ops_at and _tensors_at set their fields through the slots'
+# descriptors, without the records' __post_init__ checks, in one loop over the flattened numbers.
 _NEW = object.__new__
 
 
@@ -341,44 +355,46 @@ def _setters(kind: type, names: tuple[str, ...]) -> tuple[Any, ...]:
     "input_ids", "output_ids", "gemms", "implicit_gemms", "rows", "row_elements",
 ))  # fmt: skip
 _ID, _NBYTES, _TENSOR_DTYPE, _KIND, _FIRST, _LAST = _setters(
-    TensorRecord, ("tensor_id", "nbytes", "dtype", "kind", "first_op", "last_op")
-)
+    TensorRecord, ("tensor_id", "nbytes", "dtype", "kind", "first_op", "last_op"))  # fmt: skip
 
 
-def _op_at(
-    template: OpRecord,
-    flops: float,
-    values: list[int],
-    gemms: tuple[tuple[int, int, int, int], ...],
-    implicit_gemms: tuple[tuple[int, int, int, int], ...],
-) -> OpRecord:
-    """``template`` with ``flops``, ``values`` (bytes read and written, output elements, rows, row
-    length) and GEMMs of another batch."""
-    op: OpRecord = _NEW(OpRecord)
-    _NAME(op, template.name)
-    _PHASE(op, template.phase)
-    _MODULE(op, template.module)
-    _FLOPS(op, flops)
-    _SOURCE(op, template.flop_source)
-    _READ(op, values[0])
-    _WRITTEN(op, values[1])
-    _ELEMENTS(op, values[2])
-    _DTYPE(op, template.dtype)
-    _INPUTS(op, template.input_ids)
-    _OUTPUTS(op, template.output_ids)
-    _GEMMS(op, gemms)
-    _IMPLICIT(op, implicit_gemms)
-    _ROWS(op, values[3])
-    _ROW_ELEMENTS(op, values[4])
-    return op
+def _ops_at(template: tuple[OpRecord, ...], rebuilt: _Rebuilt, batch: int) -> tuple[OpRecord, ...]:
+    """``template``'s ops with the numbers of ``batch`` where they change."""
+    values = [slope * batch + intercept for slope, intercept in rebuilt.lines]
+    ops = list(template)
+    for position, op_template, flop_slope, flop_intercept, start, count, explicit in rebuilt.ops:
+        op: OpRecord = _NEW(OpRecord)
+        _NAME(op, op_template.name)
+        _PHASE(op, op_template.phase)
+        _MODULE(op, op_template.module)
+        _FLOPS(op, float(flop_slope * batch + flop_intercept))
+        _SOURCE(op, op_template.flop_source)
+        _READ(op, values[start])
+        _WRITTEN(op, values[start + 1])
+        _ELEMENTS(op, values[start + 2])
+        _DTYPE(op, op_template.dtype)
+        _INPUTS(op, op_template.input_ids)
+        _OUTPUTS(op, op_template.output_ids)
+        _ROWS(op, values[start + 3])
+        _ROW_ELEMENTS(op, values[start + 4])
+        dims = iter(values[start + 5 : start + count])
+        gemms = tuple(zip(dims, dims, dims, dims, strict=True))
+        _GEMMS(op, gemms[:explicit])
+        _IMPLICIT(op, gemms[explicit:])
+        ops[position] = op
+    return tuple(ops)
 
 
-def _resized(tensor: TensorRecord, nbytes: int) -> TensorRecord:
-    resized: TensorRecord = _NEW(TensorRecord)
-    _ID(resized, tensor.tensor_id)
-    _NBYTES(resized, nbytes)
-    _TENSOR_DTYPE(resized, tensor.dtype)
-    _KIND(resized, tensor.kind)
-    _FIRST(resized, tensor.first_op)
-    _LAST(resized, tensor.last_op)
-    return resized
+def _tensors_at(template: tuple[TensorRecord, ...], rebuilt: _Rebuilt, batch: int) -> tuple[TensorRecord, ...]:
+    """``template``'s tensors with the sizes of ``batch`` where they change."""
+    tensors = list(template)
+    for position, tensor, slope, intercept in rebuilt.tensors:
+        resized: TensorRecord = _NEW(TensorRecord)
+        _ID(resized, tensor.tensor_id)
+        _NBYTES(resized, slope * batch + intercept)
+        _TENSOR_DTYPE(resized, tensor.dtype)
+        _KIND(resized, tensor.kind)
+        _FIRST(resized, tensor.first_op)
+        _LAST(resized, tensor.last_op)
+        tensors[position] = resized
+    return tuple(tensors)
