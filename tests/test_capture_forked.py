@@ -88,6 +88,35 @@ def test_a_failed_child_leaves_the_capture_here(monkeypatch: pytest.MonkeyPatch,
     assert capture((2, 5), processes=2) == capture((2, 5), processes=1)
 
 
+class PerSampleLoop(nn.Module):
+    """A step whose ops depend on the batch: one linear call per sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(6, 3)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.linear(sample) for sample in inputs])
+
+
+def test_a_childs_step_that_the_optimizer_records_do_not_fit_is_recorded_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child records up to the optimizer; where the first size's optimizer records do not fit its
+    step (other ops), this process records that size with its own optimizer step."""
+    finished: list[bool] = []
+    finish = fake_step.FakeStep.finish
+
+    def counted(self: fake_step.FakeStep, *arguments: Any) -> Any:
+        workload = finish(self, *arguments)
+        finished.append(workload is not None)
+        return workload
+
+    monkeypatch.setattr(fake_step.FakeStep, "finish", counted)
+    sizes, inputs = (2, 3, 3), torch.randn(4, 6)
+    forked = capture_train_steps(PerSampleLoop(), inputs, batch_sizes=sizes, processes=2)
+    assert finished == [False, True]
+    assert forked == capture_train_steps(PerSampleLoop(), inputs, batch_sizes=sizes, processes=1)
+
+
 def test_without_a_second_cpu_nothing_is_forked(monkeypatch: pytest.MonkeyPatch) -> None:
     forks = counting_forks(monkeypatch, lambda call: call)
     monkeypatch.setattr(fake_step, "can_fork", lambda: False)

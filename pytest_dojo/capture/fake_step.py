@@ -18,11 +18,11 @@ import torch.utils._pytree as pytree
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.module_tracker import ModuleTracker
 
-from hwmodel import ParameterRecord, Workload
+from hwmodel import OpRecord, ParameterRecord, TensorRecord, Workload
 from pytest_dojo.capture.forked import ForkedCall, can_fork
 from pytest_dojo.capture.modes import StepMode, forward_context, runs_backward, runs_optimizer
 from pytest_dojo.capture.optimizer_state import create_optimizer_state
-from pytest_dojo.capture.recorder import DispatchRecorder, OptimizerTail, Recorder
+from pytest_dojo.capture.recorder import BeforeOptimizer, DispatchRecorder, OptimizerTail, Recorder
 from pytest_dojo.capture.storage import dtype_name
 from pytest_dojo.errors import CaptureError
 
@@ -63,18 +63,22 @@ class Batches:
         timeout_s = CHILD_TIMEOUT_S + CHILD_TIMEOUT_FACTOR * len(sizes) * (time.perf_counter() - start)
         return first, Remaining(batches=self, sizes=sizes[1:], child=child, tail=tail, timeout_s=timeout_s)
 
-    def _fork(self, sizes: tuple[int, ...]) -> ForkedCall[tuple[list[Workload], dict[str, float]]] | None:
+    def _fork(self, sizes: tuple[int, ...]) -> ForkedCall[ChildAnswer] | None:
         """A child capturing ``sizes``; None where no process could be made."""
         try:
             return ForkedCall(lambda: self._elsewhere(sizes))
         except OSError:
             return None
 
-    def _elsewhere(self, sizes: tuple[int, ...]) -> tuple[list[Workload], dict[str, float]]:
-        """What a forked child sends back: the step at ``sizes`` and the seconds it spent by phase."""
+    def _elsewhere(self, sizes: tuple[int, ...]) -> ChildAnswer:
+        """What a forked child sends back: the step at each of ``sizes`` up to its optimizer phase
+        (this process adds its own optimizer records), and the seconds it spent by phase."""
         before = dict(self.step.times)
-        workloads = self.here(sizes, None)[0]
-        return workloads, {phase: seconds - before[phase] for phase, seconds in self.step.times.items()}
+        steps = [
+            self.step.record_before_optimizer(Recorder(tracker=ModuleTracker()), self._state(), batch, self.data)
+            for batch in sizes
+        ]  # whatever fails here, this process records the sizes itself
+        return steps, {phase: seconds - before[phase] for phase, seconds in self.step.times.items()}
 
     def _state(self) -> FakeState:
         try:
@@ -107,37 +111,54 @@ class Remaining:
 
     batches: Batches
     sizes: tuple[int, ...]
-    child: ForkedCall[tuple[list[Workload], dict[str, float]]]
+    child: ForkedCall[ChildAnswer]
     tail: OptimizerTail | None
     timeout_s: float
 
     def result(self) -> list[Workload]:
-        """The step at each of :attr:`sizes` (call once)."""
+        """The step at each of :attr:`sizes` (call once): the child's, each finished with the
+        optimizer records of the size before it, as one process reuses them; a size they do not
+        fit, and every size if the child failed, recorded here."""
         try:
             answer = self.child.result(self.timeout_s)
         finally:
             self.child.close()
-        rest = _checked(answer, self.sizes, self.batches.step.times)
-        return rest if rest is not None else self.batches.here(self.sizes, self.tail)[0]
+        steps = _checked(answer, self.sizes, self.batches.step.times)
+        if steps is None:
+            return self.batches.here(self.sizes, self.tail)[0]
+        workloads: list[Workload] = []
+        tail, state = self.tail, self.batches.step.made
+        assert state is not None
+        for before in steps:
+            finished = self.batches.step.finish(before, state, self.batches.name, tail)
+            if finished is None:
+                here, tail = self.batches.here((before.batch_size,), tail)
+                finished = here[0]
+            workloads.append(finished)
+        return workloads
 
 
-def _checked(answer: object, sizes: tuple[int, ...], times: dict[str, float]) -> list[Workload] | None:
-    """A child's workloads at ``sizes``, its phase seconds added to ``times``; None for anything
-    else (the child failed, or sent what is not that)."""
+ChildAnswer = tuple[list[BeforeOptimizer], dict[str, float]]
+"""A forked child's steps up to their optimizer phase, and its seconds by capture phase."""
+
+
+def _checked(answer: object, sizes: tuple[int, ...], times: dict[str, float]) -> list[BeforeOptimizer] | None:
+    """A child's steps at ``sizes``, its phase seconds added to ``times``; None for anything else
+    (the child failed, or sent what is not that)."""
     if not (isinstance(answer, tuple) and len(answer) == 2):
         return None
-    workloads, child_times = answer
+    steps, child_times = answer
     if not (
-        isinstance(workloads, list)
-        and all(isinstance(workload, Workload) for workload in workloads)
-        and tuple(workload.batch_size for workload in workloads) == sizes
+        isinstance(steps, list)
+        and all(isinstance(step, BeforeOptimizer) for step in steps)
+        and tuple(step.batch_size for step in steps) == sizes
         and isinstance(child_times, dict)
         and set(child_times) == set(times)
     ):
         return None
     for phase, seconds in child_times.items():
         times[phase] += float(seconds)
-    return workloads
+    return steps
 
 
 CHILD_TIMEOUT_S = 60.0
@@ -208,6 +229,84 @@ class FakeStep:
         tail: OptimizerTail | None,
     ) -> tuple[Workload, OptimizerTail]:
         """The step at ``batch`` samples; the optimizer's records come from ``tail`` where they may."""
+        reused = self._run(recorder, state, batch, batch_data, tail, optimize=True)[2]
+        start = time.perf_counter()
+        # The parameter records mark the gradients' storages, so they come before the tensor table.
+        parameter_records = _parameter_records(recorder, state.parameters)
+        if reused and tail is not None:
+            ops, tensors = tail.splice(tuple(recorder.ops), recorder.table.records())
+        else:
+            ops, tensors = tuple(recorder.ops), recorder.table.records()
+            tail = OptimizerTail.of(recorder)
+        workload = self._workload(network, batch, state, ops, tensors, parameter_records)
+        self.times["records"] += time.perf_counter() - start
+        return workload, tail
+
+    def record_before_optimizer(
+        self, recorder: Recorder, state: FakeState, batch: int, batch_data: tuple[Any, Any]
+    ) -> BeforeOptimizer:
+        """The step at ``batch`` samples up to its optimizer phase, which is not run (a process
+        that has the optimizer's records finishes it: :meth:`finish`)."""
+        storages, gradients_recorded, _ = self._run(recorder, state, batch, batch_data, None, optimize=False)
+        start = time.perf_counter()
+        parameter_records = _parameter_records(recorder, state.parameters)
+        before = BeforeOptimizer(
+            batch_size=batch,
+            ops=tuple(recorder.ops),
+            tensors=recorder.table.records(),
+            parameters=parameter_records,
+            storages=storages,
+            gradients_recorded=gradients_recorded,
+        )
+        self.times["records"] += time.perf_counter() - start
+        return before
+
+    def finish(
+        self, before: BeforeOptimizer, state: FakeState, network: str, tail: OptimizerTail | None
+    ) -> Workload | None:
+        """``before`` followed by ``tail``'s optimizer records, as :meth:`record` would reuse them;
+        None where they do not fit it (the step must be recorded with its own optimizer step)."""
+        if state.optimizer is None:
+            ops, tensors = before.ops, before.tensors
+        elif tail is not None and tail.fits(before.storages, before.gradients_recorded, before.ops):
+            ops, tensors = tail.splice(before.ops, before.tensors)
+        else:
+            return None
+        return self._workload(network, before.batch_size, state, ops, tensors, before.parameters)
+
+    def _workload(
+        self,
+        network: str,
+        batch: int,
+        state: FakeState,
+        ops: tuple[OpRecord, ...],
+        tensors: tuple[TensorRecord, ...],
+        parameters: tuple[ParameterRecord, ...],
+    ) -> Workload:
+        optimizer = type(state.optimizer).__name__ if state.optimizer is not None else "none"
+        return Workload(
+            name=network,
+            batch_size=batch,
+            ops=ops,
+            tensors=tensors,
+            parameters=parameters,
+            optimizer=optimizer,
+            mode=self.mode,
+        )
+
+    def _run(
+        self,
+        recorder: Recorder,
+        state: FakeState,
+        batch: int,
+        batch_data: tuple[Any, Any],
+        tail: OptimizerTail | None,
+        *,
+        optimize: bool,
+    ) -> tuple[int, bool, bool]:
+        """Run the step at ``batch`` under ``recorder``: forward, loss, backward, then, where
+        ``optimize`` and ``tail`` does not fit it, the optimizer step. Returns the storages seen
+        after backward, whether every gradient is among them, and whether ``tail`` fits."""
         with state.mode:
             fake_inputs, fake_targets = pytree.tree_map_only(
                 torch.Tensor, lambda t: self.fake_like(t, batch), batch_data
@@ -228,30 +327,14 @@ class FakeStep:
             self.times["backward"] += time.perf_counter() - start
             start = time.perf_counter()
             gradients = [p.grad for p in state.parameters.values() if p.grad is not None]
-            reused = state.optimizer is not None and tail is not None and tail.fits(recorder, gradients)
-            if not reused and state.optimizer is not None:
+            storages = len(recorder.table.storages)
+            recorded = all(recorder.table.has(gradient) for gradient in gradients)
+            reused = state.optimizer is not None and tail is not None and tail.fits(storages, recorded, recorder.ops)
+            if optimize and not reused and state.optimizer is not None:
                 recorder.phase = "optimizer"
                 state.optimizer.step()
             self.times["optimizer"] += time.perf_counter() - start
-        start = time.perf_counter()
-        # The parameter records mark the gradients' storages, so they come before the tensor table.
-        parameter_records = _parameter_records(recorder, state.parameters)
-        if reused and tail is not None:
-            ops, tensors = tail.splice(recorder)
-        else:
-            ops, tensors = tuple(recorder.ops), recorder.table.records()
-            tail = OptimizerTail.of(recorder)
-        workload = Workload(
-            name=network,
-            batch_size=batch,
-            ops=ops,
-            tensors=tensors,
-            parameters=parameter_records,
-            optimizer=type(state.optimizer).__name__ if state.optimizer is not None else "none",
-            mode=self.mode,
-        )
-        self.times["records"] += time.perf_counter() - start
-        return workload, tail
+        return storages, recorded, reused
 
 
 def _register_storages(

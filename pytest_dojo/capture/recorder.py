@@ -22,7 +22,7 @@ from torch.utils._mode_utils import no_dispatch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
-from hwmodel import OpRecord, TensorRecord
+from hwmodel import OpRecord, ParameterRecord, TensorRecord
 from hwmodel.step.workload import ROOT_MODULE
 from pytest_dojo.capture.formulas import check_same_dtype, count_flops, gemms, nbytes
 from pytest_dojo.capture.shapes import NO_TRAFFIC_OPS, implicit_gemms, rows
@@ -184,22 +184,38 @@ class OptimizerTail:
             tensors=tensors,
         )
 
-    def fits(self, recorder: Recorder, gradients: Sequence[torch.Tensor]) -> bool:
-        """Whether ``recorder``, stopped after backward, touched what this tail's step touched."""
-        return (
-            len(recorder.table.storages) == self.storages_before
-            and all(recorder.table.has(gradient) for gradient in gradients)
-            and _signature(recorder.ops) == self.prefix
-        )
+    def fits(self, storages: int, gradients_recorded: bool, ops: Sequence[OpRecord]) -> bool:
+        """Whether a step stopped after backward, with ``storages`` storages seen and ``ops``
+        recorded (every gradient among the storages, ``gradients_recorded``), touched what this
+        tail's step touched."""
+        return storages == self.storages_before and gradients_recorded and _signature(ops) == self.prefix
 
-    def splice(self, recorder: Recorder) -> tuple[tuple[OpRecord, ...], tuple[TensorRecord, ...]]:
-        """The ops and tensor table of ``recorder``'s step followed by this tail's optimizer step."""
+    def splice(
+        self, ops: tuple[OpRecord, ...], tensors: tuple[TensorRecord, ...]
+    ) -> tuple[tuple[OpRecord, ...], tuple[TensorRecord, ...]]:
+        """The ops and tensor table of a step stopped after backward, followed by this tail's
+        optimizer step."""
         start = len(self.prefix)
-        tensors = list(recorder.table.records())
-        for index, record in enumerate(tensors):
+        spliced = list(tensors)
+        for index, record in enumerate(spliced):
             if self.tensors[index].last_op >= start:
-                tensors[index] = dataclasses.replace(record, last_op=self.tensors[index].last_op)
-        return (*recorder.ops, *self.ops), (*tensors, *self.tensors[self.storages_before :])
+                spliced[index] = dataclasses.replace(record, last_op=self.tensors[index].last_op)
+        return (*ops, *self.ops), (*spliced, *self.tensors[self.storages_before :])
+
+
+@dataclass(frozen=True)
+class BeforeOptimizer:
+    """A step at ``batch_size`` recorded up to its optimizer phase, in plain records: what a forked
+    child sends back, for the process that has the optimizer's records to finish
+    (:meth:`OptimizerTail.fits` reads ``storages``, the storages seen after backward, and
+    ``gradients_recorded``, whether every gradient was among them)."""
+
+    batch_size: int
+    ops: tuple[OpRecord, ...]
+    tensors: tuple[TensorRecord, ...]
+    parameters: tuple[ParameterRecord, ...]
+    storages: int
+    gradients_recorded: bool
 
 
 def _signature(ops: Sequence[OpRecord]) -> tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]:
