@@ -19,6 +19,7 @@ garbage-collected, or when the process exits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pickle
 import select
@@ -118,9 +119,13 @@ class _Child:
 
     pid: int | None
     read: int | None
+    parent: int = dataclasses.field(default_factory=os.getpid)
 
     def end(self) -> None:
-        """Close the pipe, kill the child if it still runs and reap it (idempotent)."""
+        """Close the pipe, kill the child if it still runs and reap it (idempotent; nothing in
+        another process, such as a later child that inherited this record)."""
+        if os.getpid() != self.parent:
+            return
         if self.read is not None:
             read, self.read = self.read, None
             os.close(read)
