@@ -19,7 +19,6 @@ garbage-collected, or when the process exits.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import pickle
 import select
@@ -29,7 +28,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, NoReturn, TypeVar
 
 T = TypeVar("T")
@@ -119,7 +118,7 @@ class _Child:
 
     pid: int | None
     read: int | None
-    parent: int = dataclasses.field(default_factory=os.getpid)
+    parent: int = field(default_factory=os.getpid)
 
     def end(self) -> None:
         """Close the pipe, kill the child if it still runs and reap it (idempotent; nothing in
