@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from torch.utils.flop_counter import flop_registry
 from torch.utils.module_tracker import ModuleTracker
 
 from hwmodel import OpRecord, Workload
+from hwmodel.errors import WorkloadError
 from pytest_dojo.capture import capture_train_step
 from pytest_dojo.capture.recorder import DispatchRecorder, Recorder
 from pytest_dojo.capture.shapes import NO_TRAFFIC_OPS
@@ -84,6 +86,25 @@ def test_convolution_implicit_gemms_by_hand() -> None:
     grouped_forward, grouped_backward = (op for op in workload.ops if op.module.endswith("grouped"))
     assert gemm_flops(grouped_backward.implicit_gemms[:1]) == 4 * grouped_forward.flops
     assert gemm_flops(grouped_backward.implicit_gemms[1:]) == grouped_forward.flops
+
+
+def test_convolutions_record_their_window_and_sizes() -> None:
+    """(kernel h, w, stride h, w, dilation h, w, groups, in channels, out channels, in h, w, out h, w):
+    the grouped 3x3 at stride 2 takes 8 x 8 images to 4 x 4, the 1x1 stem keeps 8 x 8; forward and
+    backward ops carry the same window; a transposed convolution and a matrix multiply carry none."""
+    workload = capture_train_step(GroupedStrided(), torch.randn(2, 8, 8, 8))
+    windows = {
+        (op.module.rsplit(".", 1)[-1], op.phase): op.conv_window for op in workload.ops if "convolution" in op.name
+    }
+    assert windows == {
+        ("stem", "forward"): (1, 1, 1, 1, 1, 1, 1, 8, 8, 8, 8, 8, 8),
+        ("grouped", "forward"): (3, 3, 2, 2, 1, 1, 4, 8, 16, 8, 8, 4, 4),
+        ("grouped", "backward"): (3, 3, 2, 2, 1, 1, 4, 8, 16, 8, 8, 4, 4),
+        ("stem", "backward"): (1, 1, 1, 1, 1, 1, 1, 8, 8, 8, 8, 8, 8),
+    }
+    assert all(not op.conv_window for op in workload.ops if "convolution" not in op.name)
+    transposed = capture_train_step(nn.ConvTranspose2d(4, 4, 3, stride=2), torch.randn(2, 4, 5, 5))
+    assert all(not op.conv_window for op in transposed.ops)
 
 
 def test_attention_is_its_batched_gemms() -> None:
@@ -261,10 +282,15 @@ def test_new_fields_round_trip_and_older_json_loads() -> None:
     workload = capture_train_step(GroupedStrided(), torch.randn(2, 8, 8, 8))
     assert any(op.implicit_gemms for op in workload.ops)
     assert Workload.from_json(workload.to_json()) == workload
+    assert any(op.conv_window for op in Workload.from_json(workload.to_json()).ops)
+    broken = workload.to_dict()
+    next(op for op in broken["ops"] if op["conv_window"])["conv_window"] = [3, 3, 1]
+    with pytest.raises(WorkloadError, match="conv_window must be 13 positive ints"):
+        Workload.from_dict(broken)
     older = workload.to_dict()
     for op in older["ops"]:
-        for key in ("implicit_gemms", "rows", "row_elements"):
+        for key in ("implicit_gemms", "rows", "row_elements", "conv_window"):
             del op[key]
     loaded = Workload.from_dict(older)
-    assert all(op.implicit_gemms == () and op.rows == op.row_elements == 0 for op in loaded.ops)
+    assert all(op.implicit_gemms == () and op.rows == op.row_elements == 0 and not op.conv_window for op in loaded.ops)
     assert [op.flops for op in loaded.ops] == [op.flops for op in workload.ops]

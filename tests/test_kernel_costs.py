@@ -16,7 +16,7 @@ from hwmodel import OpRecord, Report, Workload, get_preset, make_system, simulat
 from hwmodel.ops.calibration import peak_table
 from hwmodel.ops.cost import op_costs
 from hwmodel.ops.cost_model import cost_model_section, kernel_op_costs
-from hwmodel.ops.kernels import gemm
+from hwmodel.ops.kernels import convolution, gemm
 from hwmodel.ops.kernels.from_chip import kernel_device_from_chip
 from hwmodel.ops.kernels.memory_bound import achieved_bandwidth
 from hwmodel.ops.kernels.parameters import load_parameters
@@ -25,6 +25,7 @@ from hwmodel.step.sections import OpCostModel
 from pytest_dojo.plugin.summary import cost_model_lines
 
 A100 = get_preset("a100").chip
+PARAMETERS = load_parameters()
 D1 = get_preset("d1").chip
 
 
@@ -214,3 +215,67 @@ def test_a_depthwise_convolution_is_a_streaming_kernel_and_a_batched_matvec_is_a
     assert costs.memory_s[0] == pytest.approx(moved / bandwidth[0], rel=1e-12)
     assert costs.time_s[0] == pytest.approx(max(costs.compute_s[0], costs.memory_s[0]) + A100.op_overhead_s)
     assert costs.time_s[1] > 10 * costs.time_s[0]
+
+
+def _conv(name: str, gemms: tuple[tuple[int, int, int, int], ...], window: tuple[int, ...]) -> OpRecord:
+    flops = sum(2.0 * count * m * n * k for count, m, n, k in gemms)
+    return OpRecord(
+        name=name,
+        phase="backward" if "backward" in name else "forward",
+        module="m",
+        flops=flops,
+        flop_source="torch",
+        bytes_read=4 * 32 * 256 * 3136,
+        bytes_written=4 * 32 * 256 * 3136,
+        output_elements=32 * 256 * 3136,
+        dtype="float32",
+        implicit_gemms=gemms,
+        conv_window=window,
+    )
+
+
+# 32 images of 256 x 56 x 56 to 256 channels, 3x3 at stride 1, padding 1.
+CONV_WINDOW = (3, 3, 1, 1, 1, 1, 1, 256, 256, 56, 56, 56, 56)
+FORWARD = (1, 32 * 3136, 256, 256 * 9)
+INPUT_GRAD = (1, 32 * 3136, 256, 256 * 9)
+WEIGHT_GRAD = (1, 256, 256 * 9, 32 * 3136)
+
+
+def _winograd_s(shape: convolution.ConvShape) -> float:
+    products, transforms = convolution.winograd_nonfused_parts(shape, kernel_device_from_chip(A100, FP32), PARAMETERS)
+    return float(products[0] + transforms[0])
+
+
+def test_an_fp32_3x3_convolution_runs_as_winograd_with_its_four_kernels() -> None:
+    """On A100 in FP32 the forward runs as non-fused Winograd (faster than its implicit GEMM here),
+    paying the chip's launch cost for each of its four kernels; the same op without its window (a
+    capture that predates it) stays the implicit GEMM, and so does BF16, whose tensor-core implicit
+    GEMM the Winograd model does not cover."""
+    shape = convolution.conv_shape(*(np.array([v], dtype=np.float64) for v in (32, 256, 256, 3, 56, 1, 1)))
+    winograd = kernel_op_costs(_workload(_conv("aten.convolution.default", (FORWARD,), CONV_WINDOW)), A100, FP32)
+    assert winograd.time_s[0] == pytest.approx(_winograd_s(shape) + 4 * A100.op_overhead_s, rel=1e-12)
+    implicit = kernel_op_costs(_workload(_conv("aten.convolution.default", (FORWARD,), ())), A100, FP32)
+    assert winograd.time_s[0] < implicit.time_s[0]
+    for window in ((), CONV_WINDOW):
+        bf16 = kernel_op_costs(_workload(_conv("aten.convolution.default", (FORWARD,), window)), A100, MIXED_BF16)
+        assert bf16.time_s[0] == kernel_op_costs(_workload(_mm(*FORWARD[1:])), A100, MIXED_BF16).time_s[0]
+
+
+def test_the_input_gradient_may_run_as_winograd_and_the_weight_gradient_stays_an_implicit_gemm() -> None:
+    """The backward's input gradient is a 3x3 stride-1 convolution from the output gradient's 256
+    channels to the input's: Winograd; its weight gradient (a deep GEMM over the batch) is not.
+    A grouped window runs neither as Winograd."""
+    shape = convolution.conv_shape(*(np.array([v], dtype=np.float64) for v in (32, 256, 256, 3, 56, 1, 1)))
+    backward = _conv("aten.convolution_backward.default", (INPUT_GRAD, WEIGHT_GRAD), CONV_WINDOW)
+    costs = kernel_op_costs(_workload(backward), A100, FP32)
+    weight_grad = gemm.gemm_seconds(
+        gemm.GemmDims(*(np.array([v], dtype=np.float64) for v in WEIGHT_GRAD)), kernel_device_from_chip(A100, FP32),
+        PARAMETERS, 0.0,
+    )  # fmt: skip
+    assert costs.time_s[0] == pytest.approx(_winograd_s(shape) + float(weight_grad[0]) + 5 * A100.op_overhead_s)
+    grouped = (*CONV_WINDOW[:6], 2, *CONV_WINDOW[7:])
+    plain = kernel_op_costs(_workload(_conv("aten.convolution_backward.default", (INPUT_GRAD,), ())), A100, FP32)
+    as_grouped = kernel_op_costs(
+        _workload(_conv("aten.convolution_backward.default", (INPUT_GRAD,), grouped)), A100, FP32
+    )
+    assert as_grouped.time_s[0] == plain.time_s[0]

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dojo_validation.kernels import data, lodo
 from hwmodel.errors import HwModelError, SpecError
-from hwmodel.ops.kernels import gemm, memory_bound, rowwise, views
+from hwmodel.ops.kernels import convolution, gemm, memory_bound, rowwise, views
 from hwmodel.ops.kernels.device import KernelDevice
 from hwmodel.ops.kernels.dispatch import KNOWN_OPS, predict_seconds
 from hwmodel.ops.kernels.from_chip import kernel_device_from_chip
@@ -181,7 +182,7 @@ def test_kernel_device_from_chip_follows_the_precision() -> None:
 
 
 def test_parameters_are_few_positive_and_documented() -> None:
-    assert len(PARAMETER_NAMES) <= 13
+    assert len(PARAMETER_NAMES) <= 14
     assert all(getattr(PARAMETERS, name) > 0 for name in PARAMETER_NAMES)
     assert display_value("gemm_launch_s", 2.5e-5) == "25 us"
     with pytest.raises(SpecError, match="gemm_peak_fraction must be > 0"):
@@ -270,3 +271,78 @@ def test_parameters_round_trip_through_a_mapping() -> None:
     with pytest.raises(SpecError, match="missing"):
         parameters_from_mapping({})
     assert isinstance(PARAMETERS, KernelParameters)
+
+
+def test_winograd_tiles_products_and_transform_bytes_by_hand() -> None:
+    """2 images of 3 x 8 x 8 to 4 channels, 3x3 at stride 1 with padding 1 (8 x 8 out): 2 x 2 x 2 =
+    8 tiles of F(4x4, 3x3); 36 GEMMs of (8 x 3) @ (3 x 4); the input transform reads 2 x 3 x 64 and
+    writes 36 x 8 x 3 values, the filter transform reads 9 x 3 x 4 and writes 36 x 3 x 4, the output
+    transform reads 36 x 8 x 4 and writes 2 x 4 x 64 (4 bytes each)."""
+    shape = convolution.conv_shape(one(2), one(3), one(4), one(3), one(8), one(1), one(1))
+    assert shape.out_height[0] == shape.out_width[0] == 8
+    assert shape.winograd_tiles()[0] == 8
+    products = shape.winograd_products()
+    assert (products.batch[0], products.m[0], products.n[0], products.k[0]) == (36, 8, 4, 3)
+    inputs, filters, outputs = (float(b[0]) for b in convolution.winograd_transform_bytes(shape))
+    assert (inputs, filters, outputs) == (4 * (384 + 864), 4 * (108 + 432), 4 * (1152 + 512))
+
+
+def test_winograd_pays_whole_tiles_and_applies_only_to_3x3_at_stride_1() -> None:
+    """A 5 x 5 output is 2 x 2 tiles of 4 x 4: 36 x 4 = 144 products per channel pair against 9 x 25 =
+    225 for the direct window; a 5x5 window or stride 2 leave only the implicit GEMM."""
+    five = convolution.conv_shape(one(1), one(64), one(64), one(3), one(5), one(1), one(1))
+    assert five.winograd_tiles()[0] == 4
+    assert float(five.winograd_products().flops[0]) == 2 * 144 * 64 * 64
+    assert float(five.implicit_gemm().flops[0]) == 2 * 225 * 64 * 64
+    for kernel, stride in ((5, 1), (3, 2)):
+        shape = convolution.conv_shape(one(8), one(64), one(64), one(kernel), one(32), one(stride), one(1))
+        assert not shape.winograd_applies[0]
+        assert convolution.chosen_algorithm(shape, A100, PARAMETERS) == ["implicit_gemm"]
+        assert convolution.convolution_seconds(shape, A100, PARAMETERS)[0] == pytest.approx(
+            convolution.implicit_gemm_seconds(shape, A100, PARAMETERS)[0], rel=1e-12
+        )
+
+
+def test_a_large_3x3_convolution_runs_as_winograd_and_is_never_slower_than_the_implicit_gemm() -> None:
+    """32 images of 256 x 56 x 56, 3x3 at stride 1: Winograd F(4x4, 3x3) has 2.25x fewer products
+    than the direct window here (36 x 14 x 14 against 9 x 56 x 56 per channel pair), enough to win
+    even at a fraction of the GEMM rate; the chosen time is the faster one."""
+    shape = convolution.conv_shape(one(32), one(256), one(256), one(3), one(56), one(1), one(1))
+    assert float(shape.implicit_gemm().flops[0] / shape.winograd_products().flops[0]) == pytest.approx(4.0)
+    implicit, winograd = convolution.algorithm_seconds(shape, A100, PARAMETERS)[:, 0]
+    assert convolution.chosen_algorithm(shape, A100, PARAMETERS) == ["winograd_nonfused"]
+    assert convolution.convolution_seconds(shape, A100, PARAMETERS)[0] == min(implicit, winograd) == winograd
+
+
+def test_the_model_picks_winograd_where_cudnn_ran_its_four_kernels() -> None:
+    """On the measured convolutions (all 3x3 at stride 1), cuDNN's non-fused Winograd is the rows of
+    four kernels; the model picks Winograd on at least 80% of those on every device, and on fewer
+    of the rows that ran one or two kernels (implicit GEMM or fused Winograd)."""
+    rows = data.load(["conv"])["conv"]
+    devices = lodo.devices_by_name()
+    for name in lodo.CONV_DEVICES:
+        mine = rows.device == name
+        s = {column: values[mine] for column, values in rows.shapes.items()}
+        columns = ("B", "Input_Channel", "Output_Channel", "Kernel_Szie", "Input_Size", "Stride", "Padding")
+        shape = convolution.conv_shape(*(s[column] for column in columns))
+        winograd = np.array(convolution.chosen_algorithm(shape, devices[name], PARAMETERS)) == "winograd_nonfused"
+        four, fewer = rows.kernel_count[mine] == 4, rows.kernel_count[mine] <= 2
+        assert winograd[four].mean() >= 0.8, name
+        assert winograd[fewer].mean() < winograd[four].mean(), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 64),
+    channels=st.integers(1, 512),
+    out_channels=st.integers(1, 512),
+    size=st.integers(3, 128),
+)
+def test_a_convolution_is_never_slower_than_its_implicit_gemm(
+    batch: int, channels: int, out_channels: int, size: int
+) -> None:
+    """cudnn.benchmark keeps the fastest algorithm: the modelled convolution never exceeds its
+    implicit GEMM, whatever the shape."""
+    shape = convolution.conv_shape(one(batch), one(channels), one(out_channels), one(3), one(size), one(1), one(1))
+    chosen = convolution.convolution_seconds(shape, A100, PARAMETERS)[0]
+    assert 0 < chosen <= convolution.implicit_gemm_seconds(shape, A100, PARAMETERS)[0]

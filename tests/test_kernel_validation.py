@@ -29,7 +29,7 @@ def test_recorded_parameters_say_where_they_came_from() -> None:
     assert provenance["devices"] == list(lodo.TRAIN_DEVICES)
     assert provenance["command"].startswith("pytest-dojo validate kernels --write-parameters")
     assert {"date", "files", "rows", "objective"} <= set(provenance)
-    assert len(PARAMETER_NAMES) <= 13
+    assert len(PARAMETER_NAMES) <= 14
 
 
 def test_a_small_fold_runs_and_returns_a_table() -> None:
@@ -43,9 +43,13 @@ def test_a_small_fold_runs_and_returns_a_table() -> None:
 
 
 @pytest.fixture(scope="module")
-def full_leave_one_device_out() -> dict[str, float]:
-    results = lodo.leave_one_device_out(data.load_all(), lodo.devices_by_name())
-    return lodo.class_means(results)
+def full_results() -> dict[str, lodo.Scores]:
+    return lodo.leave_one_device_out(data.load_all(), lodo.devices_by_name())
+
+
+@pytest.fixture(scope="module")
+def full_leave_one_device_out(full_results: dict[str, lodo.Scores]) -> dict[str, float]:
+    return lodo.class_means(full_results)
 
 
 MISSED = {
@@ -69,6 +73,14 @@ def test_leave_one_device_out_meets_the_target(full_leave_one_device_out: dict[s
     """Each class's mean error on devices the fit never saw is at most NeuSight's published
     out-of-distribution figure (LayerNorm: 25%)."""
     assert full_leave_one_device_out[op_class] <= lodo.TARGETS[op_class]
+
+
+@pytest.mark.slow
+def test_convolutions_on_unseen_devices_beat_the_roofline(full_results: dict[str, lodo.Scores]) -> None:
+    """Convolution has no published target; the model must at least beat the plain roofline on the
+    devices it never saw (as an implicit GEMM alone it did not: 44.0% against 42.1%)."""
+    conv = full_results["conv"]
+    assert float(np.mean(conv.pooled("model"))) < float(np.mean(conv.pooled("roofline")))
 
 
 def _fraction_of_fp32_peak(rows: data.KernelRows, device: str) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -1,7 +1,9 @@
 """Time kernels and whole steps on this machine's CUDA GPU into one calibration file (torch).
 
 Kernels are timed as the shipped measurements were (``dojo_validation/data/gpu_kernels/README.md``):
-IEEE FP32 (``allow_tf32`` off for matmuls and cuDNN), one forward call per row, warm-up calls,
+IEEE FP32 (``allow_tf32`` off for matmuls and cuDNN), ``cudnn.benchmark`` on (cuDNN times its
+convolution algorithms on the first call of a shape and keeps the fastest, the choice the model
+makes), one forward call per row, warm-up calls,
 then 25 calls each between two CUDA events; ``Latency`` is the mean of the fastest 5 (the data's
 figure), ``Median`` the median of the 25. Ops and shapes: :mod:`.shapes`. A shape whose tensors
 would take more than a third of the free GPU memory is skipped and listed. Whole steps: FP32
@@ -35,8 +37,8 @@ STEP_PLAN: tuple[tuple[str, str, int], ...] = (
 )
 """Whole steps measured after the kernels: (network, size, batch), FP32."""
 TIMING = (
-    f"IEEE FP32; {WARMUP} warm-up calls, then {CALLS} calls each between CUDA events; Latency = mean of the "
-    f"fastest {FASTEST} (ms), Median = median of the {CALLS} (ms)"
+    f"IEEE FP32, cudnn.benchmark on; {WARMUP} warm-up calls, then {CALLS} calls each between CUDA events; "
+    f"Latency = mean of the fastest {FASTEST} (ms), Median = median of the {CALLS} (ms)"
 )
 
 Timer = Callable[[Callable[[], object]], list[float]]
@@ -304,6 +306,7 @@ def run(
     )
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
     if target.type == "cuda":
         free, _ = torch.cuda.mem_get_info(target)
         limit = free / 3

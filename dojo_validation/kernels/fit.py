@@ -28,6 +28,7 @@ START = KernelParameters(
     gemm_launch_s=2e-5,
     linear_launch_s=4e-5,
     conv_launch_s=4e-5,
+    winograd_gemm_fraction=0.5,
     elementwise_launch_s=2e-5,
     layernorm_launch_s=3e-5,
     softmax_launch_s=2.5e-5,
@@ -67,7 +68,7 @@ GROUPS = (
         ("bmm", "linear"),
         "matmul",
     ),
-    Group(("conv_launch_s",), ("conv",), "conv"),
+    Group(("conv_launch_s", "winograd_gemm_fraction"), ("conv",), "conv"),
 )
 
 Progress = Callable[[str], None]

@@ -6,6 +6,11 @@ The workload's columns are adapted to the kernel functions; each op is one of:
 * a **view or allocation** (:func:`hwmodel.ops.kernels.views.is_zero_traffic`): 0 s, no launch;
 * a **matrix op with GEMM shapes** (``OpRecord.implicit_gemms``): the sum over its GEMMs of the
   GEMM model, tensor parallelism splitting each GEMM's ``n`` (output columns) by the chip's share;
+  on a GPU whose convolutions run on the CUDA cores (``fp32``), the forward and the input gradient
+  of a 3 x 3, stride-1, one-group convolution (``OpRecord.conv_window``) take the faster of the
+  implicit GEMM and cuDNN's non-fused Winograd (:mod:`hwmodel.ops.kernels.convolution`; its three
+  extra kernels each pay the launch cost); the weight gradient stays an implicit GEMM (NB: no
+  measured backward kernel backs either choice; the kernel data is forward convolutions);
 * a **row-wise op** (LayerNorm, softmax: ``OpRecord.rows``): rows per CTA in waves over the SMs;
 * **every other op** (elementwise, reductions, copies, optimizer lists, resampling): its bytes at
   the achieved bandwidth (L2 for a working set that fits it), or its FLOPs at the FP32 vector peak;
@@ -32,16 +37,19 @@ a GEMM whose chosen tile is memory-bound reports its ideal arithmetic as ``compu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from hwmodel.ops.arrays import WorkloadArrays, workload_arrays
+from hwmodel.ops.classes.base import packet_name
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.cost import OpCosts, scaled_work
 from hwmodel.ops.gpu_lowering import GpuLowering, gpu_lowering
 from hwmodel.ops.kernels import gemm, rowwise
+from hwmodel.ops.kernels.convolution import WINOGRAD_KERNELS, ConvShape, winograd_nonfused_parts
 from hwmodel.ops.kernels.device import KernelDevice
 from hwmodel.ops.kernels.from_chip import kernel_device_from_chip
 from hwmodel.ops.kernels.memory_bound import achieved_bandwidth
@@ -50,7 +58,7 @@ from hwmodel.ops.kernels.views import is_zero_traffic
 from hwmodel.spec.chip import HALF_DTYPES, ChipSpec
 from hwmodel.spec.precision import Precision
 from hwmodel.step.derived import WORKLOAD_CACHE
-from hwmodel.step.workload import PHASES, Workload
+from hwmodel.step.workload import PHASES, OpRecord, Workload
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -71,6 +79,7 @@ class KernelArrays:
     gemm_n: FloatArray
     gemm_k: FloatArray
     gemms_per_op: FloatArray
+    winograd: WinogradRows
     rows: FloatArray
     row_elements: FloatArray
     zero_traffic: BoolArray
@@ -81,6 +90,71 @@ class KernelArrays:
     @property
     def has_gemms(self) -> BoolArray:
         return np.asarray(self.gemms_per_op > 0)
+
+
+@dataclass(frozen=True, eq=False)
+class WinogradRows:
+    """Per implicit-GEMM row, the convolution Winograd F(4x4, 3x3) could run it as (``eligible``):
+    the forward of a 3 x 3, stride-1, undilated, one-group convolution, or its input gradient (a
+    convolution of the same window from the output gradient's channels and size to the input's).
+    The image fields are 0 where a row is not eligible."""
+
+    eligible: BoolArray
+    batch: FloatArray
+    in_channels: FloatArray
+    out_channels: FloatArray
+    height: FloatArray
+    width: FloatArray
+    out_height: FloatArray
+    out_width: FloatArray
+
+    def shape(self, rows: BoolArray, out_channel_share: float = 1.0) -> ConvShape:
+        """The :class:`ConvShape` of ``rows`` (eligible ones), their output channels scaled by a
+        tensor-parallel share."""
+        three = np.full(int(np.count_nonzero(rows)), 3.0)
+        return ConvShape(
+            batch=self.batch[rows],
+            in_channels=self.in_channels[rows],
+            out_channels=self.out_channels[rows] * out_channel_share,
+            kernel=three,
+            stride=np.ones_like(three),
+            height=self.height[rows],
+            width=self.width[rows],
+            out_height=self.out_height[rows],
+            out_width=self.out_width[rows],
+        )
+
+
+WINOGRAD_WINDOW = (3, 3, 1, 1, 1, 1, 1)
+"""``conv_window``'s kernel, stride, dilation and groups where Winograd F(4x4, 3x3) applies."""
+
+
+def winograd_rows(ops: Sequence[OpRecord]) -> WinogradRows:
+    """The :class:`WinogradRows` of every implicit GEMM of ``ops``, in order."""
+    values: list[tuple[float, ...]] = []
+    for op in ops:
+        window = op.conv_window
+        forward = packet_name(op.name) == "convolution"
+        for gemm_shape in op.implicit_gemms:
+            values.append(_winograd_image(window, gemm_shape, forward))
+    table = np.asarray(values, dtype=np.float64).reshape(-1, 8)
+    return WinogradRows(table[:, 0] > 0, *(table[:, column] for column in range(1, 8)))
+
+
+def _winograd_image(window: tuple[int, ...], gemm_shape: tuple[int, int, int, int], forward: bool) -> tuple[float, ...]:
+    """``(eligible, batch, in_channels, out_channels, height, width, out_height, out_width)`` of
+    one implicit GEMM of a convolution op as a Winograd convolution; zeros if it is none."""
+    none = (0.0,) * 8
+    if not window or tuple(window[:7]) != WINOGRAD_WINDOW:
+        return none
+    cin, cout, height, width, out_height, out_width = window[7:]
+    count, m, n, k = gemm_shape
+    if forward and count == 1 and n == cout and k == cin * 9 and m % (out_height * out_width) == 0:
+        return (1.0, m // (out_height * out_width), cin, cout, height, width, out_height, out_width)
+    if not forward and count == 1 and n == cin and k == cout * 9 and m % (height * width) == 0:
+        # The input gradient: the output gradient's cout channels of out_h x out_w to cin of h x w.
+        return (1.0, m // (height * width), cout, cin, out_height, out_width, height, width)
+    return none
 
 
 def kernel_arrays(workload: Workload) -> KernelArrays:
@@ -103,6 +177,7 @@ def _kernel_arrays(workload: Workload) -> KernelArrays:
         gemm_n=shapes[:, 2],
         gemm_k=shapes[:, 3],
         gemms_per_op=np.fromiter((len(op.implicit_gemms) for op in ops), dtype=np.float64, count=count),
+        winograd=winograd_rows(ops),
         rows=np.fromiter((op.rows for op in ops), dtype=np.float64, count=count),
         row_elements=np.fromiter((op.row_elements for op in ops), dtype=np.float64, count=count),
         zero_traffic=np.fromiter((is_zero_traffic(op.name) for op in ops), dtype=np.bool_, count=count),
@@ -171,6 +246,17 @@ def per_op_sum(op_index: IntArray, values: FloatArray, count: int) -> FloatArray
     return np.bincount(op_index, weights=values, minlength=count).astype(np.float64)
 
 
+@dataclass(frozen=True, eq=False)
+class GemmParts:
+    """Per op, summed over its GEMMs: kernel seconds (without launch floors), seconds of the ideal
+    arithmetic, seconds of streaming A, B and C, and the kernels launched."""
+
+    kernel_s: FloatArray
+    ideal_s: FloatArray
+    streaming_s: FloatArray
+    kernels: FloatArray
+
+
 def gpu_gemm_parts(
     kernels: KernelArrays,
     device: KernelDevice,
@@ -178,9 +264,12 @@ def gpu_gemm_parts(
     bytes_per_element: float,
     matrix_share: float,
     count: int,
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per op: (kernel seconds, seconds of the ideal arithmetic, seconds of streaming A, B and C)
-    summed over its GEMMs (without launch floors). A GEMM of ``count > 1`` is a strided-batched call."""
+    launch_s: float = 0.0,
+) -> GemmParts:
+    """The :class:`GemmParts` of every op with GEMMs. A GEMM of ``count > 1`` is a strided-batched
+    call. A convolution GEMM Winograd could run (:class:`WinogradRows`), on CUDA cores, runs as
+    Winograd where that is faster, its three extra kernels at ``launch_s`` each counted in the
+    comparison, as ``cudnn.benchmark`` would time them."""
     batched = kernels.gemm_count > 1
     count_share = kernels.gemm_count * matrix_share
     by_count = batched & (count_share == np.floor(count_share))  # heads split over the group
@@ -198,11 +287,25 @@ def gpu_gemm_parts(
             seconds[rows] = gemm.gemm_seconds(
                 part, device, parameters, launch_s=0.0, bytes_per_element=bytes_per_element, batched=is_batched
             )
+    launched = np.ones(len(dims.m))
+    winograd = kernels.winograd.eligible & (not device.matrix_on_tensor_cores)
+    if np.any(winograd):
+        shape = kernels.winograd.shape(winograd, matrix_share)
+        products, transforms = winograd_nonfused_parts(shape, device, parameters, bytes_per_element)
+        extra = WINOGRAD_KERNELS - 1
+        faster = products + transforms + extra * launch_s < seconds[winograd]
+        seconds[winograd] = np.where(faster, products + transforms, seconds[winograd])
+        launched[winograd] = np.where(faster, WINOGRAD_KERNELS, 1.0)
     moved = dims.bytes_moved(bytes_per_element)
     streaming = moved / achieved_bandwidth(moved, device, parameters)
     ideal = dims.flops / gemm.sustained_matrix_flops_per_s(device, parameters)
     op = kernels.gemm_op
-    return per_op_sum(op, seconds, count), per_op_sum(op, ideal, count), per_op_sum(op, streaming, count)
+    return GemmParts(
+        kernel_s=per_op_sum(op, seconds, count),
+        ideal_s=per_op_sum(op, ideal, count),
+        streaming_s=per_op_sum(op, streaming, count),
+        kernels=per_op_sum(op, launched, count),
+    )
 
 
 def split_kernel_time(time_s: FloatArray, ideal_s: FloatArray, memory_s: FloatArray) -> FloatArray:
@@ -232,10 +335,10 @@ def gpu_op_costs(
     compute_s = np.where(kernels.lowering.fused_away, 0.0, flops / device.fp32_flops_per_s)
     memory_s = moved / achieved_bandwidth(moved, device, parameters)
 
-    gemm_s, ideal_s, streaming_s = gpu_gemm_parts(kernels, device, parameters, element_bytes, matrix_share, count)
+    parts = gpu_gemm_parts(kernels, device, parameters, element_bytes, matrix_share, count, chip.op_overhead_s)
     fused = kinds.gemm & kernels.lowering.fused_attention
-    memory_s = np.where(kinds.gemm & ~fused, streaming_s, memory_s)
-    compute_s = np.where(kinds.gemm, split_kernel_time(gemm_s, ideal_s, streaming_s), compute_s)
+    memory_s = np.where(kinds.gemm & ~fused, parts.streaming_s, memory_s)
+    compute_s = np.where(kinds.gemm, split_kernel_time(parts.kernel_s, parts.ideal_s, parts.streaming_s), compute_s)
     if np.any(fused):
         compute_s = np.where(fused, _fused_gemm_s(kernels, device, parameters, element_bytes, matrix_share), compute_s)
 
@@ -246,7 +349,7 @@ def gpu_op_costs(
     if np.any(kinds.rowwise):
         memory_s = np.where(kinds.rowwise, _gpu_rowwise_s(kernels, moved, device, parameters, element_bytes), memory_s)
 
-    kernel_count = np.where(kinds.gemm & ~fused, kernels.gemms_per_op, kernels.lowering.kernels)
+    kernel_count = np.where(kinds.gemm & ~fused, parts.kernels, kernels.lowering.kernels)
     return launched_costs(arrays, kinds, chip, kernel_count, compute_s, memory_s, flops)
 
 

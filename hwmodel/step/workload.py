@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from hwmodel.errors import WorkloadError
 from hwmodel.step.derived import WORKLOAD_CACHE
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PHASES = ("forward", "backward", "optimizer")
 STEP_MODES = ("train", "forward_backward", "inference")
 """What a captured step runs: the whole training step, forward and backward without the optimizer,
@@ -29,6 +29,11 @@ TENSOR_KINDS = ("input", "parameter", "buffer", "gradient", "optimizer_state", "
 FLOP_SOURCES = ("torch", "formula", "unmodeled")
 ROOT_MODULE = "Global"
 """Module path given to ops that run outside every module (the loss, the optimizer)."""
+CONV_WINDOW = (
+    "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "groups",
+    "in_channels", "out_channels", "in_h", "in_w", "out_h", "out_w",
+)  # fmt: skip
+"""The fields of ``OpRecord.conv_window``, in order: a 2-D convolution's window and image sizes."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -79,6 +84,12 @@ class OpRecord:
     normalised elements; softmax and log-softmax: the ``dim`` size; forward and backward) and
     ``rows`` how many such rows its input holds (``rows x row_elements`` = the input's elements);
     both 0 for other ops.
+
+    ``conv_window`` describes a non-transposed 2-D convolution (forward or backward) by the fields
+    of :data:`CONV_WINDOW`: its window, groups, channels and the input's and output's height and
+    width, none of which depends on the batch. An accelerator library may run such a convolution by
+    another algorithm than its implicit GEMM (cuDNN's Winograd for a 3 x 3 window at stride 1).
+    Empty for other ops.
     """
 
     name: str
@@ -96,6 +107,7 @@ class OpRecord:
     implicit_gemms: tuple[tuple[int, int, int, int], ...] = ()
     rows: int = 0
     row_elements: int = 0
+    conv_window: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for label, gemms in (("GEMM", self.gemms), ("implicit GEMM", self.implicit_gemms)):
@@ -105,6 +117,11 @@ class OpRecord:
                 )
         if self.rows < 0 or self.row_elements < 0:
             raise WorkloadError(f"op {self.name}: rows and row_elements must be >= 0")
+        if self.conv_window and (len(self.conv_window) != len(CONV_WINDOW) or min(self.conv_window) < 1):
+            raise WorkloadError(
+                f"op {self.name}: conv_window must be {len(CONV_WINDOW)} positive ints "
+                f"({', '.join(CONV_WINDOW)}), got {self.conv_window}"
+            )
         if self.phase not in PHASES:
             raise WorkloadError(f"op {self.name}: phase must be one of {PHASES}, got {self.phase!r}")
         if self.flop_source not in FLOP_SOURCES:
@@ -208,6 +225,7 @@ class Workload:
                             "output_ids": tuple(op["output_ids"]),
                             "gemms": _gemms(op.get("gemms", ())),
                             "implicit_gemms": _gemms(op.get("implicit_gemms", ())),
+                            "conv_window": tuple(int(value) for value in op.get("conv_window", ())),
                         }
                     )
                     for op in data["ops"]

@@ -262,6 +262,11 @@ def _fit_op(index: int, a: OpRecord, b: OpRecord, batches: tuple[int, int], netw
             f"{where} runs {len(a.gemms)} GEMMs at batch {batches[0]}, {len(b.gemms)} at {batches[1]}:"
             " ATen picks another kernel"
         )
+    if a.conv_window != b.conv_window:
+        raise DerivationError(
+            f"{where}: its convolution window differs between batch {batches[0]} and {batches[1]}"
+            f" ({a.conv_window} and {b.conv_window}): no batch changes a window"
+        )
     if not (a.flops.is_integer() and b.flops.is_integer()):
         raise DerivationError(f"{where}: FLOPs {a.flops} and {b.flops} are not whole: no exact affine rule")
     flops = _line(int(a.flops), int(b.flops), batches)
@@ -349,10 +354,10 @@ def _setters(kind: type, names: tuple[str, ...]) -> tuple[Any, ...]:
 
 (
     _NAME, _PHASE, _MODULE, _FLOPS, _SOURCE, _READ, _WRITTEN, _ELEMENTS, _DTYPE, _INPUTS, _OUTPUTS, _GEMMS, _IMPLICIT,
-    _ROWS, _ROW_ELEMENTS,
+    _ROWS, _ROW_ELEMENTS, _CONV_WINDOW,
 ) = _setters(OpRecord, (
     "name", "phase", "module", "flops", "flop_source", "bytes_read", "bytes_written", "output_elements", "dtype",
-    "input_ids", "output_ids", "gemms", "implicit_gemms", "rows", "row_elements",
+    "input_ids", "output_ids", "gemms", "implicit_gemms", "rows", "row_elements", "conv_window",
 ))  # fmt: skip
 _ID, _NBYTES, _TENSOR_DTYPE, _KIND, _FIRST, _LAST = _setters(
     TensorRecord, ("tensor_id", "nbytes", "dtype", "kind", "first_op", "last_op"))  # fmt: skip
@@ -377,6 +382,7 @@ def _ops_at(template: tuple[OpRecord, ...], rebuilt: _Rebuilt, batch: int) -> tu
         _OUTPUTS(op, op_template.output_ids)
         _ROWS(op, values[start + 3])
         _ROW_ELEMENTS(op, values[start + 4])
+        _CONV_WINDOW(op, op_template.conv_window)
         dims = iter(values[start + 5 : start + count])
         gemms = tuple(zip(dims, dims, dims, dims, strict=True))
         _GEMMS(op, gemms[:explicit])

@@ -25,7 +25,7 @@ from torch.utils.module_tracker import ModuleTracker
 from hwmodel import OpRecord, ParameterRecord, TensorRecord
 from hwmodel.step.workload import ROOT_MODULE
 from pytest_dojo.capture.formulas import check_same_dtype, count_flops, gemms, nbytes
-from pytest_dojo.capture.shapes import NO_TRAFFIC_OPS, implicit_gemms, rows
+from pytest_dojo.capture.shapes import NO_TRAFFIC_OPS, conv_window, implicit_gemms, rows
 from pytest_dojo.capture.storage import Storage, StorageTable, dtype_name
 
 IGNORED_OPS = frozenset(
@@ -140,6 +140,7 @@ class Recorder:
                 implicit_gemms=implicit_gemms(func, args, kwargs, out),
                 rows=row_count,
                 row_elements=row_elements,
+                conv_window=conv_window(func, args, kwargs, out),
             )
         )
 

@@ -199,6 +199,37 @@ def implicit_gemms(
     return shapes(_arguments(func, args, kwargs), out)
 
 
+def conv_window(
+    func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
+) -> tuple[int, ...]:
+    """A non-transposed 2-D convolution's window and image sizes, in the order of
+    :data:`hwmodel.step.workload.CONV_WINDOW` (empty for any other op): what an accelerator library
+    needs to choose another algorithm than the implicit GEMM.
+
+    >>> x, w = torch.empty(2, 3, 8, 8, device="meta"), torch.empty(4, 3, 3, 3, device="meta")
+    >>> y = torch.ops.aten.convolution.default(x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+    >>> conv_window(torch.ops.aten.convolution.default, (x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1), {}, y)
+    (3, 3, 1, 1, 1, 1, 1, 3, 4, 8, 8, 8, 8)
+    """
+    if func._overloadpacket not in (_aten.convolution, _aten.convolution_backward):
+        return ()
+    bound = _arguments(func, args, kwargs)
+    backward = "grad_output" in bound
+    inputs, weight = _shape(bound["input"]), _shape(bound["weight"])
+    outputs = _shape(bound["grad_output"] if backward else out)
+    if bound["transposed"] or len(inputs) != 4 or len(weight) != 4 or len(outputs) != 4:
+        return ()
+    stride, dilation = (tuple(int(v) for v in bound[name]) for name in ("stride", "dilation"))
+    if len(stride) != 2 or len(dilation) != 2:
+        return ()
+    groups = int(bound["groups"])
+    window = (
+        weight[2], weight[3], *stride, *dilation, groups,
+        inputs[1], weight[0], inputs[2], inputs[3], outputs[2], outputs[3],
+    )  # fmt: skip
+    return tuple(int(value) for value in window) if min(window) >= 1 else ()
+
+
 def _normalized_row(bound: dict[str, Any]) -> int:
     return _numel(bound["normalized_shape"])
 

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hwmodel.errors import HwModelError
-from hwmodel.ops.kernels import gemm, memory_bound, rowwise
+from hwmodel.ops.kernels import convolution, gemm, memory_bound, rowwise
 from hwmodel.ops.kernels.device import KernelDevice
 from hwmodel.ops.kernels.parameters import KernelParameters
 
@@ -43,7 +43,7 @@ def predict_seconds(op: str, shapes: Mapping[str, Array], device: KernelDevice, 
     if op == "linear":
         return gemm.gemm_seconds(_gemm_dims(op, s), device, parameters, launch_s=parameters.linear_launch_s)
     if op == "conv":
-        return gemm.gemm_seconds(_gemm_dims(op, s), device, parameters, launch_s=parameters.conv_launch_s)
+        return convolution.convolution_seconds(_conv_shape(s), device, parameters)
     if op == "ln":
         return rowwise.layernorm_seconds(s["B"], s["H"], device, parameters)
     if op == "softmax":
@@ -59,6 +59,12 @@ def _gemm_dims(op: str, s: Mapping[str, Array]) -> gemm.GemmDims:
     if op == "linear":
         return gemm.linear_dims(s["B"], s["M"], s["N"], s["K"])
     return gemm.conv_dims(
+        s["B"], s["Input_Channel"], s["Output_Channel"], s["Kernel_Szie"], s["Input_Size"], s["Stride"], s["Padding"]
+    )
+
+
+def _conv_shape(s: Mapping[str, Array]) -> convolution.ConvShape:
+    return convolution.conv_shape(
         s["B"], s["Input_Channel"], s["Output_Channel"], s["Kernel_Szie"], s["Input_Size"], s["Stride"], s["Padding"]
     )
 

@@ -30,6 +30,12 @@ class KernelParameters:
     gemm_launch_s: float = _parameter("floor of one batched-GEMM call (launch and dispatch)", "us", 1e-6, 1e-4)
     linear_launch_s: float = _parameter("floor of one linear-layer call (GEMM with bias)", "us", 1e-6, 2e-4)
     conv_launch_s: float = _parameter("floor of one convolution call (its transforms and GEMM)", "us", 1e-6, 2e-4)
+    winograd_gemm_fraction: float = _parameter(
+        "fraction of a GEMM tile's rate the 36 products of a non-fused Winograd F(4x4, 3x3) convolution reach",
+        "",
+        0.05,
+        1.0,
+    )
     elementwise_launch_s: float = _parameter("floor of one elementwise kernel", "us", 1e-6, 1e-4)
     layernorm_launch_s: float = _parameter("floor of one LayerNorm kernel", "us", 1e-6, 1e-4)
     softmax_launch_s: float = _parameter("floor of one softmax kernel", "us", 1e-6, 1e-4)
