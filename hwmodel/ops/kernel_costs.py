@@ -37,28 +37,27 @@ a GEMM whose chosen tile is memory-bound reports its ideal arithmetic as ``compu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from hwmodel.ops.arrays import WorkloadArrays, workload_arrays
-from hwmodel.ops.classes.base import packet_name
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.cost import OpCosts, scaled_work
 from hwmodel.ops.gpu_lowering import GpuLowering, gpu_lowering
 from hwmodel.ops.kernels import gemm, rowwise
-from hwmodel.ops.kernels.convolution import WINOGRAD_KERNELS, ConvShape, winograd_nonfused_parts
+from hwmodel.ops.kernels.convolution import WINOGRAD_KERNELS, winograd_nonfused_parts
 from hwmodel.ops.kernels.device import KernelDevice
 from hwmodel.ops.kernels.from_chip import kernel_device_from_chip
 from hwmodel.ops.kernels.memory_bound import achieved_bandwidth
 from hwmodel.ops.kernels.parameters import KernelParameters
 from hwmodel.ops.kernels.views import is_zero_traffic
+from hwmodel.ops.winograd_rows import WinogradRows, winograd_rows
 from hwmodel.spec.chip import HALF_DTYPES, ChipSpec
 from hwmodel.spec.precision import Precision
 from hwmodel.step.derived import WORKLOAD_CACHE
-from hwmodel.step.workload import PHASES, OpRecord, Workload
+from hwmodel.step.workload import PHASES, Workload
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -90,71 +89,6 @@ class KernelArrays:
     @property
     def has_gemms(self) -> BoolArray:
         return np.asarray(self.gemms_per_op > 0)
-
-
-@dataclass(frozen=True, eq=False)
-class WinogradRows:
-    """Per implicit-GEMM row, the convolution Winograd F(4x4, 3x3) could run it as (``eligible``):
-    the forward of a 3 x 3, stride-1, undilated, one-group convolution, or its input gradient (a
-    convolution of the same window from the output gradient's channels and size to the input's).
-    The image fields are 0 where a row is not eligible."""
-
-    eligible: BoolArray
-    batch: FloatArray
-    in_channels: FloatArray
-    out_channels: FloatArray
-    height: FloatArray
-    width: FloatArray
-    out_height: FloatArray
-    out_width: FloatArray
-
-    def shape(self, rows: BoolArray, out_channel_share: float = 1.0) -> ConvShape:
-        """The :class:`ConvShape` of ``rows`` (eligible ones), their output channels scaled by a
-        tensor-parallel share."""
-        three = np.full(int(np.count_nonzero(rows)), 3.0)
-        return ConvShape(
-            batch=self.batch[rows],
-            in_channels=self.in_channels[rows],
-            out_channels=self.out_channels[rows] * out_channel_share,
-            kernel=three,
-            stride=np.ones_like(three),
-            height=self.height[rows],
-            width=self.width[rows],
-            out_height=self.out_height[rows],
-            out_width=self.out_width[rows],
-        )
-
-
-WINOGRAD_WINDOW = (3, 3, 1, 1, 1, 1, 1)
-"""``conv_window``'s kernel, stride, dilation and groups where Winograd F(4x4, 3x3) applies."""
-
-
-def winograd_rows(ops: Sequence[OpRecord]) -> WinogradRows:
-    """The :class:`WinogradRows` of every implicit GEMM of ``ops``, in order."""
-    values: list[tuple[float, ...]] = []
-    for op in ops:
-        window = op.conv_window
-        forward = packet_name(op.name) == "convolution"
-        for gemm_shape in op.implicit_gemms:
-            values.append(_winograd_image(window, gemm_shape, forward))
-    table = np.asarray(values, dtype=np.float64).reshape(-1, 8)
-    return WinogradRows(table[:, 0] > 0, *(table[:, column] for column in range(1, 8)))
-
-
-def _winograd_image(window: tuple[int, ...], gemm_shape: tuple[int, int, int, int], forward: bool) -> tuple[float, ...]:
-    """``(eligible, batch, in_channels, out_channels, height, width, out_height, out_width)`` of
-    one implicit GEMM of a convolution op as a Winograd convolution; zeros if it is none."""
-    none = (0.0,) * 8
-    if not window or tuple(window[:7]) != WINOGRAD_WINDOW:
-        return none
-    cin, cout, height, width, out_height, out_width = window[7:]
-    count, m, n, k = gemm_shape
-    if forward and count == 1 and n == cout and k == cin * 9 and m % (out_height * out_width) == 0:
-        return (1.0, m // (out_height * out_width), cin, cout, height, width, out_height, out_width)
-    if not forward and count == 1 and n == cin and k == cout * 9 and m % (height * width) == 0:
-        # The input gradient: the output gradient's cout channels of out_h x out_w to cin of h x w.
-        return (1.0, m // (height * width), cout, cin, out_height, out_width, height, width)
-    return none
 
 
 def kernel_arrays(workload: Workload) -> KernelArrays:

@@ -4,10 +4,11 @@ A training step's ops do not change with the batch; their sizes do, and in an or
 each size is an exact affine function of the batch ``b``: a tensor holds ``b x`` (or none of) its
 per-sample elements, an op's bytes are those of its tensors, and its FLOPs are a per-element
 count. :func:`fit_batch_affine` takes two captures of one step, checks that they record the same
-ops on the same tensors, and fits ``value = slope x b + intercept`` to every number: each
-:class:`~hwmodel.OpRecord` field (FLOPs, bytes read and written, output elements, rows and row
-length, every GEMM dimension) and every tensor's size. :meth:`BatchAffineStep.at` then gives the
-step at any batch in the fit's domain, equal field by field to a fresh capture at that batch.
+ops (a convolution's window among what must match) on the same tensors, and fits ``value = slope
+x b + intercept`` to every number: each :class:`~hwmodel.OpRecord` field (FLOPs, bytes read and
+written, output elements, rows and row length, every GEMM dimension) and every tensor's size.
+:meth:`BatchAffineStep.at` then gives the step at any batch in the fit's domain, equal field by
+field to a fresh capture at that batch.
 
 What the fit refuses (:class:`DerivationError`, so the caller captures afresh):
 
@@ -198,19 +199,15 @@ def _describe(op: OpRecord) -> str:
 
 
 def _op_identity(op: OpRecord) -> tuple[object, ...]:
-    return (op.name, op.phase, op.module, op.dtype, op.flop_source, op.input_ids, op.output_ids)
+    return (op.name, op.phase, op.module, op.dtype, op.flop_source, op.input_ids, op.output_ids, op.conv_window)
 
 
 def _same_structure(first: Workload, second: Workload) -> None:
     """The same ops on the same tensors, the same tensor table and the same parameters."""
     name = first.name
     pair = f"batches {first.batch_size} and {second.batch_size}"
-    if (first.name, first.optimizer, first.schema_version, first.mode) != (
-        second.name,
-        second.optimizer,
-        second.schema_version,
-        second.mode,
-    ):
+    steps = [(step.name, step.optimizer, step.schema_version, step.mode) for step in (first, second)]
+    if steps[0] != steps[1]:
         raise DerivationError(f"{name}: the captures at {pair} are of different steps (name, optimizer or mode)")
     for index, (a, b) in enumerate(zip(first.ops, second.ops, strict=False)):
         if _op_identity(a) != _op_identity(b):
@@ -261,11 +258,6 @@ def _fit_op(index: int, a: OpRecord, b: OpRecord, batches: tuple[int, int], netw
         raise DerivationError(
             f"{where} runs {len(a.gemms)} GEMMs at batch {batches[0]}, {len(b.gemms)} at {batches[1]}:"
             " ATen picks another kernel"
-        )
-    if a.conv_window != b.conv_window:
-        raise DerivationError(
-            f"{where}: its convolution window differs between batch {batches[0]} and {batches[1]}"
-            f" ({a.conv_window} and {b.conv_window}): no batch changes a window"
         )
     if not (a.flops.is_integer() and b.flops.is_integer()):
         raise DerivationError(f"{where}: FLOPs {a.flops} and {b.flops} are not whole: no exact affine rule")

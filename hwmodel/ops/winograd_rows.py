@@ -1,0 +1,89 @@
+"""Which implicit GEMMs of a captured step a GPU library may run as Winograd F(4x4, 3x3).
+
+A captured convolution records its GEMMs (``OpRecord.implicit_gemms``) and its window
+(``OpRecord.conv_window``). cuDNN serves a one-group, undilated 3 x 3 window at stride 1 with
+Winograd too, for the forward and for the input gradient (a convolution of the same window from the
+output gradient's channels and size to the input's); the weight gradient stays an implicit GEMM
+here. This module reads, per implicit-GEMM row, the convolution such a row is; the cost of either
+algorithm is :mod:`hwmodel.ops.kernels.convolution`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from hwmodel.ops.classes.base import packet_name
+from hwmodel.ops.kernels.convolution import ConvShape
+from hwmodel.step.workload import OpRecord
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, eq=False)
+class WinogradRows:
+    """Per implicit-GEMM row, the convolution Winograd F(4x4, 3x3) could run it as (``eligible``):
+    the forward of a 3 x 3, stride-1, undilated, one-group convolution, or its input gradient (a
+    convolution of the same window from the output gradient's channels and size to the input's).
+    The image fields are 0 where a row is not eligible."""
+
+    eligible: BoolArray
+    batch: FloatArray
+    in_channels: FloatArray
+    out_channels: FloatArray
+    height: FloatArray
+    width: FloatArray
+    out_height: FloatArray
+    out_width: FloatArray
+
+    def shape(self, rows: BoolArray, out_channel_share: float = 1.0) -> ConvShape:
+        """The :class:`ConvShape` of ``rows`` (eligible ones), their output channels scaled by a
+        tensor-parallel share."""
+        three = np.full(int(np.count_nonzero(rows)), 3.0)
+        return ConvShape(
+            batch=self.batch[rows],
+            in_channels=self.in_channels[rows],
+            out_channels=self.out_channels[rows] * out_channel_share,
+            kernel=three,
+            stride=np.ones_like(three),
+            height=self.height[rows],
+            width=self.width[rows],
+            out_height=self.out_height[rows],
+            out_width=self.out_width[rows],
+        )
+
+
+WINOGRAD_WINDOW = (3, 3, 1, 1, 1, 1, 1)
+"""``conv_window``'s kernel, stride, dilation and groups where Winograd F(4x4, 3x3) applies."""
+
+
+def winograd_rows(ops: Sequence[OpRecord]) -> WinogradRows:
+    """The :class:`WinogradRows` of every implicit GEMM of ``ops``, in order."""
+    values: list[tuple[float, ...]] = []
+    for op in ops:
+        window = op.conv_window
+        forward = packet_name(op.name) == "convolution"
+        for gemm_shape in op.implicit_gemms:
+            values.append(_winograd_image(window, gemm_shape, forward))
+    table = np.asarray(values, dtype=np.float64).reshape(-1, 8)
+    return WinogradRows(table[:, 0] > 0, *(table[:, column] for column in range(1, 8)))
+
+
+def _winograd_image(window: tuple[int, ...], gemm_shape: tuple[int, int, int, int], forward: bool) -> tuple[float, ...]:
+    """``(eligible, batch, in_channels, out_channels, height, width, out_height, out_width)`` of
+    one implicit GEMM of a convolution op as a Winograd convolution; zeros if it is none."""
+    none = (0.0,) * 8
+    if not window or tuple(window[:7]) != WINOGRAD_WINDOW:
+        return none
+    cin, cout, height, width, out_height, out_width = window[7:]
+    count, m, n, k = gemm_shape
+    if forward and count == 1 and n == cout and k == cin * 9 and m % (out_height * out_width) == 0:
+        return (1.0, m // (out_height * out_width), cin, cout, height, width, out_height, out_width)
+    if not forward and count == 1 and n == cin and k == cout * 9 and m % (height * width) == 0:
+        # The input gradient: the output gradient's cout channels of out_h x out_w to cin of h x w.
+        return (1.0, m // (height * width), cout, cin, out_height, out_width, height, width)
+    return none
