@@ -51,7 +51,12 @@ def test_report_dir_has_trace_and_plots(pytester: pytest.Pytester) -> None:
     assert spans and max(event["ts"] + event["dur"] for event in spans) <= step_us * (1 + 1e-9)
 
 
-def test_wallclock_fixture_times_rounds_and_fills_extra_info(pytester: pytest.Pytester) -> None:
+def test_wallclock_fixture_times_rounds_and_fills_extra_info(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pytest-benchmark turns itself off in an xdist worker (it reads PYTEST_XDIST_WORKER); the
+    # inner run is a plain one, whoever runs this test.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makepyfile(
         test_clock="""
 import torch
