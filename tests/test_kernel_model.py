@@ -67,7 +67,7 @@ def test_conv_as_implicit_gemm_and_its_gradients() -> None:
     = 147; input gradient m = 8 x 224 x 224 = 401,408, n = 3, k = 64 x 49 = 3,136; weight gradient
     m = 64, n = 147, k = 100,352."""
     shape = (one(8), one(3), one(64), one(7), one(224), one(2), one(3))
-    forward = gemm.conv_dims(*shape)
+    forward = convolution.conv_shape(*shape).implicit_gemm()
     assert (forward.m[0], forward.n[0], forward.k[0]) == (100352, 64, 147)
     grad_input, grad_weight = gemm.conv_backward_dims(*shape)
     assert (grad_input.m[0], grad_input.n[0], grad_input.k[0]) == (401408, 3, 3136)

@@ -7,6 +7,8 @@ One module per kernel class, each a pure function of shapes (numpy arrays, one r
 * :mod:`~hwmodel.ops.kernels.gemm`: GEMM, batched GEMM, linear and convolution as implicit GEMM
   (CTA tiles, wave quantization over the SMs, split-K, tile-intensity efficiency, a launch floor),
   and the shapes of their backward GEMMs;
+* :mod:`~hwmodel.ops.kernels.convolution`: a convolution as cuDNN runs it, the faster of its
+  implicit GEMM and, for a 3x3 window at stride 1, non-fused Winograd F(4x4, 3x3);
 * :mod:`~hwmodel.ops.kernels.memory_bound`: elementwise kernels (bytes at the achieved bandwidth,
   L2 for working sets that fit it, the FP32 pipe for transcendental ops);
 * :mod:`~hwmodel.ops.kernels.rowwise`: LayerNorm and softmax (rows per CTA, waves of CTAs);

@@ -6,7 +6,7 @@ the fastest. The model does the same with modelled times, over the two algorithm
 separate in the measured kernels (``docs/fidelity.md``, "GPU kernels, leave one device out"):
 
 * **implicit GEMM**, any window: the GEMM ``m = B Ho Wo``, ``n = Cout``, ``k = Cin kh kw`` in CTA
-  tiles (:func:`gemm.conv_dims`), gathered from the image inside the kernel. cuDNN's fused
+  tiles (:meth:`ConvShape.implicit_gemm`), gathered from the image inside the kernel. cuDNN's fused
   Winograd kernels (``scudnn_winograd_128x128``) are one such tiled kernel too, and the measured
   ones run at the rate the implicit GEMM is modelled at: they are not modelled apart;
 * **Winograd F(4x4, 3x3), non-fused**, a 3x3 window at stride 1 (four kernels; the measured GEMM

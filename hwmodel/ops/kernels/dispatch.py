@@ -58,9 +58,7 @@ def _gemm_dims(op: str, s: Mapping[str, Array]) -> gemm.GemmDims:
         return gemm.bmm_dims(s["B"], s["M"], s["K"], s["N"])
     if op == "linear":
         return gemm.linear_dims(s["B"], s["M"], s["N"], s["K"])
-    return gemm.conv_dims(
-        s["B"], s["Input_Channel"], s["Output_Channel"], s["Kernel_Szie"], s["Input_Size"], s["Stride"], s["Padding"]
-    )
+    return _conv_shape(s).implicit_gemm()
 
 
 def _conv_shape(s: Mapping[str, Array]) -> convolution.ConvShape:

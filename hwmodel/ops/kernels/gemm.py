@@ -17,11 +17,12 @@ tile_n`` block of C, as cuBLAS's SGEMM kernels do (``sgemm_128x128``, ``128x64``
 
 and the kernel's time is the least over the candidates, as a heuristic that knows the costs would
 pick. Padding is paid: a 20 x 20 output in 32 x 32 tiles costs a whole tile. A convolution is the
-implicit GEMM ``m = B*Ho*Wo, n = Cout, k = Cin*kh*kw``. The backward shapes are plain functions
-(:func:`linear_backward_dims`, :func:`conv_backward_dims`).
+implicit GEMM ``m = B*Ho*Wo, n = Cout, k = Cin*kh*kw`` (:mod:`hwmodel.ops.kernels.convolution`, which
+also prices cuDNN's Winograd). The backward shapes are plain functions (:func:`linear_backward_dims`,
+:func:`conv_backward_dims`).
 
 Not modelled: the K loop's prologue and epilogue, L2 reuse across CTAs beyond reading A, B and C once,
-cuDNN's non-GEMM algorithms (FFT, Winograd) and their workspace transforms, tensor-core tile shapes
+cuDNN's FFT algorithms (Winograd: :mod:`hwmodel.ops.kernels.convolution`), tensor-core tile shapes
 (the same tile set is used at every precision).
 """
 
@@ -91,19 +92,6 @@ def linear_dims(batch: Array, rows: Array, in_features: Array, out_features: Arr
 def conv_output_size(size: Array, kernel: Array, stride: Array, padding: Array) -> Array:
     """Output height (or width) of a convolution: ``floor((size + 2 padding - kernel) / stride) + 1``."""
     return np.floor((_array(size) + 2 * _array(padding) - _array(kernel)) / _array(stride)) + 1
-
-
-def conv_dims(
-    batch: Array, in_channels: Array, out_channels: Array, kernel: Array, size: Array, stride: Array, padding: Array
-) -> GemmDims:
-    """A square ``Conv2d`` as an implicit GEMM: ``m = B*Ho*Wo``, ``n = Cout``, ``k = Cin*kh*kw``."""
-    out = conv_output_size(size, kernel, stride, padding)
-    return GemmDims(
-        np.ones_like(_array(batch)),
-        _array(batch) * out * out,
-        _array(out_channels),
-        _array(in_channels) * _array(kernel) ** 2,
-    )
 
 
 def linear_backward_dims(forward: GemmDims) -> tuple[GemmDims, GemmDims]:
