@@ -108,9 +108,15 @@ def _capture_all() -> dict[int, Workload]:
 
 
 BASELINE_SCRIPT = """
-import statistics, sys, time
-from hwmodel import Plan, Workload, make_system, simulate
-one = Workload.from_json(open(sys.argv[1]).read())
+import dataclasses, json, statistics, sys, time
+from hwmodel import Plan, make_system, simulate
+from hwmodel.step import workload as records
+# An older tree reads its own workload schema: the same ops, without the fields it predates.
+data = json.loads(open(sys.argv[1]).read())
+known = {field.name for field in dataclasses.fields(records.OpRecord)}
+data["schema_version"] = records.SCHEMA_VERSION
+data["ops"] = [{key: value for key, value in op.items() if key in known} for op in data["ops"]]
+one = records.Workload.from_dict(data)
 tile = make_system("d1", "5x5")
 repeats = int(sys.argv[2])
 for text in sys.argv[3:]:
