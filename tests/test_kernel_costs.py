@@ -279,3 +279,22 @@ def test_the_input_gradient_may_run_as_winograd_and_the_weight_gradient_stays_an
         _workload(_conv("aten.convolution_backward.default", (INPUT_GRAD,), grouped)), A100, FP32
     )
     assert as_grouped.time_s[0] == plain.time_s[0]
+
+
+def test_an_fp32_convolution_forward_runs_on_cudnn_tiles_without_split_k() -> None:
+    """A 1x1 convolution (no Winograd) of 8 images of 512 x 7 x 7 to 2048 channels: its forward GEMM
+    (392 x 2048 over 512) on cuDNN's 128-pixel tiles without split-K in FP32; the same GEMM as a
+    plain matrix multiply may split K; in BF16 both are the same GEMM."""
+    window = (1, 1, 1, 1, 1, 1, 1, 512, 2048, 7, 7, 7, 7)
+    forward = (1, 8 * 49, 2048, 512)
+    device = kernel_device_from_chip(A100, FP32)
+    cudnn = gemm.best_choice(
+        gemm.GemmDims(*(np.array([v], dtype=np.float64) for v in forward)), device, PARAMETERS, 4.0,
+        convolution.CUDNN_TILES, (1,),
+    )[0]  # fmt: skip
+    costs = kernel_op_costs(_workload(_conv("aten.convolution.default", (forward,), window)), A100, FP32)
+    assert costs.time_s[0] == pytest.approx(max(float(cudnn[0]), costs.memory_s[0]) + A100.op_overhead_s, rel=1e-12)
+    as_matmul = kernel_op_costs(_workload(_mm(*forward[1:])), A100, FP32)
+    assert as_matmul.time_s[0] <= costs.time_s[0]
+    bf16 = kernel_op_costs(_workload(_conv("aten.convolution.default", (forward,), window)), A100, MIXED_BF16)
+    assert bf16.time_s[0] == kernel_op_costs(_workload(_mm(*forward[1:])), A100, MIXED_BF16).time_s[0]

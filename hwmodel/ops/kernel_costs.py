@@ -6,11 +6,12 @@ The workload's columns are adapted to the kernel functions; each op is one of:
 * a **view or allocation** (:func:`hwmodel.ops.kernels.views.is_zero_traffic`): 0 s, no launch;
 * a **matrix op with GEMM shapes** (``OpRecord.implicit_gemms``): the sum over its GEMMs of the
   GEMM model, tensor parallelism splitting each GEMM's ``n`` (output columns) by the chip's share;
-  on a GPU whose convolutions run on the CUDA cores (``fp32``), the forward and the input gradient
-  of a 3 x 3, stride-1, one-group convolution (``OpRecord.conv_window``) take the faster of the
-  implicit GEMM and cuDNN's non-fused Winograd (:mod:`hwmodel.ops.kernels.convolution`; its three
-  extra kernels each pay the launch cost); the weight gradient stays an implicit GEMM (NB: no
-  measured backward kernel backs either choice; the kernel data is forward convolutions);
+  on a GPU whose convolutions run on the CUDA cores (``fp32``), a one-group convolution's forward
+  runs on cuDNN's implicit-GEMM tiles without split-K, and the forward and the input gradient of a
+  3 x 3, stride-1 one (``OpRecord.conv_window``) take the faster of that and cuDNN's non-fused
+  Winograd (:mod:`hwmodel.ops.kernels.convolution`; its three extra kernels each pay the launch
+  cost); the weight gradient stays a GEMM (NB: no measured backward kernel backs these choices; the
+  kernel data is forward convolutions);
 * a **row-wise op** (LayerNorm, softmax: ``OpRecord.rows``): rows per CTA in waves over the SMs;
 * **every other op** (elementwise, reductions, copies, optimizer lists, resampling): its bytes at
   the achieved bandwidth (L2 for a working set that fits it), or its FLOPs at the FP32 vector peak;
@@ -44,16 +45,16 @@ import numpy.typing as npt
 
 from hwmodel.ops.arrays import WorkloadArrays, workload_arrays
 from hwmodel.ops.classes.registry import op_classes
+from hwmodel.ops.conv_rows import ConvRows, conv_rows
 from hwmodel.ops.cost import OpCosts, scaled_work
 from hwmodel.ops.gpu_lowering import GpuLowering, gpu_lowering
 from hwmodel.ops.kernels import gemm, rowwise
-from hwmodel.ops.kernels.convolution import WINOGRAD_KERNELS, winograd_nonfused_parts
+from hwmodel.ops.kernels.convolution import CUDNN_TILES, WINOGRAD_KERNELS, winograd_nonfused_parts
 from hwmodel.ops.kernels.device import KernelDevice
 from hwmodel.ops.kernels.from_chip import kernel_device_from_chip
 from hwmodel.ops.kernels.memory_bound import achieved_bandwidth
 from hwmodel.ops.kernels.parameters import KernelParameters
 from hwmodel.ops.kernels.views import is_zero_traffic
-from hwmodel.ops.winograd_rows import WinogradRows, winograd_rows
 from hwmodel.spec.chip import HALF_DTYPES, ChipSpec
 from hwmodel.spec.precision import Precision
 from hwmodel.step.derived import WORKLOAD_CACHE
@@ -78,7 +79,7 @@ class KernelArrays:
     gemm_n: FloatArray
     gemm_k: FloatArray
     gemms_per_op: FloatArray
-    winograd: WinogradRows
+    convolutions: ConvRows
     rows: FloatArray
     row_elements: FloatArray
     zero_traffic: BoolArray
@@ -111,7 +112,7 @@ def _kernel_arrays(workload: Workload) -> KernelArrays:
         gemm_n=shapes[:, 2],
         gemm_k=shapes[:, 3],
         gemms_per_op=np.fromiter((len(op.implicit_gemms) for op in ops), dtype=np.float64, count=count),
-        winograd=winograd_rows(ops),
+        convolutions=conv_rows(ops),
         rows=np.fromiter((op.rows for op in ops), dtype=np.float64, count=count),
         row_elements=np.fromiter((op.row_elements for op in ops), dtype=np.float64, count=count),
         zero_traffic=np.fromiter((is_zero_traffic(op.name) for op in ops), dtype=np.bool_, count=count),
@@ -201,9 +202,10 @@ def gpu_gemm_parts(
     launch_s: float = 0.0,
 ) -> GemmParts:
     """The :class:`GemmParts` of every op with GEMMs. A GEMM of ``count > 1`` is a strided-batched
-    call. A convolution GEMM Winograd could run (:class:`WinogradRows`), on CUDA cores, runs as
-    Winograd where that is faster, its three extra kernels at ``launch_s`` each counted in the
-    comparison, as ``cudnn.benchmark`` would time them."""
+    call. On CUDA cores (FP32), a one-group convolution's forward runs on cuDNN's implicit-GEMM tiles
+    without split-K, and a GEMM Winograd could run (:class:`ConvRows`) runs as Winograd where that is
+    faster, its three extra kernels at ``launch_s`` each counted in the comparison, as
+    ``cudnn.benchmark`` would time them."""
     batched = kernels.gemm_count > 1
     count_share = kernels.gemm_count * matrix_share
     by_count = batched & (count_share == np.floor(count_share))  # heads split over the group
@@ -222,9 +224,14 @@ def gpu_gemm_parts(
                 part, device, parameters, launch_s=0.0, bytes_per_element=bytes_per_element, batched=is_batched
             )
     launched = np.ones(len(dims.m))
-    winograd = kernels.winograd.eligible & (not device.matrix_on_tensor_cores)
+    cuda_cores = not device.matrix_on_tensor_cores
+    forward = kernels.convolutions.forward & cuda_cores
+    if np.any(forward):
+        part = gemm.GemmDims(dims.batch[forward], dims.m[forward], dims.n[forward], dims.k[forward])
+        seconds[forward] = gemm.best_choice(part, device, parameters, bytes_per_element, CUDNN_TILES, (1,))[0]
+    winograd = kernels.convolutions.winograd & cuda_cores
     if np.any(winograd):
-        shape = kernels.winograd.shape(winograd, matrix_share)
+        shape = kernels.convolutions.shape(winograd, matrix_share)
         products, transforms = winograd_nonfused_parts(shape, device, parameters, bytes_per_element)
         extra = WINOGRAD_KERNELS - 1
         faster = products + transforms + extra * launch_s < seconds[winograd]

@@ -5,8 +5,9 @@ ran, and as training scripts commonly set) cuDNN times every algorithm that appl
 the fastest. The model does the same with modelled times, over the two algorithm families that
 separate in the measured kernels (``docs/fidelity.md``, "GPU kernels, leave one device out"):
 
-* **implicit GEMM**, any window: the GEMM ``m = B Ho Wo``, ``n = Cout``, ``k = Cin kh kw`` in CTA
-  tiles (:meth:`ConvShape.implicit_gemm`), gathered from the image inside the kernel. cuDNN's fused
+* **implicit GEMM**, any window: the GEMM ``m = B Ho Wo``, ``n = Cout``, ``k = Cin kh kw`` in
+  cuDNN's CTA tiles (:data:`CUDNN_TILES`, no split-K; :meth:`ConvShape.implicit_gemm`), gathered
+  from the image inside the kernel. cuDNN's fused
   Winograd kernels (``scudnn_winograd_128x128``) are one such tiled kernel too, and the measured
   ones run at the rate the implicit GEMM is modelled at: they are not modelled apart;
 * **Winograd F(4x4, 3x3), non-fused**, a 3x3 window at stride 1 (four kernels; the measured GEMM
@@ -102,9 +103,16 @@ def conv_shape(
     return ConvShape(batch_, cin, cout, kernel_, stride_, size_, size_, out, out)
 
 
+CUDNN_TILES = ((128, 128), (128, 64), (128, 32))
+"""CTA tiles (output pixels x output channels) of cuDNN's implicit-GEMM kernels in the measured data
+(``scudnn_128x128``, ``128x64``, ``128x32``, whose grids are ``ceil(B Ho Wo / 128) x ceil(Cout /
+tile)``); they do not split K."""
+
+
 def implicit_gemm_seconds(shape: ConvShape, device: KernelDevice, parameters: KernelParameters) -> Array:
-    """The implicit GEMM, its launch floor included."""
-    return gemm.gemm_seconds(shape.implicit_gemm(), device, parameters, launch_s=parameters.conv_launch_s)
+    """The implicit GEMM on :data:`CUDNN_TILES`, without split-K, its launch floor included."""
+    seconds = gemm.best_choice(shape.implicit_gemm(), device, parameters, tiles=CUDNN_TILES, splits=(1,))[0]
+    return parameters.conv_launch_s + seconds
 
 
 def winograd_transform_bytes(shape: ConvShape, bytes_per_element: float = 4.0) -> tuple[Array, Array, Array]:

@@ -1,11 +1,15 @@
-"""Which implicit GEMMs of a captured step a GPU library may run as Winograd F(4x4, 3x3).
+"""Which implicit GEMMs of a captured step are convolutions cuDNN runs its own way.
 
 A captured convolution records its GEMMs (``OpRecord.implicit_gemms``) and its window
-(``OpRecord.conv_window``). cuDNN serves a one-group, undilated 3 x 3 window at stride 1 with
-Winograd too, for the forward and for the input gradient (a convolution of the same window from the
-output gradient's channels and size to the input's); the weight gradient stays an implicit GEMM
-here. This module reads, per implicit-GEMM row, the convolution such a row is; the cost of either
-algorithm is :mod:`hwmodel.ops.kernels.convolution`'s.
+(``OpRecord.conv_window``). Per implicit-GEMM row this module reads:
+
+* ``forward``: the forward of a one-group convolution, which cuDNN runs on its own implicit-GEMM
+  tiles, without split-K (:data:`hwmodel.ops.kernels.convolution.CUDNN_TILES`);
+* ``winograd``: the convolution Winograd F(4x4, 3x3) could run it as: the forward of an undilated,
+  one-group 3 x 3 window at stride 1, or its input gradient (a convolution of the same window from
+  the output gradient's channels and size to the input's). The weight gradient stays a GEMM here.
+
+The cost of each algorithm is :mod:`hwmodel.ops.kernels.convolution`'s.
 """
 
 from __future__ import annotations
@@ -25,13 +29,12 @@ BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, eq=False)
-class WinogradRows:
-    """Per implicit-GEMM row, the convolution Winograd F(4x4, 3x3) could run it as (``eligible``):
-    the forward of a 3 x 3, stride-1, undilated, one-group convolution, or its input gradient (a
-    convolution of the same window from the output gradient's channels and size to the input's).
-    The image fields are 0 where a row is not eligible."""
+class ConvRows:
+    """Per implicit-GEMM row: a one-group convolution's forward (``forward``), and the convolution
+    Winograd F(4x4, 3x3) could run it as (``winograd``; the image fields are 0 where it is False)."""
 
-    eligible: BoolArray
+    forward: BoolArray
+    winograd: BoolArray
     batch: FloatArray
     in_channels: FloatArray
     out_channels: FloatArray
@@ -41,7 +44,7 @@ class WinogradRows:
     out_width: FloatArray
 
     def shape(self, rows: BoolArray, out_channel_share: float = 1.0) -> ConvShape:
-        """The :class:`ConvShape` of ``rows`` (eligible ones), their output channels scaled by a
+        """The :class:`ConvShape` of ``rows`` (Winograd ones), their output channels scaled by a
         tensor-parallel share."""
         three = np.full(int(np.count_nonzero(rows)), 3.0)
         return ConvShape(
@@ -61,16 +64,19 @@ WINOGRAD_WINDOW = (3, 3, 1, 1, 1, 1, 1)
 """``conv_window``'s kernel, stride, dilation and groups where Winograd F(4x4, 3x3) applies."""
 
 
-def winograd_rows(ops: Sequence[OpRecord]) -> WinogradRows:
-    """The :class:`WinogradRows` of every implicit GEMM of ``ops``, in order."""
+def conv_rows(ops: Sequence[OpRecord]) -> ConvRows:
+    """The :class:`ConvRows` of every implicit GEMM of ``ops``, in order."""
     values: list[tuple[float, ...]] = []
+    forward_rows: list[bool] = []
     for op in ops:
         window = op.conv_window
         forward = packet_name(op.name) == "convolution"
         for gemm_shape in op.implicit_gemms:
             values.append(_winograd_image(window, gemm_shape, forward))
+            forward_rows.append(bool(window) and forward and gemm_shape[0] == 1)
     table = np.asarray(values, dtype=np.float64).reshape(-1, 8)
-    return WinogradRows(table[:, 0] > 0, *(table[:, column] for column in range(1, 8)))
+    forward_mask = np.asarray(forward_rows, dtype=np.bool_).reshape(-1)
+    return ConvRows(forward_mask, table[:, 0] > 0, *(table[:, column] for column in range(1, 8)))
 
 
 def _winograd_image(window: tuple[int, ...], gemm_shape: tuple[int, int, int, int], forward: bool) -> tuple[float, ...]:
