@@ -199,15 +199,12 @@ def suites_run(basetemp: Path, cache_dir: Path, *extra: str) -> tuple[float, int
     return time.perf_counter() - start, completed.returncode
 
 
-def remove_repository_bytecode() -> int:
+def remove_repository_bytecode() -> None:
     """Delete the ``__pycache__`` folders of the repository's own code (not of its virtual
-    environment): the bytecode a fresh checkout lacks. Returns how many were removed."""
-    removed = 0
+    environment): the bytecode a fresh checkout lacks."""
     for package in (*PACKAGES, "suites", "benchmarks"):
         for folder in sorted((REPOSITORY / package).rglob("__pycache__")):
             shutil.rmtree(folder, ignore_errors=True)
-            removed += 1
-    return removed
 
 
 def print_suites() -> tuple[float, float]:

@@ -49,7 +49,7 @@ from hwmodel.ops.conv_rows import ConvRows, conv_rows
 from hwmodel.ops.cost import OpCosts, scaled_work
 from hwmodel.ops.gpu_lowering import GpuLowering, gpu_lowering
 from hwmodel.ops.kernels import gemm, rowwise
-from hwmodel.ops.kernels.convolution import CUDNN_TILES, WINOGRAD_KERNELS, winograd_nonfused_parts
+from hwmodel.ops.kernels.convolution import WINOGRAD_KERNELS, cudnn_gemm_seconds, winograd_nonfused_parts
 from hwmodel.ops.kernels.device import KernelDevice
 from hwmodel.ops.kernels.from_chip import kernel_device_from_chip
 from hwmodel.ops.kernels.memory_bound import achieved_bandwidth
@@ -216,19 +216,22 @@ def gpu_gemm_parts(
         kernels.gemm_k,
     )
     seconds = np.zeros(len(dims.m))
-    for is_batched in (False, True):
-        rows = batched == is_batched
-        if np.any(rows):
-            part = gemm.GemmDims(dims.batch[rows], dims.m[rows], dims.n[rows], dims.k[rows])
-            seconds[rows] = gemm.gemm_seconds(
-                part, device, parameters, launch_s=0.0, bytes_per_element=bytes_per_element, batched=is_batched
-            )
-    launched = np.ones(len(dims.m))
     cuda_cores = not device.matrix_on_tensor_cores
     forward = kernels.convolutions.forward & cuda_cores
+    for is_batched in (False, True):
+        rows = (batched == is_batched) & ~forward
+        if np.any(rows):
+            seconds[rows] = gemm.gemm_seconds(
+                dims.select(rows),
+                device,
+                parameters,
+                launch_s=0.0,
+                bytes_per_element=bytes_per_element,
+                batched=is_batched,
+            )
     if np.any(forward):
-        part = gemm.GemmDims(dims.batch[forward], dims.m[forward], dims.n[forward], dims.k[forward])
-        seconds[forward] = gemm.best_choice(part, device, parameters, bytes_per_element, CUDNN_TILES, (1,))[0]
+        seconds[forward] = cudnn_gemm_seconds(dims.select(forward), device, parameters, bytes_per_element)
+    launched = np.ones(len(dims.m))
     winograd = kernels.convolutions.winograd & cuda_cores
     if np.any(winograd):
         shape = kernels.convolutions.shape(winograd, matrix_share)

@@ -109,10 +109,16 @@ CUDNN_TILES = ((128, 128), (128, 64), (128, 32))
 tile)``); they do not split K."""
 
 
+def cudnn_gemm_seconds(
+    dims: gemm.GemmDims, device: KernelDevice, parameters: KernelParameters, bytes_per_element: float = 4.0
+) -> Array:
+    """An implicit GEMM on :data:`CUDNN_TILES`, without split-K, without its launch floor."""
+    return gemm.best_choice(dims, device, parameters, bytes_per_element, CUDNN_TILES, (1,))[0]
+
+
 def implicit_gemm_seconds(shape: ConvShape, device: KernelDevice, parameters: KernelParameters) -> Array:
     """The implicit GEMM on :data:`CUDNN_TILES`, without split-K, its launch floor included."""
-    seconds = gemm.best_choice(shape.implicit_gemm(), device, parameters, tiles=CUDNN_TILES, splits=(1,))[0]
-    return parameters.conv_launch_s + seconds
+    return parameters.conv_launch_s + cudnn_gemm_seconds(shape.implicit_gemm(), device, parameters)
 
 
 def winograd_transform_bytes(shape: ConvShape, bytes_per_element: float = 4.0) -> tuple[Array, Array, Array]:

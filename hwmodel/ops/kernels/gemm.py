@@ -67,6 +67,10 @@ class GemmDims:
     def flops(self) -> Array:
         return 2.0 * self.batch * self.m * self.n * self.k
 
+    def select(self, rows: NDArray[np.bool_]) -> GemmDims:
+        """The GEMMs of ``rows``."""
+        return GemmDims(self.batch[rows], self.m[rows], self.n[rows], self.k[rows])
+
     def bytes_moved(self, bytes_per_element: float = 4.0) -> Array:
         """A, B and C once each."""
         return self.batch * (self.m * self.k + self.k * self.n + self.m * self.n) * bytes_per_element
