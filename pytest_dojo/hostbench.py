@@ -19,6 +19,9 @@ the clock is the thread's CPU time, so other processes on a shared machine do no
   efficiency row's per-class overhead factors. A training step of a network whose ops do almost
   no work, divided by the aten ops it dispatches (``op_overhead_s``: Python, autograd and
   optimizer code between ops included), is recorded too: the fabric's hop latency;
+* what a step's ops pay beyond those rates (:mod:`pytest_dojo.hostbench_in_step`): the element
+  rates of transcendental functions (``element_rates_per_s``) and the rate at which a GEMM fetches
+  operands that are in no cache (``gemm_cold_operand_bytes_per_s``);
 * op classes at DRAM size (``op_classes``, recorded for comparison between machines, not read by the
   model): a 3x3 convolution's FLOP/s, an elementwise add in place and into a freshly allocated
   tensor (bytes read plus written per second: a machine under memory pressure pays the page faults
@@ -45,6 +48,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from pytest_dojo.hostbench_in_step import element_rates_per_s, gemm_cold_operand_bytes_per_s
+
 MATRIX_DTYPES = ("float32", "bfloat16")
 GEMM_DIMS = tuple(1 << power for power in range(12))
 """Sizes of m, n and k in the GEMM grid: powers of two from 1 to 2048 (1,728 shapes)."""
@@ -52,7 +57,7 @@ GEMM_TIMING_FLOPS = 2e6
 """Each GEMM timing repeats small products until it covers about this many FLOPs (~20 us)."""
 MEMORY_SIZES_BYTES = (1 << 18, 1 << 21, 1 << 24, 1 << 28)
 """Copy sizes: in L2, in L3, about L3, far beyond any cache; the last is the DRAM figure."""
-BENCH_VERSION = 2
+BENCH_VERSION = 3
 """Changes whenever what :func:`measure_host` measures, or how, changes: part of every cache key."""
 
 
@@ -301,6 +306,10 @@ def measure_host(
         overhead = op_overhead_s()
         say(f"  {overhead * 1e6:.2f} us")
         dispatch = dispatch_overhead_s()
+        say("element functions and cold GEMM operands ...")
+        elements = element_rates_per_s()
+        cold = gemm_cold_operand_bytes_per_s()
+        say(f"  sqrt {elements['sqrt'] / 1e9:.2f} Gelem/s, cold operands {(cold or 0) / 1e9:.2f} GB/s")
         classes = op_class_rates(say)
     finally:
         torch.set_num_threads(previous_threads)
@@ -320,6 +329,8 @@ def measure_host(
         "memory_bytes_per_s_by_size": memory_by_size,
         "op_overhead_s": overhead,
         "dispatch_overhead_s": dispatch,
+        "element_rates_per_s": elements,
+        "gemm_cold_operand_bytes_per_s": cold,
         "op_classes": classes,
     }
 

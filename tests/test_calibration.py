@@ -199,3 +199,27 @@ def test_host_held_out_errors_meet_the_targets() -> None:
     assert len(comparisons) == 10
     assert median_absolute_error(comparisons) <= 0.10
     assert max(abs(item.error) for item in comparisons) <= 0.25
+
+
+def test_functions_timed_by_their_measured_rate_leave_the_compute_fraction_to_the_others() -> None:
+    """On a chip that measured ``sqrt`` at 4,096 elements per ms, a sqrt of 4,096 elements computes for
+    1 ms; a mul of 1e7 FLOPs at 1e10 FLOP/s for 1 ms at peak, measured at 10^-0.3 of it. Two networks,
+    one with one mul and one with two, each with a sqrt: the fit recovers 10^-0.3 and matches both;
+    had the sqrt been scaled by the fraction too, no fraction would."""
+    from dataclasses import replace
+
+    chip = replace(CHIP, element_rates=(("sqrt", 4096 / 1e-3),))
+    sqrt, mul = _op("aten.sqrt.default", 4096.0, 0), _op("aten.mul.Tensor", 1e7, 0)
+    fraction = 10**-0.3
+    samples = []
+    for index in range(2):
+        ops = (sqrt,) + (mul,) * (index + 1)
+        measured = [("aten.sqrt.default", "forward", 1e-3 + OVERHEAD_S)]
+        measured += [("aten.mul.Tensor", "forward", 1e-3 / fraction + OVERHEAD_S)] * (index + 1)
+        workload = Workload(name=f"net{index}", batch_size=1, ops=ops)
+        samples.append(CalibrationSample(name=f"net{index}", workload=workload, measured_ops=tuple(measured)))
+    fitted = next(
+        item for item in fit_efficiency(samples, chip, FP32, calibration="t").classes if item.op_class == "elementwise"
+    )
+    assert fitted.compute == pytest.approx(fraction, rel=1e-9)
+    assert fitted.predicted_s == pytest.approx(fitted.measured_s, rel=1e-9)

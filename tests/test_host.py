@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from hwmodel import OpRecord, SpecError, System, Workload, get_preset, parse_mesh, simulate
 from hwmodel.ops.calibration import peak_table
+from hwmodel.ops.element_rates import ELEMENT_FUNCTIONS
 from hwmodel.spec.host import (
     CALIBRATION_ENV,
     HostCalibration,
@@ -223,6 +224,7 @@ def test_hostbench_command_writes_a_readable_calibration(tmp_path: Path) -> None
     assert calibration.threads == 1
     assert calibration.command == f"python -m pytest_dojo.hostbench --matrix-size 64 --gemm-max 4 --output {output}"
     assert calibration.gemm_rates is not None and calibration.gemm_rates.dims == (1, 2, 4)
+    assert tuple(name for name, _ in calibration.element_rates) == tuple(sorted(ELEMENT_FUNCTIONS))
 
 
 def test_hostbench_rejects_zero_threads(capsys: pytest.CaptureFixture[str]) -> None:

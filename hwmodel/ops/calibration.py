@@ -12,7 +12,9 @@ o_c x overhead``, where ``compute_i`` and ``memory_i`` are the op's times at pea
 and ``o_c`` scales the chip's fixed cost per op for the class (an op's launch or dispatch cost
 differs by kind: a CPU convolution builds a oneDNN primitive, a pointwise op does not). An op
 timed by its measured GEMM shapes keeps ``memory_i`` as it is (a floor at the plain bandwidth,
-:func:`hwmodel.ops.matrix.gemm_timed`): ``m_c`` is fitted on the class's other ops.
+:func:`hwmodel.ops.matrix.gemm_timed`): ``m_c`` is fitted on the class's other ops. An element
+function timed by its measured rate (:mod:`hwmodel.ops.element_rates`) keeps ``compute_i`` as it
+is: ``e_c`` is fitted on the class's other ops.
 The fit picks ``(e_c, m_c, o_c)`` on a log grid in (0, 1] minimising, over the calibration networks,
 
     sum_n  w_cn * ln(predicted_cn / measured_cn)^2,     w_cn = measured_cn / measured_n
@@ -40,9 +42,11 @@ import numpy as np
 import numpy.typing as npt
 
 from hwmodel.errors import SpecError, WorkloadError
+from hwmodel.ops.arrays import workload_arrays
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.cost import op_costs
 from hwmodel.ops.efficiency import EfficiencyTable
+from hwmodel.ops.element_rates import element_timed_seconds
 from hwmodel.ops.matrix import class_indices, gemm_timed
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.precision import Precision
@@ -151,6 +155,7 @@ class _ClassData:
     sample: list[npt.NDArray[np.int64]]
     overhead_s: list[npt.NDArray[np.float64]]
     bandwidth_only: list[npt.NDArray[np.bool_]]
+    measured_rate: list[npt.NDArray[np.bool_]]
 
 
 def fit_efficiency(
@@ -161,13 +166,15 @@ def fit_efficiency(
         raise SpecError("calibration needs at least one network")
     names = op_classes().names
     peak_efficiency = peak_table()
-    data = {name: _ClassData([], [], [], [], [], []) for name in names}
+    data = {name: _ClassData([], [], [], [], [], [], []) for name in names}
     sample_totals = np.zeros(len(samples))
     for sample_index, sample in enumerate(samples):
         pairing = pair_ops(sample.workload, sample.measured_ops)
         peak = op_costs(sample.workload, chip, peak_efficiency, precision)
         classes = class_indices(sample.workload, chip)[pairing.op_index]
         timed_by_shape = gemm_timed(sample.workload, chip)[pairing.op_index]
+        arrays = workload_arrays(sample.workload)
+        timed_by_element = element_timed_seconds(sample.workload, chip, arrays.output_elements, arrays.flops)[0]
         sample_totals[sample_index] = float(pairing.measured_s.sum())
         for class_index, name in enumerate(names):
             mask = classes == class_index
@@ -178,6 +185,7 @@ def fit_efficiency(
             data[name].overhead_s.append(peak.overhead_s[chosen])
             data[name].memory_s.append(peak.memory_s[chosen])
             data[name].bandwidth_only.append(timed_by_shape[mask])
+            data[name].measured_rate.append(timed_by_element[pairing.op_index][mask])
             data[name].measured_s.append(pairing.measured_s[mask])
             data[name].sample.append(np.full(int(mask.sum()), sample_index, dtype=np.int64))
     grid = np.asarray(EFFICIENCY_GRID)
@@ -206,6 +214,7 @@ class _Objective:
     compute_s: npt.NDArray[np.float64]
     memory_s: npt.NDArray[np.float64]
     bandwidth_only: npt.NDArray[np.bool_]
+    measured_rate: npt.NDArray[np.bool_]
     starts: npt.NDArray[np.int64]
     overhead_by_sample_s: npt.NDArray[np.float64]
     target_s: npt.NDArray[np.float64]
@@ -214,7 +223,7 @@ class _Objective:
     def __call__(
         self, compute_efficiency: float, memory_grid: npt.NDArray[np.float64], overhead_factor: float
     ) -> npt.NDArray[np.float64]:
-        compute = (self.compute_s / compute_efficiency)[:, None]
+        compute = np.where(self.measured_rate, self.compute_s, self.compute_s / compute_efficiency)[:, None]
         memory = np.where(
             self.bandwidth_only[:, None], self.memory_s[:, None], self.memory_s[:, None] / memory_grid[None, :]
         )
@@ -268,10 +277,12 @@ def _fit_class(
     present = np.flatnonzero(measured_by_sample > 0)
     op_overhead_s = np.concatenate(data.overhead_s)
     bandwidth_only = np.concatenate(data.bandwidth_only)
+    measured_rate = np.concatenate(data.measured_rate)
     objective = _Objective(
         compute_s=compute_s,
         memory_s=memory_s,
         bandwidth_only=bandwidth_only,
+        measured_rate=measured_rate,
         starts=np.searchsorted(sample, present),
         overhead_by_sample_s=np.asarray(
             np.bincount(sample, weights=op_overhead_s, minlength=num_samples)[present], dtype=np.float64
@@ -289,7 +300,8 @@ def _fit_class(
         tuple(float(value) for value in _around(np.asarray(OVERHEAD_GRID), overhead_coarse)),
     )
     per_op = np.maximum(
-        compute_s / compute_efficiency, np.where(bandwidth_only, memory_s, memory_s / memory_efficiency)
+        np.where(measured_rate, compute_s, compute_s / compute_efficiency),
+        np.where(bandwidth_only, memory_s, memory_s / memory_efficiency),
     )
     per_op = per_op + op_overhead_s * overhead_factor
     return ClassFit(

@@ -21,6 +21,9 @@ For each op (vectorised over the whole workload with numpy):
   measured product moved and packed them), and every op lowered to GEMMs (a per-sample
   convolution, CPU flash attention) is then a ``matmul``-class op: its kernel is BLAS calls. The
   other matrix ops there (oneDNN convolutions) move their bytes at the nearest cache's rate.
+* Element functions (:mod:`hwmodel.ops.element_rates`): on a chip that measured them
+  (``ChipSpec.element_rates``: the host's ``sqrt``, ``exp``, ``gelu``...), an op of such a function
+  computes for its output elements at the measured rate, which needs no fitted efficiency.
 * ``time_s = max(compute_s, memory_s) + overhead_s``: a kernel overlaps its own arithmetic and
   data movement, and pays a fixed launch or barrier cost: the chip's ``op_overhead_s`` times its
   class's calibrated overhead factor, once per kernel (a ``_foreach_`` op over ``n`` tensors is
@@ -41,6 +44,7 @@ import numpy.typing as npt
 from hwmodel.ops.arrays import WorkloadArrays, workload_arrays
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.efficiency import EfficiencyTable
+from hwmodel.ops.element_rates import element_timed_seconds
 from hwmodel.ops.matrix import class_indices, gemm_seconds, gemm_timed, in_cache_matrix
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.precision import Precision
@@ -173,6 +177,8 @@ def op_costs(
         if work_scale is not None:
             gemm_s = gemm_s * work_scale
         compute_s = np.where(timed_by_shape, gemm_s / (compute_efficiency * busy), compute_s)
+    timed_by_element, element_s = element_timed_seconds(workload, chip, output_elements, flops)
+    compute_s = np.where(timed_by_element, element_s / busy, compute_s)
     memory_busy = busy if chip.local_memory_kind == "sram" else 1.0
     read_rate, write_rate = op_bandwidth(workload, chip, bytes_read + bytes_written)
     read_s = bytes_read / (read_rate * memory_efficiency * memory_busy)

@@ -59,13 +59,28 @@ def in_cache_matrix(workload: Workload, chip: ChipSpec) -> npt.NDArray[np.bool_]
     return np.asarray(arrays.is_matrix & arrays.is_float & ~optimizer & ~arrays.has_gemms, dtype=np.bool_)
 
 
+def cold_operand_bytes(shapes: FloatArray) -> FloatArray:
+    """FP32 bytes of the two operands of each GEMM ``(count, m, n, k)``: ``count (m k + k n) 4``.
+
+    >>> cold_operand_bytes(np.array([[1.0, 64, 512, 512], [2.0, 8, 4, 2]])).tolist()
+    [1179648.0, 192.0]
+    """
+    count, m, n, k = shapes[:, 0], shapes[:, 1], shapes[:, 2], shapes[:, 3]
+    values: FloatArray = 4.0 * count * (m * k + k * n)
+    return values
+
+
 def gemm_seconds(workload: Workload, chip: ChipSpec, matrix_flops_per_s: float) -> FloatArray:
     """Per op, the time of its recorded GEMMs at ``chip``'s measured rates (0 for ops without any),
     for matrix ops that run at a peak of ``matrix_flops_per_s``.
 
+    Where the chip measured how fast a GEMM fetches operands from beyond its caches
+    (``gemm_cold_operand_bytes_per_s``), each GEMM also pays its operands' bytes at that rate: in
+    a training step a weight was last touched a whole step ago, an activation a forward pass ago.
+
     NB: rates are measured in IEEE FP32; another matrix rate (BF16, TF32) scales them by its ratio
     to the chip's FP32 matrix peak (a BF16 GEMM of each shape is assumed as much faster as the
-    peak says).
+    peak says); operands are counted as FP32 bytes.
     """
     arrays = workload_arrays(workload)
     table = chip.gemm_rates
@@ -75,5 +90,7 @@ def gemm_seconds(workload: Workload, chip: ChipSpec, matrix_flops_per_s: float) 
     dtype_speedup = matrix_flops_per_s / chip.matrix_fp32_flops_per_s
     rates = table.rates(shapes[:, 1], shapes[:, 2], shapes[:, 3]) * dtype_speedup
     seconds = 2.0 * shapes[:, 0] * shapes[:, 1] * shapes[:, 2] * shapes[:, 3] / rates
+    if chip.gemm_cold_operand_bytes_per_s is not None:
+        seconds = seconds + cold_operand_bytes(shapes) / chip.gemm_cold_operand_bytes_per_s
     per_op = np.bincount(arrays.gemm_op_index, weights=seconds, minlength=len(arrays.flops)).astype(np.float64)
     return per_op

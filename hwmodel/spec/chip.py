@@ -30,6 +30,8 @@ _NON_RATE_FIELDS = frozenset(
         "cache_tiers",
         "multi_tensor_kernels",
         "gemm_rates",
+        "gemm_cold_operand_bytes_per_s",
+        "element_rates",
         "sync_batchnorm",
         "efficiency_row",
         "op_cost_model",
@@ -90,6 +92,14 @@ class ChipSpec:
         gemm_rates: measured FLOP/s of matrix multiplies by shape (:mod:`hwmodel.ops.gemm`): a
             matrix op whose GEMMs the capture recorded runs at these rates instead of the matrix
             peak. None for chips known only by their datasheet (every preset but ``host``).
+        gemm_cold_operand_bytes_per_s: the rate at which a GEMM timed by ``gemm_rates`` fetches its
+            operands when they are not in any cache, as in a training step whose working set
+            outlasts the caches between two uses of a tensor (measured: a product's time after the
+            caches were swept, less its time warm, over its operand bytes); None where not
+            measured: the measured rates then stand as they are.
+        element_rates: ``(function, elements per second)`` of element functions whose time no FLOP
+            count gives (a CPU's ``sqrt``, ``exp``, ``gelu``: :mod:`hwmodel.ops.element_rates`);
+            empty for chips without such a measurement.
         sync_batchnorm: True if batch-norm statistics are synchronised across data-parallel
             replicas by default (Dojo); False where each device keeps its own (PyTorch's default).
         default_precision: the precision policy a step on this chip trains in unless told
@@ -152,6 +162,8 @@ class ChipSpec:
     default_execution: str = "eager"
     cache_tiers: tuple[tuple[float, float], ...] = ()
     gemm_rates: GemmRateTable | None = None
+    gemm_cold_operand_bytes_per_s: float | None = None
+    element_rates: tuple[tuple[str, float], ...] = ()
     measured_threads: int | None = None
     l2_cache_bytes: float = 0.0
     clock_hz: float | None = None
@@ -180,6 +192,13 @@ class ChipSpec:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise SpecError(f"chip {self.name}: {name} must be > 0 (or not given), got {value}")
+        if self.gemm_cold_operand_bytes_per_s is not None and not self.gemm_cold_operand_bytes_per_s > 0:
+            raise SpecError(
+                f"chip {self.name}: gemm_cold_operand_bytes_per_s must be > 0 (or not given), "
+                f"got {self.gemm_cold_operand_bytes_per_s}"
+            )
+        if any(not rate > 0 for _, rate in self.element_rates):
+            raise SpecError(f"chip {self.name}: element_rates must be (function, elements/s > 0) pairs")
         sizes = [size for size, _ in self.cache_tiers]
         if sizes != sorted(set(sizes)) or any(not (size > 0 and rate > 0) for size, rate in self.cache_tiers):
             raise SpecError(f"chip {self.name}: cache_tiers must be (bytes, bytes/s) > 0 with rising sizes")

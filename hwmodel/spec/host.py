@@ -12,7 +12,12 @@ The host is modelled as one chip:
   occupancy is always 1); the work granules, memory kind and execution mode are data in the
   ``host`` preset file (``hwmodel/spec/presets/host.toml``);
 * matrix multiplies by shape: the FLOP/s of ``torch.mm`` at a grid of ``(m, n, k)`` shapes
-  (:class:`~hwmodel.ops.gemm.GemmRateTable`), for the ops whose GEMMs the capture records;
+  (:class:`~hwmodel.ops.gemm.GemmRateTable`), for the ops whose GEMMs the capture records, plus
+  the fetch of their operands from beyond the caches where measured
+  (``gemm_cold_operand_bytes_per_s``: in a training step a GEMM's operands were last touched a
+  working set ago);
+* element functions by their measured rate (``element_rates``: ``sqrt``, ``exp``, ``gelu``...,
+  :mod:`hwmodel.ops.element_rates`) where measured;
 * local memory: the machine's DRAM, one bandwidth shared by reads and writes: the ``copy_`` rate at
   the largest size the calibration measured; the smaller sizes are cache tiers, each at the copy's
   footprint (bytes read plus written: a 2 MiB copy moves 4 MiB), which is what an op's bytes are
@@ -65,6 +70,11 @@ class HostCalibration:
         cache_tiers: ``(footprint bytes, bytes_per_s)`` copy rates at the smaller measured sizes, each
             keyed by what the copy reads plus writes (twice its tensor).
         gemm_rates: ``torch.mm`` FLOP/s by shape; None in a calibration measured without them.
+        gemm_cold_operand_bytes_per_s: operand bytes per second a ``torch.mm`` fetches when the
+            caches were swept before it (its extra time over its warm time); None where not
+            measured (or where the sweep cost nothing measurable).
+        element_rates: ``(aten function, elements per second)`` of transcendental element
+            functions on cache-resident FP32; empty where not measured.
         op_overhead_s: a tiny training step's time per aten op (Python, autograd and dispatch
             between ops included): the fabric's hop latency.
         dispatch_overhead_s: time of one tiny op issued from Python (``torch.add`` of two
@@ -86,6 +96,8 @@ class HostCalibration:
     measured_utc: str
     cache_tiers: tuple[tuple[float, float], ...] = ()
     gemm_rates: GemmRateTable | None = None
+    gemm_cold_operand_bytes_per_s: float | None = None
+    element_rates: tuple[tuple[str, float], ...] = ()
     command: str
     machine: tuple[tuple[str, str], ...] = ()
 
@@ -104,6 +116,12 @@ class HostCalibration:
                 raise SpecError(f"host calibration: {name} must be >= 0, got {getattr(self, name)}")
         if self.threads < 1:
             raise SpecError(f"host calibration: threads must be >= 1, got {self.threads}")
+        cold = self.gemm_cold_operand_bytes_per_s
+        if cold is not None and not cold > 0:
+            raise SpecError(f"host calibration: gemm_cold_operand_bytes_per_s must be > 0, got {cold}")
+        for name, rate in self.element_rates:
+            if not rate > 0:
+                raise SpecError(f"host calibration: element rate of {name} must be > 0, got {rate}")
 
     def describe(self) -> str:
         """One line: the machine and when it was measured."""
@@ -135,7 +153,11 @@ def calibration_from_dict(data: dict[str, Any]) -> HostCalibration:
                 flops_per_s=tuple(float(rate) for rate in gemm["flops_per_s"]),
                 source=f"torch.mm by shape, measured {data['measured_utc']}",
             )
+        cold = data.get("gemm_cold_operand_bytes_per_s")
+        elements = data.get("element_rates_per_s", {})
         return HostCalibration(
+            gemm_cold_operand_bytes_per_s=None if cold is None else float(cold),
+            element_rates=tuple(sorted((str(name), float(rate)) for name, rate in elements.items())),
             matrix_fp32_flops_per_s=float(data["matrix_fp32_flops_per_s"]),
             matrix_bf16_flops_per_s=float(data["matrix_bf16_flops_per_s"]),
             vector_flops_per_s=float(data["vector_flops_per_s"]),
@@ -198,6 +220,8 @@ def calibrated_fields(calibration: HostCalibration) -> dict[str, Any]:
         "cache_tiers": calibration.cache_tiers,
         "l2_cache_bytes": calibration.cache_tiers[-1][0] if calibration.cache_tiers else 0.0,
         "gemm_rates": calibration.gemm_rates,
+        "gemm_cold_operand_bytes_per_s": calibration.gemm_cold_operand_bytes_per_s,
+        "element_rates": calibration.element_rates,
         "measured_threads": calibration.threads,
         "source": f"measured by pytest_dojo.hostbench: {calibration.describe()}",
     }
