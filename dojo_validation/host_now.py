@@ -88,7 +88,8 @@ def one_run(
 
 
 def rate_ratios(now: HostCalibration, committed: HostCalibration) -> str:
-    """The rates that differ between ``now`` and ``committed``, as ratios."""
+    """The rates that differ between ``now`` and ``committed``, as ratios, and what ``now`` measured
+    that ``committed`` may lack (a function's element rate, the cold GEMM operand rate)."""
     pairs = [
         ("fp32 matmul", now.matrix_fp32_flops_per_s / committed.matrix_fp32_flops_per_s),
         ("DRAM copy", now.memory_bytes_per_s / committed.memory_bytes_per_s),
@@ -100,7 +101,13 @@ def rate_ratios(now: HostCalibration, committed: HostCalibration) -> str:
         ("dispatch", now.dispatch_overhead_s / committed.dispatch_overhead_s),
         ("tiny step per op", now.op_overhead_s / committed.op_overhead_s),
     ]
-    return ", ".join(f"{label} x{ratio:.2f}" for label, ratio in pairs)
+    figures = ", ".join(f"{label} x{ratio:.2f}" for label, ratio in pairs)
+    elements = dict(now.element_rates)
+    if "sqrt" in elements:
+        figures += f"; sqrt {elements['sqrt'] / 1e9:.2f} Gelem/s"
+    if now.gemm_cold_operand_bytes_per_s is not None:
+        figures += f", cold GEMM operands {now.gemm_cold_operand_bytes_per_s / 1e9:.2f} GB/s"
+    return figures
 
 
 def report(names: Sequence[str], runs: int, say: Callable[[str], None] = print) -> int:

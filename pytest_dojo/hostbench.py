@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pytest_dojo.hostbench_in_step import element_rates_per_s, gemm_cold_operand_bytes_per_s
+from pytest_dojo.hostbench_in_step import in_step_rates
 
 MATRIX_DTYPES = ("float32", "bfloat16")
 GEMM_DIMS = tuple(1 << power for power in range(12))
@@ -303,14 +303,9 @@ def measure_host(
             say(f"  {memory_by_size[str(nbytes)] / 1e9:.1f} GB/s (read + write)")
         memory = memory_by_size[str(MEMORY_SIZES_BYTES[-1])]
         say("per-op overhead (tiny training step) ...")
-        overhead = op_overhead_s()
+        overhead, dispatch = op_overhead_s(), dispatch_overhead_s()
         say(f"  {overhead * 1e6:.2f} us")
-        dispatch = dispatch_overhead_s()
-        say("element functions and cold GEMM operands ...")
-        elements = element_rates_per_s()
-        cold = gemm_cold_operand_bytes_per_s()
-        say(f"  sqrt {elements['sqrt'] / 1e9:.2f} Gelem/s, cold operands {(cold or 0) / 1e9:.2f} GB/s")
-        classes = op_class_rates(say)
+        in_step, classes = in_step_rates(say), op_class_rates(say)
     finally:
         torch.set_num_threads(previous_threads)
     return {
@@ -329,8 +324,7 @@ def measure_host(
         "memory_bytes_per_s_by_size": memory_by_size,
         "op_overhead_s": overhead,
         "dispatch_overhead_s": dispatch,
-        "element_rates_per_s": elements,
-        "gemm_cold_operand_bytes_per_s": cold,
+        **in_step,
         "op_classes": classes,
     }
 

@@ -21,6 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 
@@ -107,3 +108,13 @@ def gemm_cold_operand_bytes_per_s(
         extra_s += cold - warm
         operand_bytes += 4.0 * (m * k + k * n)
     return operand_bytes / extra_s if extra_s > 0 else None
+
+
+def in_step_rates(say: Callable[[str], None]) -> dict[str, Any]:
+    """The calibration document's ``element_rates_per_s`` and ``gemm_cold_operand_bytes_per_s``,
+    announced by ``say``."""
+    say("element functions and cold GEMM operands ...")
+    elements = element_rates_per_s()
+    cold = gemm_cold_operand_bytes_per_s()
+    say(f"  sqrt {elements['sqrt'] / 1e9:.2f} Gelem/s, cold GEMM operands {(cold or 0.0) / 1e9:.2f} GB/s")
+    return {"element_rates_per_s": elements, "gemm_cold_operand_bytes_per_s": cold}
