@@ -22,11 +22,12 @@ the clock is the thread's CPU time, so other processes on a shared machine do no
 * what a step's ops pay beyond those rates (:mod:`pytest_dojo.hostbench_in_step`): the element
   rates of transcendental functions (``element_rates_per_s``) and the rate at which a GEMM fetches
   operands that are in no cache (``gemm_cold_operand_bytes_per_s``);
-* op classes at DRAM size (``op_classes``, recorded for comparison between machines, not read by the
-  model): a 3x3 convolution's FLOP/s, an elementwise add in place and into a freshly allocated
-  tensor (bytes read plus written per second: a machine under memory pressure pays the page faults
-  of every fresh tensor), and a sum's bytes read per second.
+* op classes at DRAM size (``op_classes``, :mod:`pytest_dojo.hostbench_op_classes`), recorded to
+  compare machines, not read by the model.
 
+Every timing is a median (:mod:`pytest_dojo.bench_timing`). The whole measurement takes 15-20 s
+on one core: a dtype without a fast path (BF16 on a CPU without AVX-512 BF16) is timed on a
+smaller square (:data:`MATRIX_BUDGET_S`), and the GEMM grid multiplies views of two random pools.
 The same functions run on a CUDA device (``device="cuda"``).
 Not measured: frequency scaling under sustained load, the rates of GEMM shapes between the grid's
 (interpolated), BF16 GEMMs by shape (scaled from FP32 by the square-matrix ratio).
@@ -37,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -48,7 +48,9 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from pytest_dojo.bench_timing import timed
 from pytest_dojo.hostbench_in_step import in_step_rates
+from pytest_dojo.hostbench_op_classes import op_class_rates
 
 MATRIX_DTYPES = ("float32", "bfloat16")
 GEMM_DIMS = tuple(1 << power for power in range(12))
@@ -61,40 +63,31 @@ BENCH_VERSION = 3
 """Changes whenever what :func:`measure_host` measures, or how, changes: part of every cache key."""
 
 
-def _timed(run: Callable[[], object], device: torch.device, *, repeats: int, inner: int) -> float:
-    """Median seconds of one call of ``run`` over ``repeats`` timings of ``inner`` calls each."""
-    run()
-    _sync(device)
-    clock = _clock(device)
-    samples = []
-    for _ in range(repeats):
-        start = clock()
-        for _ in range(inner):
-            run()
-        _sync(device)
-        samples.append((clock() - start) / inner)
-    return statistics.median(samples)
-
-
-def _clock(device: torch.device) -> Callable[[], float]:
-    """Thread CPU time on a one-thread CPU (immune to other processes on a shared machine), else
-    wall-clock."""
-    if device.type == "cpu" and torch.get_num_threads() == 1:
-        return time.thread_time
-    return time.perf_counter
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+MATRIX_BUDGET_S = 2.0
+"""Seconds the square-matrix rate of one dtype may take (see :func:`matrix_flops_per_s`)."""
 
 
 def matrix_flops_per_s(dtype: str, *, size: int, device: str = "cpu", repeats: int = 5) -> float:
-    """FLOP/s of ``torch.mm`` on ``size`` x ``size`` matrices of ``dtype`` (2 size^3 FLOPs each)."""
+    """FLOP/s of ``torch.mm`` on ``size`` x ``size`` matrices of ``dtype`` (2 size^3 FLOPs each).
+
+    A dtype without a fast path (BF16 on a CPU without AVX-512 BF16 runs at about 1 GFLOP/s) would
+    take minutes at ``size``: a product of side 128 is timed first, and the side is halved (down to
+    128) while the timings at that pace would take over :data:`MATRIX_BUDGET_S`, so the benchmark
+    keeps its time budget; such a rate hardly depends on the size. (A small square runs below the
+    large one's rate, so the estimate is pessimistic: FP32 at 1024 stays within it from 8 GFLOP/s.)
+    """
     target = torch.device(device)
-    a = torch.randn(size, size, device=target).to(getattr(torch, dtype))
-    b = torch.randn(size, size, device=target).to(getattr(torch, dtype))
-    seconds = _timed(lambda: torch.mm(a, b), target, repeats=repeats, inner=3)
+
+    def square(side: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(torch.randn(side, side, device=target).to(getattr(torch, dtype)) for _ in range(2))  # type: ignore[return-value]
+
+    probe_a, probe_b = square(min(size, 128))
+    probe_s = timed(lambda: torch.mm(probe_a, probe_b), target, repeats=1, inner=1)
+    calls = 1 + 3 * repeats
+    while size > 128 and calls * probe_s * (size / 128) ** 3 > MATRIX_BUDGET_S:
+        size //= 2
+    a, b = square(size)
+    seconds = timed(lambda: torch.mm(a, b), target, repeats=repeats, inner=3)
     return 2.0 * size**3 / seconds
 
 
@@ -105,20 +98,26 @@ def gemm_flops_per_s(
     repeats: int = 3,
     progress: Callable[[str], None] | None = None,
 ) -> list[float]:
-    """FP32 ``torch.mm`` FLOP/s at every ``(m, n, k)`` of ``dims``, in :class:`GemmRateTable` order."""
+    """FP32 ``torch.mm`` FLOP/s at every ``(m, n, k)`` of ``dims``, in :class:`GemmRateTable` order.
+
+    Operands are contiguous views of two random pools drawn once (drawing them per shape cost
+    3 s of the grid's 16 on a 45 GFLOP/s core)."""
     target = torch.device(device)
     generator = torch.Generator().manual_seed(0)
+    largest = max(dims) ** 2
+    pool_a = torch.randn(largest, generator=generator).to(target)
+    pool_b = torch.randn(largest, generator=generator).to(target)
     rates = []
     for index_m, m in enumerate(dims):
         if progress is not None:
             progress(f"  m = {m} ({index_m + 1}/{len(dims)})")
         for n in dims:
             for k in dims:
-                a = torch.randn(m, k, generator=generator).to(target)
-                b = torch.randn(k, n, generator=generator).to(target)
+                a = pool_a[: m * k].view(m, k)
+                b = pool_b[: k * n].view(k, n)
                 flops = 2.0 * m * n * k
                 inner = max(1, min(1000, int(GEMM_TIMING_FLOPS / flops)))
-                seconds = _timed(partial(torch.mm, a, b), target, repeats=repeats, inner=inner)
+                seconds = timed(partial(torch.mm, a, b), target, repeats=repeats, inner=inner)
                 rates.append(flops / seconds)
     return rates
 
@@ -128,7 +127,7 @@ def vector_flops_per_s(*, elements: int = 1 << 16, device: str = "cpu", repeats:
     target = torch.device(device)
     x = torch.zeros(elements, device=target)
     y = torch.full((elements,), 1.0001, device=target)
-    seconds = _timed(lambda: x.addcmul_(y, y, value=1e-9), target, repeats=repeats, inner=50)
+    seconds = timed(lambda: x.addcmul_(y, y, value=1e-9), target, repeats=repeats, inner=50)
     return 2.0 * elements / seconds
 
 
@@ -137,7 +136,7 @@ def memory_bytes_per_s(*, nbytes: int = 1 << 28, device: str = "cpu", repeats: i
     target = torch.device(device)
     source = torch.ones(nbytes // 4, device=target)
     destination = torch.empty_like(source)
-    seconds = _timed(lambda: destination.copy_(source), target, repeats=repeats, inner=3)
+    seconds = timed(lambda: destination.copy_(source), target, repeats=repeats, inner=3)
     return 2.0 * nbytes / seconds
 
 
@@ -146,49 +145,7 @@ def dispatch_overhead_s(*, device: str = "cpu", repeats: int = 7) -> float:
     target = torch.device(device)
     a = torch.ones(1, device=target)
     b = torch.ones(1, device=target)
-    return _timed(lambda: torch.add(a, b), target, repeats=repeats, inner=2000)
-
-
-def conv_flops_per_s(*, device: str = "cpu", repeats: int = 5) -> float:
-    """FLOP/s of a 3x3 convolution, 64 to 64 channels, 4 x 32 x 32 inputs (2 FLOPs per multiply-add)."""
-    target = torch.device(device)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 64, 32, 32, generator=generator).to(target)
-    weight = torch.randn(64, 64, 3, 3, generator=generator).to(target)
-    seconds = _timed(lambda: torch.nn.functional.conv2d(x, weight, padding=1), target, repeats=repeats, inner=3)
-    return 2.0 * 4 * 64 * 64 * 9 * 32 * 32 / seconds
-
-
-def elementwise_bytes_per_s(*, fresh: bool, nbytes: int = 1 << 28, device: str = "cpu", repeats: int = 5) -> float:
-    """Bytes read plus written per second by ``x + 1`` on ``nbytes`` of FP32: in place (``add_``) or
-    into a tensor allocated by each call (what most ops of a training step do)."""
-    target = torch.device(device)
-    x = torch.ones(nbytes // 4, device=target)
-    run = (lambda: torch.add(x, 1.0)) if fresh else (lambda: x.add_(1.0))
-    return 2.0 * nbytes / _timed(run, target, repeats=repeats, inner=2)
-
-
-def reduction_bytes_per_s(*, nbytes: int = 1 << 28, device: str = "cpu", repeats: int = 5) -> float:
-    """Bytes read per second by ``sum`` over ``nbytes`` of FP32."""
-    target = torch.device(device)
-    x = torch.ones(nbytes // 4, device=target)
-    return nbytes / _timed(x.sum, target, repeats=repeats, inner=2)
-
-
-def op_class_rates(say: Callable[[str], None]) -> dict[str, float]:
-    """The op-class figures of the calibration (see the module docstring), each announced by ``say``."""
-    probes: tuple[tuple[str, str, float, Callable[[], float]], ...] = (
-        ("conv_flops_per_s", "convolution 3x3", 1e9, conv_flops_per_s),
-        ("elementwise_inplace_bytes_per_s", "elementwise in place", 1e9, partial(elementwise_bytes_per_s, fresh=False)),
-        ("elementwise_fresh_bytes_per_s", "elementwise, fresh out", 1e9, partial(elementwise_bytes_per_s, fresh=True)),
-        ("reduction_bytes_per_s", "reduction (sum)", 1e9, reduction_bytes_per_s),
-    )
-    rates = {}
-    for key, label, scale, probe in probes:
-        rates[key] = probe()
-        unit = "GFLOP/s" if "flops" in key else "GB/s"
-        say(f"{label}: {rates[key] / scale:.1f} {unit}")
-    return rates
+    return timed(lambda: torch.add(a, b), target, repeats=repeats, inner=2000)
 
 
 class _OpCounter(TorchDispatchMode):  # type: ignore[no-untyped-call]
@@ -204,7 +161,7 @@ class _OpCounter(TorchDispatchMode):  # type: ignore[no-untyped-call]
         return func(*args, **(kwargs or {}))
 
 
-def op_overhead_s(*, device: str = "cpu", repeats: int = 7) -> float:
+def op_overhead_s(*, device: str = "cpu", repeats: int = 5) -> float:
     """Seconds per aten op of a training step whose ops do almost no work.
 
     The step (Linear 4->4, LayerNorm, ReLU, Linear 4->4 on one sample; sum; backward; AdamW with
@@ -230,7 +187,7 @@ def op_overhead_s(*, device: str = "cpu", repeats: int = 7) -> float:
     counter = _OpCounter()
     with counter:
         step()
-    return _timed(step, target, repeats=repeats, inner=50) / counter.count
+    return timed(step, target, repeats=repeats, inner=10) / counter.count
 
 
 def machine_info() -> dict[str, Any]:

@@ -18,7 +18,6 @@ Timings use the thread's CPU time with one thread (wall-clock otherwise), median
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from hwmodel.ops.element_rates import ELEMENT_FUNCTIONS
+from pytest_dojo.bench_timing import clock_for
 
 ELEMENT_PROBE_ELEMENTS = 1 << 18
 """1 MiB of FP32: resident in a core's L2 on current CPUs, so arithmetic sets the time."""
@@ -36,10 +36,6 @@ the weight gradient's shapes, whose operand bytes are large beside their FLOPs."
 
 SWEEP_BYTES = 64 << 20
 """Bytes read between cold timings: twice the largest last-level cache of a 2-core cloud slice (32 MiB)."""
-
-
-def _clock() -> Callable[[], float]:
-    return time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
 
 
 def _element_calls(x: torch.Tensor) -> dict[str, Callable[[], object]]:
@@ -68,7 +64,7 @@ def element_rates_per_s(
     """Elements per second of each of :data:`ELEMENT_FUNCTIONS` on ``elements`` FP32 values in (0.5, 1.5)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(elements, generator=generator) + 0.5
-    clock = _clock()
+    clock = clock_for(torch.device("cpu"))
     rates = {}
     for name, call in _element_calls(x).items():
         call()
@@ -96,7 +92,7 @@ def gemm_cold_operand_bytes_per_s(
     None when the sweep cost nothing measurable."""
     generator = torch.Generator().manual_seed(0)
     sweep = torch.ones(SWEEP_BYTES // 4)
-    clock = _clock()
+    clock = clock_for(torch.device("cpu"))
     extra_s, operand_bytes = 0.0, 0.0
     for m, n, k in shapes:
         a = torch.randn(m, k, generator=generator)
