@@ -25,7 +25,7 @@ the clock is the thread's CPU time, so other processes on a shared machine do no
 * op classes at DRAM size (``op_classes``, :mod:`pytest_dojo.hostbench_op_classes`), recorded to
   compare machines, not read by the model.
 
-Every timing is a median (:mod:`pytest_dojo.bench_timing`). The whole measurement takes 15-20 s
+Every timing is a median (:mod:`pytest_dojo.bench_timing`). The whole measurement takes about 20 s
 on one core: a dtype without a fast path (BF16 on a CPU without AVX-512 BF16) is timed on a
 smaller square (:data:`MATRIX_BUDGET_S`), and the GEMM grid multiplies views of two random pools.
 The same functions run on a CUDA device (``device="cuda"``).
@@ -237,7 +237,7 @@ def measure_host(
     """Every rate of the host preset, measured now with ``threads`` intra-op threads.
 
     Returns the JSON document :func:`hwmodel.spec.host.calibration_from_dict` reads. With
-    ``gemm_repeats=2`` (the plugin's first-use measurement) it takes 15-20 s on one core.
+    ``gemm_repeats=2`` (the plugin's first-use measurement) it takes about 20 s on one core (15-23 s seen).
     """
     say = progress or (lambda _line: None)
     previous_threads = torch.get_num_threads()
