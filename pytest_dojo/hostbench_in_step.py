@@ -8,9 +8,11 @@
   uses of a weight than the caches hold, so its GEMMs fetch their operands from DRAM, while the
   GEMM grid times products whose operands stay cached. Each of :data:`COLD_GEMM_SHAPES` is timed
   warm (the previous call used the same operands) and cold (right after a read of
-  :data:`SWEEP_BYTES`, which evicts them without leaving dirty lines to write back); the extra
-  time over the operands' bytes, summed over the shapes, is the rate at which a GEMM fetches cold
-  operands.
+  :data:`SWEEP_BYTES`, which evicts them without leaving dirty lines to write back), the two
+  interleaved; the extra time over the operands' bytes, summed over the shapes, is the rate at
+  which a GEMM fetches cold operands. It is the difference of two timings, so it is noisy on a
+  shared machine: 15 pairs a shape gave 2.7-4.0 GB/s in six probes minutes apart, 7 pairs
+  2.1-5.5.
 
 Timings use the thread's CPU time with one thread (wall-clock otherwise), medians of repeats.
 """
@@ -86,7 +88,7 @@ def _one_call_s(run: Callable[[], object], clock: Callable[[], float], before: C
 
 
 def gemm_cold_operand_bytes_per_s(
-    shapes: tuple[tuple[int, int, int], ...] = COLD_GEMM_SHAPES, *, repeats: int = 7
+    shapes: tuple[tuple[int, int, int], ...] = COLD_GEMM_SHAPES, *, repeats: int = 15
 ) -> float | None:
     """Operand bytes per second a ``torch.mm`` fetches beyond its warm time once the caches were swept;
     None when the sweep cost nothing measurable."""
@@ -99,9 +101,11 @@ def gemm_cold_operand_bytes_per_s(
         b = torch.randn(k, n, generator=generator)
         product = partial(torch.mm, a, b)
         product()
-        warm = statistics.median(_one_call_s(product, clock, product) for _ in range(repeats))
-        cold = statistics.median(_one_call_s(product, clock, sweep.sum) for _ in range(repeats))
-        extra_s += cold - warm
+        warm, cold = [], []
+        for _ in range(repeats):  # interleaved, so a drift of the machine's speed shifts both alike
+            warm.append(_one_call_s(product, clock, product))
+            cold.append(_one_call_s(product, clock, sweep.sum))
+        extra_s += statistics.median(cold) - statistics.median(warm)
         operand_bytes += 4.0 * (m * k + k * n)
     return operand_bytes / extra_s if extra_s > 0 else None
 
