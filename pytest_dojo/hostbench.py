@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -141,7 +142,11 @@ def memory_bytes_per_s(*, nbytes: int = 1 << 28, device: str = "cpu", repeats: i
 
 
 def dispatch_overhead_s(*, device: str = "cpu", repeats: int = 7) -> float:
-    """Seconds of one tiny op (``torch.add`` of two 1-element tensors) issued from Python."""
+    """Seconds of one tiny op (``torch.add`` of two 1-element tensors) issued from Python.
+
+    On a shared machine it drifts over seconds (1.9-4.2 us within 15 s on one 2-core slice), and a
+    step's fixed costs, thousands of dispatches' worth, hang on it: :func:`measure_host` takes the
+    median of four samples spread over its run."""
     target = torch.device(device)
     a = torch.ones(1, device=target)
     b = torch.ones(1, device=target)
@@ -225,6 +230,17 @@ def machine_key(threads: int = 1) -> str:
     return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()[:16]
 
 
+def memory_rates_by_size(say: Callable[[str], None]) -> dict[str, float]:
+    """Copy rate (bytes read plus written per second) at each of :data:`MEMORY_SIZES_BYTES`, keyed
+    by the size as text (the calibration document's ``memory_bytes_per_s_by_size``)."""
+    rates = {}
+    for nbytes in MEMORY_SIZES_BYTES:
+        say(f"memory copy {nbytes / 1e6:g} MB ...")
+        rates[str(nbytes)] = memory_bytes_per_s(nbytes=nbytes, repeats=5 if nbytes > 1 << 24 else 15)
+        say(f"  {rates[str(nbytes)] / 1e9:.1f} GB/s (read + write)")
+    return rates
+
+
 def measure_host(
     *,
     threads: int = 1,
@@ -243,6 +259,7 @@ def measure_host(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        dispatch = [dispatch_overhead_s()]
         matrix = {}
         for dtype in MATRIX_DTYPES:
             say(f"matrix {dtype} {matrix_size}^3 ...")
@@ -250,21 +267,21 @@ def measure_host(
             say(f"  {matrix[dtype] / 1e9:.1f} GFLOP/s")
         say(f"matrix float32 by shape, {len(gemm_dims) ** 3} shapes ...")
         gemm = gemm_flops_per_s(gemm_dims, repeats=gemm_repeats, progress=say)
+        dispatch.append(dispatch_overhead_s())
         say("vector multiply-add ...")
         vector = vector_flops_per_s()
         say(f"  {vector / 1e9:.1f} GFLOP/s")
-        memory_by_size = {}
-        for nbytes in MEMORY_SIZES_BYTES:
-            say(f"memory copy {nbytes / 1e6:g} MB ...")
-            memory_by_size[str(nbytes)] = memory_bytes_per_s(nbytes=nbytes, repeats=5 if nbytes > 1 << 24 else 15)
-            say(f"  {memory_by_size[str(nbytes)] / 1e9:.1f} GB/s (read + write)")
-        memory = memory_by_size[str(MEMORY_SIZES_BYTES[-1])]
+        memory_by_size = memory_rates_by_size(say)
+        dispatch.append(dispatch_overhead_s())
         say("per-op overhead (tiny training step) ...")
-        overhead, dispatch = op_overhead_s(), dispatch_overhead_s()
+        overhead = op_overhead_s()
         say(f"  {overhead * 1e6:.2f} us")
         in_step, classes = in_step_rates(say), op_class_rates(say)
+        dispatch.append(dispatch_overhead_s())
+        say(f"dispatch of a tiny op: {statistics.median(dispatch) * 1e6:.2f} us (median of {len(dispatch)} samples)")
     finally:
         torch.set_num_threads(previous_threads)
+    memory = memory_by_size[str(MEMORY_SIZES_BYTES[-1])]
     return {
         "schema_version": 1,
         "bench_version": BENCH_VERSION,
@@ -280,7 +297,7 @@ def measure_host(
         "memory_bytes_per_s": memory,
         "memory_bytes_per_s_by_size": memory_by_size,
         "op_overhead_s": overhead,
-        "dispatch_overhead_s": dispatch,
+        "dispatch_overhead_s": statistics.median(dispatch),
         **in_step,
         "op_classes": classes,
     }
