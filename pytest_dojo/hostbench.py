@@ -25,7 +25,9 @@ the clock is the thread's CPU time, so other processes on a shared machine do no
 * op classes at DRAM size (``op_classes``, :mod:`pytest_dojo.hostbench_op_classes`), recorded to
   compare machines, not read by the model.
 
-Every timing is a median (:mod:`pytest_dojo.bench_timing`). The whole measurement takes about 20 s
+Every timing is a median (:mod:`pytest_dojo.bench_timing`); the probes that take milliseconds (the
+dispatch, the vector rate, the copies below DRAM size) are sampled four times over the run and
+their medians kept, since a shared machine drifts over seconds (:func:`short_probes`). The whole measurement takes about 20 s
 on one core: a dtype without a fast path (BF16 on a CPU without AVX-512 BF16) is timed on a
 smaller square (:data:`MATRIX_BUDGET_S`), and the GEMM grid multiplies views of two random pools.
 The same functions run on a CUDA device (``device="cuda"``).
@@ -142,11 +144,7 @@ def memory_bytes_per_s(*, nbytes: int = 1 << 28, device: str = "cpu", repeats: i
 
 
 def dispatch_overhead_s(*, device: str = "cpu", repeats: int = 7) -> float:
-    """Seconds of one tiny op (``torch.add`` of two 1-element tensors) issued from Python.
-
-    On a shared machine it drifts over seconds (1.9-4.2 us within 15 s on one 2-core slice), and a
-    step's fixed costs, thousands of dispatches' worth, hang on it: :func:`measure_host` takes the
-    median of four samples spread over its run."""
+    """Seconds of one tiny op (``torch.add`` of two 1-element tensors) issued from Python."""
     target = torch.device(device)
     a = torch.ones(1, device=target)
     b = torch.ones(1, device=target)
@@ -230,15 +228,20 @@ def machine_key(threads: int = 1) -> str:
     return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()[:16]
 
 
-def memory_rates_by_size(say: Callable[[str], None]) -> dict[str, float]:
-    """Copy rate (bytes read plus written per second) at each of :data:`MEMORY_SIZES_BYTES`, keyed
-    by the size as text (the calibration document's ``memory_bytes_per_s_by_size``)."""
-    rates = {}
-    for nbytes in MEMORY_SIZES_BYTES:
-        say(f"memory copy {nbytes / 1e6:g} MB ...")
-        rates[str(nbytes)] = memory_bytes_per_s(nbytes=nbytes, repeats=5 if nbytes > 1 << 24 else 15)
-        say(f"  {rates[str(nbytes)] / 1e9:.1f} GB/s (read + write)")
-    return rates
+DRIFT_SAMPLES = 4
+"""How many times :func:`measure_host` samples the short probes (:func:`short_probes`) over its run."""
+
+
+def short_probes() -> dict[str, float]:
+    """The probes that take milliseconds: the dispatch of a tiny op, the vector rate and the copy
+    rates of the sizes below the DRAM one (keyed by size as text).
+
+    On a shared machine these drift over seconds (a tiny op's dispatch 1.9-4.2 us and a 256 KiB copy
+    24-35 GB/s within 15 s on one 2-core slice), and a step's fixed costs and cache-resident work
+    hang on them: :func:`measure_host` takes the median of :data:`DRIFT_SAMPLES` samples spread over
+    its run."""
+    copies = {str(size): memory_bytes_per_s(nbytes=size, repeats=15) for size in MEMORY_SIZES_BYTES[:-1]}
+    return {"dispatch": dispatch_overhead_s(), "vector": vector_flops_per_s(), **copies}
 
 
 def measure_host(
@@ -259,29 +262,29 @@ def measure_host(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        dispatch = [dispatch_overhead_s()]
-        matrix = {}
-        for dtype in MATRIX_DTYPES:
-            say(f"matrix {dtype} {matrix_size}^3 ...")
-            matrix[dtype] = matrix_flops_per_s(dtype, size=matrix_size)
-            say(f"  {matrix[dtype] / 1e9:.1f} GFLOP/s")
+        samples = [short_probes()]
+        say(f"matrix {', '.join(MATRIX_DTYPES)} {matrix_size}^3 ...")
+        matrix = {dtype: matrix_flops_per_s(dtype, size=matrix_size) for dtype in MATRIX_DTYPES}
+        say("  " + ", ".join(f"{dtype} {rate / 1e9:.1f} GFLOP/s" for dtype, rate in matrix.items()))
         say(f"matrix float32 by shape, {len(gemm_dims) ** 3} shapes ...")
         gemm = gemm_flops_per_s(gemm_dims, repeats=gemm_repeats, progress=say)
-        dispatch.append(dispatch_overhead_s())
-        say("vector multiply-add ...")
-        vector = vector_flops_per_s()
-        say(f"  {vector / 1e9:.1f} GFLOP/s")
-        memory_by_size = memory_rates_by_size(say)
-        dispatch.append(dispatch_overhead_s())
+        samples.append(short_probes())
+        say(f"memory copy {MEMORY_SIZES_BYTES[-1] / 1e6:g} MB (DRAM) ...")
+        memory = memory_bytes_per_s(nbytes=MEMORY_SIZES_BYTES[-1], repeats=5)
+        samples.append(short_probes())
         say("per-op overhead (tiny training step) ...")
         overhead = op_overhead_s()
-        say(f"  {overhead * 1e6:.2f} us")
         in_step, classes = in_step_rates(say), op_class_rates(say)
-        dispatch.append(dispatch_overhead_s())
-        say(f"dispatch of a tiny op: {statistics.median(dispatch) * 1e6:.2f} us (median of {len(dispatch)} samples)")
+        samples.extend(short_probes() for _ in range(DRIFT_SAMPLES - len(samples)))
     finally:
         torch.set_num_threads(previous_threads)
-    memory = memory_by_size[str(MEMORY_SIZES_BYTES[-1])]
+    short = {key: statistics.median(sample[key] for sample in samples) for key in samples[0]}
+    memory_by_size = {key: short[key] for key in samples[0] if key.isdigit()} | {str(MEMORY_SIZES_BYTES[-1]): memory}
+    say(
+        f"median of {len(samples)} samples: dispatch {short['dispatch'] * 1e6:.2f} us, vector "
+        f"{short['vector'] / 1e9:.1f} GFLOP/s, copies "
+        + ", ".join(f"{int(size) >> 10} KiB {rate / 1e9:.1f} GB/s" for size, rate in memory_by_size.items())
+    )
     return {
         "schema_version": 1,
         "bench_version": BENCH_VERSION,
@@ -293,11 +296,11 @@ def measure_host(
         "matrix_fp32_flops_per_s": matrix["float32"],
         "matrix_bf16_flops_per_s": matrix["bfloat16"],
         "gemm_flops_per_s": {"dims": list(gemm_dims), "flops_per_s": gemm},
-        "vector_flops_per_s": vector,
+        "vector_flops_per_s": short["vector"],
         "memory_bytes_per_s": memory,
         "memory_bytes_per_s_by_size": memory_by_size,
         "op_overhead_s": overhead,
-        "dispatch_overhead_s": statistics.median(dispatch),
+        "dispatch_overhead_s": short["dispatch"],
         **in_step,
         "op_classes": classes,
     }
