@@ -27,9 +27,10 @@ the clock is the thread's CPU time, so other processes on a shared machine do no
 
 Every timing is a median (:mod:`pytest_dojo.bench_timing`); the probes that take milliseconds (the
 dispatch, the vector rate, the copies below DRAM size) are sampled four times over the run and
-their medians kept, since a shared machine drifts over seconds (:func:`short_probes`). The whole measurement takes about 20 s
-on one core: a dtype without a fast path (BF16 on a CPU without AVX-512 BF16) is timed on a
-smaller square (:data:`MATRIX_BUDGET_S`), and the GEMM grid multiplies views of two random pools.
+their medians kept, since a shared machine drifts over seconds (:func:`short_probes`). The whole
+measurement takes about 20 s on one core: a dtype without a fast path (BF16 on a CPU without
+AVX-512 BF16) is timed on a smaller square (:data:`MATRIX_BUDGET_S`), and the GEMM grid multiplies
+views of two random pools.
 The same functions run on a CUDA device (``device="cuda"``).
 Not measured: frequency scaling under sustained load, the rates of GEMM shapes between the grid's
 (interpolated), BF16 GEMMs by shape (scaled from FP32 by the square-matrix ratio).
