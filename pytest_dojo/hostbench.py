@@ -83,7 +83,10 @@ def matrix_flops_per_s(dtype: str, *, size: int, device: str = "cpu", repeats: i
     target = torch.device(device)
 
     def square(side: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(torch.randn(side, side, device=target).to(getattr(torch, dtype)) for _ in range(2))  # type: ignore[return-value]
+        def matrix() -> torch.Tensor:
+            return torch.randn(side, side, device=target).to(getattr(torch, dtype))
+
+        return matrix(), matrix()
 
     probe_a, probe_b = square(min(size, 128))
     probe_s = timed(lambda: torch.mm(probe_a, probe_b), target, repeats=1, inner=1)
@@ -280,7 +283,7 @@ def measure_host(
     finally:
         torch.set_num_threads(previous_threads)
     short = {key: statistics.median(sample[key] for sample in samples) for key in samples[0]}
-    memory_by_size = {key: short[key] for key in samples[0] if key.isdigit()} | {str(MEMORY_SIZES_BYTES[-1]): memory}
+    memory_by_size = {str(size): short.get(str(size), memory) for size in MEMORY_SIZES_BYTES}  # DRAM: timed once
     say(
         f"median of {len(samples)} samples: dispatch {short['dispatch'] * 1e6:.2f} us, vector "
         f"{short['vector'] / 1e9:.1f} GFLOP/s, copies "

@@ -42,11 +42,10 @@ import numpy as np
 import numpy.typing as npt
 
 from hwmodel.errors import SpecError, WorkloadError
-from hwmodel.ops.arrays import workload_arrays
 from hwmodel.ops.classes.registry import op_classes
 from hwmodel.ops.cost import op_costs
 from hwmodel.ops.efficiency import EfficiencyTable
-from hwmodel.ops.element_rates import element_timed_seconds
+from hwmodel.ops.element_rates import element_timed
 from hwmodel.ops.matrix import class_indices, gemm_timed
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.precision import Precision
@@ -173,8 +172,7 @@ def fit_efficiency(
         peak = op_costs(sample.workload, chip, peak_efficiency, precision)
         classes = class_indices(sample.workload, chip)[pairing.op_index]
         timed_by_shape = gemm_timed(sample.workload, chip)[pairing.op_index]
-        arrays = workload_arrays(sample.workload)
-        timed_by_element = element_timed_seconds(sample.workload, chip, arrays.output_elements, arrays.flops)[0]
+        timed_by_element = element_timed(sample.workload, chip)[pairing.op_index]
         sample_totals[sample_index] = float(pairing.measured_s.sum())
         for class_index, name in enumerate(names):
             mask = classes == class_index
@@ -185,7 +183,7 @@ def fit_efficiency(
             data[name].overhead_s.append(peak.overhead_s[chosen])
             data[name].memory_s.append(peak.memory_s[chosen])
             data[name].bandwidth_only.append(timed_by_shape[mask])
-            data[name].measured_rate.append(timed_by_element[pairing.op_index][mask])
+            data[name].measured_rate.append(timed_by_element[mask])
             data[name].measured_s.append(pairing.measured_s[mask])
             data[name].sample.append(np.full(int(mask.sum()), sample_index, dtype=np.int64))
     grid = np.asarray(EFFICIENCY_GRID)

@@ -56,19 +56,30 @@ def element_function(op_name: str) -> str:
     return base.removesuffix("_") if base.endswith("_") and not base.endswith("__") else base
 
 
+def _measured_rates(workload: Workload, chip: ChipSpec) -> FloatArray:
+    """Per op, ``chip``'s measured rate of its element function (elements/s), 0 where none applies."""
+    arrays = workload_arrays(workload)
+    if not chip.element_rates:
+        return np.zeros(len(arrays.flops))
+    rates = dict(chip.element_rates)
+    by_name = np.array([rates.get(element_function(name), 0.0) for name in arrays.op_names], dtype=np.float64)
+    rate: FloatArray = np.where(arrays.is_float, by_name[arrays.op_name_index], 0.0)
+    return rate
+
+
+def element_timed(workload: Workload, chip: ChipSpec) -> npt.NDArray[np.bool_]:
+    """Per op, True where ``chip``'s measured element rates time it (a floating-point op of a measured
+    function): its compute takes no fitted efficiency."""
+    return np.asarray(_measured_rates(workload, chip) > 0, dtype=np.bool_)
+
+
 def element_timed_seconds(
     workload: Workload, chip: ChipSpec, output_elements: FloatArray, flops: FloatArray
 ) -> tuple[npt.NDArray[np.bool_], FloatArray]:
     """Per op, whether ``chip``'s measured element rates time it, and its seconds at that rate for
     ``output_elements`` (never under ``flops`` at the vector peak); 0 for the other ops."""
-    arrays = workload_arrays(workload)
-    count = len(output_elements)
-    if not chip.element_rates or not count:
-        return np.zeros(count, dtype=np.bool_), np.zeros(count)
-    rates = dict(chip.element_rates)
-    by_name = np.array([rates.get(element_function(name), 0.0) for name in arrays.op_names], dtype=np.float64)
-    rate = by_name[arrays.op_name_index]
-    timed = np.asarray((rate > 0) & arrays.is_float, dtype=np.bool_)
+    rate = _measured_rates(workload, chip)
+    timed = np.asarray(rate > 0, dtype=np.bool_)
     at_rate = output_elements / np.where(timed, rate, 1.0)
     seconds = np.where(timed, np.maximum(at_rate, flops / chip.vector_flops_per_s), 0.0)
     return timed, np.asarray(seconds, dtype=np.float64)
