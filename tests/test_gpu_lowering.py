@@ -1,6 +1,7 @@
 """GPU op costs for the ops a CPU capture records differently from what CUDA runs: dropout as one
 fused kernel each way, softmax backward as two kernels, NLL loss without streaming the
-log-probabilities, fused attention without the score matrix. Bytes by hand, from the shapes."""
+log-probabilities, fused attention without the score matrix, a dropout mask held in a byte an
+element. Bytes by hand, from the shapes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwmodel import Workload, get_preset
+from hwmodel import Workload, get_preset, make_system, simulate
 from hwmodel.ops.cost_model import kernel_op_costs
 from hwmodel.ops.gpu_lowering import gpu_lowering
 from hwmodel.ops.kernels import gemm
@@ -16,6 +17,7 @@ from hwmodel.ops.kernels.from_chip import kernel_device_from_chip
 from hwmodel.ops.kernels.memory_bound import achieved_bandwidth
 from hwmodel.ops.kernels.parameters import load_parameters
 from hwmodel.spec.precision import FP32, MIXED_BF16
+from hwmodel.step.memory import activation_peak_bytes
 from pytest_dojo.capture import capture_train_step
 
 A100 = get_preset("a100").chip
@@ -176,3 +178,25 @@ def test_the_d1_is_costed_without_the_gpu_lowering() -> None:
     # the D1's node model costs every recorded op, the CPU's dropout included
     assert costs.time_s[index_of(workload, "div_")] > 0.0
     assert costs.time_s[index_of(workload, "mul")] > 0.0
+
+
+def test_a_gpu_holds_a_byte_an_element_for_a_dropout_mask() -> None:
+    workload = capture_train_step(LinearDropout().train(), torch.randn(64, 256), mode="forward_backward")
+    tensor = 64 * 256 * 4  # x, the linear's output, the mask and the dropout's output: 64 x 256 FP32
+    # the peak is at the forward mul: x, the linear's output, the mask and the mul's output alive
+    assert activation_peak_bytes(workload, FP32) == 4 * tensor
+    # on CUDA the mask is native_dropout's torch.bool: a byte an element, in any precision
+    assert activation_peak_bytes(workload, FP32, cuda=True) == 3 * tensor + 64 * 256
+    assert activation_peak_bytes(workload, MIXED_BF16, cuda=True) == 3 * tensor // 2 + 64 * 256
+    mask = workload.ops[index_of(workload, "bernoulli_")].output_ids[0]
+    assert gpu_lowering(workload).dropout_masks == frozenset({mask})
+    gpu = simulate(workload, make_system("a100", "1x1"), precision=FP32)
+    d1 = simulate(workload, make_system("d1", "1x1"), precision=FP32)
+    assert gpu.memory_bytes_per_chip.activations_peak_bytes == 3 * tensor + 64 * 256
+    assert d1.memory_bytes_per_chip.activations_peak_bytes == 4 * tensor
+
+
+def test_gpu_memory_is_counted_in_binary_units() -> None:
+    assert get_preset("a100-pcie-80gb").chip.local_memory_bytes == 80 * 2**30
+    assert get_preset("v100-pcie-32gb").chip.local_memory_bytes == 32 * 2**30
+    assert get_preset("h200").chip.local_memory_bytes == 141 * 2**30

@@ -30,6 +30,9 @@ from hwmodel.spec.presets import (
 )
 from hwmodel.studies.ingest import ingest_path_for
 
+GIB = 2**30
+"""A GPU's memory is built and sold in binary units (gpus.md, "Conventions")."""
+
 
 def test_the_four_chips_are_registered() -> None:
     assert set(preset_names()) >= {"d1", "a100", "h100", "h200"}
@@ -63,11 +66,12 @@ def test_registry_refuses_duplicates_and_unknown_names() -> None:
 @pytest.mark.parametrize(
     ("name", "bf16", "tf32", "fp32", "sms", "hbm_bytes", "hbm_bytes_per_s", "nvlink", "network"),
     [
-        # gpus.md "A100", "H100 SXM", "H200 SXM" [S]; NVLink bidirectional, halved per direction;
+        # gpus.md "A100", "H100 SXM", "H200 SXM" [S]; memory in binary units ("Conventions");
+        # NVLink bidirectional, halved per direction;
         # DGX A100 HDR 200 Gb/s, DGX H100 NDR 400 Gb/s per GPU [S].
-        ("a100", 312e12, 156e12, 19.5e12, 108, 80e9, 2.04e12, 300e9, 25e9),
-        ("h100", 989e12, 494.5e12, 67e12, 132, 80e9, 3.35e12, 450e9, 50e9),
-        ("h200", 989e12, 494.5e12, 67e12, 132, 141e9, 4.8e12, 450e9, 50e9),
+        ("a100", 312e12, 156e12, 19.5e12, 108, 80 * GIB, 2.04e12, 300e9, 25e9),
+        ("h100", 989e12, 494.5e12, 67e12, 132, 80 * GIB, 3.35e12, 450e9, 50e9),
+        ("h200", 989e12, 494.5e12, 67e12, 132, 141 * GIB, 4.8e12, 450e9, 50e9),
     ],
 )
 def test_gpu_datasheet_figures(
@@ -212,19 +216,19 @@ def test_only_the_dojo_fabric_feeds_its_chips_through_dips() -> None:
 
 #: The GPU presets by hand from docs/reference/gpus.md: SMs, FP32 (CUDA cores), TF32 tensor (FP32
 #: where there is none), BF16 tensor (FP16 tensor before Ampere; P100: FP16 on the vector units,
-#: P4: FP32, no fast FP16), memory bandwidth, L2, memory, boost clock, power limit, PCIe (or NVLink).
+#: P4: FP32, no fast FP16), memory bandwidth, L2, memory (GiB), boost clock, power limit, PCIe (or NVLink).
 GPU_DATASHEETS = {
-    "p100-pcie-16gb": (56, 9.3e12, 9.3e12, 18.7e12, 732e9, 4e6, 16e9, 1.30e9, 250, "pcie"),
-    "p4": (20, 5.5e12, 5.5e12, 5.5e12, 192e9, 2e6, 8e9, 1.063e9, 75, "pcie"),
-    "t4": (40, 8.1e12, 8.1e12, 65e12, 320e9, 4e6, 16e9, 1.59e9, 70, "pcie"),
-    "v100-pcie-32gb": (80, 14e12, 14e12, 112e12, 900e9, 6e6, 32e9, 1.37e9, 250, "pcie"),
-    "a100-pcie-40gb": (108, 19.5e12, 156e12, 312e12, 1555e9, 40e6, 40e9, 1.41e9, 250, "pcie"),
-    "a100-pcie-80gb": (108, 19.5e12, 156e12, 312e12, 1935e9, 40e6, 80e9, 1.41e9, 300, "pcie"),
-    "a100-sxm4-40gb": (108, 19.5e12, 156e12, 312e12, 1555e9, 40e6, 40e9, 1.41e9, 400, "nvlink"),
-    "a100-sxm4-80gb": (108, 19.5e12, 156e12, 312e12, 2.04e12, 40e6, 80e9, 1.41e9, 400, "nvlink"),
-    "h100-sxm": (132, 67e12, 494.5e12, 989e12, 3.35e12, 50e6, 80e9, 1.98e9, 700, "nvlink"),
-    "h200-sxm": (132, 67e12, 494.5e12, 989e12, 4.8e12, 50e6, 141e9, 1.98e9, 700, "nvlink"),
-    "l4": (58, 30.3e12, 60e12, 121e12, 300e9, 48e6, 24e9, 2.04e9, 72, "pcie"),
+    "p100-pcie-16gb": (56, 9.3e12, 9.3e12, 18.7e12, 732e9, 4e6, 16 * GIB, 1.30e9, 250, "pcie"),
+    "p4": (20, 5.5e12, 5.5e12, 5.5e12, 192e9, 2e6, 8 * GIB, 1.063e9, 75, "pcie"),
+    "t4": (40, 8.1e12, 8.1e12, 65e12, 320e9, 4e6, 16 * GIB, 1.59e9, 70, "pcie"),
+    "v100-pcie-32gb": (80, 14e12, 14e12, 112e12, 900e9, 6e6, 32 * GIB, 1.37e9, 250, "pcie"),
+    "a100-pcie-40gb": (108, 19.5e12, 156e12, 312e12, 1555e9, 40e6, 40 * GIB, 1.41e9, 250, "pcie"),
+    "a100-pcie-80gb": (108, 19.5e12, 156e12, 312e12, 1935e9, 40e6, 80 * GIB, 1.41e9, 300, "pcie"),
+    "a100-sxm4-40gb": (108, 19.5e12, 156e12, 312e12, 1555e9, 40e6, 40 * GIB, 1.41e9, 400, "nvlink"),
+    "a100-sxm4-80gb": (108, 19.5e12, 156e12, 312e12, 2.04e12, 40e6, 80 * GIB, 1.41e9, 400, "nvlink"),
+    "h100-sxm": (132, 67e12, 494.5e12, 989e12, 3.35e12, 50e6, 80 * GIB, 1.98e9, 700, "nvlink"),
+    "h200-sxm": (132, 67e12, 494.5e12, 989e12, 4.8e12, 50e6, 141 * GIB, 1.98e9, 700, "nvlink"),
+    "l4": (58, 30.3e12, 60e12, 121e12, 300e9, 48e6, 24 * GIB, 2.04e9, 72, "pcie"),
 }
 #: Per-direction link of each fabric kind: PCIe Gen3 x16 16 GB/s, Gen4 x16 32 GB/s; NVLink 3
 #: 300 GB/s, NVLink 4 450 GB/s (gpus.md, "Conventions" and the interconnect rows).

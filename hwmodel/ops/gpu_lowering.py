@@ -8,7 +8,8 @@ backend runs other kernels for the same Python call, a GPU is costed by what CUD
   bytes an FP32 element. CUDA runs one fused ``native_dropout`` kernel (read ``x``, write the
   output and a one-byte boolean mask) and, backward, ``native_dropout_backward`` (read the gradient
   and the mask, write): 9 bytes an element each way. The ``bernoulli_`` op carries the fused
-  kernel; ``div_`` and the forward ``mul`` launch nothing.
+  kernel; ``div_`` and the forward ``mul`` launch nothing. The mask the backward keeps is that
+  byte an element too (:func:`hwmodel.step.memory.activation_peak_bytes` on a GPU).
 * **Softmax backward.** CUDA's ``softmax_backward`` first computes ``tmp = grad * output`` (an
   elementwise kernel) and then the row kernel over ``tmp`` and ``output``: two kernels, 12 more
   bytes an element than the row kernel alone. (Log-softmax backward is the row kernel alone.)
@@ -28,6 +29,7 @@ Every other op is costed from its captured bytes, one kernel.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +37,7 @@ import numpy.typing as npt
 
 from hwmodel.ops.classes import attention
 from hwmodel.ops.classes.base import packet_name
+from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.units import DTYPE_BYTES
 from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.workload import OpRecord, TensorRecord, Workload
@@ -60,7 +63,9 @@ class GpuLowering:
     captured bytes), ``fixed_bytes`` are in fixed-width dtypes (boolean masks, int64 targets);
     ``kernels`` is how many kernels the op launches; ``lowered`` marks the ops whose bytes a rule
     replaced; ``fused_away`` marks an op whose work another op's kernel does (it costs nothing);
-    ``fused_attention`` marks a fused attention op.
+    ``fused_attention`` marks a fused attention op; ``dropout_masks`` are the storages of the
+    masks fused dropouts keep for their backward (a byte an element on CUDA, where the capture
+    records them in the input's dtype).
     """
 
     scaled_bytes: FloatArray
@@ -69,6 +74,7 @@ class GpuLowering:
     lowered: BoolArray
     fused_away: BoolArray
     fused_attention: BoolArray
+    dropout_masks: frozenset[int]
 
 
 def gpu_lowering(workload: Workload) -> GpuLowering:
@@ -89,9 +95,10 @@ def _lowering(workload: Workload) -> GpuLowering:
         fused_attention=np.fromiter(
             (packet_name(op.name) in FUSED_ATTENTION for op in ops), dtype=np.bool_, count=count
         ),
+        dropout_masks=frozenset(),
     )
     tensors = {record.tensor_id: record for record in workload.tensors}
-    _lower_dropout(ops, lowering)
+    masks = _lower_dropout(ops, lowering)
     for index, op in enumerate(ops):
         packet = packet_name(op.name)
         if packet == "_softmax_backward_data":
@@ -103,14 +110,20 @@ def _lowering(workload: Workload) -> GpuLowering:
             _lower_nll_loss(index, op, tensors, lowering)
         elif lowering.fused_attention[index]:
             lowering.kernels[index] = FUSED_ATTENTION_KERNELS.get(op.phase, 1.0)
-    return lowering
+    return dataclasses.replace(lowering, dropout_masks=frozenset(masks))
 
 
-def _lower_dropout(ops: tuple[OpRecord, ...], lowering: GpuLowering) -> None:
+def is_cuda_chip(chip: ChipSpec) -> bool:
+    """True for a chip whose ops run as PyTorch's CUDA kernels (every GPU preset): costed by the
+    kernel models on SMs, its memory holding what those kernels keep (a D1's SRAM nodes do not)."""
+    return chip.op_cost_model == "kernels" and chip.local_memory_kind != "sram"
+
+
+def _lower_dropout(ops: tuple[OpRecord, ...], lowering: GpuLowering) -> set[int]:
     """Find ``empty_like(x) -> bernoulli_ -> div_ -> mul(x, mask)`` (ATen's CPU ``F.dropout``) and
     cost it as CUDA's fused ``native_dropout``; a later op that multiplies by the mask is its
     ``native_dropout_backward``. A ``bernoulli_`` that is not part of the whole pattern (stochastic
-    depth's per-sample noise, say) keeps its own kernels."""
+    depth's per-sample noise, say) keeps its own kernels. Returns the fused dropouts' masks."""
     source_of: dict[int, int] = {}  # mask storage -> the storage empty_like copied the shape of
     pattern: dict[int, list[int]] = {}  # mask storage -> its bernoulli_ op, then its div_ ops
     fused: set[int] = set()  # masks whose forward mul was found
@@ -138,6 +151,7 @@ def _lower_dropout(ops: tuple[OpRecord, ...], lowering: GpuLowering) -> None:
                 fused.add(mask)
             elif op.phase == "backward" and mask in fused:
                 _set_bytes(index, moved, MASK_BYTES_PER_ELEMENT * elements, lowering)
+    return fused
 
 
 def _set_bytes(index: int, scaled: float, fixed: float, lowering: GpuLowering) -> None:

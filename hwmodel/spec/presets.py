@@ -5,7 +5,7 @@ come from, other names it answers to), a ``[chip]`` table and a ``[fabric]`` tab
 ``fabric = "NAME"`` naming a fabric of ``hwmodel/spec/fabrics.toml`` or of another preset). The
 fabrics several presets share are defined once, as ``[[fabric]]`` tables of ``fabrics.toml``.
 Every constant is ``{ value = ..., unit = "...", source = "..." }``: the
-unit converts it to SI once, here (:data:`UNITS`; GB means 10**9 bytes), and the source cites
+unit converts it to SI once, here (:data:`UNITS`; GB means 10**9 bytes, GiB 2**30), and the source cites
 ``docs/reference/`` with its tag ([S] stated, [D] derived, [U] uncertain). An unknown or missing
 field, an unknown unit and a duplicate name are each a one-line :class:`~hwmodel.errors.SpecError`.
 
@@ -37,7 +37,7 @@ from hwmodel.spec.host import HostCalibrationWarning, host_chip_and_fabric
 from hwmodel.spec.mesh import Mesh, parse_mesh
 from hwmodel.spec.precision import Precision, parse_precision
 from hwmodel.spec.system import System
-from hwmodel.spec.units import GB, GB_PER_S, GBIT_PER_S, GFLOP_PER_S, MB, NS, TB_PER_S, TFLOP_PER_S, US
+from hwmodel.spec.units import GB, GB_PER_S, GBIT_PER_S, GFLOP_PER_S, GIB, MB, NS, TB_PER_S, TFLOP_PER_S, US
 
 PRESET_DIRECTORY = "presets"
 FABRICS_FILE = "fabrics.toml"
@@ -48,6 +48,7 @@ UNITS: dict[str, float] = {
     "B": 1,
     "MB": MB,
     "GB": GB,
+    "GiB": GIB,
     "B/s": 1,
     "GB/s": GB_PER_S,
     "TB/s": TB_PER_S,

@@ -1,7 +1,8 @@
 """Unit constants. Internally everything is SI: seconds, bytes, FLOPs, bytes/s, FLOP/s.
 
 Datasheet units are converted once, where a preset is written, by multiplying with these.
-GB means 10**9 bytes (as vendors state bandwidth and capacity), never 2**30.
+GB means 10**9 bytes (as vendors state bandwidth), never 2**30; a capacity built in binary units
+(a GPU's memory) is written GiB.
 
 >>> 2 * TB_PER_S / GB_PER_S
 2000.0
@@ -12,6 +13,7 @@ from __future__ import annotations
 MB = 1e6
 GB = 1e9
 TB = 1e12
+GIB = float(2**30)
 
 GB_PER_S = 1e9
 TB_PER_S = 1e12

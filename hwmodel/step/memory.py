@@ -3,11 +3,12 @@
 Per chip: the weights (master copy plus a working copy in the compute dtype), the gradients, the
 optimizer state and buffers stay for the whole step; activations and temporaries live from the op
 that writes them to the last op that reads them (captured liveness), so their peak is found by
-sweeping the op order. Bytes are in the stored dtypes of the :class:`~hwmodel.spec.precision.Precision`
-policy. A plan that splits a replica over chips gives each chip a :class:`ChipShare`: the fraction
-of the parameter bytes it holds (tensor parallelism splits matrix weights, pipeline stages hold
-their own layers) and of the activations it keeps (a pipeline stage keeps the activations of the
-micro-batches in flight).
+sweeping the op order. Bytes are in the stored dtypes of the
+:class:`~hwmodel.spec.precision.Precision` policy; on a GPU a dropout's mask is the byte an element
+CUDA keeps, where the CPU capture records a mask as large as its input. A plan that splits a
+replica over chips gives each chip a :class:`ChipShare`: the fraction of the parameter bytes it
+holds (tensor parallelism splits matrix weights, pipeline stages hold their own layers) and of the
+activations it keeps (a pipeline stage keeps the activations of the micro-batches in flight).
 
 When the working set exceeds local memory (a D1's 440 MB SRAM) there are two remedies, and the
 cheaper is taken:
@@ -35,36 +36,57 @@ import numpy as np
 import numpy.typing as npt
 
 from hwmodel.errors import MemoryCapacityError
+from hwmodel.ops.gpu_lowering import MASK_BYTES_PER_ELEMENT, gpu_lowering, is_cuda_chip
 from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.fabric import FabricSpec
 from hwmodel.spec.mesh import Mesh
 from hwmodel.spec.precision import Precision
+from hwmodel.spec.units import DTYPE_BYTES
 from hwmodel.step.derived import WORKLOAD_CACHE
-from hwmodel.step.memory_arrays import memory_arrays
+from hwmodel.step.memory_arrays import memory_arrays, tensor_structure
 from hwmodel.step.workload import Workload
 
 FloatArray = npt.NDArray[np.float64]
 
 
-def activation_peak_bytes(workload: Workload, precision: Precision) -> float:
+def activation_peak_bytes(workload: Workload, precision: Precision, cuda: bool = False) -> float:
     """Peak bytes of inputs, activations and temporaries alive at once, in stored dtypes.
 
     A tensor is alive from the op that writes it (or from the start, for inputs) through the last
-    op that reads it; one never read after its op is alive during that op only.
+    op that reads it; one never read after its op is alive during that op only. With ``cuda``, a
+    fused dropout's mask (:func:`~hwmodel.ops.gpu_lowering.gpu_lowering`) holds the byte an element
+    CUDA's ``native_dropout`` keeps, not the input-sized tensor ATen's CPU dropout records.
     """
     if not workload.ops:
         return 0.0
-    return WORKLOAD_CACHE.get(workload, ("activation_peak", precision), lambda: _activation_peak(workload, precision))
+    key = ("activation_peak", precision, cuda)
+    return WORKLOAD_CACHE.get(workload, key, lambda: _activation_peak(workload, precision, cuda))
 
 
-def _activation_peak(workload: Workload, precision: Precision) -> float:
+def _activation_peak(workload: Workload, precision: Precision, cuda: bool) -> float:
     count = len(workload.ops)
     arrays = memory_arrays(workload)
     scale = np.array([precision.activation_scale(name) for name in arrays.dtype_names] or [1.0])
     size = arrays.activation_nbytes * scale[arrays.activation_dtype_index]
+    if cuda:
+        elements = cuda_mask_elements(workload)
+        size = np.where(elements > 0, elements * MASK_BYTES_PER_ELEMENT, size)
     delta = np.bincount(arrays.activation_first, weights=size, minlength=count + 1)
     delta -= np.bincount(arrays.activation_last + 1, weights=size, minlength=count + 1)
     return float(np.cumsum(delta)[:-1].max()) if len(size) else 0.0
+
+
+def cuda_mask_elements(workload: Workload) -> FloatArray:
+    """Per live tensor (the memory arrays' order), its elements if it is a fused dropout's mask, else 0."""
+
+    def build() -> FloatArray:
+        masks = gpu_lowering(workload).dropout_masks
+        tensors = [workload.tensors[position] for position in tensor_structure(workload).live.tolist()]
+        return np.array(
+            [t.nbytes / DTYPE_BYTES.get(t.dtype, 1) if t.tensor_id in masks else 0.0 for t in tensors], dtype=np.float64
+        ).reshape(len(tensors))
+
+    return WORKLOAD_CACHE.get(workload, "cuda_mask_elements", build)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,7 +203,7 @@ def footprint(
     gradients = float(parameters * precision.gradient_bytes_per_parameter)
     optimizer_state = arrays.optimizer_state_bytes * share.parameter_fraction
     buffers = arrays.buffer_bytes * share.parameter_fraction
-    activations = activation_peak_bytes(workload, precision) * share.activation_fraction
+    activations = activation_peak_bytes(workload, precision, is_cuda_chip(chip)) * share.activation_fraction
     total = weights + gradients + optimizer_state + buffers + activations
     capacity = chip.local_memory_bytes
     excess = max(0.0, total - capacity)
