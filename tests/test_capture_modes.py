@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwmodel import make_system, simulate
+from hwmodel import Plan, make_system, simulate
 from hwmodel.errors import WorkloadError
 from hwmodel.step.workload import Workload
 from pytest_dojo.capture import capture_train_step
@@ -78,3 +78,22 @@ def test_simulated_phases_follow_the_mode() -> None:
     assert step.phase_time_s.optimizer_s == 0.0 and step.phase_time_s.backward_s > 0.0
     assert forward.phase_time_s.backward_s == 0.0 and forward.phase_time_s.optimizer_s == 0.0
     assert forward.step_time_s == pytest.approx(forward.phase_time_s.forward_s)
+
+
+def test_an_inference_step_holds_its_weights_alone() -> None:
+    """16 x 32 + 32 + 32 x 4 + 4 = 676 parameters: inference keeps their FP32 copy (4 B each) and no
+    gradients, where a forward and backward under BF16 mixed precision keeps an FP32 master and a
+    BF16 working copy (6 B) and FP32 gradients (4 B)."""
+    system = make_system("a100", "1x1")
+    forward = simulate(capture_train_step(small_network(), torch.randn(8, 16), mode="inference"), system)
+    step = simulate(capture_train_step(small_network(), torch.randn(8, 16), mode="forward_backward"), system)
+    assert (forward.memory_bytes_per_chip.weights_bytes, forward.memory_bytes_per_chip.gradients_bytes) == (4 * 676, 0)
+    assert (step.memory_bytes_per_chip.weights_bytes, step.memory_bytes_per_chip.gradients_bytes) == (6 * 676, 4 * 676)
+
+
+def test_inference_all_reduces_nothing_under_any_plan() -> None:
+    workload = capture_train_step(small_network(), torch.randn(8, 16), mode="inference")
+    plan = Plan(data_parallel=2, pipeline_parallel=2, micro_batches=2)
+    report = simulate(workload, make_system("d1", "2x2"), plan=plan)
+    assert report.communication.gradient_bytes == 0.0
+    assert report.communication.all_reduce_total_s == 0.0 and report.breakdown_s.communication_s == 0.0

@@ -1,9 +1,9 @@
 """What one chip must hold during a step, and what it does when that does not fit its local memory.
 
 Per chip: the weights (master copy plus a working copy in the compute dtype), the gradients, the
-optimizer state and buffers stay for the whole step; activations and temporaries live from the op
-that writes them to the last op that reads them (captured liveness), so their peak is found by
-sweeping the op order. Bytes are in the stored dtypes of the
+optimizer state and buffers stay for the whole step (an inference step: the stored weights alone);
+activations and temporaries live from the op that writes them to the last op that reads them
+(captured liveness), so their peak is found by sweeping the op order. Bytes are in the stored dtypes of the
 :class:`~hwmodel.spec.precision.Precision` policy; on a GPU a dropout's mask is the byte an element
 CUDA keeps, where the CPU capture records a mask as large as its input. A plan that splits a
 replica over chips gives each chip a :class:`ChipShare`: the fraction of the parameter bytes it
@@ -196,11 +196,17 @@ def footprint(
     share: ChipShare = WHOLE_REPLICA,
     mesh: Mesh | None = None,
 ) -> MemoryFootprint:
-    """The working set of one chip holding ``share`` of a replica of ``workload``, and its remedy."""
+    """The working set of one chip holding ``share`` of a replica of ``workload``, and its remedy.
+
+    An inference step keeps no gradients, and its weights only in their stored dtype: under
+    ``no_grad`` autocast casts a weight for its op and frees the copy, where training keeps the
+    working copy for the backward."""
     arrays = memory_arrays(workload)
     parameters = arrays.parameter_count * share.parameter_fraction
-    weights = float(parameters * precision.weight_bytes_per_parameter)
-    gradients = float(parameters * precision.gradient_bytes_per_parameter)
+    inference = workload.mode == "inference"
+    weight_bytes = DTYPE_BYTES[precision.master_weight_dtype] if inference else precision.weight_bytes_per_parameter
+    weights = float(parameters * weight_bytes)
+    gradients = 0.0 if inference else float(parameters * precision.gradient_bytes_per_parameter)
     optimizer_state = arrays.optimizer_state_bytes * share.parameter_fraction
     buffers = arrays.buffer_bytes * share.parameter_fraction
     activations = activation_peak_bytes(workload, precision, is_cuda_chip(chip)) * share.activation_fraction

@@ -147,7 +147,9 @@ def resolve(
         matrix_fraction = memory.matrix_parameter_bytes / memory.parameter_bytes
     sync_batchnorm = options.sync_batchnorm if options.sync_batchnorm is not None else system.chip.sync_batchnorm
     tp_parameter_fraction = 1.0 - matrix_fraction + matrix_fraction / plan.tensor_parallel
-    gradient_bytes = float(memory.parameter_count * options.precision.gradient_bytes_per_parameter)
+    gradient_bytes = 0.0
+    if workload.mode != "inference":
+        gradient_bytes = float(memory.parameter_count * options.precision.gradient_bytes_per_parameter)
     return StepContext(
         workload=workload,
         global_batch=micro.global_batch,
