@@ -8,6 +8,8 @@ import torch
 
 from hwmodel import Plan, make_system, simulate
 from hwmodel.errors import WorkloadError
+from hwmodel.spec.precision import FP32
+from hwmodel.step.memory import activation_peak_bytes
 from hwmodel.step.workload import Workload
 from pytest_dojo.capture import capture_train_step
 from pytest_dojo.errors import CaptureError
@@ -97,3 +99,32 @@ def test_inference_all_reduces_nothing_under_any_plan() -> None:
     report = simulate(workload, make_system("d1", "2x2"), plan=plan)
     assert report.communication.gradient_bytes == 0.0
     assert report.communication.all_reduce_total_s == 0.0 and report.breakdown_s.communication_s == 0.0
+
+
+class KeyValueCache:
+    """What a causal language model returns beside its logits: an object holding per-layer tensors."""
+
+    def __init__(self, keys: torch.Tensor) -> None:
+        self.layers = [{"keys": keys}]
+
+
+class CachingNetwork(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.key = torch.nn.Linear(16, 32)
+        self.head = torch.nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> dict[str, object]:
+        keys = self.key(x)
+        return {"logits": self.head(torch.relu(x)), "cache": KeyValueCache(keys)}
+
+
+def test_what_inference_returns_lives_to_the_end_of_the_step() -> None:
+    """Ops: keys = addmm (0), relu (1), logits = addmm (2). Batch 8, FP32: the input 8 x 16 x 4 =
+    512 B (last read by op 1), the keys 8 x 32 x 4 = 1,024 B, the relu 512 B, the logits 128 B. The
+    caller holds the keys to the end, so the peak is at op 1: input 512 + keys 1,024 + relu 512 =
+    2,048 B (at op 2: 1,664 B). Were the keys dropped after op 0, the peak would be op 0's 1,536 B."""
+    workload = capture_train_step(CachingNetwork().eval(), torch.randn(8, 16), mode="inference")
+    keys = workload.ops[0].output_ids[0]
+    assert next(t.last_op for t in workload.tensors if t.tensor_id == keys) == len(workload.ops) - 1 == 2
+    assert activation_peak_bytes(workload, FP32) == 2048.0

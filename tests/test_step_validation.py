@@ -22,6 +22,14 @@ from dojo_validation.steps.layers import (
     captured_classes,
     measured_classes,
 )
+from dojo_validation.steps.memory_fit import (
+    ATTEMPTED,
+    NEAR_CAPACITY,
+    MemoryOutcome,
+    attempted_steps,
+    format_outcomes,
+    memory_outcomes,
+)
 from dojo_validation.steps.predict import StepPrediction
 from hwmodel import make_system
 from pytest_dojo.capture import capture_train_step
@@ -176,6 +184,34 @@ def test_the_table_and_the_targets_by_hand() -> None:
     assert len(text.splitlines()) == 2 + len(predictions)
 
 
+def test_the_attempted_steps_are_the_labels_and_the_ones_that_did_not_run() -> None:
+    steps = attempted_steps(LABELS)
+    pairs = {(label.short_device, label.mode) for label, _ in steps}
+    # the GPUs and modes with single-GPU labels; P100, T4 and P4 were not run in training
+    inference = {(device, "inf") for device in ("A100-40", "P100", "P4", "T4", "V100")}
+    assert pairs == inference | {("A100-80", "train"), ("V100", "train")}
+    # ten configurations a mode; 10 + 5 + 3 + 5 + 8 inference and 8 + 3 training labels ran
+    assert len(steps) == 10 * len(pairs) and sum(ran for _, ran in steps) == 42
+    missing = {(label.short_device, label.name) for label, ran in steps if not ran}
+    assert ("A100-80", "gpt3_xl train s2048 b2") in missing and ("A100-80", "gpt3_xl train s2048 b1") not in missing
+    assert ("V100", "gpt2_large train s1024 b4") in missing and len(missing) == 28
+    assert all(len(configs) == 10 for configs in ATTEMPTED.values())
+
+
+def test_the_memory_tally_by_hand() -> None:
+    label = LABELS[0]
+
+    def outcome(ran: bool, needed: float) -> MemoryOutcome:
+        return MemoryOutcome(label=label, ran=ran, needed_bytes=needed, capacity_bytes=100.0)
+
+    outcomes = [outcome(True, 50.0), outcome(False, 150.0), outcome(False, 90.0), outcome(True, 101.0)]
+    assert [o.fits for o in outcomes] == [True, False, True, False] and outcomes[2].share == pytest.approx(0.9)
+    assert format_outcomes(outcomes).splitlines()[-1] == (
+        "the memory model agrees on 2 of 4 attempted steps; it rejects 1 that ran; "
+        "it fits 1 that did not run (at 90% to 90% of memory)"
+    )
+
+
 def _prediction(label: StepLabel, predicted_ms: float) -> StepPrediction:
     return StepPrediction(
         label=label,
@@ -253,6 +289,17 @@ def test_training_median_meets_the_target(all_predictions: list[StepPrediction])
 )
 def test_training_worst_meets_the_target(all_predictions: list[StepPrediction]) -> None:
     assert max(group_errors(all_predictions, "train")) <= table.TRAIN_WORST
+
+
+@pytest.mark.slow
+def test_the_memory_model_rejects_no_step_that_ran(all_predictions: list[StepPrediction]) -> None:
+    """Every attempted step the model rejects did not run, and every one it fits that did not run
+    is close to the GPU's memory (docs/fidelity.md, "What the GPU must hold")."""
+    from dojo_validation.steps.build import capture_label
+
+    outcomes = memory_outcomes(LABELS, capture_label)
+    assert [o.label.name for o in outcomes if o.ran and not o.fits] == []
+    assert [o.label.name for o in outcomes if not o.ran and o.fits and o.share < NEAR_CAPACITY] == []
 
 
 @pytest.mark.slow

@@ -6,6 +6,9 @@ measured and predicted milliseconds, the error, the op class the error comes fro
 per-layer labels), NeuSight's published error on the same label, this roofline's error and
 NeuSight's roofline baseline's; then the median and worst error per device and group, and the
 targets. Progress goes to stderr. Nothing is fitted on these labels.
+
+``--memory`` prints instead which attempted configurations fitted each GPU's memory, against the
+memory model (:mod:`dojo_validation.steps.memory_fit`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dojo_validation.steps.bands import write_bands
-from dojo_validation.steps.build import ValidationSetupError, transformers_module
+from dojo_validation.steps.build import ValidationSetupError, capture_label, transformers_module
 from dojo_validation.steps.labels import StepLabel, load_labels, published_errors, published_for
+from dojo_validation.steps.memory_fit import format_outcomes, memory_outcomes
 from dojo_validation.steps.predict import StepPrediction, predict_label
 from dojo_validation.steps.table import format_summaries, format_table, row, summaries, target_lines
 
@@ -107,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--write-bands", action="store_true", help="record each device's error band (hwmodel/step/step_bands.json)"
     )
+    parser.add_argument(
+        "--memory", action="store_true", help="which attempted steps fitted each GPU's memory, against the model"
+    )
     arguments = parser.parse_args(argv)
     if arguments.write_bands and (arguments.device or arguments.group or arguments.model):
         print(
@@ -123,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationSetupError as error:
         print(f"pytest-dojo validate steps: {error}", file=sys.stderr)
         return 2
+    if arguments.memory:
+        print(format_outcomes(memory_outcomes(labels, capture_label, progress=True)))
+        return 0
     predictions = predict_all(labels, with_layers=not arguments.no_layers)
     print(report(predictions))
     if arguments.json is not None:

@@ -1,9 +1,8 @@
 """Recording one training step on fake tensors, at one or several per-replica batch sizes.
 
-:class:`FakeStep` makes the fake parameters, buffers and optimizer (with its state) once and records
-the step at a batch; :class:`Batches` records it at several, sharing the optimizer's records
-between batches, and where a second CPU is free, records all but the first in a forked child
-(:mod:`pytest_dojo.capture.forked`) while this process records the first.
+:class:`FakeStep` makes the fake parameters, buffers and optimizer (with its state) once and records the
+step at a batch; :class:`Batches` records it at several, sharing the optimizer's records between batches,
+and where a second CPU is free, records all but the first in a forked child (:mod:`pytest_dojo.capture.forked`).
 """
 
 from __future__ import annotations
@@ -320,6 +319,8 @@ class FakeStep:
             if runs_backward(self.mode):
                 loss_value = self.loss(outputs, fake_targets) if self.with_targets else self.loss(outputs)
                 recorder.phase = "backward"
+            else:  # the caller holds what inference returns to the step's end
+                recorder.hold(outputs)
             self.times["forward"] += time.perf_counter() - start
             start = time.perf_counter()
             if loss_value is not None:

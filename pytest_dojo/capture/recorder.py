@@ -106,6 +106,16 @@ class Recorder:
             ids.append(storage.tensor_id)
         return tuple(ids)
 
+    def hold(self, value: Any) -> None:
+        """Keep the storages of every tensor ``value`` holds alive through the last op so far: what
+        a forward pass returns lives until its caller drops it (an inference step's logits and the
+        key/value cache a causal language model returns)."""
+        last = len(self.ops) - 1
+        for tensor in reachable_tensors(value):
+            if self.table.has(tensor):
+                storage = self.table.of(tensor, "activation", last)
+                storage.last_op = max(storage.last_op, last)
+
     def record(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         info = OpInfo.of(func)
         if not info.recorded:
@@ -242,6 +252,37 @@ def _collect(tree: Any, leaves: list[Any]) -> None:
             _collect(item, leaves)
     elif tree is not None:
         leaves.append(tree)
+
+
+HELD_DEPTH = 6
+"""How deep :func:`reachable_tensors` looks into returned objects (a transformers ``ModelOutput``
+holds a ``DynamicCache`` that holds its layers' key and value tensors: four levels)."""
+
+
+def reachable_tensors(value: Any, depth: int = HELD_DEPTH) -> list[torch.Tensor]:
+    """The tensors ``value`` holds: in tuples, lists and dicts, and in the attributes of other
+    objects (a model output's cache), each object visited once, at most ``depth`` levels down."""
+    found: list[torch.Tensor] = []
+    seen: set[int] = set()
+
+    def visit(item: Any, left: int) -> None:
+        if id(item) in seen or left < 0 or isinstance(item, (str, bytes, int, float, bool, torch.nn.Module)):
+            return
+        seen.add(id(item))
+        if isinstance(item, torch.Tensor):
+            found.append(item)
+        elif isinstance(item, (tuple, list)):
+            for element in item:
+                visit(element, left - 1)
+        elif isinstance(item, dict):
+            for element in item.values():
+                visit(element, left - 1)
+        elif hasattr(item, "__dict__"):
+            for element in vars(item).values():
+                visit(element, left - 1)
+
+    visit(value, depth)
+    return found
 
 
 def unique_tensors(leaves: Sequence[Any]) -> list[torch.Tensor]:
