@@ -132,6 +132,16 @@ def test_what_fits_nowhere_is_one_line_naming_the_shortfall() -> None:
     assert "GB over" in message and "chain at batch 64" in message
 
 
+def test_a_step_too_large_for_a_gpu_names_its_memory_in_gib() -> None:
+    """4 x 8,192^2 + 4 x 8,192 weights at FP32 (4 B) and gradients (4 B): 2.15 GB, over 1 GiB."""
+    workload = chain_workload(layers=4, batch=8, width=8192)
+    a100 = get_preset("a100")
+    small = replace(a100.chip, local_memory_bytes=2**30)
+    with pytest.raises(MemoryCapacityError, match=r"but a100 has 1\.0 GiB HBM: ") as raised:
+        footprint(workload, small, a100.fabric, FP32)
+    assert "\n" not in str(raised.value)
+
+
 def test_report_shows_peak_sram_spill_and_the_remedy_in_the_breakdown() -> None:
     workload = chain_workload(layers=2, batch=4096, width=256)
     system = make_system("d1", "1x1")

@@ -41,7 +41,7 @@ from hwmodel.spec.chip import ChipSpec
 from hwmodel.spec.fabric import FabricSpec
 from hwmodel.spec.mesh import Mesh
 from hwmodel.spec.precision import Precision
-from hwmodel.spec.units import DTYPE_BYTES
+from hwmodel.spec.units import DTYPE_BYTES, GIB
 from hwmodel.step.derived import WORKLOAD_CACHE
 from hwmodel.step.memory_arrays import memory_arrays, tensor_structure
 from hwmodel.step.workload import Workload
@@ -221,7 +221,8 @@ def footprint(
 
     options = _remedies(excess, backing, activations, share, spill_time)
     if not options:
-        where = f"{capacity / 1e6:.0f} MB {chip.local_memory_kind.upper()}"
+        size = f"{capacity / GIB:.1f} GiB" if capacity >= GIB else f"{capacity / 1e6:.0f} MB"  # a GPU's, a D1's
+        where = f"{size} {chip.local_memory_kind.upper()}"
         if backing > 0:
             where += f" + {backing / 1e9:.1f} GB backing memory"
         over = excess - backing - (activations if share.recompute_forward_s > 0 else 0.0)
