@@ -224,6 +224,7 @@ def _prediction(label: StepLabel, predicted_ms: float) -> StepPrediction:
     )
 
 
+@pytest.mark.slow  # needs the [validation] extra, which CI installs for the slow tests
 def test_a_small_measured_label_end_to_end() -> None:
     pytest.importorskip("transformers")
     from dojo_validation.steps.predict import predict_label
@@ -236,6 +237,7 @@ def test_a_small_measured_label_end_to_end() -> None:
     assert prediction.attribution is not None and prediction.attribution.top[0] in prediction.attribution.delta_ms
 
 
+@pytest.mark.slow  # needs the [validation] extra, which CI installs for the slow tests
 def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("transformers")
     from dojo_validation.steps.validate import main
@@ -248,6 +250,23 @@ def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> Non
     assert "[1/1] gpt2_large train s1024 b1 on V100" in captured.err
     assert main(["--device", "H100"]) == 2
     assert capsys.readouterr().err.strip() == "no label matches the filters given"
+
+
+@pytest.mark.slow  # needs the [validation] extra, which CI installs for the slow tests
+def test_the_memory_command_shows_the_attempted_steps_chosen(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    from dojo_validation.steps.validate import main
+
+    # BERT-large inference on P4: batches 8 and 16 attempted, both ran
+    assert main(["--memory", "--device", "P4", "--model", "bert_large"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:5] for line in lines[2:4]] == [
+        ["bert_large", "inf", "b8", "P4", "yes"],
+        ["bert_large", "inf", "b16", "P4", "yes"],
+    ]
+    assert lines[-1].startswith("the memory model agrees on 2 of 2 attempted steps; it rejects 0 that ran")
+    assert main(["--memory", "--group", "fusion"]) == 2
+    assert capsys.readouterr().err.strip() == "no attempted single-GPU step matches the filters given"
 
 
 def test_without_transformers_the_command_says_how_to_get_it(
@@ -297,7 +316,7 @@ def test_the_memory_model_rejects_no_step_that_ran(all_predictions: list[StepPre
     is close to the GPU's memory (docs/fidelity.md, "What the GPU must hold")."""
     from dojo_validation.steps.build import capture_label
 
-    outcomes = memory_outcomes(LABELS, capture_label)
+    outcomes = memory_outcomes(attempted_steps(LABELS), capture_label)
     assert [o.label.name for o in outcomes if o.ran and not o.fits] == []
     assert [o.label.name for o in outcomes if not o.ran and o.fits and o.share < NEAR_CAPACITY] == []
 

@@ -112,13 +112,12 @@ def attempted_steps(labels: Iterable[StepLabel]) -> list[tuple[StepLabel, bool]]
 
 
 def memory_outcomes(
-    labels: Iterable[StepLabel], capture: Callable[[StepLabel], Workload], progress: bool = False
+    steps: Sequence[tuple[StepLabel, bool]], capture: Callable[[StepLabel], Workload], progress: bool = False
 ) -> list[MemoryOutcome]:
     """Each attempted step (:func:`attempted_steps`) with its working set at ``fp32`` on its GPU
     (with ``progress``, a line per step on standard error)."""
     precision = parse_precision("fp32")
     outcomes = []
-    steps = attempted_steps(labels)
     for index, (label, ran) in enumerate(steps, 1):
         system = make_system(label.preset, "1x1")
         unbounded = dataclasses.replace(system.chip, local_memory_bytes=math.inf)

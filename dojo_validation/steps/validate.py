@@ -23,7 +23,7 @@ from pathlib import Path
 from dojo_validation.steps.bands import write_bands
 from dojo_validation.steps.build import ValidationSetupError, capture_label, transformers_module
 from dojo_validation.steps.labels import StepLabel, load_labels, published_errors, published_for
-from dojo_validation.steps.memory_fit import format_outcomes, memory_outcomes
+from dojo_validation.steps.memory_fit import attempted_steps, format_outcomes, memory_outcomes
 from dojo_validation.steps.predict import StepPrediction, predict_label
 from dojo_validation.steps.table import format_summaries, format_table, row, summaries, target_lines
 
@@ -121,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    labels = select(load_labels(), arguments.device, arguments.group, arguments.model)
+    filters = (arguments.device, arguments.group, arguments.model)
+    labels = select(load_labels(), *filters)
     if not labels:
         print("no label matches the filters given", file=sys.stderr)
         return 2
@@ -130,8 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationSetupError as error:
         print(f"pytest-dojo validate steps: {error}", file=sys.stderr)
         return 2
-    if arguments.memory:
-        print(format_outcomes(memory_outcomes(labels, capture_label, progress=True)))
+    if arguments.memory:  # every label tells what ran; the filters choose the attempted steps shown
+        steps = attempted_steps(load_labels())
+        chosen = {id(label) for label in select([label for label, _ in steps], *filters)}
+        shown = [step for step in steps if id(step[0]) in chosen]
+        if not shown:
+            print("no attempted single-GPU step matches the filters given", file=sys.stderr)
+            return 2
+        print(format_outcomes(memory_outcomes(shown, capture_label, progress=True)))
         return 0
     predictions = predict_all(labels, with_layers=not arguments.no_layers)
     print(report(predictions))
