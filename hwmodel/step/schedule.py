@@ -267,7 +267,8 @@ def _pipeline_core(context: StepContext, times: OpTimes, placement: StagePlaceme
     breakdown = parts(times, critical, float(micro_batches))
     biggest = float(placement.parameter_share.max())
     add_parts(breakdown, parts(times, optimizer, biggest))
-    bubble = pipeline_s - micro_batches * float(forward_s[busiest] + backward_s[busiest])
+    # never below 0: the makespan and the busiest stage's work are sums taken in different orders
+    bubble = max(0.0, pipeline_s - micro_batches * float(forward_s[busiest] + backward_s[busiest]))
     section = PipelineSection(
         stages=pp,
         micro_batches=micro_batches,
