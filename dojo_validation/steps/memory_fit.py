@@ -8,7 +8,7 @@ A GPU without labels of a mode was not run in that mode (P100, T4 and P4 have no
 not even BERT-large at batch 2, which needs 6 GiB).
 
 The memory model's answer is the step's working set at ``fp32`` (weights, gradients, optimizer
-state, buffers and the activation peak, :func:`hwmodel.step.memory.footprint`) against the preset's
+state, buffers and the activation peak, :func:`hwmodel.step.memory.held_bytes`) against the preset's
 memory. It leaves out what the runtime keeps for itself (the CUDA context, cuBLAS workspaces) and
 the caching allocator's rounding, so a step close to the capacity may not fit where the model says
 it does; the reverse, a step the model rejects that ran, would be a model error.
@@ -16,16 +16,15 @@ it does; the reverse, a step the model rejects that ran, would be a model error.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from dojo_validation.steps.labels import StepLabel
-from hwmodel import Workload, make_system
+from hwmodel import Workload, get_preset
 from hwmodel.spec.precision import parse_precision
-from hwmodel.step.memory import footprint
+from hwmodel.step.memory import held_bytes
 
 ATTEMPTED: dict[str, tuple[tuple[str, int, int], ...]] = {
     "inf": (
@@ -119,12 +118,10 @@ def memory_outcomes(
     precision = parse_precision("fp32")
     outcomes = []
     for index, (label, ran) in enumerate(steps, 1):
-        system = make_system(label.preset, "1x1")
-        unbounded = dataclasses.replace(system.chip, local_memory_bytes=math.inf)
-        needed = footprint(capture(label), unbounded, system.fabric, precision).total_bytes
-        outcomes.append(
-            MemoryOutcome(label=label, ran=ran, needed_bytes=needed, capacity_bytes=system.chip.local_memory_bytes)
-        )
+        chip = get_preset(label.preset).chip
+        needed = sum(held_bytes(capture(label), chip, precision).values())
+        capacity = chip.local_memory_bytes
+        outcomes.append(MemoryOutcome(label=label, ran=ran, needed_bytes=needed, capacity_bytes=capacity))
         if progress:
             where = f"{label.name} on {label.short_device}"
             print(f"[{index}/{len(steps)}] {where}: {needed / 2**30:.1f} GiB", file=sys.stderr)

@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     filters = (arguments.device, arguments.group, arguments.model)
-    labels = select(load_labels(), *filters)
+    every = load_labels()
+    labels = select(every, *filters)
     if not labels:
         print("no label matches the filters given", file=sys.stderr)
         return 2
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pytest-dojo validate steps: {error}", file=sys.stderr)
         return 2
     if arguments.memory:  # every label tells what ran; the filters choose the attempted steps shown
-        steps = attempted_steps(load_labels())
+        steps = attempted_steps(every)
         chosen = {id(label) for label in select([label for label, _ in steps], *filters)}
         shown = [step for step in steps if id(step[0]) in chosen]
         if not shown:

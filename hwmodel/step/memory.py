@@ -3,12 +3,13 @@
 Per chip: the weights (master copy plus a working copy in the compute dtype), the gradients, the
 optimizer state and buffers stay for the whole step (an inference step: the stored weights alone);
 activations and temporaries live from the op that writes them to the last op that reads them
-(captured liveness), so their peak is found by sweeping the op order. Bytes are in the stored dtypes of the
-:class:`~hwmodel.spec.precision.Precision` policy; on a GPU a dropout's mask is the byte an element
-CUDA keeps, where the CPU capture records a mask as large as its input. A plan that splits a
-replica over chips gives each chip a :class:`ChipShare`: the fraction of the parameter bytes it
-holds (tensor parallelism splits matrix weights, pipeline stages hold their own layers) and of the
-activations it keeps (a pipeline stage keeps the activations of the micro-batches in flight).
+(captured liveness), so their peak is found by sweeping the op order. Bytes are in the stored
+dtypes of the :class:`~hwmodel.spec.precision.Precision` policy; on a GPU a dropout's mask is the
+byte an element CUDA keeps, where the CPU capture records a mask as large as its input. A plan
+that splits a replica over chips gives each chip a :class:`ChipShare`: the fraction of the
+parameter bytes it holds (tensor parallelism splits matrix weights, pipeline stages hold their own
+layers) and of the activations it keeps (a pipeline stage keeps the activations of the
+micro-batches in flight).
 
 When the working set exceeds local memory (a D1's 440 MB SRAM) there are two remedies, and the
 cheaper is taken:
@@ -188,15 +189,11 @@ def _remedies(
     return options
 
 
-def footprint(
-    workload: Workload,
-    chip: ChipSpec,
-    fabric: FabricSpec,
-    precision: Precision,
-    share: ChipShare = WHOLE_REPLICA,
-    mesh: Mesh | None = None,
-) -> MemoryFootprint:
-    """The working set of one chip holding ``share`` of a replica of ``workload``, and its remedy.
+def held_bytes(
+    workload: Workload, chip: ChipSpec, precision: Precision, share: ChipShare = WHOLE_REPLICA
+) -> dict[str, float]:
+    """What one chip holding ``share`` of a replica of ``workload`` holds at its peak, before any
+    remedy, by category (keyed by the :class:`MemoryFootprint` field names).
 
     An inference step keeps no gradients, and its weights only in their stored dtype: under
     ``no_grad`` autocast casts a weight for its op and frees the copy, where training keeps the
@@ -205,12 +202,29 @@ def footprint(
     parameters = arrays.parameter_count * share.parameter_fraction
     inference = workload.mode == "inference"
     weight_bytes = DTYPE_BYTES[precision.master_weight_dtype] if inference else precision.weight_bytes_per_parameter
-    weights = float(parameters * weight_bytes)
-    gradients = 0.0 if inference else float(parameters * precision.gradient_bytes_per_parameter)
-    optimizer_state = arrays.optimizer_state_bytes * share.parameter_fraction
-    buffers = arrays.buffer_bytes * share.parameter_fraction
-    activations = activation_peak_bytes(workload, precision, is_cuda_chip(chip)) * share.activation_fraction
-    total = weights + gradients + optimizer_state + buffers + activations
+    return {
+        "weights_bytes": float(parameters * weight_bytes),
+        "gradients_bytes": 0.0 if inference else float(parameters * precision.gradient_bytes_per_parameter),
+        "optimizer_state_bytes": arrays.optimizer_state_bytes * share.parameter_fraction,
+        "buffers_bytes": arrays.buffer_bytes * share.parameter_fraction,
+        "activations_peak_bytes": activation_peak_bytes(workload, precision, is_cuda_chip(chip))
+        * share.activation_fraction,
+    }
+
+
+def footprint(
+    workload: Workload,
+    chip: ChipSpec,
+    fabric: FabricSpec,
+    precision: Precision,
+    share: ChipShare = WHOLE_REPLICA,
+    mesh: Mesh | None = None,
+) -> MemoryFootprint:
+    """The working set of one chip holding ``share`` of a replica of ``workload`` (:func:`held_bytes`),
+    and its remedy."""
+    held = held_bytes(workload, chip, precision, share)
+    activations = held["activations_peak_bytes"]
+    total = sum(held.values())
     capacity = chip.local_memory_bytes
     excess = max(0.0, total - capacity)
     backing = fabric.backing_memory_bytes_per_chip * (fabric.backing_share(mesh.num_chips) if mesh else 1.0)
@@ -228,17 +242,14 @@ def footprint(
         over = excess - backing - (activations if share.recompute_forward_s > 0 else 0.0)
         raise MemoryCapacityError(
             f"{workload.name} at batch {workload.batch_size} needs {total / 1e9:.2f} GB per chip "
-            f"(weights {weights / 1e9:.2f}, gradients {gradients / 1e9:.2f}, optimizer state "
-            f"{optimizer_state / 1e9:.2f}, activations {activations / 1e9:.2f} GB) but {chip.name} has "
+            f"(weights {held['weights_bytes'] / 1e9:.2f}, gradients {held['gradients_bytes'] / 1e9:.2f}, "
+            f"optimizer state {held['optimizer_state_bytes'] / 1e9:.2f}, activations {activations / 1e9:.2f} GB) "
+            f"but {chip.name} has "
             f"{where}: {over / 1e9:.2f} GB over; use more chips or a smaller batch"
         )
     _, strategy, recomputed, spilled, recompute_s = min(options, key=lambda option: (option[0], option[1]))
     return MemoryFootprint(
-        weights_bytes=weights,
-        gradients_bytes=gradients,
-        optimizer_state_bytes=optimizer_state,
-        buffers_bytes=buffers,
-        activations_peak_bytes=activations,
+        **held,
         local_capacity_bytes=capacity,
         spilled_bytes=spilled,
         spill_s=spill_time(spilled),
