@@ -200,11 +200,11 @@ def held_bytes(
     working copy for the backward."""
     arrays = memory_arrays(workload)
     parameters = arrays.parameter_count * share.parameter_fraction
-    inference = workload.mode == "inference"
-    weight_bytes = DTYPE_BYTES[precision.master_weight_dtype] if inference else precision.weight_bytes_per_parameter
+    trains = workload.keeps_gradients
+    weight_bytes = precision.weight_bytes_per_parameter if trains else DTYPE_BYTES[precision.master_weight_dtype]
     return {
         "weights_bytes": float(parameters * weight_bytes),
-        "gradients_bytes": 0.0 if inference else float(parameters * precision.gradient_bytes_per_parameter),
+        "gradients_bytes": float(parameters * precision.gradient_bytes_per_parameter) if trains else 0.0,
         "optimizer_state_bytes": arrays.optimizer_state_bytes * share.parameter_fraction,
         "buffers_bytes": arrays.buffer_bytes * share.parameter_fraction,
         "activations_peak_bytes": activation_peak_bytes(workload, precision, is_cuda_chip(chip))

@@ -148,7 +148,7 @@ def resolve(
     sync_batchnorm = options.sync_batchnorm if options.sync_batchnorm is not None else system.chip.sync_batchnorm
     tp_parameter_fraction = 1.0 - matrix_fraction + matrix_fraction / plan.tensor_parallel
     gradient_bytes = 0.0
-    if workload.mode != "inference":
+    if workload.keeps_gradients:
         gradient_bytes = float(memory.parameter_count * options.precision.gradient_bytes_per_parameter)
     return StepContext(
         workload=workload,

@@ -187,6 +187,12 @@ class Workload:
         return sum(p.numel for p in self.parameters)
 
     @property
+    def keeps_gradients(self) -> bool:
+        """Whether the step has weight gradients: to hold in memory and, across data-parallel
+        replicas, to all-reduce. An inference step runs under ``no_grad`` and has none."""
+        return self.mode != "inference"
+
+    @property
     def unmodeled_ops(self) -> dict[str, int]:
         """Op name -> count, for ops with no FLOP formula (costed by bytes only)."""
         return dict(sorted(Counter(op.name for op in self.ops if op.flop_source == "unmodeled").items()))
