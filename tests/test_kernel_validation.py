@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dojo_validation.kernels import data, lodo
-from hwmodel.ops.kernels.parameters import PARAMETER_NAMES, load_provenance
+from hwmodel.ops.kernels.parameters import PARAMETER_NAMES, load_parameters, load_provenance
 
 DEVICE_FILE = data.DATA_DIR / "devices" / "Tesla_T4.json"
 
@@ -40,6 +40,16 @@ def test_a_small_fold_runs_and_returns_a_table() -> None:
     lines = lodo.table(results)
     assert lines[0].split()[:4] == ["class", "rows", "mean", "p90"]
     assert {line.split()[0] for line in lines[2:]} == {"bmm", "elementwise"}
+
+
+def test_every_device_seen_scores_each_devices_test_rows_with_one_fit() -> None:
+    """The comparison table: one set of parameters, every device's test rows, no convolution (whose
+    rows are all train shapes, so in the fit)."""
+    rows = data.load(["test_bmm", "test_elem"])
+    results = lodo.every_device_seen(rows, lodo.devices_by_name(), load_parameters())
+    assert set(results["bmm"].model) == {*lodo.TRAIN_DEVICES, lodo.TEST_ONLY_DEVICE}
+    assert "conv" not in results and not results["linear"].model
+    assert [line.split()[0] for line in lodo.table(results)[2:]] == ["bmm", "elementwise"]
 
 
 @pytest.fixture(scope="module")
