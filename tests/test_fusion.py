@@ -237,6 +237,9 @@ def test_the_report_states_its_band_and_its_source() -> None:
     assert tf32.confidence is not None and tf32.confidence.notes == (
         "all measured data is FP32: TF32 matmuls and convolutions are not validated",
     )
+    # TF32 asked of a V100 runs as the IEEE FP32 its step validation measured: nothing to warn of
+    no_tf32 = simulate(workload, make_system("v100-pcie-32gb", "1x1"), precision=parse_precision("tf32"))
+    assert no_tf32.confidence is not None and not any("TF32" in note for note in no_tf32.confidence.notes)
     compiled = simulate(workload, make_system("a100-pcie-40gb", "1x1"), precision=FP32, execution="compiled")
     assert compiled.confidence is not None and compiled.confidence.basis.startswith("a100-pcie-40gb fusion: 4 measured")
     measured = simulate(workload, make_system("v100-pcie-32gb", "1x1"), precision=FP32).to_dict()["confidence"]

@@ -35,7 +35,7 @@ def test_the_named_precisions() -> None:
         ("a100", "tf32", "tf32-matrix", 156e12),  # TF32 tensor [S]
         ("a100", "bf16", "bf16-matrix", 312e12),  # BF16 / FP16 tensor [S]
         ("h100", "tf32", "tf32-matrix", 494.5e12),
-        ("t4", "tf32", "tf32-matrix", 8.1e12),  # no TF32 on Turing: the FP32 rate
+        ("t4", "tf32", "ieee-fp32-matrix", 8.1e12),  # no TF32 on Turing: IEEE FP32, at its rate
         ("t4", "bf16", "bf16-matrix", 65e12),  # the FP16 tensor rate
         ("d1", "fp32", "ieee-fp32-matrix", 22.6e12),
     ],
@@ -94,7 +94,7 @@ def test_rates(dojo):
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        (("--dojo-chip=t4", "--dojo-precision=tf32"), "RUN t4 float32 tf32-matrix 8100000000000.0"),
+        (("--dojo-chip=t4", "--dojo-precision=tf32"), "RUN t4 float32 ieee-fp32-matrix 8100000000000.0"),
         (("--dojo-chip=t4",), "RUN t4 float32 ieee-fp32-matrix 8100000000000.0"),
         (("--dojo-chip=a100-sxm4-80gb", "--dojo-precision=tf32"), "RUN a100 float32 tf32-matrix 156000000000000.0"),
     ],

@@ -223,21 +223,30 @@ class ChipSpec:
                 f"got {self.local_memory_kind!r}"
             )
 
+    @property
+    def has_tf32_matrix(self) -> bool:
+        """Whether FP32 matrix ops can run in TF32 here: a chip without a TF32 mode gives its IEEE
+        FP32 rate as its TF32 rate, and runs them as IEEE FP32 whatever PyTorch's TF32 flag."""
+        return self.matrix_tf32_flops_per_s != self.matrix_fp32_flops_per_s
+
     def matrix_flops_per_s(self, dtype: str, *, tf32: bool = False) -> float:
         """Matrix peak for a compute dtype: BF16/FP16/FP8 at the BF16 rate, FP32 at the TF32 rate
         when ``tf32``, else at the IEEE FP32 rate."""
         return self.matrix_rate(dtype, tf32=tf32)[1]
 
     def matrix_rate(self, dtype: str, *, tf32: bool = False) -> tuple[str, float]:
-        """The label (:data:`MATRIX_RATE_LABELS`) and FLOP/s of the rate matrix ops run at.
+        """The label (:data:`MATRIX_RATE_LABELS`) and FLOP/s of the rate matrix ops run at (TF32
+        asked of a chip without it is IEEE FP32).
 
         >>> from hwmodel.spec.presets import get_preset
         >>> [get_preset("a100").chip.matrix_rate("float32", tf32=tf32) for tf32 in (False, True)]
         [('ieee-fp32-matrix', 19500000000000.0), ('tf32-matrix', 156000000000000.0)]
+        >>> get_preset("v100-pcie-32gb").chip.matrix_rate("float32", tf32=True)
+        ('ieee-fp32-matrix', 14000000000000.0)
         """
         if dtype in HALF_DTYPES:
             return "bf16-matrix", self.matrix_bf16_flops_per_s
-        if tf32:
+        if tf32 and self.has_tf32_matrix:
             return "tf32-matrix", self.matrix_tf32_flops_per_s
         return "ieee-fp32-matrix", self.matrix_fp32_flops_per_s
 

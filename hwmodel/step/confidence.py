@@ -64,7 +64,7 @@ def _compiled_note(devices: dict[str, Any]) -> str:
 @cache
 def step_confidence(chip: ChipSpec, compute_dtype: str, tf32: bool, execution: str, kind: str) -> Confidence:
     """The band of a step of ``kind`` (``train`` or ``inf``) on ``chip`` (see the module docstring)."""
-    notes = _precision_notes(compute_dtype, tf32)
+    notes = _precision_notes(compute_dtype, tf32 and chip.has_tf32_matrix)
     if chip.op_cost_model == "efficiency":
         return Confidence(band=None, source="none", basis=f"{chip.name}: not in the step validation", notes=notes)
     devices: dict[str, Any] = step_bands()["devices"]
