@@ -65,8 +65,8 @@ def test_mode_survives_json(mode: str) -> None:
     assert ("mode" in workload.to_dict()) == (mode != "train")
     # only a step under no_grad has no weight gradients to hold or all-reduce
     assert workload.keeps_gradients == (mode != "inference")
-    has_weight_gradients = any(op.phase == "backward" for op in workload.ops)
-    assert has_weight_gradients == workload.keeps_gradients
+    has_backward = any(op.phase == "backward" for op in workload.ops)
+    assert has_backward == workload.keeps_gradients
 
 
 def test_a_bad_mode_is_one_line() -> None:

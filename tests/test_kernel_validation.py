@@ -153,7 +153,7 @@ def test_one_gemm_runs_at_the_speed_of_its_session() -> None:
         "Tesla P100-PCIE-16GB": (0.669, 0.753, 0.751),
         "Tesla V100-PCIE-32GB": (0.874, 0.960, 0.931),
     }
-    near = rows.device == rows.device
+    near = np.ones(len(rows), dtype=bool)
     for column, size in (("M", 8192), ("N", 1024), ("K", 4096)):
         near &= np.abs(np.log(rows.shapes[column] / size)) < np.log(1.5)
     flops = 2.0 * rows.shapes["M"] * rows.shapes["N"] * rows.shapes["K"]

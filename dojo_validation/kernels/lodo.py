@@ -108,6 +108,23 @@ def _record(scores: Scores, device: str, errors: tuple[Array, Array]) -> None:
         scores.roofline[device] = errors[1]
 
 
+def _score_classes(
+    results: Mapping[str, Scores],
+    rows: Mapping[str, data.KernelRows],
+    name: str,
+    device: KernelDevice,
+    parameters: KernelParameters,
+) -> None:
+    """Score ``device`` 's rows of each class in ``results`` with ``parameters``: a convolution's
+    train-shape rows (the only ones it has), every other class's test-shape rows."""
+    for class_name, scores in results.items():
+        ops = CLASSES[class_name]
+        family = data.family(ops[0])
+        if family in rows:
+            split = "train-shapes" if class_name == "conv" else "test-shapes"
+            _record(scores, name, score(rows[family], ops, device, parameters, split))
+
+
 def leave_one_device_out(
     rows: Mapping[str, data.KernelRows],
     devices: Mapping[str, KernelDevice],
@@ -130,12 +147,7 @@ def leave_one_device_out(
             parameters = fit.fit(
                 {"conv": rows["conv"]}, conv_devices, per_pair=per_pair, iterations=iterations, start=parameters
             )
-        for name, ops in CLASSES.items():
-            family = "conv" if name == "conv" else ("matmul" if name in ("bmm", "linear") else "vector")
-            if family not in rows:
-                continue
-            split = "train-shapes" if name == "conv" else "test-shapes"
-            _record(results[name], left_out, score(rows[family], ops, devices[left_out], parameters, split))
+        _score_classes(results, rows, left_out, devices[left_out], parameters)
     return results
 
 
@@ -146,12 +158,8 @@ def every_device_seen(
     the leave-one-device-out table's comparison, where no device is new to the fit, only the shapes.
     What it misses on a device the fit has seen, leaving the device out cannot recover."""
     results = {name: Scores() for name in CLASSES if name != "conv"}
-    for name, scores in results.items():
-        family = "matmul" if name in ("bmm", "linear") else "vector"
-        if family not in rows:
-            continue
-        for device in (*TRAIN_DEVICES, TEST_ONLY_DEVICE):
-            _record(scores, device, score(rows[family], CLASSES[name], devices[device], parameters, "test-shapes"))
+    for name in (*TRAIN_DEVICES, TEST_ONLY_DEVICE):
+        _score_classes(results, rows, name, devices[name], parameters)
     return results
 
 

@@ -134,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if arguments.memory:  # every label tells what ran; the filters choose the attempted steps shown
         steps = attempted_steps(every)
-        chosen = {id(label) for label in select([label for label, _ in steps], *filters)}
-        shown = [step for step in steps if id(step[0]) in chosen]
+        chosen = set(select([label for label, _ in steps], *filters))
+        shown = [step for step in steps if step[0] in chosen]
         if not shown:
             print("no attempted single-GPU step matches the filters given", file=sys.stderr)
             return 2
